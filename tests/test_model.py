@@ -1,0 +1,290 @@
+"""The pipeline core: each step alone, the whole pipeline with the real model, flags, trace, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import model
+from model import Category, Flags, Ticket
+
+KNOWN_ORDER = "75983714"  # in the seeded order set (data/orders.py)
+UNKNOWN_ORDER = "12345678"  # not in it
+STEPS = ["normalize", "find_orders", "embed", "retrieve", "classify", "decide"]
+
+
+# --- each step alone --------------------------------------------------------------------------
+def test_normalize_masks_pii_and_cleans_text():
+    text, details = model.normalize("Hi\u200b  there,\tmail bob@example.com or call +44 7700 900123", debug=True)
+    assert text == "Hi there, mail [EMAIL] or call [PHONE]"
+    assert [m["kind"] for m in details["masked"]] == ["email", "phone"]
+    start, end = details["masked"][0]["start"], details["masked"][0]["end"]
+    assert "Hi there, mail bob@example.com or call +44 7700 900123"[start:end] == "bob@example.com"
+
+
+def test_normalize_masks_cards_but_keeps_order_numbers():
+    text, _ = model.normalize(f"card 4111 1111 1111 1111, order {KNOWN_ORDER}")
+    assert text == f"card [CARD], order {KNOWN_ORDER}"
+
+
+def test_normalize_without_masking_keeps_pii():
+    text, details = model.normalize("mail bob@example.com", mask_pii=False, debug=True)
+    assert text == "mail bob@example.com" and details["masked"] == []
+
+
+def test_steps_return_no_details_without_debug():
+    assert model.normalize("mail bob@example.com")[1] == {}
+    assert model.find_orders(KNOWN_ORDER)[1] == {}
+
+
+def test_find_orders_splits_known_and_unknown():
+    orders, details = model.find_orders(f"orders #{KNOWN_ORDER} and {UNKNOWN_ORDER}, not 123456789", debug=True)
+    assert orders.known == [KNOWN_ORDER] and orders.unknown == [UNKNOWN_ORDER]
+    assert details["candidates"] == [KNOWN_ORDER, UNKNOWN_ORDER]
+    assert details["filter"]["items"] == 1_000_000 and details["filter"]["false_positive_rate"] == 0.001
+
+
+def test_embed_gives_unit_vectors_that_put_similar_texts_close():
+    vectors, details = model.embed(["I forgot my password", "I cannot remember my login password", "The sofa is blue"], debug=True)
+    assert vectors.shape == (3, 384) and details["dims"] == 384
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.3
+
+
+def test_retrieve_finds_the_relevant_article():
+    vectors, _ = model.embed(["How do I reset my password?"])
+    hits, details = model.retrieve(vectors, top_k=4, debug=True)
+    assert len(hits) == 1 and len(hits[0]) == 4 and details["articles_indexed"] == 48
+    assert "KB-401" in [h.id for h in hits[0]]
+    assert [h.score for h in hits[0]] == sorted((h.score for h in hits[0]), reverse=True)
+
+
+def test_classify_gives_every_class_probability():
+    vectors, _ = model.embed(["I was charged twice for my order", "The app crashes when I open it"])
+    predictions, _ = model.classify(vectors)
+    assert [p.category for p in predictions] == [Category.billing, Category.technical_issue]
+    for p in predictions:
+        assert set(p.probabilities) == {c.value for c in Category}
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+        assert p.confidence == max(p.probabilities.values())
+
+
+def _prediction(category, confidence):
+    return model.Prediction(Category(category), confidence, {category: confidence})
+
+
+def _article(category, score):
+    article = next(a for a in model.resources().articles if a["category"] == category)
+    return model.ArticleHit(**article, score=score)
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "confidence", "score", "orders", "reply", "rule"),
+    [
+        ("how do I return this", {}, 0.9, 0.7, model.OrderIds(), True, "auto-reply from"),
+        ("how do I return this", {"auto_reply": False}, 0.9, 0.7, model.OrderIds(), False, "auto_reply flag is off"),
+        ("how do I return this", {}, 0.3, 0.7, model.OrderIds(), False, "below min_confidence"),
+        ("how do I return this URGENT", {}, 0.9, 0.7, model.OrderIds(), False, "urgent"),
+        ("how do I return this", {}, 0.9, 0.2, model.OrderIds(), False, "min_article_score"),
+        ("return 12345678", {}, 0.9, 0.7, model.OrderIds(unknown=["12345678"]), False, "matches no order"),
+    ],
+)
+def test_decide_rules(text, flags, confidence, score, orders, reply, rule):
+    decision, details = model.decide(
+        Ticket(text=text),
+        Flags(**flags),
+        _prediction("returns_refunds", confidence),
+        [_article("returns_refunds", score)],
+        orders,
+        debug=True,
+    )
+    assert decision.team == "returns"
+    assert (decision.reply is not None) == reply
+    assert rule in details["rule"]
+
+
+def test_decide_raises_urgency_for_vip_and_lowers_it_for_feedback():
+    ticket = Ticket(text="a question", customer_tier="vip")
+    assert model.decide(ticket, Flags(), _prediction("billing", 0.9), [], model.OrderIds())[0].urgency == "high"
+    plain = Ticket(text="a question")
+    assert model.decide(plain, Flags(), _prediction("feedback", 0.9), [], model.OrderIds())[0].urgency == "low"
+    assert model.decide(plain, Flags(), _prediction("billing", 0.9), [], model.OrderIds())[0].urgency == "normal"
+
+
+# --- the pipeline end to end ------------------------------------------------------------------
+def test_run_end_to_end():
+    result = model.run(f"Hi, where is my order {KNOWN_ORDER}? The tracking has not moved for days")
+    assert result.category == Category.order_status and result.team == "logistics"
+    assert result.order_ids.known == [KNOWN_ORDER] and result.order_ids.unknown == []
+    assert len(result.articles) == 3 and result.trace is None
+    assert result.needs_human == (result.reply is None)
+
+
+def test_run_replies_automatically_when_safe():
+    result = model.run("How do I reset my password?")
+    assert result.category == Category.account_access
+    assert result.reply is not None and "reset" in result.reply.lower() and not result.needs_human
+
+
+def test_run_accepts_ticket_dict_and_string_alike():
+    text = "The app crashes every time I open my basket"
+    a, b, c = model.run(text), model.run({"text": text}), model.run(Ticket(text=text))
+    assert a == b == c
+
+
+def test_trace_has_one_entry_per_step_in_order():
+    result = model.run({"text": f"refund for {KNOWN_ORDER} please, mail me at a@b.example"}, debug=True)
+    assert [s.step for s in result.trace] == STEPS
+    assert all(s.ms >= 0 for s in result.trace)
+    by_step = {s.step: s for s in result.trace}
+    assert by_step["normalize"].details["masked"][0]["kind"] == "email"
+    assert by_step["classify"].details["probabilities"][result.category.value] == result.confidence
+    assert [a["id"] for a in by_step["retrieve"].output] == [a.id for a in result.articles]
+    assert "rule" in by_step["decide"].details
+
+
+def test_run_and_run_batch_agree():
+    texts = [
+        "Please cancel my order",
+        f"where is {KNOWN_ORDER}",
+        "I want my money back for the broken kettle",
+        "Do you sell this in red?",
+        "thank you, great service!",
+        "I was charged twice",
+        "I can't log in",
+        "checkout page is blank",
+    ]
+    flags = [Flags(), Flags(top_k=1), Flags(mask_pii=False), Flags(auto_reply=False)] * 2
+    batched = model.run_batch(texts, flags, debug=True)
+    for text, f, b in zip(texts, flags, batched, strict=True):
+        single = model.run(text, f, debug=True)
+        assert single.model_dump(exclude={"confidence", "articles", "trace"}) == b.model_dump(exclude={"confidence", "articles", "trace"})
+        assert single.confidence == pytest.approx(b.confidence, abs=1e-3)
+        assert [a.id for a in single.articles] == [a.id for a in b.articles]
+        assert [s.step for s in single.trace] == [s.step for s in b.trace]
+
+
+def test_run_batch_handles_empty_list_and_checks_flag_count():
+    assert model.run_batch([]) == []
+    with pytest.raises(ValueError, match="flags"):
+        model.run_batch(["a", "b"], [Flags()])
+
+
+# --- every flag changes the outcome as its name says -----------------------------------------
+def _trace(result, step):
+    return next(s for s in result.trace if s.step == step)
+
+
+def test_flag_mask_pii():
+    text = "Where is my parcel? mail me at bob@example.com"
+    assert "[EMAIL]" in _trace(model.run(text, debug=True), "normalize").output
+    assert "bob@example.com" in _trace(model.run(text, {"mask_pii": False}, debug=True), "normalize").output
+
+
+def test_flag_lookup_orders():
+    text = f"where is order {KNOWN_ORDER}"
+    on, off = model.run(text, debug=True), model.run(text, {"lookup_orders": False}, debug=True)
+    assert on.order_ids.known == [KNOWN_ORDER] and off.order_ids.known == []
+    assert _trace(off, "find_orders").skipped == "lookup_orders=False" and _trace(on, "find_orders").skipped is None
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_flag_top_k(k):
+    assert len(model.run("how do I return shoes", {"top_k": k}).articles) == k
+
+
+def test_flags_that_stop_the_automatic_reply():
+    text = "How do I reset my password?"
+    assert model.run(text).reply is not None
+    for flags in ({"auto_reply": False}, {"min_confidence": 1.0}, {"min_article_score": 1.0}):
+        result = model.run(text, flags)
+        assert result.reply is None and result.needs_human, flags
+
+
+# --- quality ------------------------------------------------------------------------------------
+def test_accuracy_on_the_evaluation_set():
+    metrics = model.evaluate()
+    assert metrics["rows"] >= 160
+    assert metrics["accuracy"] >= 0.80, metrics
+    assert model.resources().manifest["eval"]["accuracy"] == metrics["accuracy"]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ticket", "flags", "field"),
+    [
+        ({"text": ""}, None, "text"),
+        ({"text": "   \n\t "}, None, "text"),
+        ({"text": "x" * 5001}, None, "text"),
+        ({"text": 42}, None, "text"),
+        ({"text": None}, None, "text"),
+        ({}, None, "text"),
+        ({"text": "hi", "channel": "pigeon"}, None, "channel"),
+        ({"text": "hi", "tier": "gold"}, None, "tier"),
+        ({"text": "hi"}, {"top_k": 0}, "top_k"),
+        ({"text": "hi"}, {"top_k": 11}, "top_k"),
+        ({"text": "hi"}, {"top_k": "many"}, "top_k"),
+        ({"text": "hi"}, {"min_confidence": 1.5}, "min_confidence"),
+        ({"text": "hi"}, {"mask_pii": "maybe"}, "mask_pii"),
+        ({"text": "hi"}, {"no_such_flag": True}, "no_such_flag"),
+    ],
+)
+def test_bad_input_names_the_field(ticket, flags, field):
+    with pytest.raises(ValidationError) as error:
+        model.run(ticket, flags)
+    assert field in {str(part) for e in error.value.errors() for part in e["loc"]}
+
+
+def test_text_limit_is_after_stripping():
+    assert model.run({"text": "  " + "x" * 5000 + "  "}).category in Category
+
+
+# --- model checksum, laziness and artifacts ----------------------------------------------------
+def test_import_does_not_load_torch():
+    code = "import sys, model; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=model.ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_tampered_model_is_refused(tmp_path):
+    source, sha = model.model_source()
+    copy = tmp_path / "model"
+    shutil.copytree(source, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(model.ModelError, match="tampered"):
+        model.load_encoder(str(copy), sha)
+
+
+def test_model_checksum_is_the_official_one_and_configurable(monkeypatch):
+    assert model.model_source()[1] == model.OFFICIAL_MODEL_SHA256
+    monkeypatch.setenv("TRIAGE_MODEL", "/no/such/dir")
+    monkeypatch.setenv("TRIAGE_MODEL_SHA256", "0" * 64)
+    with pytest.raises(model.ModelError, match="cannot be checked"):
+        model.load_encoder(*model.model_source())
+
+
+def test_artifacts_are_rebuilt_when_data_changes(tmp_path, monkeypatch):
+    encoder = model.resources().encoder
+    shutil.copytree(model.DATA_DIR, tmp_path / "data")
+    shutil.copytree(model.ARTIFACTS_DIR, tmp_path / "artifacts")
+    monkeypatch.setattr(model, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(model, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    monkeypatch.setattr(model, "load_encoder", lambda *_: encoder)  # the real model, loaded once
+    monkeypatch.setattr(model, "_resources", None)
+    before = model.resources().manifest
+    assert before["built_at"] == json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["built_at"]  # loaded, not rebuilt
+
+    with open(tmp_path / "data" / "train.csv", "a") as f:
+        f.write('"my parcel never came and nobody answers my emails",order_status\n')
+    monkeypatch.setattr(model, "_resources", None)
+    after = model.resources().manifest
+    assert after["data"]["train"] == model.sha256_file(tmp_path / "data" / "train.csv") != before["data"]["train"]
+    assert after["classifier"]["train_rows"] == before["classifier"]["train_rows"] + 1
+    assert "eval" in after
