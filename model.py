@@ -366,14 +366,15 @@ def run_batch(
     def timed(step, i, fn, *args):  # a per-ticket step, timed and traced
         start = time.perf_counter()
         out, details = fn(*args, debug=debug)
-        traces[i].append(StepTrace(step=step, ms=_ms(start), output=_plain(out), details=details))
+        if debug:
+            traces[i].append(StepTrace(step=step, ms=_ms(start), output=_plain(out), details=details))
         return out
 
     def timed_batch(step, fn, *args, outputs=None):  # a batched step: each ticket gets its share of the time
         start = time.perf_counter()
         out, details = fn(*args, debug=debug)
         ms = round(_ms(start) / len(tickets), 3)
-        for i in range(len(tickets)):
+        for i in range(len(tickets) if debug else 0):
             traces[i].append(StepTrace(step=step, ms=ms, output=_plain(outputs(out, i)), details=details))
         return out
 
@@ -614,6 +615,6 @@ if __name__ == "__main__":
     if command == "build":
         print(json.dumps(build_artifacts()["eval"], indent=2))
     elif command == "eval":
-        print(json.dumps({"manifest": resources().manifest["eval"], "now": evaluate()}, indent=2))
+        print(json.dumps(evaluate(), indent=2))
     else:
         sys.exit(f"usage: python model.py [build|eval]  (got {command!r})")
