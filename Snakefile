@@ -15,7 +15,7 @@ rule artifacts:
     """The faiss index, classifier, Bloom filter and manifest, built from data/."""
     input:
         DATA,
-        "model.py",
+        local("model.py"),  # code ships with the container image, not through cluster storage
     output:
         ARTIFACTS,
     shell:
@@ -47,3 +47,60 @@ rule bench_pipeline:
         "bench/out/pipeline.json",
     shell:
         "python bench/bench_pipeline.py --tickets {config[bench_tickets]} > {output}"
+
+
+# --- batch reports -----------------------------------------------------------------------------
+wildcard_constraints:
+    name=r"[^/.]+",
+
+
+scattergather:
+    split=config["shards"],
+
+
+IN, OUT, SHARDS = config["inputs"], config["reports"], config["shards_dir"]
+BATCH = f"python {workflow.basedir}/batch.py"
+
+
+rule report:
+    """reports/{name}.csv, .html and .json from data/{name}.csv (the expert report)."""
+    input:
+        csv=f"{IN}/{{name}}.csv",
+        artifacts=ARTIFACTS,
+    output:
+        multiext(f"{OUT}/{{name}}", ".csv", ".html", ".json"),
+    shell:
+        BATCH + " {input.csv} -o {output[0]} --quiet {config[report_args]}"
+
+
+rule split:
+    """Split data/{name}.csv into N contiguous shards (N: config shards, or --set-scatter split=N)."""
+    input:
+        f"{IN}/{{name}}.csv",
+    output:
+        scatter.split(f"{SHARDS}/{{{{name}}}}/{{scatteritem}}.csv"),
+    run:
+        import batch
+
+        batch.split(input[0], output)
+
+
+rule score_shard:
+    """One shard scored on its own (in parallel with the others, locally or on a cluster)."""
+    input:
+        csv=f"{SHARDS}/{{name}}/{{scatteritem}}.csv",
+        artifacts=ARTIFACTS,
+    output:
+        multiext(f"{SHARDS}/{{name}}/{{scatteritem}}.scored", ".csv", ".json"),
+    shell:
+        BATCH + " {input.csv} -o {output[0]} --quiet --no-html {config[report_args]}"
+
+
+rule merge:
+    """reports/{name}.sharded.*: the shards merged into one report, same rows and order as `report`."""
+    input:
+        gather.split(f"{SHARDS}/{{{{name}}}}/{{scatteritem}}.scored.csv"),
+    output:
+        multiext(f"{OUT}/{{name}}.sharded", ".csv", ".html", ".json"),
+    shell:
+        BATCH + " --merge {input} -o {output[0]} --quiet"

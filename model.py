@@ -589,6 +589,16 @@ def resources() -> Resources:
     return _resources
 
 
+def manifest() -> dict:
+    """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
+    path = ARTIFACTS_DIR / "manifest.json"
+    if _resources is None and path.exists():
+        current, saved = fingerprint(), json.loads(path.read_text())
+        if {k: saved.get(k) for k in current} == current:
+            return saved
+    return resources().manifest
+
+
 def _load(encoder, manifest: dict) -> Resources:
     import faiss
     import joblib

@@ -1,0 +1,589 @@
+"""Batch reports for domain experts: a CSV of tickets in; a scored CSV, an HTML report and a JSON summary out.
+
+    python batch.py data/eval.csv -o reports/eval.csv            # also writes reports/eval.html and .json
+    python batch.py tickets.csv -o out.csv --flag top_k=5 --compare auto_reply=false
+
+The input is streamed in chunks through `model.run_batch` (debug off), so memory stays flat however
+long the file is. Every input row gives exactly one output row, in order; a row the pipeline cannot
+take (empty text, too long, ...) keeps its columns and gets an `error`. `report()` does the work for
+this CLI and for the app's batch tab. The summary and the HTML are computed from the scored CSV alone,
+which is what lets `merge()` join shards scored in parallel into the same report.
+"""
+
+import argparse
+import contextlib
+import csv
+import html
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+from tqdm import tqdm
+
+import model
+
+MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
+COMPARE_PREFIX = "compare_"
+
+
+class BatchInputError(ValueError):
+    """The input file as a whole cannot be used (exit status 2 on the command line)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Output columns, derived from the Triage schema
+# ---------------------------------------------------------------------------------------------
+def _output_columns() -> list[str]:
+    columns = []
+    for name, field in model.Triage.model_fields.items():
+        annotation = field.annotation
+        if name == "trace":
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # order_ids -> order_ids_known, ...
+            columns += [f"{name}_{sub}" for sub in annotation.model_fields]
+        elif getattr(annotation, "__origin__", None) is list:  # articles -> top_article_id, ...
+            item = annotation.__args__[0]
+            columns += [f"top_{name.removesuffix('s')}_{sub}" for sub in item.model_fields]
+        else:
+            columns.append(name)
+    return [*columns, "error"]
+
+
+OUTPUT_COLUMNS = _output_columns()
+
+
+def flatten(triage: model.Triage) -> dict[str, Any]:
+    """One CSV row from a Triage: lists joined by spaces, the best article's fields as top_article_*."""
+    row: dict[str, Any] = {}
+    for name, value in triage.model_dump(mode="json", exclude={"trace"}).items():
+        if isinstance(value, dict):
+            row.update({f"{name}_{k}": " ".join(v) for k, v in value.items()})
+        elif isinstance(value, list):
+            row.update({f"top_{name.removesuffix('s')}_{k}": v for k, v in (value[0] if value else {}).items()})
+        else:
+            row[name] = value
+    return {column: row.get(column, "") for column in OUTPUT_COLUMNS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags from KEY=VALUE pairs
+# ---------------------------------------------------------------------------------------------
+def parse_flags(pairs: list[str], base: model.Flags | None = None, option: str = "--flag") -> model.Flags:
+    """`["top_k=5", "auto_reply=false"]` -> Flags, on top of `base`. Raises BatchInputError naming the key."""
+    values = (base or model.Flags()).model_dump()
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BatchInputError(f"{option} {pair!r}: expected KEY=VALUE")
+        if key not in model.Flags.model_fields:
+            raise BatchInputError(f"{option} {key}: unknown flag (known: {', '.join(model.Flags.model_fields)})")
+        values[key] = value  # pydantic turns "false", "5", "0.7" into the flag's type, or says why not
+    try:
+        return model.Flags.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise BatchInputError(f"{option} {first['loc'][0]}={first['input']!r}: {first['msg']}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the input
+# ---------------------------------------------------------------------------------------------
+def check_file(path: str | Path) -> Path:
+    """Fail fast, with one clear line, on a file that is missing, empty, binary or not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise BatchInputError(f"{path}: no such file")
+    head = path.read_bytes()[:4096]
+    if not head.strip():
+        raise BatchInputError(f"{path}: the file is empty")
+    if b"\x00" in head:
+        raise BatchInputError(f"{path}: not a CSV file (it holds binary data)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 4:  # not just a character cut at the 4 KiB boundary
+            raise BatchInputError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8 CSV") from None
+    return path
+
+
+def read_chunks(path: str | Path, chunk_size: int):
+    """The CSV as string DataFrames of `chunk_size` rows; a file that is not a usable CSV raises BatchInputError."""
+    path = check_file(path)
+    try:
+        yield from pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=chunk_size)
+    except UnicodeDecodeError:
+        raise BatchInputError(f"{path}: not UTF-8 text; save it as UTF-8 CSV") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise BatchInputError(f"{path}: not a readable CSV file ({str(error).strip()})") from None
+
+
+def count_rows(path: str | Path) -> int:
+    """Lines after the header: the progress bar's total (exact unless texts hold line breaks)."""
+    with open(path, "rb") as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+def score_chunk(texts: list[str], flags: model.Flags) -> list[dict[str, Any]]:
+    """Output columns for each text; a row that fails gets `error` and empty outputs, the others go on."""
+    rows: list[dict[str, Any] | None] = [None] * len(texts)
+    valid: dict[int, model.Ticket] = {}
+    for i, text in enumerate(texts):
+        try:
+            valid[i] = model.Ticket(text=text)
+        except ValidationError as error:
+            rows[i] = _error_row(error)
+    try:
+        results = model.run_batch(list(valid.values()), flags)
+    except Exception:  # isolate the failing row(s), so one bad row cannot cost the chunk
+        results = []
+        for ticket in valid.values():
+            try:
+                results.append(model.run(ticket, flags))
+            except Exception as error:
+                results.append(error)
+    for i, result in zip(valid, results, strict=True):
+        rows[i] = _error_row(result) if isinstance(result, Exception) else flatten(result)
+    return rows
+
+
+def _error_row(error: Exception) -> dict[str, Any]:
+    if isinstance(error, ValidationError):
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    else:
+        message = f"{type(error).__name__}: {error}"
+    return {**dict.fromkeys(OUTPUT_COLUMNS, ""), "error": message}
+
+
+def report(
+    input_path: str | Path,
+    output_path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = None,
+    flags: model.Flags | dict | None = None,
+    compare: model.Flags | dict | None = None,
+    chunk_size: int = 512,
+    limit: int | None = None,
+    progress: bool | None = None,
+    html_report: bool = True,
+) -> dict[str, Any]:
+    """Score a CSV into `output_path` (.csv) and write the .json summary and .html report beside it.
+
+    Returns the summary. `compare` is a second set of flags: every row is scored with both, the
+    variant's columns prefixed `compare_`. Raises BatchInputError when the file cannot be used.
+    """
+    flags = model.Flags.model_validate(flags or {})
+    compare = model.Flags.model_validate(compare) if compare is not None else None
+    output_path = Path(output_path)
+    check_file(input_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    model.resources()  # load the model before the clock starts: elapsed_s is scoring time
+    started = time.perf_counter()
+    try:
+        text_column, label_column = _score(input_path, output_path, text_column, label_column, flags, compare, chunk_size, limit, progress)
+    except BatchInputError:
+        output_path.unlink(missing_ok=True)  # no half-written report
+        raise
+    elapsed = time.perf_counter() - started
+    run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
+    return summarize(output_path, text_column, label_column, elapsed, run, html_report)
+
+
+def _score(input_path, output_path, text_column, label_column, flags, compare, chunk_size, limit, progress):
+    """Stream the input through the pipeline into the scored CSV; returns the text and label columns as written."""
+    total = min(count_rows(input_path), limit) if limit is not None else count_rows(input_path)
+    show = sys.stderr.isatty() if progress is None else progress
+    columns = None
+    with open(output_path, "w", newline="", encoding="utf-8") as out, tqdm(total=total, unit="rows", disable=not show) as bar:
+        writer = None
+        seen = 0
+        for chunk in read_chunks(input_path, chunk_size):
+            if columns is None:
+                columns = list(chunk.columns)
+                _check_columns(input_path, columns, text_column, label_column)
+                label_column = _label(columns, label_column)
+                # an input column named like an output (say "category") keeps its values as input_category
+                renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS or c.startswith(COMPARE_PREFIX)}
+                text_column, label_column = renamed.get(text_column, text_column), renamed.get(label_column, label_column)
+            chunk = chunk.rename(columns=renamed)
+            if limit is not None:
+                chunk = chunk.iloc[: max(limit - seen, 0)]
+            if chunk.empty:
+                break
+            texts = chunk[text_column].tolist()
+            scored = pd.DataFrame(score_chunk(texts, flags), index=chunk.index)
+            if compare is not None:
+                variant = pd.DataFrame(score_chunk(texts, compare), index=chunk.index).add_prefix(COMPARE_PREFIX)
+                scored = scored.join(variant)
+            rows = chunk.join(scored)
+            if writer is None:
+                writer = csv.writer(out)
+                writer.writerow(rows.columns)
+            writer.writerows(rows.itertuples(index=False))
+            seen += len(chunk)
+            bar.update(len(chunk))
+        if columns is None:  # the file has no header at all
+            raise BatchInputError(f"{input_path}: the file is empty")
+        if writer is None:  # header only: an empty report with the right columns
+            header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
+            if compare is not None:
+                header += [COMPARE_PREFIX + c for c in OUTPUT_COLUMNS]
+            csv.writer(out).writerow(header)
+    return text_column, label_column
+
+
+def _check_columns(path, columns: list[str], text_column: str, label_column: str | None) -> None:
+    if text_column not in columns:
+        raise BatchInputError(f"{path}: no {text_column!r} column (columns: {', '.join(columns) or 'none'}); choose one with --text-column")
+    if label_column is not None and label_column not in columns:
+        raise BatchInputError(f"{path}: no label column {label_column!r} (columns: {', '.join(columns)})")
+
+
+def _label(columns: list[str], label_column: str | None) -> str | None:
+    if label_column is not None:
+        return label_column
+    return "expected_category" if "expected_category" in columns else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary, metrics and the HTML report: computed from the scored CSV alone
+# ---------------------------------------------------------------------------------------------
+def summarize(
+    scored_csv: str | Path,
+    text_column: str,
+    label_column: str | None,
+    elapsed_s: float,
+    run: dict[str, Any],
+    html_report: bool = True,
+) -> dict[str, Any]:
+    """Read the scored CSV in chunks and write its .json summary (and .html report) beside it."""
+    scored_csv = Path(scored_csv)
+    variants = {"": _Tally(label_column), COMPARE_PREFIX: _Tally(label_column)}
+    agreement = Counter()
+    differing: list[dict] = []
+    compared = False
+    for chunk in pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=4096):
+        compared = compared or COMPARE_PREFIX + "category" in chunk
+        for prefix, tally in variants.items():
+            if prefix == "" or compared:
+                tally.add(chunk, prefix, text_column)
+        if compared:
+            both = (chunk.error == "") & (chunk[COMPARE_PREFIX + "error"] == "")
+            same = chunk.category == chunk[COMPARE_PREFIX + "category"]
+            agreement.update({"rows": int(both.sum()), "same": int((both & same).sum())})
+            for i, row in chunk[both & ~same].iterrows():
+                if len(differing) < MAX_LISTED_ROWS:
+                    differing.append(_listed(row, i, text_column, label_column, with_compare=True))
+    manifest = model.manifest()
+    summary = {
+        **variants[""].summary(),
+        "elapsed_s": round(elapsed_s, 3),
+        "rows_per_s": round(variants[""].rows / elapsed_s, 1) if elapsed_s > 0 else None,
+        "text_column": text_column,
+        "label_column": label_column,
+        **run,
+        "pipeline_version": manifest["pipeline_version"],
+        "model": manifest["model"],
+        "data": manifest["data"],
+        "artifacts_built_at": manifest["built_at"],
+        "outputs": {kind: str(scored_csv.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
+    }
+    if compared:
+        summary["compare"] = {
+            **variants[COMPARE_PREFIX].summary(),
+            "agreement": round(agreement["same"] / agreement["rows"], 4) if agreement["rows"] else None,
+            "differing_rows": differing,
+            "differing_total": agreement["rows"] - agreement["same"],
+        }
+    scored_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if html_report:
+        scored_csv.with_suffix(".html").write_text(render_html(summary, variants), encoding="utf-8")
+    return summary
+
+
+class _Tally:
+    """Running counts for one variant: what the summary and the plots need, never the rows themselves."""
+
+    def __init__(self, label_column: str | None):
+        self.label_column = label_column
+        self.rows = self.errors = 0
+        self.categories, self.teams, self.pairs = Counter(), Counter(), Counter()
+        self.confidences: list[float] = []  # one float per row: small even for a million rows
+        self.needs_human = 0
+        self.misclassified: list[dict] = []
+        self.misclassified_total = 0
+
+    def add(self, chunk: pd.DataFrame, prefix: str, text_column: str) -> None:
+        self.rows += len(chunk)
+        ok = chunk[chunk[prefix + "error"] == ""]
+        self.errors += len(chunk) - len(ok)
+        self.categories.update(ok[prefix + "category"])
+        self.teams.update(ok[prefix + "team"])
+        self.confidences += ok[prefix + "confidence"].astype(float).tolist()
+        self.needs_human += int((ok[prefix + "needs_human"] == "True").sum())
+        if self.label_column:
+            self.pairs.update(zip(ok[self.label_column], ok[prefix + "category"], strict=True))
+            wrong = ok[ok[self.label_column] != ok[prefix + "category"]]
+            self.misclassified_total += len(wrong)
+            for i, row in wrong.head(MAX_LISTED_ROWS - len(self.misclassified)).iterrows():
+                self.misclassified.append(_listed(row, i, text_column, self.label_column, prefix=prefix))
+
+    def summary(self) -> dict[str, Any]:
+        scored = self.rows - self.errors
+        out = {
+            "rows": self.rows,
+            "errors": self.errors,
+            "category_distribution": dict(self.categories.most_common()),
+            "team_distribution": dict(self.teams.most_common()),
+            "mean_confidence": round(sum(self.confidences) / scored, 4) if scored else None,
+            "needs_human_share": round(self.needs_human / scored, 4) if scored else None,
+        }
+        if self.label_column:
+            out["metrics"] = metrics(self.pairs)
+            out["misclassified_rows"] = self.misclassified
+            out["misclassified_total"] = self.misclassified_total
+        return out
+
+
+def _listed(row: pd.Series, index: int, text_column: str, label_column: str | None, prefix: str = "", with_compare=False) -> dict:
+    item = {"row": int(index) + 1, "text": row[text_column][:300]}
+    if label_column:
+        item["expected"] = row[label_column]
+    item.update({"category": row[prefix + "category"], "confidence": float(row[prefix + "confidence"])})
+    if with_compare:
+        item.update({"compare_category": row[COMPARE_PREFIX + "category"], "compare_confidence": float(row[COMPARE_PREFIX + "confidence"])})
+    return item
+
+
+def metrics(pairs: Counter) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix from (expected, predicted) counts."""
+    labels = [c.value for c in model.Category] + sorted({e for e, _ in pairs} - {c.value for c in model.Category})
+    total = sum(pairs.values())
+    per_class = {}
+    for label in labels:
+        tp = pairs[(label, label)]
+        predicted = sum(n for (_, p), n in pairs.items() if p == label)
+        support = sum(n for (e, _), n in pairs.items() if e == label)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": support}
+    present = [label for label in labels if per_class[label]["support"] or any(p == label for _, p in pairs)]
+    return {
+        "labelled_rows": total,
+        "accuracy": round(sum(pairs[(label, label)] for label in labels) / total, 4) if total else None,
+        "macro_f1": round(sum(per_class[label]["f1"] for label in present) / len(present), 4) if present else None,
+        "per_class": per_class,
+        "confusion_matrix": {"labels": labels, "rows_expected_columns_predicted": [[pairs[(e, p)] for p in labels] for e in labels]},
+    }
+
+
+def render_html(summary: dict[str, Any], tallies: dict[str, "_Tally"]) -> str:
+    """One self-contained HTML file: figures (plotly, its JavaScript inlined once), tables and run metadata."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = {"": "A (flags)", COMPARE_PREFIX: "B (compare flags)"} if "compare" in summary else {"": "pipeline"}
+    figures = []
+    categories = [c.value for c in model.Category]
+
+    bars = go.Figure([go.Bar(name=names[p], x=categories, y=[tallies[p].categories[c] for c in categories]) for p in names])
+    bars.update_layout(title="Category distribution", barmode="group", yaxis_title="rows")
+    figures.append(bars)
+    hist = go.Figure([go.Histogram(name=names[p], x=tallies[p].confidences, xbins={"start": 0, "end": 1, "size": 0.05}) for p in names])
+    hist.update_layout(title="Confidence", barmode="overlay", xaxis_title="confidence", yaxis_title="rows")
+    hist.update_traces(opacity=0.7)
+    figures.append(hist)
+    if summary.get("metrics"):
+        heat = make_subplots(rows=1, cols=len(names), subplot_titles=list(names.values()))
+        for col, prefix in enumerate(names, start=1):
+            cm = (summary["compare"] if prefix else summary)["metrics"]["confusion_matrix"]
+            z = cm["rows_expected_columns_predicted"]
+            heat.add_trace(
+                go.Heatmap(z=z, x=cm["labels"], y=cm["labels"], colorscale="Blues", showscale=False, text=z, texttemplate="%{text}"),
+                row=1,
+                col=col,
+            )
+        heat.update_layout(title="Confusion matrix (rows: expected, columns: predicted)", height=520)
+        heat.update_yaxes(autorange="reversed")
+        figures.append(heat)
+    plots = "\n".join(
+        f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})}</div>'
+        for i, fig in enumerate(figures)
+    )
+
+    def table(rows: list[dict], title: str, total: int) -> str:
+        if not rows:
+            return f"<h2>{html.escape(title)}</h2><p>None.</p>"
+        head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+        shown = f" (first {len(rows)} of {total})" if total > len(rows) else f" ({total})"
+        return f'<h2>{html.escape(title)}{shown}</h2><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    tables = ""
+    if summary.get("metrics"):
+        per_class = [{"category": c, **m} for c, m in summary["metrics"]["per_class"].items()]
+        tables += table(per_class, "Per category", len(per_class))
+    if "misclassified_rows" in summary:
+        tables += table(summary["misclassified_rows"], "Misclassified rows", summary["misclassified_total"])
+    if "compare" in summary:
+        tables += table(summary["compare"]["differing_rows"], "Rows where A and B differ", summary["compare"]["differing_total"])
+    return _PAGE.format(
+        title=html.escape(Path(summary["input"]).name),
+        figures=_figures(summary),
+        plots=plots,
+        tables=tables,
+        metadata=html.escape(json.dumps({k: summary[k] for k in _METADATA if k in summary}, indent=2, default=str)),
+    )
+
+
+_METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "data", "artifacts_built_at", "text_column", "label_column"]
+
+
+def _figures(summary: dict[str, Any]) -> str:
+    def cards(s: dict[str, Any], name: str) -> str:
+        items = [("rows", s["rows"]), ("errors", s["errors"]), ("mean confidence", s["mean_confidence"])]
+        items.append(("needs a human", f"{s['needs_human_share']:.1%}" if s["needs_human_share"] is not None else "n/a"))
+        if s.get("metrics"):
+            items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
+        inner = "".join(f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{k}</div></div>' for k, v in items)
+        return f"<h3>{name}</h3><div class='cards'>{inner}</div>"
+
+    out = cards(summary, "A (flags)" if "compare" in summary else "Summary")
+    if "compare" in summary:
+        out += cards(summary["compare"], "B (compare flags)")
+        out += f"<p>Agreement between A and B: <b>{summary['compare']['agreement']}</b></p>"
+    out += f"<p>{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s).</p>"
+    return out
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Triage report: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }}
+.cards {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
+.card {{ border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; min-width: 8rem; }}
+.card .v {{ font-size: 1.6rem; font-weight: 600; }} .card .k {{ color: #666; }}
+table {{ border-collapse: collapse; width: 100%; font-size: .9rem; }}
+th, td {{ border-bottom: 1px solid #eee; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
+th {{ cursor: pointer; background: #f6f6f6; position: sticky; top: 0; }} th:hover {{ background: #e8e8e8; }}
+pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; }}
+</style></head><body>
+<h1>Triage report: {title}</h1>
+{figures}
+{plots}
+{tables}
+<h2>Run</h2><pre>{metadata}</pre>
+<script>
+// click a column header to sort by it; click again to reverse
+document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {{
+  const body = th.closest("table").tBodies[0], asc = th.dataset.asc !== "1";
+  const key = r => {{ const t = r.cells[col].textContent, n = parseFloat(t); return isNaN(n) ? t : n; }};
+  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1)).forEach(r => body.appendChild(r));
+  th.dataset.asc = asc ? "1" : "0";
+}}));
+</script>
+</body></html>
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: split a CSV into N contiguous parts, score them anywhere, merge them back in order
+# ---------------------------------------------------------------------------------------------
+def split(input_path: str | Path, outputs: list[str | Path], chunk_size: int = 4096) -> None:
+    """Split a CSV into len(outputs) contiguous shards with the header in each (empty shards too)."""
+    total, n = count_rows(input_path), len(outputs)
+    bounds = [round(total * k / n) for k in range(n + 1)]
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(path, "w", newline="", encoding="utf-8")) for path in outputs]
+        seen, header = 0, None
+        for chunk in read_chunks(input_path, chunk_size):
+            header = list(chunk.columns)
+            for k, f in enumerate(files):
+                part = chunk.iloc[max(bounds[k] - seen, 0) : max(bounds[k + 1] - seen, 0)]
+                if f.tell() == 0:
+                    csv.writer(f).writerow(header)
+                csv.writer(f).writerows(part.itertuples(index=False))
+            seen += len(chunk)
+        if header is None:
+            raise BatchInputError(f"{input_path}: the file is empty")
+
+
+def merge(scored_shards: list[str | Path], output_path: str | Path, html_report: bool = True) -> dict[str, Any]:
+    """Concatenate scored shards (each with its .json) into one report, as if scored in one run."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    shards = [json.loads(Path(s).with_suffix(".json").read_text()) for s in scored_shards]
+    with open(output_path, "wb") as out:
+        for k, shard in enumerate(scored_shards):
+            with open(shard, "rb") as f:
+                if k:
+                    f.readline()  # each shard repeats the header
+                out.writelines(f)
+    first = shards[0]
+    run = {"input": first["input"], "flags": first["flags"], "compare_flags": first["compare_flags"], "shards": len(shards)}
+    elapsed = max(s["elapsed_s"] for s in shards)  # shards run side by side
+    return summarize(output_path, first["text_column"], first["label_column"], elapsed, run, html_report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Triage a CSV of tickets into a scored CSV, an HTML report and a JSON summary.")
+    parser.add_argument("input", nargs="+", help="the input CSV (with --merge: the scored shards, in order)")
+    parser.add_argument("-o", "--output", required=True, help="the scored CSV to write; .html and .json go beside it")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default=None, help="expected category column (default: expected_category when present)")
+    parser.add_argument("--flag", action="append", default=[], metavar="KEY=VALUE", help="a pipeline flag, repeatable")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE", help="score a variant with these flags changed")
+    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML report (for shards)")
+    parser.add_argument("--merge", action="store_true", help="merge scored shards into one report")
+    args = parser.parse_args(argv)
+    try:
+        if args.chunk_size < 1 or (args.limit is not None and args.limit < 0):
+            raise BatchInputError("--chunk-size must be at least 1 and --limit at least 0")
+        if args.merge:
+            summary = merge(args.input, args.output, html_report=not args.no_html)
+        else:
+            if len(args.input) != 1:
+                raise BatchInputError("give one input CSV (several only with --merge)")
+            flags = parse_flags(args.flag)
+            compare = parse_flags(args.compare, base=flags, option="--compare") if args.compare else None
+            progress = False if args.quiet else None
+            summary = report(
+                args.input[0],
+                args.output,
+                args.text_column,
+                args.label_column,
+                flags,
+                compare,
+                args.chunk_size,
+                args.limit,
+                progress,
+                not args.no_html,
+            )
+    except BatchInputError as error:
+        print(f"batch.py: error: {error}", file=sys.stderr)
+        return 2
+    accuracy = summary.get("metrics", {}).get("accuracy")
+    print(
+        f"{summary['rows']} rows, {summary['errors']} errors, {summary['rows_per_s']} rows/s"
+        + (f", accuracy {accuracy}" if accuracy is not None else "")
+        + f" -> {args.output} (+ .json{'' if args.no_html else ', .html'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
