@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import csv
 import html
+import itertools
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ from tqdm import tqdm
 import model
 
 MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
+HISTOGRAM_BINS = 20
 COMPARE_PREFIX = "compare_"
 
 
@@ -304,7 +306,7 @@ def summarize(
         }
     scored_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
-        scored_csv.with_suffix(".html").write_text(render_html(summary, variants), encoding="utf-8")
+        scored_csv.with_suffix(".html").write_text(render_html(summary), encoding="utf-8")
     return summary
 
 
@@ -315,7 +317,8 @@ class _Tally:
         self.label_column = label_column
         self.rows = self.errors = 0
         self.categories, self.teams, self.pairs = Counter(), Counter(), Counter()
-        self.confidences: list[float] = []  # one float per row: small even for a million rows
+        self.confidence_sum = 0.0
+        self.histogram = [0] * HISTOGRAM_BINS  # confidence counts in bins of 0.05
         self.needs_human = 0
         self.misclassified: list[dict] = []
         self.misclassified_total = 0
@@ -326,7 +329,10 @@ class _Tally:
         self.errors += len(chunk) - len(ok)
         self.categories.update(ok[prefix + "category"])
         self.teams.update(ok[prefix + "team"])
-        self.confidences += ok[prefix + "confidence"].astype(float).tolist()
+        confidences = ok[prefix + "confidence"].astype(float)
+        self.confidence_sum += float(confidences.sum())
+        for k in (confidences * HISTOGRAM_BINS).astype(int).clip(upper=HISTOGRAM_BINS - 1):
+            self.histogram[k] += 1
         self.needs_human += int((ok[prefix + "needs_human"] == "True").sum())
         if self.label_column:
             self.pairs.update(zip(ok[self.label_column], ok[prefix + "category"], strict=True))
@@ -342,7 +348,8 @@ class _Tally:
             "errors": self.errors,
             "category_distribution": dict(self.categories.most_common()),
             "team_distribution": dict(self.teams.most_common()),
-            "mean_confidence": round(sum(self.confidences) / scored, 4) if scored else None,
+            "mean_confidence": round(self.confidence_sum / scored, 4) if scored else None,
+            "confidence_histogram": {"bin_edges": [k / HISTOGRAM_BINS for k in range(HISTOGRAM_BINS + 1)], "counts": self.histogram},
             "needs_human_share": round(self.needs_human / scored, 4) if scored else None,
         }
         if self.label_column:
@@ -385,38 +392,43 @@ def metrics(pairs: Counter) -> dict[str, Any]:
     }
 
 
-def render_html(summary: dict[str, Any], tallies: dict[str, "_Tally"]) -> str:
-    """One self-contained HTML file: figures (plotly, its JavaScript inlined once), tables and run metadata."""
+def figures(summary: dict[str, Any]) -> list:
+    """Plotly figures from a summary alone (so the app's batch tab draws the same ones): categories,
+    confidence, and the confusion matrix when labelled; variant B beside A when comparing."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    names = {"": "A (flags)", COMPARE_PREFIX: "B (compare flags)"} if "compare" in summary else {"": "pipeline"}
-    figures = []
+    variants = {"A (flags)": summary, "B (compare flags)": summary["compare"]} if "compare" in summary else {"pipeline": summary}
     categories = [c.value for c in model.Category]
-
-    bars = go.Figure([go.Bar(name=names[p], x=categories, y=[tallies[p].categories[c] for c in categories]) for p in names])
+    bars = go.Figure(
+        [go.Bar(name=n, x=categories, y=[v["category_distribution"].get(c, 0) for c in categories]) for n, v in variants.items()]
+    )
     bars.update_layout(title="Category distribution", barmode="group", yaxis_title="rows")
-    figures.append(bars)
-    hist = go.Figure([go.Histogram(name=names[p], x=tallies[p].confidences, xbins={"start": 0, "end": 1, "size": 0.05}) for p in names])
-    hist.update_layout(title="Confidence", barmode="overlay", xaxis_title="confidence", yaxis_title="rows")
-    hist.update_traces(opacity=0.7)
-    figures.append(hist)
+    hist = go.Figure()
+    for name, v in variants.items():
+        edges = v["confidence_histogram"]["bin_edges"]
+        centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
+        hist.add_bar(name=name, x=centres, y=v["confidence_histogram"]["counts"], width=edges[1] - edges[0], opacity=0.7)
+    hist.update_layout(title="Confidence", barmode="overlay", xaxis_title="confidence", yaxis_title="rows", xaxis_range=[0, 1])
+    out = [bars, hist]
     if summary.get("metrics"):
-        heat = make_subplots(rows=1, cols=len(names), subplot_titles=list(names.values()))
-        for col, prefix in enumerate(names, start=1):
-            cm = (summary["compare"] if prefix else summary)["metrics"]["confusion_matrix"]
+        heat = make_subplots(rows=1, cols=len(variants), subplot_titles=list(variants))
+        for col, v in enumerate(variants.values(), start=1):
+            cm = v["metrics"]["confusion_matrix"]
             z = cm["rows_expected_columns_predicted"]
-            heat.add_trace(
-                go.Heatmap(z=z, x=cm["labels"], y=cm["labels"], colorscale="Blues", showscale=False, text=z, texttemplate="%{text}"),
-                row=1,
-                col=col,
-            )
+            heatmap = go.Heatmap(z=z, x=cm["labels"], y=cm["labels"], colorscale="Blues", showscale=False, text=z, texttemplate="%{text}")
+            heat.add_trace(heatmap, row=1, col=col)
         heat.update_layout(title="Confusion matrix (rows: expected, columns: predicted)", height=520)
         heat.update_yaxes(autorange="reversed")
-        figures.append(heat)
+        out.append(heat)
+    return out
+
+
+def render_html(summary: dict[str, Any]) -> str:
+    """One self-contained HTML file: figures (plotly, its JavaScript inlined once), tables and run metadata."""
     plots = "\n".join(
         f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})}</div>'
-        for i, fig in enumerate(figures)
+        for i, fig in enumerate(figures(summary))
     )
 
     def table(rows: list[dict], title: str, total: int) -> str:

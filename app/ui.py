@@ -1,0 +1,374 @@
+"""The Gradio Blocks app for project owners: a thin client of model.py and batch.py.
+
+    python -m app.ui [--port 7861]          # the UI alone, for development
+    python app/main.py                      # the UI and the HTTP API in one server
+
+Every control and panel is derived from the pipeline's own schemas and trace: a new flag gets a
+control, a new step gets a panel, and nothing here changes.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check calling out to the network
+
+import gradio as gr
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+import batch
+import model
+
+TITLE = "Support-ticket triage"
+INTRO = (
+    "Routes an online shop's customer messages to the right team, links the order numbers they mention, "
+    "and answers from the help centre when that is safe. Every step of the pipeline is shown below."
+)
+THEME = gr.themes.Soft(primary_hue="indigo")
+CSS = ".step-panel .label-wrap span { font-family: ui-monospace, monospace; } footer { display: none !important; }"
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls derived from pydantic fields
+# ---------------------------------------------------------------------------------------------
+def control(name: str, field) -> gr.components.Component:
+    """A Gradio input for one pydantic field: checkbox, slider, number, dropdown or textbox."""
+    label = field.description or name
+    annotation, default = field.annotation, field.default
+    bounds = {type(m).__name__: m for m in field.metadata}
+    if annotation is bool:
+        return gr.Checkbox(value=default, label=name, info=label)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return gr.Dropdown(choices=[e.value for e in annotation], value=default.value, label=name, info=label)
+    if annotation in (int, float):
+        low, high = getattr(bounds.get("Ge"), "ge", None), getattr(bounds.get("Le"), "le", None)
+        if low is not None and high is not None:
+            step = 1 if annotation is int else 0.05
+            return gr.Slider(minimum=low, maximum=high, step=step, value=default, label=name, info=label)
+        return gr.Number(value=default, label=name, info=label, precision=0 if annotation is int else None)
+    if typing.get_origin(annotation) is typing.Annotated or annotation is str:
+        return gr.Textbox(label=name, info=label, lines=4, placeholder="Type or paste a customer message")
+    raise TypeError(f"no control for field {name!r} of type {annotation!r}")
+
+
+def controls(schema: type[BaseModel], skip: tuple[str, ...] = ()) -> dict[str, gr.components.Component]:
+    return {name: control(name, field) for name, field in schema.model_fields.items() if name not in skip}
+
+
+def error_message(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+
+
+def rounded(value: Any) -> Any:
+    """Floats rounded for reading; everything else as it is."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering a result and its trace
+# ---------------------------------------------------------------------------------------------
+def at_a_glance(result: model.Triage) -> str:
+    human = "**a person answers**" if result.needs_human else "**answered automatically**"
+    return (
+        f"### {result.category.value.replace('_', ' ')} → team **{result.team}**\n"
+        f"Urgency **{result.urgency.value}** · confidence **{result.confidence:.2f}** · {human}"
+    )
+
+
+def orders_table(result: model.Triage) -> pd.DataFrame:
+    rows = [(o, "known order") for o in result.order_ids.known] + [(o, "no such order") for o in result.order_ids.unknown]
+    return pd.DataFrame(rows, columns=["order number", "status"])
+
+
+def articles_table(articles: list) -> pd.DataFrame:
+    rows = [{"id": a["id"], "title": a["title"], "category": a["category"], "score": round(a["score"], 3)} for a in articles]
+    return pd.DataFrame(rows, columns=["id", "title", "category", "score"])
+
+
+def show_value(value: Any, label: str) -> None:
+    """A step's output or details, readably: a table for a list of records, text for text, JSON otherwise."""
+    value = rounded(value)
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        gr.Dataframe(pd.DataFrame(value), label=label, interactive=False, wrap=True)
+    elif isinstance(value, str):
+        gr.Textbox(value=value, label=label, interactive=False, lines=2)
+    elif value in (None, {}, []):
+        gr.Markdown(f"*{label}: nothing*")
+    else:
+        gr.JSON(value=value if isinstance(value, (dict, list)) else {"value": value}, label=label)
+
+
+def step_panels(trace: list[dict] | None) -> None:
+    """One closed accordion per step of the trace, titled with its name and time; called inside gr.render."""
+    if not trace:
+        gr.Markdown("*Run a ticket to see each step of the pipeline here.*")
+        return
+    for number, step in enumerate(trace, start=1):
+        title = f"{number}. {step['step']} · {step['ms']:.1f} ms" + (" · skipped" if step.get("skipped") else "")
+        with gr.Accordion(title, open=False, elem_classes=["step-panel"]):
+            if step.get("skipped"):
+                gr.Markdown(f"Skipped by a flag: `{step['skipped']}`")
+                continue
+            show_value(step["output"], "output")
+            for key, value in (step.get("details") or {}).items():
+                show_value(value, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing two variants
+# ---------------------------------------------------------------------------------------------
+def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Field by field and step by step, with what differs marked."""
+    da, db = a.model_dump(mode="json", exclude={"trace"}), b.model_dump(mode="json", exclude={"trace"})
+    fields = [
+        {"field": k, "A": _short(da[k]), "B": _short(db[k]), "differs": "◆ differs" if da[k] != db[k] else ""}
+        for k in model.Triage.model_fields
+        if k != "trace"
+    ]
+    steps = []
+    tb = {s.step: s for s in b.trace or []}
+    for s in a.trace or []:
+        other = tb.get(s.step)
+        same = other is not None and (s.output, s.details, s.skipped) == (other.output, other.details, other.skipped)
+        steps.append(
+            {
+                "step": s.step,
+                "A": "skipped" if s.skipped else f"{s.ms:.1f} ms",
+                "B": "missing" if other is None else ("skipped" if other.skipped else f"{other.ms:.1f} ms"),
+                "differs": "" if same else "◆ differs",
+            }
+        )
+    return pd.DataFrame(fields), pd.DataFrame(steps)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        value = ", ".join(v["id"] if isinstance(v, dict) and "id" in v else str(v) for v in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value)
+    text = str(rounded(value))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# API examples, built from the schemas
+# ---------------------------------------------------------------------------------------------
+def api_examples(base_url: str = "http://localhost:7860") -> tuple[str, str]:
+    """A curl and a Python (requests) example for POST /predict."""
+    body = {**model.Ticket.model_config["json_schema_extra"]["examples"][0], "flags": {"top_k": 2}}
+    curl = f"curl -s -X POST {base_url}/predict -H 'Content-Type: application/json' \\\n  -d '{json.dumps(body)}'"
+    python = (
+        "import requests\n\n"
+        f"body = {json.dumps(body)}\n"
+        f'response = requests.post("{base_url}/predict", json=body, timeout=30)\n'
+        "response.raise_for_status()\n"
+        "triage = response.json()\n"
+        'print(triage["category"], triage["team"], triage["needs_human"])\n'
+    )
+    return curl, python
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+def examples(n_per_category: int = 1) -> list[str]:
+    frame = pd.read_csv(model.DATA_DIR / "eval.csv")
+    return frame.groupby("expected_category").head(n_per_category).text.tolist()
+
+
+def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = "http://localhost:7860") -> gr.Blocks:
+    """The Blocks app. `run` and `flags_schema` default to the pipeline's own (tests pass variants)."""
+    run = run or (lambda ticket, flags, debug: model.run(ticket, flags, debug=debug))
+    flags_schema = flags_schema or model.Flags
+    ticket_fields = list(model.Ticket.model_fields)
+
+    def triage(*values):
+        n = len(ticket_fields)
+        ticket = dict(zip(ticket_fields, values[:n], strict=True))
+        flags = dict(zip(flags_schema.model_fields, values[n:], strict=True))
+        try:
+            result = run(ticket, flags, True)
+        except ValidationError as error:
+            raise gr.Error(error_message(error)) from None
+        trace = [s.model_dump(mode="json") for s in result.trace]
+        labels = next((s["details"].get("probabilities") for s in trace if s["step"] == "classify"), None)
+        return (
+            at_a_glance(result),
+            labels or {result.category.value: result.confidence},
+            result.reply or "(no automatic reply: a person answers)",
+            orders_table(result),
+            articles_table([a.model_dump(mode="json") for a in result.articles]),
+            trace,
+            result.model_dump(mode="json", exclude={"trace"}),
+        )
+
+    def compare(text, *values):
+        n = len(flags_schema.model_fields)
+        flags_a = dict(zip(flags_schema.model_fields, values[:n], strict=True))
+        flags_b = dict(zip(flags_schema.model_fields, values[n:], strict=True))
+        try:
+            a, b = run({"text": text}, flags_a, True), run({"text": text}, flags_b, True)
+        except ValidationError as error:
+            raise gr.Error(error_message(error)) from None
+        fields, steps = differences(a, b)
+        n_diff = int((fields.differs != "").sum())
+        headline = f"**{n_diff} of {len(fields)} fields differ** between A and B; steps that differ are marked below."
+        return headline, fields, steps, a.model_dump(mode="json"), b.model_dump(mode="json")
+
+    def batch_report(upload, use_eval_set, with_compare, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        n = len(flags_schema.model_fields)
+        flags_a = dict(zip(flags_schema.model_fields, values[:n], strict=True))
+        flags_b = dict(zip(flags_schema.model_fields, values[n:], strict=True)) if with_compare else None
+        source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
+        if not source:
+            raise gr.Error("Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'.")
+        out_dir = Path(tempfile.mkdtemp(prefix="triage-report-"))
+        name = Path(source).stem
+        try:
+            summary = batch.report(source, out_dir / f"{name}-report.csv", flags=flags_a, compare=flags_b, progress=True)
+        except batch.BatchInputError as error:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise gr.Error(str(error).replace(str(source), Path(source).name)) from None
+        except ValidationError as error:
+            raise gr.Error(error_message(error)) from None
+        figures = batch.figures(summary) + [None] * 3
+        files = [summary["outputs"][k] for k in (".csv", ".html", ".json")]
+        return (batch_headline(summary), *figures[:3], files, summary)
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Tab("Triage"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    ticket_inputs = controls(model.Ticket)
+                    with gr.Accordion("Feature flags", open=False):
+                        flag_inputs = controls(flags_schema)
+                    go = gr.Button("Triage", variant="primary")
+                    gr.Examples(examples(), inputs=[ticket_inputs["text"]], label="Example tickets")
+                with gr.Column(scale=4):
+                    glance = gr.Markdown("### Triage a ticket to see the answer")
+                    probabilities = gr.Label(label="Category (class probabilities)", num_top_classes=4)
+                    reply = gr.Textbox(label="Reply", lines=5, interactive=False)
+                    with gr.Row():
+                        orders = gr.Dataframe(label="Order numbers found", interactive=False, headers=["order number", "status"])
+                        articles = gr.Dataframe(
+                            label="Help-centre articles", interactive=False, headers=["id", "title", "category", "score"]
+                        )
+            gr.Markdown("## Step by step")
+            trace_state = gr.State([])
+            answer = gr.JSON(visible=False)
+
+            @gr.render(inputs=trace_state)
+            def _panels(trace):
+                step_panels(trace)
+
+            go.click(
+                triage,
+                inputs=[*ticket_inputs.values(), *flag_inputs.values()],
+                outputs=[glance, probabilities, reply, orders, articles, trace_state, answer],
+                api_name="triage",
+            )
+
+        with gr.Tab("Compare"):
+            gr.Markdown("The same ticket under two sets of flags, A and B: what a flag changes, field by field and step by step.")
+            compare_text = gr.Textbox(label="text", lines=3, placeholder="Type or paste a customer message")
+            with gr.Row():
+                with gr.Column(), gr.Accordion("Flags A", open=True):
+                    flags_a = controls(flags_schema)
+                with gr.Column(), gr.Accordion("Flags B", open=True):
+                    flags_b = controls(flags_schema)
+            compare_go = gr.Button("Compare", variant="primary")
+            compare_headline = gr.Markdown()
+            with gr.Row():
+                compare_fields = gr.Dataframe(label="Fields", interactive=False, wrap=True)
+                compare_steps = gr.Dataframe(label="Steps", interactive=False)
+            with gr.Row():
+                result_a, result_b = gr.JSON(label="A"), gr.JSON(label="B")
+            compare_go.click(
+                compare,
+                inputs=[compare_text, *flags_a.values(), *flags_b.values()],
+                outputs=[compare_headline, compare_fields, compare_steps, result_a, result_b],
+                api_name="compare",
+            )
+
+        with gr.Tab("Batch"):
+            gr.Markdown("Score a CSV of tickets (a `text` column; an `expected_category` column adds accuracy and a confusion matrix).")
+            with gr.Row():
+                upload = gr.File(label="CSV file", file_types=[".csv"], type="filepath")
+                with gr.Column():
+                    use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
+                    with_compare = gr.Checkbox(label="Also score variant B and compare", value=False)
+            with gr.Row():
+                with gr.Column(), gr.Accordion("Flags A", open=False):
+                    batch_a = controls(flags_schema)
+                with gr.Column(), gr.Accordion("Flags B (used when comparing)", open=False):
+                    batch_b = controls(flags_schema)
+            batch_go = gr.Button("Run batch report", variant="primary")
+            batch_summary = gr.Markdown()
+            report_files = gr.File(label="Report files (CSV, HTML, JSON)", file_count="multiple", interactive=False)
+            plots = [gr.Plot(label=label) for label in ("Categories", "Confidence", "Confusion matrix")]
+            batch_json = gr.JSON(label="Summary")
+            batch_go.click(
+                batch_report,
+                inputs=[upload, use_eval, with_compare, *batch_a.values(), *batch_b.values()],
+                outputs=[batch_summary, *plots, report_files, batch_json],
+                api_name="batch_report",
+            )
+
+        with gr.Tab("API"):
+            curl, python = api_examples(api_url)
+            gr.Markdown(
+                f"The same pipeline is served over HTTP by the one server (`python app/main.py`). "
+                f"Interactive documentation: [{api_url}/docs]({api_url}/docs) · schema: `{api_url}/openapi.json` · "
+                f"readiness: `{api_url}/health` · settings: `{api_url}/info`."
+            )
+            gr.Code(curl, language="shell", label="curl")
+            gr.Code(python, language="python", label="Python (requests)")
+            gr.Markdown("Flags, all optional:")
+            gr.Dataframe(
+                pd.DataFrame(
+                    [
+                        {"flag": name, "default": str(f.default), "description": f.description}
+                        for name, f in flags_schema.model_fields.items()
+                    ]
+                ),
+                interactive=False,
+                wrap=True,
+            )
+    return demo
+
+
+def batch_headline(summary: dict) -> str:
+    parts = [f"**{summary['rows']} rows**, {summary['errors']} errors, {summary['rows_per_s']} rows/s"]
+    if summary.get("metrics"):
+        parts.append(f"accuracy **{summary['metrics']['accuracy']}**, macro-F1 {summary['metrics']['macro_f1']}")
+    if summary.get("needs_human_share") is not None:
+        parts.append(f"{summary['needs_human_share']:.0%} need a person")
+    if "compare" in summary:
+        parts.append(f"A and B agree on **{summary['compare']['agreement']}** of rows")
+    return " · ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the Gradio app alone (development).")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7861")))
+    args = parser.parse_args()
+    build().launch(server_name=args.host, server_port=args.port, theme=THEME, css=CSS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""A real browser (Debian's Chromium through Playwright) drives the app as a project owner would."""
+
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from playwright.sync_api import expect, sync_playwright
+from pydantic import Field
+
+import model
+from app import ui
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent / "screenshots"  # not committed (.gitignore)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(demo):
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=ui.THEME, css=ui.CSS)
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium"
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    yield context.new_page()
+    context.close()
+
+
+def test_owner_triages_a_ticket_opens_a_step_and_downloads_a_batch_report(page, tmp_path):
+    demo = ui.build()
+    try:
+        page.goto(serve(demo))
+        expect(page.get_by_role("heading", name="Support-ticket triage")).to_be_visible()
+        page.get_by_label("text").first.fill("The app crashes every time I open my basket, order 75983714")
+        page.get_by_role("button", name="Triage", exact=True).click()
+        classify = page.get_by_text("5. classify")
+        classify.wait_for(timeout=60_000)
+        expect(page.get_by_text("technical issue → team tech_support")).to_be_visible()
+        classify.click()  # open the classify panel: every class probability is inside
+        expect(page.get_by_text('"feedback"').first).to_be_visible()
+        page.get_by_text("2. find_orders").click()
+        expect(page.get_by_text("14377592")).to_be_visible()  # the Bloom filter's size in bits
+        page.screenshot(path=SHOTS / "triage.png", full_page=True)
+
+        source = tmp_path / "small.csv"
+        pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice", "cancel my order please"]}).to_csv(source, index=False)
+        page.get_by_role("tab", name="Batch").click()
+        page.locator('input[type=file][accept=".csv"]').set_input_files(source)  # the CSV upload, not a table's import
+        expect(page.get_by_text("small.csv").first).to_be_visible(timeout=60_000)  # uploaded
+        page.get_by_role("button", name="Run batch report").click()
+        link = page.locator('a[href$="/small-report.csv"]')
+        link.wait_for(timeout=120_000)
+        expect(page.get_by_text("3 rows")).to_be_visible()
+        page.screenshot(path=SHOTS / "batch.png", full_page=True)
+        with page.expect_download() as download:
+            link.click()
+        saved = tmp_path / "downloaded.csv"
+        download.value.save_as(saved)
+        scored = pd.read_csv(saved)
+        assert list(scored.text) == ["Where is my parcel?", "I was charged twice", "cancel my order please"]
+        assert list(scored.category) == [r.category.value for r in model.run_batch(list(scored.text))]
+    finally:
+        demo.close()
+
+
+def test_a_new_step_and_flag_appear_without_changing_the_ui(page):
+    class MoreFlags(model.Flags):
+        shout: bool = Field(False, description="Shout the reply (a flag the UI has never seen).")
+
+    def run(ticket, flags, debug):  # the pipeline with one more step and one more flag
+        shout = flags.pop("shout")
+        result = model.run(ticket, flags, debug=debug)
+        step = model.StepTrace(step="dummy_step", ms=1.5, output={"shouted": shout}, details={"note": "added by the test"})
+        return result.model_copy(update={"trace": [*result.trace, step]})
+
+    demo = ui.build(run=run, flags_schema=MoreFlags)
+    try:
+        page.goto(serve(demo))
+        page.get_by_text("Feature flags").first.click()
+        page.get_by_label("shout").first.check()
+        page.get_by_label("text").first.fill("Where is my order?")
+        page.get_by_role("button", name="Triage", exact=True).click()
+        panel = page.get_by_text("7. dummy_step · 1.5 ms")
+        panel.wait_for(timeout=60_000)
+        panel.click()
+        expect(page.get_by_label("note")).to_have_value("added by the test")
+        expect(page.get_by_text('"shouted"')).to_be_visible()
+        page.screenshot(path=SHOTS / "dummy_step.png", full_page=True)
+    finally:
+        demo.close()

@@ -1,0 +1,164 @@
+"""The Gradio app through gradio_client: triage, compare and batch endpoints, bad input, derived controls."""
+
+import json
+import socket
+
+import gradio as gr
+import pandas as pd
+import pytest
+from gradio_client import Client, handle_file
+from pydantic import Field
+
+import batch
+import model
+from app import ui
+
+TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    demo = ui.build()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    demo.close()
+
+
+def triage_args(text, channel="web_form", tier="standard", **flags):
+    return [text, channel, tier, *model.Flags(**flags).model_dump().values()]
+
+
+def call(client, *args, api_name):
+    return client.submit(*args, api_name=api_name).result(timeout=TIMEOUT)
+
+
+def test_triage_endpoint_matches_model_run(client):
+    text = "I was charged twice for order 75983714"
+    glance, label, reply, orders, articles, answer = call(client, *triage_args(text), api_name="/triage")
+    expected = model.run(text)
+    assert label["label"] == expected.category.value == answer["category"]
+    assert answer["team"] == expected.team and answer["needs_human"] == expected.needs_human
+    assert expected.team in glance and (reply == expected.reply or expected.reply is None)
+    assert orders["data"] == [["75983714", "known order"]]
+    assert [row[0] for row in articles["data"]] == [a.id for a in expected.articles]
+    assert {c["label"] for c in label["confidences"]} <= {c.value for c in model.Category}
+
+
+def test_triage_endpoint_passes_flags(client):
+    *_, answer = call(client, *triage_args("How do I reset my password?", auto_reply=False, top_k=5), api_name="/triage")
+    assert answer["reply"] is None and answer["needs_human"] is True and len(answer["articles"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "at least 1 character"), ("   ", "at least 1 character"), ("x" * 5001, "at most 5000")],
+    ids=["empty", "blank", "long"],
+)
+def test_bad_ticket_gives_an_error_not_a_hang(client, text, message):
+    with pytest.raises(Exception, match=message) as error:
+        call(client, *triage_args(text), api_name="/triage")
+    assert "text" in str(error.value)
+
+
+def test_out_of_range_flag_gives_an_error(client):
+    args = triage_args("hello")
+    args[3 + list(model.Flags.model_fields).index("top_k")] = 50
+    with pytest.raises(Exception, match="greater than maximum value 10"):  # Gradio's slider checks its bounds first
+        call(client, *args, api_name="/triage")
+
+
+def test_compare_endpoint_marks_what_differs(client):
+    flags_a = model.Flags().model_dump().values()
+    flags_b = model.Flags(auto_reply=False).model_dump().values()
+    headline, fields, steps, a, b = call(client, "How do I reset my password?", *flags_a, *flags_b, api_name="/compare")
+    marked = {row[0] for row in fields["data"] if row[3]}
+    assert marked == {"reply", "needs_human"}
+    assert [row[0] for row in steps["data"]] == [s.step for s in model.run("x", debug=True).trace]
+    assert {row[0] for row in steps["data"] if row[3]} == {"decide"}
+    assert a["reply"] and b["reply"] is None and "2 of" in headline
+
+
+def batch_args(path, compare=False, **flags):
+    values = model.Flags(**flags).model_dump().values()
+    return [handle_file(str(path)) if path else None, False, compare, *values, *values]
+
+
+def test_batch_endpoint_files_match_batch_py(client, tmp_path):
+    rows = [("Where is my parcel 75983714?", "order_status"), ("", "billing"), ("I can't log in", "account_access")]
+    source = tmp_path / "tickets.csv"
+    pd.DataFrame(rows, columns=["text", "expected_category"]).to_csv(source, index=False)
+    headline, *_plots, files, summary = call(client, *batch_args(source), api_name="/batch_report")
+    assert sorted(p.rsplit(".", 1)[1] for p in files) == ["csv", "html", "json"]
+    scored = pd.read_csv(next(p for p in files if p.endswith(".csv")), dtype=str, keep_default_na=False)
+    batch.report(source, tmp_path / "cli.csv", progress=False)
+    expected = pd.read_csv(tmp_path / "cli.csv", dtype=str, keep_default_na=False)
+    assert list(scored.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(scored.drop(columns=["confidence"]), expected.drop(columns=["confidence"]))
+    assert summary["rows"] == 3 and summary["errors"] == 1 and "3 rows" in headline
+
+
+def test_batch_endpoint_on_the_bundled_evaluation_set_with_a_comparison(client):
+    values = model.Flags().model_dump().values()
+    b_values = model.Flags(auto_reply=False).model_dump().values()
+    headline, *_plots, files, summary = call(client, None, True, True, *values, *b_values, api_name="/batch_report")
+    assert len(files) == 3 and summary["rows"] == 160 and summary["metrics"]["accuracy"] >= 0.8
+    assert summary["compare"]["needs_human_share"] == 1.0 and "agree" in headline
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a CSV"),
+        (b"message\nhello\n", "no 'text' column"),
+    ],
+)
+def test_batch_endpoint_bad_files_give_a_clear_error(client, tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(Exception, match=message):
+        call(client, *batch_args(path), api_name="/batch_report")
+
+
+def test_batch_endpoint_without_a_file_says_what_to_do(client):
+    with pytest.raises(Exception, match="Upload a CSV"):
+        call(client, *batch_args(None), api_name="/batch_report")
+
+
+# --- controls derived from the schemas -------------------------------------------------------
+def test_controls_follow_the_flag_schema():
+    with gr.Blocks():
+        controls = ui.controls(model.Flags)
+        ticket = ui.controls(model.Ticket)
+    assert list(controls) == list(model.Flags.model_fields)
+    assert isinstance(controls["mask_pii"], gr.Checkbox) and controls["mask_pii"].value is True
+    assert isinstance(controls["top_k"], gr.Slider) and (controls["top_k"].minimum, controls["top_k"].maximum) == (1, 10)
+    assert controls["min_confidence"].info == model.Flags.model_fields["min_confidence"].description
+    assert isinstance(ticket["text"], gr.Textbox) and isinstance(ticket["channel"], gr.Dropdown)
+    assert [c[0] for c in ticket["channel"].choices] == [c.value for c in model.Channel]
+
+
+def test_a_new_flag_gets_a_control_without_changing_the_ui():
+    class MoreFlags(model.Flags):
+        shout: bool = Field(False, description="Answer in capitals.")
+        temperature: float = Field(0.2, ge=0, le=2, description="How adventurous.")
+
+    with gr.Blocks():
+        controls = ui.controls(MoreFlags)
+    assert isinstance(controls["shout"], gr.Checkbox) and isinstance(controls["temperature"], gr.Slider)
+    assert controls["temperature"].maximum == 2
+
+
+def test_api_examples_are_valid_requests():
+    curl, python = ui.api_examples("http://127.0.0.1:9999")
+    assert "http://127.0.0.1:9999/predict" in curl and "requests.post" in python
+    body = json.loads(curl.split("-d '", 1)[1].rstrip("'"))
+    model.Ticket.model_validate({k: v for k, v in body.items() if k != "flags"})
+    model.Flags.model_validate(body["flags"])
