@@ -39,6 +39,22 @@ rule test:
         "python -m pytest -q"
 
 
+rule serve:
+    """The one server: API and app on http://localhost:7860 (blocks until Ctrl-C)."""
+    input:
+        ARTIFACTS,
+    shell:
+        "python app/main.py --port {config[port]}"
+
+
+rule bench:
+    """Every benchmark; method and results are written up in bench/RESULTS.md."""
+    input:
+        "bench/out/pipeline.json",
+        "bench/out/batch.json",
+        "bench/out/api.json",
+
+
 rule bench_pipeline:
     """run_batch against a loop of run on 512 tickets."""
     input:
@@ -47,6 +63,26 @@ rule bench_pipeline:
         "bench/out/pipeline.json",
     shell:
         "python bench/bench_pipeline.py --tickets {config[bench_tickets]} > {output}"
+
+
+rule bench_batch:
+    """batch.py against in-process run_batch, its peak memory by input size, and sharding."""
+    input:
+        ARTIFACTS,
+    output:
+        "bench/out/batch.json",
+    shell:
+        "python bench/bench_batch.py > {output}"
+
+
+rule bench_api:
+    """The LitServe API under 32 concurrent clients against run_batch, run and a plain FastAPI wrapper."""
+    input:
+        ARTIFACTS,
+    output:
+        "bench/out/api.json",
+    shell:
+        "python bench/bench_api.py > {output}"
 
 
 # --- batch reports -----------------------------------------------------------------------------

@@ -1,0 +1,248 @@
+"""The one server over real HTTP: /predict, errors, batching, API key, timeouts, the UI at /, shutdown."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import psutil
+import pytest
+import requests
+from gradio_client import Client
+
+import model
+from app import ui
+
+ROOT = model.ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so."""
+
+    def __init__(self, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, **env}
+        if "LIT_SERVER_API_KEY" not in env:  # a key in the developer's shell must not leak into the open server
+            environment.pop("LIT_SERVER_API_KEY", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.process.poll() is None, "the server exited while starting"
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("the server did not become healthy in 180 s")
+
+    def tree(self) -> list[psutil.Process]:
+        parent = psutil.Process(self.process.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def stop(self) -> float:
+        """SIGTERM, then the seconds until every process of the tree is gone (killed after 20 s)."""
+        tree = self.tree()
+        start = time.time()
+        self.process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=20)
+        for p in alive:
+            p.kill()
+        return time.time() - start if not alive else float("inf")
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_server():
+    """An API key, one request per batch and a 0.5 s queue timeout, so the queue can overflow."""
+    s = Server(LIT_SERVER_API_KEY="sesame", TRIAGE_MAX_BATCH_SIZE="1", TRIAGE_TIMEOUT="0.5")
+    yield s
+    s.stop()
+
+
+def predict(server, body, **kwargs):
+    return requests.post(f"{server.url}/predict", json=body, timeout=60, **kwargs)
+
+
+def same_answer(http: dict, local: model.Triage) -> None:
+    expected = local.model_dump(mode="json")
+    assert {k: v for k, v in http.items() if k not in ("confidence", "articles")} == {
+        k: v for k, v in expected.items() if k not in ("confidence", "articles")
+    }
+    assert http["confidence"] == pytest.approx(expected["confidence"], abs=1e-3)
+    assert [a["id"] for a in http["articles"]] == [a["id"] for a in expected["articles"]]
+
+
+# --- /predict ----------------------------------------------------------------------------------
+def test_a_ticket_gets_the_same_answer_as_model_run(server):
+    body = {"text": "I was charged twice for order 75983714", "channel": "email", "flags": {"top_k": 2}}
+    response = predict(server, body)
+    assert response.status_code == 200, response.text
+    same_answer(response.json(), model.run({"text": body["text"], "channel": "email"}, {"top_k": 2}))
+    assert response.json()["trace"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "text"),
+        ({"text": 42}, "text"),
+        ({"text": ""}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": "x" * 5001}, "text"),
+        ({"text": "hi", "channel": "pigeon"}, "channel"),
+        ({"text": "hi", "flags": {"top_k": 0}}, "top_k"),
+        ({"text": "hi", "flags": {"min_confidence": 7}}, "min_confidence"),
+        ({"text": "hi", "flags": {"no_such_flag": True}}, "no_such_flag"),
+        ({"text": "hi", "flags": "all"}, "flags"),
+        ({"text": "hi", "extra": 1}, "extra"),
+        ([1, 2, 3], "body"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(server, body, field):
+    response = predict(server, body)
+    assert response.status_code == 422, response.text
+    assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+
+
+def test_malformed_json_is_422(server):
+    response = requests.post(f"{server.url}/predict", data=b'{"text": "hi"', headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 422 and "json" in response.text.lower()
+
+
+def test_a_body_over_the_limit_is_413(server):
+    response = requests.post(f"{server.url}/predict", json={"text": "x" * 100_000}, timeout=30)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+
+def test_nothing_a_client_sends_gives_a_500(server):
+    odd = [
+        {"text": "\x00\x01 null bytes \ud7ff and emoji 🚀🚀 and RTL \u202e text"},
+        {"text": "1234567812345678 9999999999999999999999 #00000000"},
+        {"text": "a" * 5000, "flags": {"top_k": 10, "min_confidence": 0, "min_article_score": 1}},
+        {"text": "<script>alert(1)</script> ' OR 1=1 --", "customer_tier": "vip"},
+    ]
+    for body in odd:
+        assert predict(server, body).status_code == 200, body
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200  # the worker is still alive
+
+
+def test_32_concurrent_requests_each_get_their_own_answer(server):
+    frame = pd.read_csv(model.DATA_DIR / "eval.csv")
+    bodies = [{"text": t, "flags": {"top_k": 1 + i % 4, "auto_reply": i % 3 != 0}} for i, t in enumerate(frame.text[:32])]
+    with ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda b: predict(server, b), bodies))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    for body, response in zip(bodies, responses, strict=True):
+        same_answer(response.json(), model.run(body["text"], body["flags"]))
+        assert len(response.json()["articles"]) == body["flags"]["top_k"]
+
+
+# --- self-description ----------------------------------------------------------------------------
+def test_openapi_holds_the_request_and_response_schemas(server):
+    spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    request = schemas["TriageRequest"]
+    assert set(request["properties"]) == {"text", "channel", "customer_tier", "flags"}
+    assert request["properties"]["text"]["maxLength"] == 5000 and "description" in request["properties"]["text"]
+    assert set(schemas["Flags"]["properties"]) == set(model.Flags.model_fields)
+    assert schemas["Flags"]["properties"]["top_k"]["maximum"] == 10
+    assert {"category", "confidence", "team", "needs_human", "reply"} <= set(schemas["Triage"]["properties"])
+    assert "examples" in request
+    assert requests.get(f"{server.url}/docs", timeout=10).status_code == 200
+
+
+def test_info_and_health(server):
+    info = requests.get(f"{server.url}/info", timeout=10).json()["model"]
+    assert info["pipeline_version"] == model.PIPELINE_VERSION
+    assert info["model"]["sha256"] == model.OFFICIAL_MODEL_SHA256
+    assert info["categories"]["billing"] == "billing" and len(info["categories"]) == 8
+    assert info["flags"]["top_k"]["default"] == 3 and info["flags"]["top_k"]["maximum"] == 10
+    assert info["batching"]["max_batch_size"] >= 8
+    assert requests.get(f"{server.url}/health", timeout=5).text == "ok"
+
+
+# --- the UI on the same server ---------------------------------------------------------------------
+def test_the_ui_is_served_at_the_root(server):
+    page = requests.get(f"{server.url}/", timeout=30)
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+    client = Client(f"{server.url}/", verbose=False)
+    args = ["Please cancel my order 75983714", "web_form", "standard", *model.Flags().model_dump().values()]
+    *_, answer = client.submit(*args, api_name="/triage").result(timeout=120)
+    assert answer["category"] == model.run("Please cancel my order 75983714").category.value
+
+
+# --- the documented examples, run as written --------------------------------------------------------
+def documented(language: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(rf"<!-- api-example:{language} -->\n```\w+\n(.*?)```", readme, re.S).group(1)
+
+
+def test_readme_examples_are_the_ui_examples():
+    curl, python = ui.api_examples()
+    assert documented("curl").strip() == curl.strip() and documented("python").strip() == python.strip()
+
+
+def test_readme_curl_example_runs_as_written(server):
+    command = documented("curl").replace("http://localhost:7860", server.url)
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True).stdout
+    answer = json.loads(out)
+    assert answer["category"] == "order_status" and answer["order_ids"]["known"] == ["75983714"] and len(answer["articles"]) == 2
+
+
+def test_readme_python_example_runs_as_written(server, capsys):
+    exec(documented("python").replace("http://localhost:7860", server.url), {})
+    assert capsys.readouterr().out.split()[0] == "order_status"
+
+
+# --- API key, timeouts, shutdown ----------------------------------------------------------------------
+def test_api_key(strict_server):
+    assert predict(strict_server, {"text": "hi"}).status_code == 401
+    assert predict(strict_server, {"text": "hi"}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert predict(strict_server, {"text": "hi"}, headers={"X-API-Key": "sesame"}).status_code == 200
+    assert requests.get(f"{strict_server.url}/health", timeout=5).status_code == 200  # open to load balancers
+    assert requests.get(f"{strict_server.url}/info", timeout=5).status_code == 401
+
+
+def test_requests_that_wait_too_long_get_504_and_the_server_goes_on(strict_server):
+    body = {"text": "My parcel has not arrived and nobody answers my emails. " * 80}
+    with ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(lambda _: predict(strict_server, body, headers={"X-API-Key": "sesame"}).status_code, range(48)))
+    assert set(codes) <= {200, 504} and 504 in codes, codes
+    timed_out = predict(strict_server, body, headers={"X-API-Key": "sesame"})
+    assert timed_out.status_code == 200  # the queue drained: serving goes on
+
+
+def test_sigterm_stops_the_whole_tree_within_seconds():
+    s = Server()
+    processes = s.tree()
+    assert len(processes) >= 2  # the main process and at least one worker
+    seconds = s.stop()
+    assert seconds < 10, seconds
+    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
