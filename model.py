@@ -385,7 +385,8 @@ def run_batch(
             orders.append(timed("find_orders", i, find_orders, text))
         else:
             orders.append(OrderIds())
-            traces[i].append(StepTrace(step="find_orders", ms=0.0, output=None, skipped="lookup_orders=False"))
+            if debug:
+                traces[i].append(StepTrace(step="find_orders", ms=0.0, output=None, skipped="lookup_orders=False"))
     vectors = timed_batch(
         "embed", embed, texts, outputs=lambda v, i: {"dims": v.shape[1], "first_values": v[i, :6].astype(float).round(4).tolist()}
     )

@@ -124,6 +124,7 @@ def build_server() -> ls.LitServer:
         workers_per_device=SETTINGS["workers"],
         timeout=SETTINGS["timeout"],
         model_metadata=info(),
+        fast_queue=True,
         middlewares=[(BodyLimit, {"max_size": SETTINGS["max_body_bytes"], "paths": ("/predict",)})],
     )
     server.uvicorn_graceful_timeout = 2  # open UI connections must not hold a shutdown for 30 s

@@ -1,16 +1,18 @@
 """The LitServe API against in-process run_batch, in-process run, and a plain FastAPI wrapper of run.
 
-    python bench/bench_api.py [--requests 1024] [--concurrency 32] [--latency-requests 100]
+    python bench/bench_api.py [--requests 1024] [--seconds 20] [--concurrency 32] [--latency-requests 100]
 
 Method (one run, one machine, side by side): the same tickets (texts of data/eval.csv and
 data/train.csv, cycled) are
 - scored in-process by one `model.run_batch` call (tickets/s), and one by one by `model.run`
   (p50 latency);
-- sent to `python app/main.py` (LitServe, batching on, the UI mounted) by an asyncio/httpx load
-  generator with `--concurrency` clients for `--requests` requests (requests/s), then one at a time
-  (p50 latency); its start-up time is from launch to the first 200 from /health;
+- sent to `python app/main.py` (LitServe, batching on, the UI mounted) by wrk (Debian's `wrk`, a C
+  load generator, with bench/wrk_predict.lua) with `--concurrency` connections for `--seconds`
+  (requests/s: wrk runs for a fixed time, not a fixed count), then one at a time by httpx for
+  `--latency-requests` requests (p50 latency); its start-up time is from launch to the first 200
+  from /health;
 - sent the same way to `bench/plain_fastapi.py` (FastAPI calling model.run once per request).
-The load generator runs in this process on the same 2 cores. Prints one JSON object.
+The load generator shares the machine's 2 cores with the server. Prints one JSON object.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 import model  # noqa: E402
 
@@ -45,7 +50,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
+def launch(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
@@ -60,11 +65,12 @@ def start(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """SIGTERM (SIGINT is ignored by jobs started in the background), then kill what is left of the tree."""
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    process.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for p in alive:
+        p.kill()
 
 
 async def load(url: str, texts: list[str], concurrency: int) -> tuple[float, list[float]]:
@@ -86,6 +92,20 @@ async def load(url: str, texts: list[str], concurrency: int) -> tuple[float, lis
         return len(texts) / (time.perf_counter() - start), latencies
 
 
+def wrk(url: str, texts: list[str], seconds: int, concurrency: int) -> dict:
+    """Requests per second from wrk with `concurrency` connections for `seconds` (wrk runs for a time, not a count)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_api.py needs wrk: apt-get install -y wrk")
+    bodies = OUT / "bodies.jsonl"
+    bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    command = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "60s", "-s", "bench/wrk_predict.lua", url, "--", str(bodies)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["non_2xx"] or result["socket_errors"]:
+        raise RuntimeError(f"wrk saw errors: {result}")
+    return {**result, "per_s": result["requests"] / result["seconds"]}
+
+
 def p50_ms(latencies: list[float]) -> float:
     return round(statistics.median(latencies) * 1000, 2)
 
@@ -94,9 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1024)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=20, help="how long wrk loads each server")
     parser.add_argument("--latency-requests", type=int, default=100)
     args = parser.parse_args()
     texts, few = tickets(args.requests), tickets(args.latency_requests)
+    OUT.mkdir(parents=True, exist_ok=True)
 
     model.run_batch(texts[:64])
     start = time.perf_counter()
@@ -110,31 +132,37 @@ def main() -> None:
 
     port = free_port()
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    litserve, startup = start([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)], port)
+    litserve, startup = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)], port)
     try:
-        url = f"http://127.0.0.1:{port}/predict"
-        lit_rps, _ = asyncio.run(load(url, texts, args.concurrency))
-        _, lit_single = asyncio.run(load(url, few, 1))
+        asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
+        lit = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
+        _, lit_single = asyncio.run(load(f"http://127.0.0.1:{port}/predict", few, 1))
     finally:
         stop(litserve)
 
     port = free_port()
-    plain, plain_startup = start([sys.executable, "bench/plain_fastapi.py", str(port)], port)
+    fastapi_server, plain_startup = launch([sys.executable, "bench/plain_fastapi.py", str(port)], port)
     try:
-        plain_rps, _ = asyncio.run(load(f"http://127.0.0.1:{port}/predict", texts, args.concurrency))
+        asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
+        plain = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
     finally:
-        stop(plain)
+        stop(fastapi_server)
 
     print(
         json.dumps(
             {
-                "requests": args.requests,
+                "in_process_tickets": args.requests,
+                "wrk_seconds": args.seconds,
+                "litserve_requests": lit["requests"],
+                "plain_fastapi_requests": plain["requests"],
                 "concurrency": args.concurrency,
                 "in_process_run_batch_per_s": round(in_process, 1),
-                "litserve_per_s": round(lit_rps, 1),
-                "plain_fastapi_per_s": round(plain_rps, 1),
-                "litserve_vs_run_batch": round(lit_rps / in_process, 3),
-                "litserve_vs_plain_fastapi": round(lit_rps / plain_rps, 3),
+                "litserve_per_s": round(lit["per_s"], 1),
+                "plain_fastapi_per_s": round(plain["per_s"], 1),
+                "litserve_vs_run_batch": round(lit["per_s"] / in_process, 3),
+                "litserve_vs_plain_fastapi": round(lit["per_s"] / plain["per_s"], 3),
+                "p50_ms_litserve_concurrency_32": lit["p50_ms"],
+                "p50_ms_plain_fastapi_concurrency_32": plain["p50_ms"],
                 "p50_ms_in_process_run": p50_ms(run_latencies),
                 "p50_ms_litserve_concurrency_1": p50_ms(lit_single),
                 "p50_overhead_ms": round(p50_ms(lit_single) - p50_ms(run_latencies), 2),
