@@ -140,7 +140,7 @@ class Flags(BaseModel):
     lookup_orders: bool = Field(True, description="Look up order numbers found in the text in the shop's order set (Bloom filter).")
     top_k: int = Field(3, ge=1, le=10, description="How many help-centre articles to retrieve.")
     min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Below this classifier confidence a person takes the ticket.")
-    min_article_score: float = Field(0.4, ge=0.0, le=1.0, description="An automatic reply needs an article at least this similar.")
+    min_article_score: float = Field(0.55, ge=0.0, le=1.0, description="An automatic reply needs an article at least this similar.")
     auto_reply: bool = Field(True, description="Allow an automatic reply from the best help-centre article when it is safe.")
 
 
@@ -476,6 +476,7 @@ def fingerprint() -> dict[str, Any]:
     model, sha = model_source()
     return {
         "pipeline_version": PIPELINE_VERSION,
+        "code": sha256_file(Path(__file__)),  # how the artifacts are built lives here too
         "data": {name: sha256_file(path) for name, path in data_files().items()},
         "model": {"name": model if not Path(model).is_dir() else Path(model).parent.name, "sha256": sha},
     }
@@ -508,7 +509,9 @@ def build_artifacts(encoder=None) -> dict[str, Any]:
     def vectors(texts):
         return encoder.encode(list(texts), batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
 
-    article_vectors = vectors(articles.title + ". " + articles.body).astype(np.float32)
+    # An article is found by its title as much as by its body: index the normalized sum of both embeddings.
+    article_vectors = vectors(articles.title) + vectors(articles.title + ". " + articles.body)
+    article_vectors = (article_vectors / np.linalg.norm(article_vectors, axis=1, keepdims=True)).astype(np.float32)
     index = faiss.IndexFlatIP(article_vectors.shape[1])
     index.add(article_vectors)
     faiss.write_index(index, str(ARTIFACTS_DIR / "articles.faiss"))
