@@ -62,6 +62,16 @@ def controls(schema: type[BaseModel], skip: tuple[str, ...] = ()) -> dict[str, g
     return {name: control(name, field) for name, field in schema.model_fields.items() if name not in skip}
 
 
+def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dict, dict]:
+    """Two sets of flag controls side by side, A and B, for comparing variants."""
+    with gr.Row():
+        with gr.Column(), gr.Accordion("Flags A", open=is_open):
+            a = controls(schema)
+        with gr.Column(), gr.Accordion(title_b, open=is_open):
+            b = controls(schema)
+    return a, b
+
+
 def error_message(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
@@ -215,10 +225,12 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             result.model_dump(mode="json", exclude={"trace"}),
         )
 
-    def compare(text, *values):
+    def two_flag_sets(values) -> tuple[dict, dict]:  # the values of flag_sets' controls, as two dicts
         n = len(flags_schema.model_fields)
-        flags_a = dict(zip(flags_schema.model_fields, values[:n], strict=True))
-        flags_b = dict(zip(flags_schema.model_fields, values[n:], strict=True))
+        return dict(zip(flags_schema.model_fields, values[:n], strict=True)), dict(zip(flags_schema.model_fields, values[n:], strict=True))
+
+    def compare(text, *values):
+        flags_a, flags_b = two_flag_sets(values)
         try:
             a, b = run({"text": text}, flags_a, True), run({"text": text}, flags_b, True)
         except ValidationError as error:
@@ -229,9 +241,8 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         return headline, fields, steps, a.model_dump(mode="json"), b.model_dump(mode="json")
 
     def batch_report(upload, use_eval_set, with_compare, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        n = len(flags_schema.model_fields)
-        flags_a = dict(zip(flags_schema.model_fields, values[:n], strict=True))
-        flags_b = dict(zip(flags_schema.model_fields, values[n:], strict=True)) if with_compare else None
+        flags_a, flags_b = two_flag_sets(values)
+        flags_b = flags_b if with_compare else None
         source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
         if not source:
             raise gr.Error("Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'.")
@@ -285,11 +296,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         with gr.Tab("Compare"):
             gr.Markdown("The same ticket under two sets of flags, A and B: what a flag changes, field by field and step by step.")
             compare_text = gr.Textbox(label="text", lines=3, placeholder="Type or paste a customer message")
-            with gr.Row():
-                with gr.Column(), gr.Accordion("Flags A", open=True):
-                    flags_a = controls(flags_schema)
-                with gr.Column(), gr.Accordion("Flags B", open=True):
-                    flags_b = controls(flags_schema)
+            flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
             compare_go = gr.Button("Compare", variant="primary")
             compare_headline = gr.Markdown()
             with gr.Row():
@@ -311,11 +318,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 with gr.Column():
                     use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
                     with_compare = gr.Checkbox(label="Also score variant B and compare", value=False)
-            with gr.Row():
-                with gr.Column(), gr.Accordion("Flags A", open=False):
-                    batch_a = controls(flags_schema)
-                with gr.Column(), gr.Accordion("Flags B (used when comparing)", open=False):
-                    batch_b = controls(flags_schema)
+            batch_a, batch_b = flag_sets(flags_schema, "Flags B (used when comparing)", is_open=False)
             batch_go = gr.Button("Run batch report", variant="primary")
             batch_summary = gr.Markdown()
             report_files = gr.File(label="Report files (CSV, HTML, JSON)", file_count="multiple", interactive=False)
