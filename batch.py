@@ -171,7 +171,7 @@ def report(
     label_column: str | None = None,
     flags: model.Flags | dict | None = None,
     compare: model.Flags | dict | None = None,
-    chunk_size: int = 512,
+    chunk_size: int = 2048,
     limit: int | None = None,
     progress: bool | None = None,
     html_report: bool = True,
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-column", default=None, help="expected category column (default: expected_category when present)")
     parser.add_argument("--flag", action="append", default=[], metavar="KEY=VALUE", help="a pipeline flag, repeatable")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE", help="score a variant with these flags changed")
-    parser.add_argument("--chunk-size", type=int, default=512)
+    parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML report (for shards)")

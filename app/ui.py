@@ -109,16 +109,18 @@ def articles_table(articles: list) -> pd.DataFrame:
 
 
 def show_value(value: Any, label: str) -> None:
-    """A step's output or details, readably: a table for a list of records, text for text, JSON otherwise."""
+    """A step's output or details, readably: tables for records and for flat mappings, text, or JSON."""
     value = rounded(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         gr.Dataframe(pd.DataFrame(value), label=label, interactive=False, wrap=True)
+    elif isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values()):
+        gr.Dataframe(pd.DataFrame({"name": list(value), "value": [str(v) for v in value.values()]}), label=label, interactive=False)
     elif isinstance(value, str):
         gr.Textbox(value=value, label=label, interactive=False, lines=2)
     elif value in (None, {}, []):
         gr.Markdown(f"*{label}: nothing*")
     else:
-        gr.JSON(value=value if isinstance(value, (dict, list)) else {"value": value}, label=label)
+        gr.JSON(value=value if isinstance(value, (dict, list)) else {label: value}, label=label)
 
 
 def step_panels(trace: list[dict] | None) -> None:
@@ -133,8 +135,13 @@ def step_panels(trace: list[dict] | None) -> None:
                 gr.Markdown(f"Skipped by a flag: `{step['skipped']}`")
                 continue
             show_value(step["output"], "output")
-            for key, value in (step.get("details") or {}).items():
-                show_value(value, key)
+            details = step.get("details") or {}
+            plain = {k: v for k, v in details.items() if not isinstance(v, (dict, list))}
+            if plain:  # the scalar details together in one small table
+                show_value(plain, "details")
+            for key, value in details.items():
+                if key not in plain:
+                    show_value(value, key)
 
 
 # ---------------------------------------------------------------------------------------------

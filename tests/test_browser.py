@@ -56,16 +56,17 @@ def test_owner_triages_a_ticket_opens_a_step_and_downloads_a_batch_report(page, 
         classify.wait_for(timeout=60_000)
         expect(page.get_by_text("technical issue → team tech_support")).to_be_visible()
         classify.click()  # open the classify panel: every class probability is inside
-        expect(page.get_by_text('"feedback"').first).to_be_visible()
+        expect(page.get_by_text("LogisticRegression").filter(visible=True).first).to_be_visible()
+        expect(page.get_by_text("probabilities", exact=True).filter(visible=True).first).to_be_visible()
         page.get_by_text("2. find_orders").click()
-        expect(page.get_by_text("14377592")).to_be_visible()  # the Bloom filter's size in bits
+        expect(page.get_by_text("14377592").filter(visible=True).first).to_be_visible()  # the Bloom filter's size in bits
         page.screenshot(path=SHOTS / "triage.png", full_page=True)
 
         source = tmp_path / "small.csv"
         pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice", "cancel my order please"]}).to_csv(source, index=False)
         page.get_by_role("tab", name="Batch").click()
         page.locator('input[type=file][accept=".csv"]').set_input_files(source)  # the CSV upload, not a table's import
-        expect(page.get_by_text("small.csv").first).to_be_visible(timeout=60_000)  # uploaded
+        expect(page.get_by_text("small.csv").filter(visible=True).first).to_be_visible(timeout=60_000)  # uploaded
         page.get_by_role("button", name="Run batch report").click()
         link = page.locator('a[href$="/small-report.csv"]')
         link.wait_for(timeout=120_000)
@@ -102,8 +103,8 @@ def test_a_new_step_and_flag_appear_without_changing_the_ui(page):
         panel = page.get_by_text("7. dummy_step · 1.5 ms")
         panel.wait_for(timeout=60_000)
         panel.click()
-        expect(page.get_by_label("note")).to_have_value("added by the test")
-        expect(page.get_by_text('"shouted"')).to_be_visible()
+        expect(page.get_by_text("added by the test").filter(visible=True).first).to_be_visible()
+        expect(page.get_by_text("shouted", exact=True).filter(visible=True).first).to_be_visible()
         page.screenshot(path=SHOTS / "dummy_step.png", full_page=True)
     finally:
         demo.close()
