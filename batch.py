@@ -449,7 +449,7 @@ def render_html(summary: dict[str, Any]) -> str:
         tables += table(summary["compare"]["differing_rows"], "Rows where A and B differ", summary["compare"]["differing_total"])
     return _PAGE.format(
         title=html.escape(Path(summary["input"]).name),
-        figures=_figures(summary),
+        cards=_summary_cards(summary),
         plots=plots,
         tables=tables,
         metadata=html.escape(json.dumps({k: summary[k] for k in _METADATA if k in summary}, indent=2, default=str)),
@@ -459,7 +459,7 @@ def render_html(summary: dict[str, Any]) -> str:
 _METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "data", "artifacts_built_at", "text_column", "label_column"]
 
 
-def _figures(summary: dict[str, Any]) -> str:
+def _summary_cards(summary: dict[str, Any]) -> str:
     def cards(s: dict[str, Any], name: str) -> str:
         items = [("rows", s["rows"]), ("errors", s["errors"]), ("mean confidence", s["mean_confidence"])]
         items.append(("needs a human", f"{s['needs_human_share']:.1%}" if s["needs_human_share"] is not None else "n/a"))
@@ -489,7 +489,7 @@ th {{ cursor: pointer; background: #f6f6f6; position: sticky; top: 0; }} th:hove
 pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; }}
 </style></head><body>
 <h1>Triage report: {title}</h1>
-{figures}
+{cards}
 {plots}
 {tables}
 <h2>Run</h2><pre>{metadata}</pre>
