@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import model
 
+CHUNK_SIZE = 2048  # rows per run_batch call: big enough to batch well, small enough to keep memory flat
 MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
 HISTOGRAM_BINS = 20
 COMPARE_PREFIX = "compare_"
@@ -142,25 +143,14 @@ def score_chunk(texts: list[str], flags: model.Flags) -> list[dict[str, Any]]:
             valid[i] = model.Ticket(text=text)
         except ValidationError as error:
             rows[i] = _error_row(error)
-    try:
-        results = model.run_batch(list(valid.values()), flags)
-    except Exception:  # isolate the failing row(s), so one bad row cannot cost the chunk
-        results = []
-        for ticket in valid.values():
-            try:
-                results.append(model.run(ticket, flags))
-            except Exception as error:
-                results.append(error)
+    results = model.run_each(list(valid.values()), flags)  # a failing row cannot cost the chunk
     for i, result in zip(valid, results, strict=True):
         rows[i] = _error_row(result) if isinstance(result, Exception) else flatten(result)
     return rows
 
 
 def _error_row(error: Exception) -> dict[str, Any]:
-    if isinstance(error, ValidationError):
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-    else:
-        message = f"{type(error).__name__}: {error}"
+    message = model.error_message(error) if isinstance(error, ValidationError) else f"{type(error).__name__}: {error}"
     return {**dict.fromkeys(OUTPUT_COLUMNS, ""), "error": message}
 
 
@@ -171,7 +161,7 @@ def report(
     label_column: str | None = None,
     flags: model.Flags | dict | None = None,
     compare: model.Flags | dict | None = None,
-    chunk_size: int = 2048,
+    chunk_size: int = CHUNK_SIZE,
     limit: int | None = None,
     progress: bool | None = None,
     html_report: bool = True,
@@ -556,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-column", default=None, help="expected category column (default: expected_category when present)")
     parser.add_argument("--flag", action="append", default=[], metavar="KEY=VALUE", help="a pipeline flag, repeatable")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE", help="score a variant with these flags changed")
-    parser.add_argument("--chunk-size", type=int, default=2048)
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML report (for shards)")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
@@ -373,9 +373,10 @@ def run_batch(
     def timed_batch(step, fn, *args, outputs=None):  # a batched step: each ticket gets its share of the time
         start = time.perf_counter()
         out, details = fn(*args, debug=debug)
-        ms = round(_ms(start) / len(tickets), 3)
-        for i in range(len(tickets) if debug else 0):
-            traces[i].append(StepTrace(step=step, ms=ms, output=_plain(outputs(out, i)), details=details))
+        if debug:
+            ms = round(_ms(start) / len(tickets), 3)
+            for i in range(len(tickets)):
+                traces[i].append(StepTrace(step=step, ms=ms, output=_plain(outputs(out, i)), details=details))
         return out
 
     texts = [timed("normalize", i, normalize, t.text, f.mask_pii) for i, (t, f) in enumerate(zip(tickets, flag_list, strict=True))]
@@ -414,6 +415,26 @@ def run_batch(
             )
         )
     return results
+
+
+def run_each(tickets: list[Ticket | dict | str], flags: Flags | dict | list | None = None) -> list[Triage | Exception]:
+    """`run_batch`, except that a ticket on which the pipeline fails gets its exception in its place,
+    so one bad ticket cannot take a whole batch down (the batch report and the API rely on this)."""
+    try:
+        return run_batch(tickets, flags)
+    except Exception:
+        results: list[Triage | Exception] = []
+        for ticket, f in zip(tickets, flags if isinstance(flags, list) else [flags] * len(tickets), strict=True):
+            try:
+                results.append(run(ticket, f))
+            except Exception as error:
+                results.append(error)
+        return results
+
+
+def error_message(error: ValidationError) -> str:
+    """A pydantic error as one line naming each field: `text: String should have at least 1 character`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def _ms(start: float) -> float:
@@ -583,11 +604,9 @@ def resources() -> Resources:
     with _lock:
         if _resources is None:
             encoder = load_encoder(*model_source())
-            manifest_path = ARTIFACTS_DIR / "manifest.json"
-            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-            current = fingerprint()
-            if {k: manifest.get(k) for k in current} == current:
-                _resources = _load(encoder, manifest)
+            saved = _fresh_manifest()
+            if saved is not None:
+                _resources = _load(encoder, saved)
             else:
                 build_artifacts(encoder)  # sets _resources
     return _resources
@@ -595,12 +614,17 @@ def resources() -> Resources:
 
 def manifest() -> dict:
     """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
+    saved = _fresh_manifest() if _resources is None else None
+    return saved if saved is not None else resources().manifest
+
+
+def _fresh_manifest() -> dict | None:
+    """The saved manifest when it matches the current data, model and code; None when missing or stale."""
     path = ARTIFACTS_DIR / "manifest.json"
-    if _resources is None and path.exists():
-        current, saved = fingerprint(), json.loads(path.read_text())
-        if {k: saved.get(k) for k in current} == current:
-            return saved
-    return resources().manifest
+    if not path.exists():
+        return None
+    current, saved = fingerprint(), json.loads(path.read_text())
+    return saved if {k: saved.get(k) for k in current} == current else None
 
 
 def _load(encoder, manifest: dict) -> Resources:

@@ -52,21 +52,17 @@ class TriageAPI(ls.LitAPI):
         batched = isinstance(requests, list)
         requests = requests if batched else [requests]
         tickets = [model.Ticket.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
-        try:
-            results = model.run_batch(tickets, [r.flags for r in requests])
-        except Exception:  # find the one that fails, so it cannot take the rest of the batch with it
-            results = [_run_one(t, r.flags) for t, r in zip(tickets, requests, strict=True)]
+        results = [_answer(r) for r in model.run_each(tickets, [r.flags for r in requests])]  # one failure fails one request
         return results if batched else results[0]
 
     def encode_response(self, output) -> model.Triage:
         return output
 
 
-def _run_one(ticket: model.Ticket, flags: model.Flags):
-    try:
-        return model.run(ticket, flags)
-    except Exception as error:
-        return {"detail": f"the pipeline failed on this ticket: {type(error).__name__}"}  # fails response validation: a 500
+def _answer(result):
+    if isinstance(result, Exception):  # fails FastAPI's response validation: a 500 for this request only
+        return {"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}
+    return result
 
 
 class BodyLimit:

@@ -58,8 +58,13 @@ def control(name: str, field) -> gr.components.Component:
     raise TypeError(f"no control for field {name!r} of type {annotation!r}")
 
 
-def controls(schema: type[BaseModel], skip: tuple[str, ...] = ()) -> dict[str, gr.components.Component]:
-    return {name: control(name, field) for name, field in schema.model_fields.items() if name not in skip}
+def controls(schema: type[BaseModel]) -> dict[str, gr.components.Component]:
+    return {name: control(name, field) for name, field in schema.model_fields.items()}
+
+
+def as_dict(schema: type[BaseModel], values) -> dict:
+    """The values of `controls(schema)`, in their order, as a dict by field name."""
+    return dict(zip(schema.model_fields, values, strict=True))
 
 
 def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dict, dict]:
@@ -70,10 +75,6 @@ def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dic
         with gr.Column(), gr.Accordion(title_b, open=is_open):
             b = controls(schema)
     return a, b
-
-
-def error_message(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def rounded(value: Any) -> Any:
@@ -210,16 +211,14 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
     """The Blocks app. `run` and `flags_schema` default to the pipeline's own (tests pass variants)."""
     run = run or (lambda ticket, flags, debug: model.run(ticket, flags, debug=debug))
     flags_schema = flags_schema or model.Flags
-    ticket_fields = list(model.Ticket.model_fields)
 
     def triage(*values):
-        n = len(ticket_fields)
-        ticket = dict(zip(ticket_fields, values[:n], strict=True))
-        flags = dict(zip(flags_schema.model_fields, values[n:], strict=True))
+        n = len(model.Ticket.model_fields)
+        ticket, flags = as_dict(model.Ticket, values[:n]), as_dict(flags_schema, values[n:])
         try:
             result = run(ticket, flags, True)
         except ValidationError as error:
-            raise gr.Error(error_message(error)) from None
+            raise gr.Error(model.error_message(error)) from None
         trace = [s.model_dump(mode="json") for s in result.trace]
         labels = next((s["details"].get("probabilities") for s in trace if s["step"] == "classify"), None)
         return (
@@ -234,14 +233,14 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
 
     def two_flag_sets(values) -> tuple[dict, dict]:  # the values of flag_sets' controls, as two dicts
         n = len(flags_schema.model_fields)
-        return dict(zip(flags_schema.model_fields, values[:n], strict=True)), dict(zip(flags_schema.model_fields, values[n:], strict=True))
+        return as_dict(flags_schema, values[:n]), as_dict(flags_schema, values[n:])
 
     def compare(text, *values):
         flags_a, flags_b = two_flag_sets(values)
         try:
             a, b = run({"text": text}, flags_a, True), run({"text": text}, flags_b, True)
         except ValidationError as error:
-            raise gr.Error(error_message(error)) from None
+            raise gr.Error(model.error_message(error)) from None
         fields, steps = differences(a, b)
         n_diff = int((fields.differs != "").sum())
         headline = f"**{n_diff} of {len(fields)} fields differ** between A and B; steps that differ are marked below."
@@ -261,7 +260,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             shutil.rmtree(out_dir, ignore_errors=True)
             raise gr.Error(str(error).replace(str(source), Path(source).name)) from None
         except ValidationError as error:
-            raise gr.Error(error_message(error)) from None
+            raise gr.Error(model.error_message(error)) from None
         figures = batch.figures(summary) + [None] * 3
         files = [summary["outputs"][k] for k in (".csv", ".html", ".json")]
         return (batch_headline(summary), *figures[:3], files, summary)
