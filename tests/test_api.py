@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ import pandas as pd
 import psutil
 import pytest
 import requests
+from conftest import free_port
 from gradio_client import Client
 
 import model
 from app import ui
 
 ROOT = model.ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -1,10 +1,10 @@
 """A real browser (Debian's Chromium through Playwright) drives the app as a project owner would."""
 
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_port
 from playwright.sync_api import expect, sync_playwright
 from pydantic import Field
 
@@ -13,12 +13,6 @@ from app import ui
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent / "screenshots"  # not committed (.gitignore)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(demo):

@@ -1,11 +1,11 @@
 """The Gradio app through gradio_client: triage, compare and batch endpoints, bad input, derived controls."""
 
 import json
-import socket
 
 import gradio as gr
 import pandas as pd
 import pytest
+from conftest import free_port
 from gradio_client import Client, handle_file
 from pydantic import Field
 
@@ -14,12 +14,6 @@ import model
 from app import ui
 
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
