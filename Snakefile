@@ -2,7 +2,7 @@
 configfile: "config.yaml"
 
 DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/orders.py"]
-ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.joblib", "orders.bloom")
+ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.npz", "orders.bloom")
 
 
 rule all:

@@ -26,6 +26,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import re
 import threading
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
@@ -49,6 +50,7 @@ ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR", ROOT / "artifacts"))
 OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 EMBED_BATCH_SIZE = 64
 MAX_TEXT_CHARS = 5000
+log = logging.getLogger("triage")
 
 
 def model_source() -> tuple[str, str | None]:
@@ -118,6 +120,15 @@ class Urgency(StrEnum):
     high = "high"
 
 
+def _encodable(text: str) -> str:
+    """Refuse text that is not valid Unicode (a lone surrogate such as "\\ud800" from JSON): no model can read it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"not valid Unicode: a lone surrogate at character {error.start}") from None
+    return text
+
+
 class Ticket(BaseModel):
     """One customer message."""
 
@@ -125,8 +136,8 @@ class Ticket(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"text": "Where is my order 75983714? It was due on Monday.", "channel": "email"}]},
     )
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)] = Field(
-        description=f"The customer's message, 1 to {MAX_TEXT_CHARS} characters after stripping whitespace."
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_encodable)] = (
+        Field(description=f"The customer's message, 1 to {MAX_TEXT_CHARS} characters after stripping whitespace.")
     )
     channel: Channel = Field(Channel.web_form, description="Where the message came from.")
     customer_tier: CustomerTier = Field(CustomerTier.standard, description="The customer's loyalty tier; vip raises urgency.")
@@ -139,8 +150,12 @@ class Flags(BaseModel):
     mask_pii: bool = Field(True, description="Mask e-mail addresses, phone and card numbers before anything else sees the text.")
     lookup_orders: bool = Field(True, description="Look up order numbers found in the text in the shop's order set (Bloom filter).")
     top_k: int = Field(3, ge=1, le=10, description="How many help-centre articles to retrieve.")
-    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Below this classifier confidence a person takes the ticket.")
-    min_article_score: float = Field(0.55, ge=0.0, le=1.0, description="An automatic reply needs an article at least this similar.")
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, allow_inf_nan=False, description="Below this classifier confidence a person takes the ticket."
+    )
+    min_article_score: float = Field(
+        0.55, ge=0.0, le=1.0, allow_inf_nan=False, description="An automatic reply needs an article at least this similar."
+    )
     auto_reply: bool = Field(True, description="Allow an automatic reply from the best help-centre article when it is safe.")
 
 
@@ -513,15 +528,28 @@ def order_numbers() -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+ARTIFACT_FILES = ("articles.faiss", "articles.json", "classifier.npz", "orders.bloom")  # and manifest.json, written last
+
+
 def build_artifacts(encoder=None) -> dict[str, Any]:
-    """Build the faiss index, the classifier and the Bloom filter from data/, then evaluate; returns the manifest."""
+    """Build the faiss index, the classifier and the Bloom filter from data/, then evaluate; returns the manifest.
+
+    Safe against a crash and against other processes: one process builds at a time (a file lock), every
+    file is written under a temporary name and renamed into place, and the manifest, which records each
+    file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
+    """
+    with _build_lock():
+        return _build(encoder)
+
+
+def _build(encoder=None) -> dict[str, Any]:
+    import tempfile
+
     import faiss
-    import joblib
     import pandas as pd
     import rbloom
     from sklearn.linear_model import LogisticRegression
 
-    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     if encoder is None:
         encoder = load_encoder(*model_source())
     articles = pd.read_csv(data_files()["articles"], dtype=str)
@@ -530,37 +558,50 @@ def build_artifacts(encoder=None) -> dict[str, Any]:
     def vectors(texts):
         return encoder.encode(list(texts), batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
 
-    # An article is found by its title as much as by its body: index the normalized sum of both embeddings.
-    article_vectors = vectors(articles.title) + vectors(articles.title + ". " + articles.body)
-    article_vectors = (article_vectors / np.linalg.norm(article_vectors, axis=1, keepdims=True)).astype(np.float32)
-    index = faiss.IndexFlatIP(article_vectors.shape[1])
-    index.add(article_vectors)
-    faiss.write_index(index, str(ARTIFACTS_DIR / "articles.faiss"))
-    articles[["id", "title", "category"]].to_json(ARTIFACTS_DIR / "articles.json", orient="records", indent=1)
+    with tempfile.TemporaryDirectory(dir=ARTIFACTS_DIR, prefix=".build-") as tmp:
+        staging = Path(tmp)
+        # An article is found by its title as much as by its body: index the normalized sum of both embeddings.
+        article_vectors = vectors(articles.title) + vectors(articles.title + ". " + articles.body)
+        article_vectors = (article_vectors / np.linalg.norm(article_vectors, axis=1, keepdims=True)).astype(np.float32)
+        index = faiss.IndexFlatIP(article_vectors.shape[1])
+        index.add(article_vectors)
+        faiss.write_index(index, str(staging / "articles.faiss"))
+        articles[["id", "title", "category"]].to_json(staging / "articles.json", orient="records", indent=1)
 
-    train_texts = [normalize(t)[0] for t in train.text]
-    classifier = LogisticRegression(C=10.0, max_iter=5000)
-    classifier.fit(vectors(train_texts), train.category)
-    joblib.dump(classifier, ARTIFACTS_DIR / "classifier.joblib")
+        train_texts = [normalize(t)[0] for t in train.text]
+        classifier = LogisticRegression(C=10.0, max_iter=5000)
+        classifier.fit(vectors(train_texts), train.category)
+        np.savez(
+            staging / "classifier.npz", coef=classifier.coef_, intercept=classifier.intercept_, classes=classifier.classes_.astype(str)
+        )
 
-    orders = order_numbers()
-    bloom = rbloom.Bloom(len(orders), 0.001, order_hash)
-    bloom.update(orders)
-    bloom.save(str(ARTIFACTS_DIR / "orders.bloom"))
+        orders = order_numbers()
+        bloom = rbloom.Bloom(len(orders), 0.001, order_hash)
+        bloom.update(orders)
+        bloom.save(str(staging / "orders.bloom"))
 
-    manifest = {
-        **fingerprint(),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {p: importlib.metadata.version(p) for p in ("torch", "sentence-transformers", "faiss-cpu", "scikit-learn", "rbloom")},
-        "classifier": {"type": "LogisticRegression", "C": 10.0, "train_rows": len(train)},
-        "index": {"type": "IndexFlatIP", "articles": len(articles), "dims": int(article_vectors.shape[1])},
-        "bloom": {"items": len(orders), "false_positive_rate": 0.001},
-    }
-    global _resources
-    with _lock:
-        _resources = _load(encoder, manifest)  # evaluate the pipeline on what was just built
-        manifest["eval"] = evaluate()
-        (ARTIFACTS_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks the build complete
+        manifest = {
+            **fingerprint(),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": {
+                p: importlib.metadata.version(p) for p in ("torch", "sentence-transformers", "faiss-cpu", "scikit-learn", "rbloom")
+            },
+            "classifier": {"type": "LogisticRegression", "C": 10.0, "train_rows": len(train)},
+            "index": {"type": "IndexFlatIP", "articles": len(articles), "dims": int(article_vectors.shape[1])},
+            "bloom": {"items": len(orders), "false_positive_rate": 0.001},
+            "artifacts": {
+                name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in ARTIFACT_FILES
+            },
+        }
+        for name in ARTIFACT_FILES:
+            os.replace(staging / name, ARTIFACTS_DIR / name)
+        (ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
+        global _resources
+        with _lock:
+            _resources = _load(encoder, manifest)  # evaluate the pipeline on what was just built
+            manifest["eval"] = evaluate()
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            os.replace(staging / "manifest.json", ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
     return manifest
 
 
@@ -597,18 +638,20 @@ _lock = threading.RLock()
 
 
 def resources() -> Resources:
-    """Everything the steps need, loaded once per process; artifacts are (re)built when missing or stale."""
+    """Everything the steps need, loaded once per process; artifacts are (re)built when missing, stale or damaged."""
     global _resources
     if _resources is not None:
         return _resources
     with _lock:
         if _resources is None:
             encoder = load_encoder(*model_source())
-            saved = _fresh_manifest()
-            if saved is not None:
-                _resources = _load(encoder, saved)
-            else:
-                build_artifacts(encoder)  # sets _resources
+            loaded = _load_checked(encoder)
+            if loaded is None:
+                with _build_lock():  # another process may be building them: wait, then look again
+                    loaded = _load_checked(encoder, quiet=True)
+                    if loaded is None:
+                        _build(encoder)  # sets _resources
+            _resources = loaded or _resources
     return _resources
 
 
@@ -618,29 +661,73 @@ def manifest() -> dict:
     return saved if saved is not None else resources().manifest
 
 
+def _build_lock():
+    from filelock import FileLock
+
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    return FileLock(ARTIFACTS_DIR / ".build.lock")
+
+
 def _fresh_manifest() -> dict | None:
-    """The saved manifest when it matches the current data, model and code; None when missing or stale."""
-    path = ARTIFACTS_DIR / "manifest.json"
-    if not path.exists():
+    """The saved manifest when it matches the current data, model and code; None when missing, unreadable or stale."""
+    try:
+        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
         return None
-    current, saved = fingerprint(), json.loads(path.read_text())
-    return saved if {k: saved.get(k) for k in current} == current else None
+    current = fingerprint()
+    return saved if isinstance(saved, dict) and {k: saved.get(k) for k in current} == current else None
+
+
+def artifact_problem(manifest: dict) -> str | None:
+    """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
+    recorded = manifest.get("artifacts")
+    if not isinstance(recorded, dict) or set(recorded) != set(ARTIFACT_FILES):
+        return "manifest.json records no checksums for the artifact files (an older or foreign build)"
+    for name, expected in recorded.items():
+        path = ARTIFACTS_DIR / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{path} has {path.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{path} does not match its SHA-256 in the manifest (damaged or tampered with)"
+    return None
+
+
+def _load_checked(encoder, quiet: bool = False) -> Resources | None:
+    """The saved artifacts when they are fresh and intact; None, after saying why, when they must be built."""
+    saved = _fresh_manifest()
+    if saved is None:
+        return None
+    problem = artifact_problem(saved)
+    if problem is None:
+        try:
+            return _load(encoder, saved)
+        except Exception as error:  # intact by checksum yet unreadable (say, a library changed its file format)
+            problem = f"they cannot be loaded ({type(error).__name__}: {error})"
+    if not quiet:
+        log.warning("artifacts: %s; rebuilding them from %s", problem, DATA_DIR)
+    return None
 
 
 def _load(encoder, manifest: dict) -> Resources:
     import faiss
-    import joblib
     import pandas as pd
     import rbloom
+    from sklearn.linear_model import LogisticRegression
 
     articles = json.loads((ARTIFACTS_DIR / "articles.json").read_text())
     bodies = pd.read_csv(data_files()["articles"], dtype=str).set_index("id").body
+    classifier = LogisticRegression(C=manifest["classifier"]["C"])
+    with np.load(ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
+        classifier.coef_, classifier.intercept_, classifier.classes_ = saved["coef"], saved["intercept"], saved["classes"]
+    classifier.n_features_in_ = classifier.coef_.shape[1]
     return Resources(
         encoder=encoder,
         index=faiss.read_index(str(ARTIFACTS_DIR / "articles.faiss")),
         articles=articles,
         articles_by_id={a["id"]: {**a, "body": bodies[a["id"]]} for a in articles},
-        classifier=joblib.load(ARTIFACTS_DIR / "classifier.joblib"),
+        classifier=classifier,
         bloom=rbloom.Bloom.load(str(ARTIFACTS_DIR / "orders.bloom"), order_hash),
         manifest=manifest,
     )

@@ -270,21 +270,124 @@ def test_model_checksum_is_the_official_one_and_configurable(monkeypatch):
         model.load_encoder(*model.model_source())
 
 
-def test_artifacts_are_rebuilt_when_data_changes(tmp_path, monkeypatch):
+@pytest.fixture
+def own_artifacts(tmp_path, monkeypatch):
+    """A copy of data/ and artifacts/ in tmp_path that the pipeline uses instead, with the real model loaded once."""
     encoder = model.resources().encoder
     shutil.copytree(model.DATA_DIR, tmp_path / "data")
     shutil.copytree(model.ARTIFACTS_DIR, tmp_path / "artifacts")
     monkeypatch.setattr(model, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(model, "ARTIFACTS_DIR", tmp_path / "artifacts")
-    monkeypatch.setattr(model, "load_encoder", lambda *_: encoder)  # the real model, loaded once
+    monkeypatch.setattr(model, "load_encoder", lambda *_: encoder)
     monkeypatch.setattr(model, "_resources", None)
+    return tmp_path / "artifacts"
+
+
+def reload() -> dict:
+    """Load the artifacts afresh, as a new process would; returns the manifest in use."""
+    model._resources = None
+    return model.resources().manifest
+
+
+def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
     before = model.resources().manifest
     assert before["built_at"] == json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["built_at"]  # loaded, not rebuilt
 
     with open(tmp_path / "data" / "train.csv", "a") as f:
         f.write('"my parcel never came and nobody answers my emails",order_status\n')
-    monkeypatch.setattr(model, "_resources", None)
-    after = model.resources().manifest
+    after = reload()
     assert after["data"]["train"] == model.sha256_file(tmp_path / "data" / "train.csv") != before["data"]["train"]
     assert after["classifier"]["train_rows"] == before["classifier"]["train_rows"] + 1
     assert "eval" in after
+
+
+# --- artifacts hold no pickle and are checked by hash -------------------------------------------------
+def test_artifacts_are_plain_files_recorded_with_size_and_sha256():
+    manifest = model.resources().manifest
+    assert set(manifest["artifacts"]) == set(model.ARTIFACT_FILES)
+    for name, recorded in manifest["artifacts"].items():
+        path = model.ARTIFACTS_DIR / name
+        assert recorded == {"bytes": path.stat().st_size, "sha256": model.sha256_file(path)}
+    with np.load(model.ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # raises if anything is pickled
+        assert set(saved.files) == {"coef", "intercept", "classes"}
+    assert not [p.name for p in model.ARTIFACTS_DIR.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
+
+
+class _Payload:
+    """Unpickling this makes a directory: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def _break_truncate(path, _):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _break_pickle(path, tmp_path):  # a crafted classifier whose arrays are pickled objects
+    payload = np.array([_Payload(tmp_path / "pwned")], dtype=object)
+    with open(path, "wb") as f:
+        np.savez(f, coef=payload, intercept=payload, classes=payload)
+
+
+def _break_valid_but_wrong(path, _):  # loads fine and answers confidently, but wrongly
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    arrays["coef"] = arrays["coef"][::-1].copy()
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _flip_a_byte(path, _):  # same size, other content
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("classifier.npz", _break_truncate),
+        ("classifier.npz", _break_pickle),
+        ("classifier.npz", _break_valid_but_wrong),
+        ("articles.faiss", _break_truncate),
+        ("orders.bloom", _flip_a_byte),
+        ("articles.json", lambda p, _: p.write_text("[]")),
+    ],
+    ids=["truncated", "crafted-pickle", "valid-but-wrong", "faiss-truncated", "bloom-flipped", "articles-emptied"],
+)
+def test_a_damaged_artifact_is_detected_named_and_rebuilt(own_artifacts, tmp_path, caplog, name, damage):
+    text = "I was charged twice for the same order"
+    expected = model.run(text)
+    damage(own_artifacts / name, tmp_path)
+    with caplog.at_level("WARNING", logger="triage"):
+        manifest = reload()
+    assert name in caplog.text and "rebuilding" in caplog.text
+    assert not (tmp_path / "pwned").exists()  # no pickle was ever loaded
+    assert model.artifact_problem(manifest) is None  # rebuilt, and now intact
+    assert model.run(text) == expected
+
+
+def test_a_damaged_manifest_is_rebuilt(own_artifacts):
+    (own_artifacts / "manifest.json").write_text('{"pipeline_version": ')
+    manifest = reload()
+    assert json.loads((own_artifacts / "manifest.json").read_text())["built_at"] == manifest["built_at"]
+    assert model.artifact_problem(manifest) is None
+
+
+def test_concurrent_first_builds_in_several_processes_are_safe(tmp_path):
+    """Two processes start on an empty artifacts folder at once: one builds, the other waits and loads that build."""
+    code = "import json, model; m = model.resources().manifest; print(json.dumps([m['built_at'], model.artifact_problem(m)]))"
+    env = {**__import__("os").environ, "TRIAGE_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=model.ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs[0] == outputs[1] and outputs[0][1] is None  # one build, seen by both, intact
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
+        [*model.ARTIFACT_FILES, "manifest.json"]
+    )
