@@ -106,7 +106,7 @@ rule report:
     output:
         multiext(f"{OUT}/{{name}}", ".csv", ".html", ".json"),
     shell:
-        BATCH + " {input.csv} -o {output[0]} --quiet {config[report_args]}"
+        BATCH + " {input.csv} -o {output[0]} --quiet --resume {config[report_args]}"
 
 
 rule split:
@@ -129,7 +129,7 @@ rule score_shard:
     output:
         multiext(f"{SHARDS}/{{name}}/{{scatteritem}}.scored", ".csv", ".json"),
     shell:
-        BATCH + " {input.csv} -o {output[0]} --quiet --no-html {config[report_args]}"
+        BATCH + " {input.csv} -o {output[0]} --quiet --no-html --resume {config[report_args]}"
 
 
 rule merge:

@@ -8,6 +8,11 @@ long the file is. Every input row gives exactly one output row, in order; a row 
 take (empty text, too long, ...) keeps its columns and gets an `error`. `report()` does the work for
 this CLI and for the app's batch tab. The summary and the HTML are computed from the scored CSV alone,
 which is what lets `merge()` join shards scored in parallel into the same report.
+
+Nothing is destroyed: the input is never an output; every file is written under a temporary name and
+renamed when complete (a killed run leaves the previous report, or none, under the final name); one
+run at a time may write an output (a lock beside it); `--resume` continues a killed run from its last
+complete chunk (`OUT.csv.partial` and its `.json` state), giving the same CSV as an uninterrupted run.
 """
 
 import argparse
@@ -16,6 +21,7 @@ import csv
 import html
 import itertools
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -70,7 +76,7 @@ def flatten(triage: model.Triage) -> dict[str, Any]:
             row.update({f"top_{name.removesuffix('s')}_{k}": v for k, v in (value[0] if value else {}).items()})
         else:
             row[name] = value
-    return {column: row.get(column, "") for column in OUTPUT_COLUMNS}
+    return {column: "" if row.get(column) is None else row[column] for column in OUTPUT_COLUMNS}  # None is empty, not "nan"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +107,8 @@ def check_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise BatchInputError(f"{path}: no such file")
-    head = path.read_bytes()[:4096]
+    with open(path, "rb") as f:
+        head = f.read(4096)
     if not head.strip():
         raise BatchInputError(f"{path}: the file is empty")
     if b"\x00" in head:
@@ -165,36 +172,140 @@ def report(
     limit: int | None = None,
     progress: bool | None = None,
     html_report: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Score a CSV into `output_path` (.csv) and write the .json summary and .html report beside it.
 
     Returns the summary. `compare` is a second set of flags: every row is scored with both, the
-    variant's columns prefixed `compare_`. Raises BatchInputError when the file cannot be used.
+    variant's columns prefixed `compare_`. `resume` continues a run that was killed, from its last
+    complete chunk. Raises BatchInputError when the file cannot be used or the report cannot be written.
     """
     flags = model.Flags.model_validate(flags or {})
     compare = model.Flags.model_validate(compare) if compare is not None else None
     output_path = Path(output_path)
     check_file(input_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    model.resources()  # load the model before the clock starts: elapsed_s is scoring time
-    started = time.perf_counter()
+    check_output(output_path, [input_path])
+    partial = output_path.with_name(output_path.name + ".partial")
+    with writing(output_path):
+        identity = {
+            "input": _identity(input_path),
+            "settings": [text_column, label_column, flags.model_dump(), compare and compare.model_dump(), chunk_size, limit],
+            "pipeline": model.fingerprint(),
+        }
+        state = _resumable(partial, identity) if resume else None
+        if state is None:
+            state = {**identity, "rows_done": 0, "bytes_done": 0, "elapsed_s": 0.0}
+        model.resources()  # load the model before the clock starts: elapsed_s is scoring time
+        try:
+            text_column, label_column = _score(
+                input_path, partial, state, text_column, label_column, flags, compare, chunk_size, limit, progress
+            )
+            run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
+            if state["resumed_from_row"]:
+                run["resumed_from_row"] = state["resumed_from_row"]
+            summary = summarize(partial, text_column, label_column, state["elapsed_s"], run, html_report, output_path)
+            os.replace(partial, output_path)  # last: the report is complete
+        except BatchInputError:
+            partial.unlink(missing_ok=True)  # the input is unusable: nothing to resume
+            _state_path(partial).unlink(missing_ok=True)
+            raise
+        except OSError as error:  # disk full, folder gone, ...: what was scored stays for --resume
+            raise BatchInputError(f"{error.filename or output_path}: cannot write the report ({error.strerror})") from None
+        _state_path(partial).unlink(missing_ok=True)
+    return summary
+
+
+def check_output(output_path: Path, inputs: list[str | Path]) -> None:
+    """Refuse, before anything is touched, an output that is an input, a folder, or in a folder that cannot be written."""
+    outputs = [output_path, output_path.with_suffix(".json"), output_path.with_suffix(".html")]
+    for given in inputs:
+        for out in outputs:
+            if out.resolve() == Path(given).resolve() or (out.exists() and os.path.samefile(out, given)):
+                raise BatchInputError(f"{out}: this is the input {given}; choose another output, the input is never overwritten")
+    if output_path.is_dir():
+        raise BatchInputError(f"{output_path}: is a folder; give the report's file name, such as {output_path / 'report.csv'}")
     try:
-        text_column, label_column = _score(input_path, output_path, text_column, label_column, flags, compare, chunk_size, limit, progress)
-    except BatchInputError:
-        output_path.unlink(missing_ok=True)  # no half-written report
-        raise
-    elapsed = time.perf_counter() - started
-    run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
-    return summarize(output_path, text_column, label_column, elapsed, run, html_report)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BatchInputError(f"{output_path.parent}: cannot create the output folder ({error.strerror})") from None
+    if not os.access(output_path.parent, os.W_OK):
+        raise BatchInputError(f"{output_path.parent}: the output folder is not writable")
 
 
-def _score(input_path, output_path, text_column, label_column, flags, compare, chunk_size, limit, progress):
-    """Stream the input through the pipeline into the scored CSV; returns the text and label columns as written."""
+@contextlib.contextmanager
+def writing(output_path: Path):
+    """Hold the output's lock (a hidden file beside it) for the whole run; a second writer fails at once."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(output_path.with_name(f".{output_path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BatchInputError(f"{output_path}: another run is writing this report now; wait for it, or choose another output") from None
+    except OSError as error:
+        raise BatchInputError(f"{output_path}: cannot lock the output ({error.strerror})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a text file under a temporary name beside it, then rename: readers see the old file or the new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _identity(path: str | Path) -> dict[str, Any]:
+    stat = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _state_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".json")
+
+
+def _resumable(partial: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state of a killed run of this same job, or None (after saying why) when it cannot be continued."""
+    try:
+        state = json.loads(_state_path(partial).read_text())
+    except (OSError, ValueError):
+        state = None
+    if state is None or not partial.is_file():
+        return None  # nothing to resume: start from the first row
+    changed = [key for key in identity if state.get(key) != identity[key]]
+    if changed or partial.stat().st_size < state["bytes_done"]:
+        what = ", ".join(changed) or "the partial output"
+        print(f"batch.py: cannot resume ({what} changed since the killed run): starting from the first row", file=sys.stderr)
+        return None
+    return state
+
+
+def _score(input_path, partial, state, text_column, label_column, flags, compare, chunk_size, limit, progress):
+    """Stream the input through the pipeline into `partial`, from the row `state` says the last run stopped at.
+
+    After each chunk the rows are flushed to disk and the state (rows and bytes done) saved beside them,
+    so a killed run can continue from its last complete chunk. Returns the text and label columns as written.
+    """
     total = min(count_rows(input_path), limit) if limit is not None else count_rows(input_path)
     show = sys.stderr.isatty() if progress is None else progress
+    done = state["resumed_from_row"] = state["rows_done"]
+    started, elapsed_before = time.perf_counter(), state["elapsed_s"]
     columns = None
-    with open(output_path, "w", newline="", encoding="utf-8") as out, tqdm(total=total, unit="rows", disable=not show) as bar:
-        writer = None
+    with (
+        open(partial, "r+" if done else "w", newline="", encoding="utf-8") as out,
+        tqdm(total=total, initial=done, unit="rows", disable=not show) as bar,
+    ):
+        out.truncate(state["bytes_done"])  # drop whatever the killed run wrote after its last complete chunk
+        out.seek(state["bytes_done"])
+        writer = csv.writer(out)
         seen = 0
         for chunk in read_chunks(input_path, chunk_size):
             if columns is None:
@@ -204,30 +315,32 @@ def _score(input_path, output_path, text_column, label_column, flags, compare, c
                 # an input column named like an output (say "category") keeps its values as input_category
                 renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS or c.startswith(COMPARE_PREFIX)}
                 text_column, label_column = renamed.get(text_column, text_column), renamed.get(label_column, label_column)
+                if not done:
+                    header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
+                    writer.writerow(header + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else []))
             chunk = chunk.rename(columns=renamed)
             if limit is not None:
                 chunk = chunk.iloc[: max(limit - seen, 0)]
             if chunk.empty:
                 break
+            seen += len(chunk)
+            if seen <= done:  # scored by the run that was killed
+                continue
             texts = chunk[text_column].tolist()
             scored = pd.DataFrame(score_chunk(texts, flags), index=chunk.index)
             if compare is not None:
                 variant = pd.DataFrame(score_chunk(texts, compare), index=chunk.index).add_prefix(COMPARE_PREFIX)
                 scored = scored.join(variant)
-            rows = chunk.join(scored)
-            if writer is None:
-                writer = csv.writer(out)
-                writer.writerow(rows.columns)
-            writer.writerows(rows.itertuples(index=False))
-            seen += len(chunk)
+            writer.writerows(chunk.join(scored).itertuples(index=False))
+            out.flush()
+            os.fsync(out.fileno())
+            elapsed = elapsed_before + time.perf_counter() - started
+            state.update(rows_done=seen, bytes_done=os.fstat(out.fileno()).st_size, elapsed_s=elapsed)
+            write_atomic(_state_path(partial), json.dumps(state))
             bar.update(len(chunk))
         if columns is None:  # the file has no header at all
             raise BatchInputError(f"{input_path}: the file is empty")
-        if writer is None:  # header only: an empty report with the right columns
-            header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
-            if compare is not None:
-                header += [COMPARE_PREFIX + c for c in OUTPUT_COLUMNS]
-            csv.writer(out).writerow(header)
+    state["elapsed_s"] = elapsed_before + time.perf_counter() - started
     return text_column, label_column
 
 
@@ -254,9 +367,12 @@ def summarize(
     elapsed_s: float,
     run: dict[str, Any],
     html_report: bool = True,
+    output_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Read the scored CSV in chunks and write its .json summary (and .html report) beside it."""
+    """Read the scored CSV in chunks and write its .json summary (and .html report) beside `output_path`
+    (default: the scored CSV itself), each under a temporary name first."""
     scored_csv = Path(scored_csv)
+    output_path = Path(output_path or scored_csv)
     variants = {"": _Tally(label_column), COMPARE_PREFIX: _Tally(label_column)}
     agreement = Counter()
     differing: list[dict] = []
@@ -285,7 +401,7 @@ def summarize(
         "model": manifest["model"],
         "data": manifest["data"],
         "artifacts_built_at": manifest["built_at"],
-        "outputs": {kind: str(scored_csv.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
+        "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
     }
     if compared:
         summary["compare"] = {
@@ -294,9 +410,9 @@ def summarize(
             "differing_rows": differing,
             "differing_total": agreement["rows"] - agreement["same"],
         }
-    scored_csv.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
-        scored_csv.with_suffix(".html").write_text(render_html(summary), encoding="utf-8")
+        write_atomic(output_path.with_suffix(".html"), render_html(summary))
     return summary
 
 
@@ -521,18 +637,27 @@ def split(input_path: str | Path, outputs: list[str | Path], chunk_size: int = 4
 def merge(scored_shards: list[str | Path], output_path: str | Path, html_report: bool = True) -> dict[str, Any]:
     """Concatenate scored shards (each with its .json) into one report, as if scored in one run."""
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    shards = [json.loads(Path(s).with_suffix(".json").read_text()) for s in scored_shards]
-    with open(output_path, "wb") as out:
-        for k, shard in enumerate(scored_shards):
-            with open(shard, "rb") as f:
-                if k:
-                    f.readline()  # each shard repeats the header
-                out.writelines(f)
-    first = shards[0]
-    run = {"input": first["input"], "flags": first["flags"], "compare_flags": first["compare_flags"], "shards": len(shards)}
-    elapsed = max(s["elapsed_s"] for s in shards)  # shards run side by side
-    return summarize(output_path, first["text_column"], first["label_column"], elapsed, run, html_report)
+    check_output(output_path, scored_shards)
+    partial = output_path.with_name(output_path.name + ".partial")
+    with writing(output_path):
+        try:
+            shards = [json.loads(Path(s).with_suffix(".json").read_text()) for s in scored_shards]
+            with open(partial, "wb") as out:
+                for k, shard in enumerate(scored_shards):
+                    with open(shard, "rb") as f:
+                        if k:
+                            f.readline()  # each shard repeats the header
+                        out.writelines(f)
+            first = shards[0]
+            run = {"input": first["input"], "flags": first["flags"], "compare_flags": first["compare_flags"], "shards": len(shards)}
+            elapsed = max(s["elapsed_s"] for s in shards)  # shards run side by side
+            summary = summarize(partial, first["text_column"], first["label_column"], elapsed, run, html_report, output_path)
+            os.replace(partial, output_path)
+        except (OSError, ValueError, KeyError) as error:
+            partial.unlink(missing_ok=True)
+            what = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) else f"a shard's summary is unreadable ({error})"
+            raise BatchInputError(f"cannot merge into {output_path}: {what}") from None
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML report (for shards)")
     parser.add_argument("--merge", action="store_true", help="merge scored shards into one report")
+    parser.add_argument("--resume", action="store_true", help="continue a run that was killed, from its last complete chunk")
     args = parser.parse_args(argv)
     try:
         if args.chunk_size < 1 or (args.limit is not None and args.limit < 0):
@@ -574,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.limit,
                 progress,
                 not args.no_html,
+                args.resume,
             )
     except BatchInputError as error:
         print(f"batch.py: error: {error}", file=sys.stderr)
