@@ -10,13 +10,28 @@ Settings (environment variables):
     TRIAGE_TIMEOUT          seconds a request may wait in the queue (504)  (default 30)
     TRIAGE_WORKERS          inference worker processes                     (default 1)
     TRIAGE_MAX_BODY_BYTES   largest request body to /predict (413)         (default 65536)
+    TRIAGE_BODY_TIMEOUT     seconds a request body may stall, or take in all on /predict (408)  (default 10)
+    TRIAGE_MAX_CONNECTIONS  open connections and requests at once; beyond, 503                (default 512)
+    TRIAGE_GRACEFUL_TIMEOUT seconds a SIGTERM waits for requests in flight                    (default 10)
     LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
+
+Faults: a killed inference worker is replaced (restart_workers); the requests it held get a JSON 503
+and /health says 503 until the new one is ready. SIGTERM drains: the server stops accepting, answers
+what is in flight, then stops the workers.
 """
 
+import asyncio
 import json
+import math
 import os
+import secrets
+import signal
+import sys
+from http.cookies import CookieError, SimpleCookie
 
 import litserve as ls
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,7 +43,11 @@ SETTINGS = {
     "timeout": float(os.environ.get("TRIAGE_TIMEOUT", "30")),
     "workers": int(os.environ.get("TRIAGE_WORKERS", "1")),
     "max_body_bytes": int(os.environ.get("TRIAGE_MAX_BODY_BYTES", str(64 * 1024))),
+    "body_timeout": float(os.environ.get("TRIAGE_BODY_TIMEOUT", "10")),
+    "max_connections": int(os.environ.get("TRIAGE_MAX_CONNECTIONS", "512")),
+    "graceful_timeout": float(os.environ.get("TRIAGE_GRACEFUL_TIMEOUT", "10")),
 }
+API_PATHS = ("/predict",)
 
 
 class TriageRequest(model.Ticket):
@@ -43,6 +62,9 @@ class TriageRequest(model.Ticket):
 
 class TriageAPI(ls.LitAPI):
     def setup(self, device):
+        # Stopped by the server (SIGTERM): exit like a program, so that what this process holds (tqdm's lock, a
+        # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         model.resources()  # load the model and artifacts (built if missing) before /health says ready
 
     def decode_request(self, request: TriageRequest):
@@ -65,25 +87,68 @@ def _answer(result):
     return result
 
 
-class BodyLimit:
-    """413 for a request body over `max_size` bytes on the API paths (the UI's uploads are not limited here)."""
+async def send_json(send: Send, status: int, body: dict) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
-    def __init__(self, app: ASGIApp, max_size: int, paths: tuple[str, ...]):
-        self.app, self.max_size, self.paths = app, max_size, paths
+
+class RequestGuard:
+    """Bodies that stall or never end: every request body must keep arriving (a gap over `timeout` seconds
+    gives 408); on the API paths the whole body must arrive within `timeout` and hold at most `max_size`
+    bytes (413). Bounds how long a slow or stalled client can hold a connection."""
+
+    def __init__(self, app: ASGIApp, max_size: int, timeout: float, paths: tuple[str, ...] = API_PATHS):
+        self.app, self.max_size, self.timeout, self.paths = app, max_size, timeout, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["path"] in self.paths:
+            return await self._api(scope, receive, send)
+        state = {"body_done": False, "stalled": False, "started": False}
+
+        async def guarded_receive() -> dict:  # only the body is timed; after it, waiting for a disconnect is normal
+            if state["body_done"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                state["stalled"] = True
+                return {"type": "http.disconnect"}
+            state["body_done"] = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def tracked_send(message: dict) -> None:
+            if state["stalled"]:  # the app's answer to a vanished body (often a 500): the 408 below replaces it
+                return
+            state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, tracked_send)
+        except Exception:  # the app's error about a vanished body (say, ClientDisconnect): the 408 below says it
+            if not state["stalled"]:
+                raise
+        if state["stalled"] and not state["started"]:
+            await send_json(send, 408, {"detail": f"the request body stalled for {self.timeout:g} s"})
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and int(declared) > self.max_size:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_size:
+            return await self._too_large(send)
         body, more = [], True
-        while more:  # read the body (chunked or not) up to the limit, then replay it
-            message = await receive()
-            body.append(message.get("body", b""))
-            more = message.get("more_body", False)
-            if sum(map(len, body)) > self.max_size:
-                return await self._reject(send)
+        try:
+            async with asyncio.timeout(self.timeout):
+                while more:  # read the body (chunked or not) up to the limit, then replay it
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body.append(message.get("body", b""))
+                    more = message.get("more_body", False)
+                    if sum(map(len, body)) > self.max_size:
+                        return await self._too_large(send)
+        except TimeoutError:
+            return await send_json(send, 408, {"detail": f"the request body did not arrive within {self.timeout:g} s"})
         replay = iter([{"type": "http.request", "body": b"".join(body), "more_body": False}])
 
         async def replayed() -> dict:
@@ -91,10 +156,148 @@ class BodyLimit:
 
         await self.app(scope, replayed, send)
 
-    async def _reject(self, send: Send) -> None:
-        detail = json.dumps({"detail": f"request body is larger than {self.max_size} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": detail})
+    async def _too_large(self, send: Send) -> None:
+        await send_json(send, 413, {"detail": f"request body is larger than {self.max_size} bytes"})
+
+
+class WorkerWatch:
+    """A request in flight when an inference worker dies gets a JSON 503 at once instead of waiting forever.
+
+    LitServe (restart_workers=True) replaces a dead worker and marks it as starting in the shared worker
+    status that /health reads; this watches that status and fails the requests that were in flight then.
+    """
+
+    def __init__(self, app: ASGIApp, server: ls.LitServer, interval: float = 0.2, paths: tuple[str, ...] = API_PATHS):
+        self.app, self.server, self.interval, self.paths = app, server, interval, paths
+        self.lost: asyncio.Event | None = None  # set (and replaced) each time a worker is lost
+
+    def _ready(self) -> bool:
+        status = dict(self.server.workers_setup_status)
+        return bool(status) and all(v == ls.utils.WorkerSetupStatus.READY for v in status.values())
+
+    async def _watch(self) -> None:
+        ready = True
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                now = await asyncio.to_thread(self._ready)
+            except (OSError, EOFError):  # the server is shutting down: its status is gone
+                return
+            if ready and not now:
+                self.lost.set()
+                self.lost = asyncio.Event()
+            ready = now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        if self.lost is None:  # first request in this API-server process: start watching
+            self.lost = asyncio.Event()
+            asyncio.get_running_loop().create_task(self._watch())
+        lost = self.lost
+        started = False
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        request = asyncio.ensure_future(self.app(scope, receive, tracked_send))
+        worker_lost = asyncio.ensure_future(lost.wait())
+        await asyncio.wait({request, worker_lost}, return_when=asyncio.FIRST_COMPLETED)
+        if request.done():
+            worker_lost.cancel()
+            return request.result()
+        request.cancel()
+        if not started:
+            detail = "the inference worker handling this request stopped; it is being replaced: retry in a few seconds"
+            await send_json(send, 503, {"detail": detail})
+
+
+def validation_error(request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each field, with long or unprintable inputs shortened (never a 500, never the whole body echoed)."""
+    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"], "input": shorten(e.get("input"))} for e in error.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def shorten(value, limit: int = 100):
+    """A JSON-safe, short copy of a client's input for an error body."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates become visible escapes
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {shorten(str(k), 40): shorten(v, limit) for k, v in list(value.items())[:20]}
+    if isinstance(value, (list, tuple)):
+        return [shorten(v, limit) for v in value[:20]]
+    return value if value is None or isinstance(value, (bool, int, float)) else shorten(str(value), limit)
+
+
+class KeyGate:
+    """With credentials set, nothing but /health, the API docs and the UI's login page answers without them.
+
+    A request passes with the header X-API-Key (API and UI alike: for the UI it stands for a login) or
+    with the UI's login session (Gradio's cookie). Everything else, Gradio's own routes included, gets 401.
+    """
+
+    OPEN = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/login", "/login/", "/favicon.ico", "/theme.css"})
+    OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon")
+
+    def __init__(self, app: ASGIApp, key: str | None, gradio_app=None):
+        self.app, self.key, self.gradio = app, key, gradio_app
+        self.token = secrets.token_urlsafe(24)  # the UI session that a valid X-API-Key stands for
+        if gradio_app is not None:
+            gradio_app.tokens[self.token] = "api-key"
+
+    @staticmethod
+    def login_check(key: str | None, user: str, password: str | None):
+        """Gradio's `auth` function: the UI's own user and password, or any name with the API key as password."""
+
+        def check(username: str, given: str) -> bool:
+            as_user = password is not None and secrets.compare_digest(username, user) and secrets.compare_digest(given, password)
+            return as_user or (key is not None and secrets.compare_digest(given, key))
+
+        return check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN or scope["path"].startswith(self.OPEN_PREFIXES):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.key is not None and secrets.compare_digest(headers.get(b"x-api-key", b""), self.key.encode()):
+            if self.gradio is not None:  # Gradio checks its own cookie: give it the session the key stands for
+                cookie = f"access-token-unsecure-{self.gradio.cookie_id}={self.token}".encode()
+                rest = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
+                scope = {**scope, "headers": [*rest, (b"cookie", b"; ".join(filter(None, [headers.get(b"cookie"), cookie])))]}
+            return await self.app(scope, receive, send)
+        if self._session(headers.get(b"cookie", b"").decode("latin-1")):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await send_json(send, 401, {"detail": "credentials required: the header X-API-Key, or log in to the app at /"})
+
+    def _session(self, cookie_header: str) -> bool:
+        if self.gradio is None or not cookie_header:
+            return False
+        cookies = SimpleCookie()
+        try:
+            cookies.load(cookie_header)
+        except CookieError:
+            return False
+        names = (f"access-token-{self.gradio.cookie_id}", f"access-token-unsecure-{self.gradio.cookie_id}")
+        return any(name in cookies and self.gradio.tokens.get(cookies[name].value) for name in names)
+
+
+class TriageServer(ls.LitServer):
+    def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason="normal"):
+        """Drain first: the API servers stop accepting and answer what is in flight while the inference workers still
+        run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe stops the workers."""
+        for process in uvicorn_workers.values():
+            process.terminate()
+        for process in uvicorn_workers.values():
+            process.join(self.uvicorn_graceful_timeout + 5)
+        alive = {k: p for k, p in uvicorn_workers.items() if p.is_alive()}
+        super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
 
 
 def info() -> dict:
@@ -114,16 +317,20 @@ def info() -> dict:
 def build_server() -> ls.LitServer:
     """The LitServer with /predict, /health (always open) and /info; main.py mounts the UI on it."""
     api = TriageAPI(max_batch_size=SETTINGS["max_batch_size"], batch_timeout=SETTINGS["batch_timeout"], api_path="/predict")
-    server = ls.LitServer(
+    server = TriageServer(
         api,
         accelerator="cpu",
         workers_per_device=SETTINGS["workers"],
         timeout=SETTINGS["timeout"],
         model_metadata=info(),
         fast_queue=True,
-        middlewares=[(BodyLimit, {"max_size": SETTINGS["max_body_bytes"], "paths": ("/predict",)})],
+        restart_workers=True,  # a dead inference worker is replaced, not the end of the server
     )
-    server.uvicorn_graceful_timeout = 2  # open UI connections must not hold a shutdown for 30 s
+    server.app.add_middleware(WorkerWatch, server=server)
+    server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outermost
+    server.app.add_exception_handler(RequestValidationError, validation_error)
+    server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
+    server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
     routes = server.app.router.routes
     health = next(r for r in routes if getattr(r, "path", None) == "/health")
     routes[:] = [r for r in routes if getattr(r, "path", None) not in ("/", "/health")]  # "/" becomes the UI

@@ -4,14 +4,22 @@
     python -m app.main
 
 The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. Host and port default to
-GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM stops
-the whole process tree.
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM drains
+and stops the whole process tree.
+
+Credentials (environment variables). With LIT_SERVER_API_KEY set, nothing but /health, the API docs
+(/docs, /openapi.json) and the UI's login page answers without credentials: the API takes the header
+X-API-Key; the UI a login (Gradio's), as TRIAGE_UI_USER / TRIAGE_UI_PASSWORD or any name with the API
+key as password, or the same X-API-Key header (gradio_client's `headers=`). TRIAGE_UI_PASSWORD alone
+puts only the UI behind the login. With neither, the app is the open demo. TRIAGE_MAX_UPLOAD_MB caps
+an upload (default 50).
 """
 
 import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +27,7 @@ if str(ROOT) not in sys.path:  # `python app/main.py` puts app/ on the path, not
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.api import build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
+from app.api import SETTINGS, KeyGate, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,16 +37,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ui", action="store_true", help="serve the API only")
     args = parser.parse_args(argv)
 
+    key, ui_user, ui_password = (os.environ.get(v) or None for v in ("LIT_SERVER_API_KEY", "TRIAGE_UI_USER", "TRIAGE_UI_PASSWORD"))
     server = build_server()
+    gradio_app = None
     if not args.no_ui:
         import gradio as gr
 
         from app import ui
 
         public = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-        gr.mount_gradio_app(server.app, ui.build(api_url=public), path="/", theme=ui.THEME, css=ui.CSS)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C: no orphans
-    server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False)
+        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
+        upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
+        blocks = ui.build(api_url=public)
+        gr.mount_gradio_app(server.app, blocks, path="/", theme=ui.THEME, css=ui.CSS, auth=login, max_file_size=f"{upload_mb}mb")
+        gradio_app = server.app.routes[-1].app  # the mounted Gradio app: its login sessions
+    if key or ui_password:
+        server.app.add_middleware(KeyGate, key=key, gradio_app=gradio_app)
+
+    main_pid = os.getpid()
+
+    def on_sigterm(signum, frame):  # drain, then stop the whole tree: no orphans, no traceback
+        if os.getpid() != main_pid:  # a forked helper (multiprocessing's manager) inherited this handler: end quietly
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        elif server._shutdown_event is None:  # still starting
+            raise KeyboardInterrupt
+        else:  # what LitServe's own shutdown does; from a thread, as the main thread is waiting on that event
+            threading.Thread(target=server._shutdown_event.set).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False, limit_concurrency=SETTINGS["max_connections"])
 
 
 if __name__ == "__main__":

@@ -249,9 +249,9 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
     def batch_report(upload, use_eval_set, with_compare, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         flags_a, flags_b = two_flag_sets(values)
         flags_b = flags_b if with_compare else None
-        source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
-        if not source:
+        if not use_eval_set and not upload:
             raise gr.Error("Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'.")
+        source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
         out_dir = Path(tempfile.mkdtemp(prefix="triage-report-"))
         name = Path(source).stem
         try:
@@ -320,7 +320,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         with gr.Tab("Batch"):
             gr.Markdown("Score a CSV of tickets (a `text` column; an `expected_category` column adds accuracy and a confusion matrix).")
             with gr.Row():
-                upload = gr.File(label="CSV file", file_types=[".csv"], type="filepath")
+                upload = only_uploads(gr.File(label="CSV file", file_types=[".csv"], type="filepath"))
                 with gr.Column():
                     use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
                     with_compare = gr.Checkbox(label="Also score variant B and compare", value=False)
@@ -358,6 +358,31 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 wrap=True,
             )
     return demo
+
+
+def uploaded(path: str | Path) -> Path:
+    """The path of a file uploaded to this app, refusing any other: links and `..` resolved first, URLs refused.
+    The message names nothing on the server."""
+    folder = Path(gr.utils.get_upload_folder()).resolve()
+    given = Path(str(path))
+    resolved = given.resolve()
+    if given.is_symlink() or not resolved.is_relative_to(folder) or not resolved.is_file():
+        raise gr.Error("Only a CSV file uploaded on this page can be scored: upload it again.")
+    return resolved
+
+
+def only_uploads(component: gr.File) -> gr.File:
+    """Make a file input take only files uploaded to this app. A client can name any server path (or a URL)
+    in the FileData it sends, and a Gradio app mounted on another server copies it into its cache unchecked;
+    here the path is checked before that copy. (On the instance: a subclass would make Gradio write a .pyi.)"""
+    copy, async_copy = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
+
+    async def async_checked(path):
+        return await async_copy(uploaded(path))
+
+    component.move_resource_to_block_cache = lambda path: copy(uploaded(path))
+    component.async_move_resource_to_block_cache = async_checked
+    return component
 
 
 def batch_headline(summary: dict) -> str:

@@ -1,68 +1,21 @@
 """The one server over real HTTP: /predict, errors, batching, API key, timeouts, the UI at /, shutdown."""
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import psutil
 import pytest
 import requests
-from conftest import free_port
+from conftest import Server
 from gradio_client import Client
 
 import model
 from app import ui
 
 ROOT = model.ROOT
-
-
-class Server:
-    """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so."""
-
-    def __init__(self, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, **env}
-        if "LIT_SERVER_API_KEY" not in env:  # a key in the developer's shell must not leak into the open server
-            environment.pop("LIT_SERVER_API_KEY", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.process.poll() is None, "the server exited while starting"
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError("the server did not become healthy in 180 s")
-
-    def tree(self) -> list[psutil.Process]:
-        parent = psutil.Process(self.process.pid)
-        return [parent, *parent.children(recursive=True)]
-
-    def stop(self) -> float:
-        """SIGTERM, then the seconds until every process of the tree is gone (killed after 20 s)."""
-        tree = self.tree()
-        start = time.time()
-        self.process.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(tree, timeout=20)
-        for p in alive:
-            p.kill()
-        return time.time() - start if not alive else float("inf")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,297 @@
+"""The one server as an attacker and a failing machine see it: credentials on every route, files the UI may
+read, error bodies, stalled bodies, schemathesis against /openapi.json, a killed worker, SIGTERM under load."""
+
+import json
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import gradio
+import hypothesis
+import psutil
+import pytest
+import requests
+import schemathesis
+import yaml
+from conftest import Server
+from gradio_client import Client, handle_file
+from schemathesis.generation import GenerationMode
+
+import model
+from app.api import SETTINGS
+
+KEY, UI_USER, UI_PASSWORD = "sesame", "owner", "open-sesame"
+FLAGS = list(model.Flags().model_dump().values())
+TRIAGE_ARGS = ["Please cancel my order 75983714", "web_form", "standard", *FLAGS]
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory):
+    """A server with an API key, a UI login, a 1 MB upload cap and a 2 s body timeout."""
+    log = tmp_path_factory.mktemp("locked") / "server.log"
+    s = Server(
+        log=log,
+        LIT_SERVER_API_KEY=KEY,
+        TRIAGE_UI_USER=UI_USER,
+        TRIAGE_UI_PASSWORD=UI_PASSWORD,
+        TRIAGE_MAX_UPLOAD_MB="1",
+        TRIAGE_BODY_TIMEOUT="2",
+        TRIAGE_MAX_CONNECTIONS="40",
+    )
+    yield s
+    s.stop()
+
+
+def gradio_call(server, api_name: str, data: list, headers: dict) -> str:
+    """Gradio's own HTTP API, as curl would use it: POST the call, then read its event stream."""
+    started = requests.post(f"{server.url}/gradio_api/call/{api_name}", json={"data": data}, headers=headers, timeout=30)
+    assert started.status_code == 200, started.text
+    return requests.get(f"{server.url}/gradio_api/call/{api_name}/{started.json()['event_id']}", headers=headers, timeout=120).text
+
+
+# --- credentials on every route -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/predict"),
+        ("GET", "/info"),
+        ("POST", "/gradio_api/call/triage"),
+        ("POST", "/gradio_api/call/compare"),
+        ("POST", "/gradio_api/call/batch_report"),
+        ("POST", "/gradio_api/run/triage"),
+        ("POST", "/gradio_api/queue/join"),
+        ("GET", "/gradio_api/queue/data?session_hash=x"),
+        ("POST", "/gradio_api/upload"),
+        ("GET", "/gradio_api/info"),
+        ("GET", "/config"),
+        ("GET", "/gradio_api/file=/etc/passwd"),
+        ("GET", "/gradio_api/heartbeat/x"),
+        ("POST", "/gradio_api/reset"),
+        ("GET", "/gradio_api/openapi.json"),
+    ],
+)
+def test_with_a_key_nothing_answers_without_credentials(locked, method, path):
+    response = requests.request(method, f"{locked.url}{path}", json={"data": ["hi"]}, timeout=30)
+    assert response.status_code == 401, (path, response.status_code, response.text[:200])
+    wrong = requests.request(method, f"{locked.url}{path}", json={"data": ["hi"]}, headers={"X-API-Key": "wrong"}, timeout=30)
+    assert wrong.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/health", "/docs", "/openapi.json", "/"])
+def test_what_stays_open_with_a_key(locked, path):
+    response = requests.get(f"{locked.url}{path}", timeout=30)
+    assert response.status_code == 200
+    if path == "/":  # Gradio's login page: no components (it does embed the API's description, as /openapi.json is open)
+        assert '"auth_required":true' in response.text.replace(" ", "") and '"components":[]' in response.text.replace(" ", "")
+
+
+def test_gradio_client_needs_credentials_and_takes_the_key_or_a_login(locked):
+    with pytest.raises(Exception, match="credentials"):
+        Client(f"{locked.url}/", verbose=False)
+    with pytest.raises(ValueError, match="Could not login"):  # Gradio answers 400 "Incorrect credentials."
+        Client(f"{locked.url}/", verbose=False, auth=(UI_USER, "wrong"))
+    expected = model.run(TRIAGE_ARGS[0]).category.value
+    for client in (
+        Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY}),
+        Client(f"{locked.url}/", verbose=False, auth=(UI_USER, UI_PASSWORD)),
+        Client(f"{locked.url}/", verbose=False, auth=("anyone", KEY)),
+    ):
+        assert client.predict(*TRIAGE_ARGS, api_name="/triage")[-1]["category"] == expected
+
+
+def test_uploads_are_capped(locked, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("text\n" + "where is my order 75983714\n" * 50_000)  # about 1.3 MB
+    with open(big, "rb") as f:
+        response = requests.post(f"{locked.url}/gradio_api/upload", files={"files": f}, headers={"X-API-Key": KEY}, timeout=60)
+    assert response.status_code == 413, response.text[:200]
+    small = tmp_path / "small.csv"
+    small.write_text("text\nwhere is my order 75983714\n")
+    with open(small, "rb") as f:
+        assert requests.post(f"{locked.url}/gradio_api/upload", files={"files": f}, headers={"X-API-Key": KEY}, timeout=60).ok
+
+
+# --- the batch tab reads only uploads -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        str(model.DATA_DIR / "train.csv"),  # a server file
+        "data/train.csv",  # relative to the server's working directory
+        "DOTDOT",  # out of the upload folder with ..
+        "SYMLINK",  # a link inside the upload folder to a server file
+        "http://127.0.0.1:1/openapi.json",  # a URL the server would fetch
+    ],
+)
+def test_the_batch_tab_refuses_files_not_uploaded(locked, path, tmp_path):
+    uploads = Path(gradio.utils.get_upload_folder())  # the server's, as both run on this machine
+    if path == "DOTDOT":
+        path = str(uploads) + "/.." * len(uploads.parts) + str(model.DATA_DIR / "eval.csv")
+    if path == "SYMLINK":
+        link = uploads / f"triage-test-{time.time_ns()}" / "link.csv"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(model.DATA_DIR / "train.csv")
+        path = str(link)
+    file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    events = gradio_call(locked, "batch_report", [file_data, False, False, *FLAGS, *FLAGS], {"X-API-Key": KEY})
+    assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
+    assert "train" not in events and str(model.ROOT) not in events and "report.csv" not in events
+
+
+def test_the_batch_tab_scores_an_upload(locked, tmp_path):
+    upload = tmp_path / "mine.csv"
+    upload.write_text("text,expected_category\nwhere is my order 75983714,order_status\n")
+    client = Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY})
+    headline, *_, summary = client.predict(handle_file(upload), False, False, *FLAGS, *FLAGS, api_name="/batch_report")
+    assert summary["rows"] == 1 and "1 rows" in headline
+
+
+# --- error bodies ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"text": "hi \\ud800"}', "text"),
+        ('{"text": "hi \\udfff there"}', "text"),
+        ('{"text": "hi", "flags": {"min_confidence": NaN}}', "min_confidence"),
+        ('{"text": "hi", "flags": {"min_article_score": Infinity}}', "min_article_score"),
+        ('{"text": "hi", "flags": {"min_confidence": -Infinity}}', "min_confidence"),
+        ('{"text": "hi", "flags": {"top_k": 1e400}}', "top_k"),
+    ],
+)
+def test_odd_bodies_are_422_naming_the_field(locked, raw, field):
+    response = requests.post(
+        f"{locked.url}/predict", data=raw.encode(), headers={"Content-Type": "application/json", "X-API-Key": KEY}, timeout=30
+    )
+    assert response.status_code == 422, response.text
+    assert field in {str(part) for error in response.json()["detail"] for part in error["loc"]}
+
+
+def test_error_bodies_do_not_echo_long_inputs(locked):
+    response = requests.post(f"{locked.url}/predict", json={"text": "x" * 5001}, headers={"X-API-Key": KEY}, timeout=30)
+    assert response.status_code == 422 and len(response.text) < 600, len(response.text)
+    assert "5001 characters" in response.json()["detail"][0]["input"]
+
+
+def test_schemathesis_finds_no_server_error(locked):
+    """Generated valid and invalid requests for every operation in /openapi.json: 2xx or 4xx, never 5xx."""
+    schema = schemathesis.openapi.from_url(f"{locked.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert "/predict" in {op.path for op in operations}
+    for operation in operations:
+        for mode in GenerationMode:
+            never_5xx(operation, mode, locked.url)
+
+
+def never_5xx(operation, mode, base_url: str, examples: int = 40) -> None:
+    @hypothesis.settings(max_examples=examples, deadline=None, database=None, phases=[hypothesis.Phase.generate])
+    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+    def check(case):
+        response = case.call(base_url=base_url, headers={"X-API-Key": KEY}, timeout=60)
+        assert response.status_code < 500, (operation.path, mode, case.body, response.status_code, response.text[:300])
+
+    check()
+
+
+# --- slow and stalled request bodies ----------------------------------------------------------------------
+def stalled(url: str, path: str, headers: str, start: str = '{"text": ') -> socket.socket:
+    """A request that promises more body than it sends."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 1000\r\n\r\n{start}".encode())
+    return s
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "start"),
+    [
+        ("/predict", f"X-API-Key: {KEY}\r\nContent-Type: application/json\r\n", '{"text": '),
+        (
+            "/gradio_api/upload",
+            f"X-API-Key: {KEY}\r\nContent-Type: multipart/form-data; boundary=b\r\n",
+            '--b\r\nContent-Disposition: form-data; name="files"; filename="a.csv"\r\n\r\ntext\n',
+        ),
+    ],
+)
+def test_stalled_bodies_time_out_with_408_while_serving_goes_on(locked, path, headers, start):
+    sockets = [stalled(locked.url, path, headers, start) for _ in range(10)]
+    start = time.time()
+    assert requests.post(f"{locked.url}/predict", json={"text": "hi"}, headers={"X-API-Key": KEY}, timeout=30).status_code == 200
+    answers = [s.recv(200).decode(errors="replace") for s in sockets]
+    assert time.time() - start < 10
+    assert all(a.startswith("HTTP/1.1 408") for a in answers), answers[:2]
+    for s in sockets:
+        s.close()
+
+
+def test_connections_beyond_the_limit_get_503_not_a_queue(locked):
+    sockets = [stalled(locked.url, "/predict", f"X-API-Key: {KEY}\r\nContent-Type: application/json\r\n") for _ in range(60)]
+    answers = [s.recv(200).decode(errors="replace")[:12] for s in sockets]
+    assert "HTTP/1.1 503" in answers and "HTTP/1.1 408" in answers, set(answers)  # bounded, then released
+    for s in sockets:
+        s.close()
+    assert requests.post(f"{locked.url}/predict", json={"text": "hi"}, headers={"X-API-Key": KEY}, timeout=30).status_code == 200
+
+
+# --- a killed worker, SIGTERM under load -------------------------------------------------------------------
+LONG = {"text": "My parcel has not arrived and nobody answers my emails. " * 80}
+
+
+def post(server, body):
+    try:
+        response = requests.post(f"{server.url}/predict", json=body, timeout=60)
+        return response.status_code, response.headers.get("content-type", "")
+    except requests.RequestException as error:  # a dropped connection: what must never happen
+        return type(error).__name__, ""
+
+
+def inference_workers(server) -> list[psutil.Process]:
+    return [p for p in server.tree() if "spawn_main" in " ".join(p.cmdline())]
+
+
+def test_a_killed_worker_is_replaced_and_its_requests_get_503(tmp_path):
+    server = Server(log=tmp_path / "server.log")
+    try:
+        (worker,) = inference_workers(server)
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(post, server, LONG) for _ in range(16)]
+            time.sleep(0.3)
+            worker.kill()
+            answers = [f.result() for f in futures]
+        assert {code for code, _ in answers} <= {200, 503}, answers  # every request answered
+        assert (503, "application/json") in answers
+        health = []
+        deadline = time.time() + 120
+        while time.time() < deadline and health[-1:] != [200]:
+            health.append(requests.get(f"{server.url}/health", timeout=5).status_code)
+            time.sleep(0.25)
+        assert 503 in health and health[-1] == 200, health  # not ready until the new worker is
+        assert server.process.poll() is None and inference_workers(server)[0].pid != worker.pid
+        assert post(server, {"text": "I was charged twice"}) == (200, "application/json")
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_requests_in_flight_and_exits_cleanly(tmp_path):
+    log = tmp_path / "server.log"
+    server = Server(log=log)
+    tree = server.tree()
+    with ThreadPoolExecutor(32) as pool:
+        futures = [pool.submit(post, server, LONG) for _ in range(32)]
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        answers = [f.result() for f in futures]
+    assert answers == [(200, "application/json")] * 32
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive and server.process.wait() == 0
+    output = log.read_text()
+    assert "Traceback" not in output and "leaked" not in output and "Warning" not in output, output[-2000:]
+
+
+def test_the_kubernetes_grace_period_covers_the_drain():
+    manifest = next(d for d in yaml.safe_load_all((model.ROOT / "deploy" / "kubernetes.yaml").read_text()) if d["kind"] == "Deployment")
+    pod = manifest["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+    graceful = float(env.get("TRIAGE_GRACEFUL_TIMEOUT", SETTINGS["graceful_timeout"]))
+    assert pod["terminationGracePeriodSeconds"] >= graceful + 5  # the drain, then the workers' own stop
+    assert json.dumps(pod).count("/health") >= 1
