@@ -49,7 +49,16 @@ def main(argv: list[str] | None = None) -> None:
         login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
         upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
         blocks = ui.build(api_url=public)
-        gr.mount_gradio_app(server.app, blocks, path="/", theme=ui.THEME, css=ui.CSS, auth=login, max_file_size=f"{upload_mb}mb")
+        gr.mount_gradio_app(
+            server.app,
+            blocks,
+            path="/",
+            theme=ui.THEME,
+            css=ui.CSS,
+            auth=login,
+            auth_message="Log in with the app's user name and password, or with any name and the API key as password.",
+            max_file_size=f"{upload_mb}mb",
+        )
         gradio_app = server.app.routes[-1].app  # the mounted Gradio app: its login sessions
     if key or ui_password:
         server.app.add_middleware(KeyGate, key=key, gradio_app=gradio_app)

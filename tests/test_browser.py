@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import free_port
+from conftest import Server, free_port
 from playwright.sync_api import expect, sync_playwright
 from pydantic import Field
 
@@ -102,3 +102,39 @@ def test_a_new_step_and_flag_appear_without_changing_the_ui(page):
         page.screenshot(path=SHOTS / "dummy_step.png", full_page=True)
     finally:
         demo.close()
+
+
+def test_with_a_key_a_person_logs_in_then_triages_and_downloads_a_report(page, tmp_path):
+    """The one server with credentials: the login page loads without them, the app only after logging in."""
+    server = Server(LIT_SERVER_API_KEY="sesame", TRIAGE_UI_USER="owner", TRIAGE_UI_PASSWORD="open-sesame")
+    try:
+        page.goto(f"{server.url}/")
+        page.get_by_label("username").fill("owner")
+        page.get_by_label("password").fill("wrong")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect credentials")).to_be_visible(timeout=30_000)
+        page.screenshot(path=SHOTS / "login.png", full_page=True)
+        page.get_by_label("username").fill("owner")  # Gradio empties the form after a failed login
+        page.get_by_label("password").fill("open-sesame")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_role("heading", name="Support-ticket triage")).to_be_visible(timeout=60_000)
+        page.get_by_label("text").first.fill("I was charged twice for order 75983714")
+        page.get_by_role("button", name="Triage", exact=True).click()
+        expect(page.get_by_text("billing → team billing")).to_be_visible(timeout=60_000)
+
+        source = tmp_path / "mine.csv"
+        pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice"]}).to_csv(source, index=False)
+        page.get_by_role("tab", name="Batch").click()
+        page.locator('input[type=file][accept=".csv"]').set_input_files(source)
+        expect(page.get_by_text("mine.csv").filter(visible=True).first).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Run batch report").click()
+        link = page.locator('a[href$="/mine-report.csv"]')
+        link.wait_for(timeout=120_000)
+        page.screenshot(path=SHOTS / "batch_logged_in.png", full_page=True)
+        with page.expect_download() as download:
+            link.click()
+        saved = tmp_path / "downloaded.csv"
+        download.value.save_as(saved)
+        assert list(pd.read_csv(saved).text) == ["Where is my parcel?", "I was charged twice"]
+    finally:
+        server.stop()
