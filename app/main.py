@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             auth=login,
             auth_message="Log in with the app's user name and password, or with any name and the API key as password.",
             max_file_size=f"{upload_mb}mb",
+            show_error=False,  # an unexpected error's message may name server paths: clients get gr.Error messages only
         )
         gradio_app = server.app.routes[-1].app  # the mounted Gradio app: its login sessions
     if key or ui_password:

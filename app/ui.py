@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import typing
 from enum import Enum
 from pathlib import Path
@@ -252,7 +253,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         if not use_eval_set and not upload:
             raise gr.Error("Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'.")
         source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
-        out_dir = Path(tempfile.mkdtemp(prefix="triage-report-"))
+        out_dir = report_dir()
         name = Path(source).stem
         try:
             summary = batch.report(source, out_dir / f"{name}-report.csv", flags=flags_a, compare=flags_b, progress=True)
@@ -265,7 +266,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         files = [summary["outputs"][k] for k in (".csv", ".html", ".json")]
         return (batch_headline(summary), *figures[:3], files, summary)
 
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # uploads and reports go after an hour: the disk never fills
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Triage"):
             with gr.Row():
@@ -383,6 +384,16 @@ def only_uploads(component: gr.File) -> gr.File:
     component.move_resource_to_block_cache = lambda path: copy(uploaded(path))
     component.async_move_resource_to_block_cache = async_checked
     return component
+
+
+def report_dir(max_age_s: float = 3600) -> Path:
+    """A new folder for one batch report. Gradio serves a copy, so folders older than an hour are removed."""
+    parent = Path(tempfile.gettempdir()) / "triage-reports"
+    parent.mkdir(exist_ok=True)
+    for old in parent.iterdir():
+        if time.time() - old.stat().st_mtime > max_age_s:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=parent))
 
 
 def batch_headline(summary: dict) -> str:

@@ -156,3 +156,15 @@ def test_api_examples_are_valid_requests():
     body = json.loads(curl.split("-d '", 1)[1].rstrip("'"))
     model.Ticket.model_validate({k: v for k, v in body.items() if k != "flags"})
     model.Flags.model_validate(body["flags"])
+
+
+def test_old_report_folders_are_removed(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = ui.report_dir()
+    (first / "old-report.csv").write_text("x")
+    os.utime(first, (0, 0))  # long ago
+    second = ui.report_dir()
+    assert second.exists() and not first.exists() and second.parent == tmp_path / "triage-reports"
