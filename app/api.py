@@ -327,7 +327,7 @@ def build_server() -> ls.LitServer:
         restart_workers=True,  # a dead inference worker is replaced, not the end of the server
     )
     server.app.add_middleware(WorkerWatch, server=server)
-    server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outermost
+    server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outside WorkerWatch
     server.app.add_exception_handler(RequestValidationError, validation_error)
     server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
     server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
