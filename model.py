@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
@@ -191,6 +191,73 @@ class Triage(BaseModel):
     reply: str | None = Field(description="An automatic reply, or null when a person must answer.")
     needs_human: bool
     trace: list[StepTrace] | None = Field(None, description="One entry per step, in order; only when debug was asked.")
+
+
+class CaseSource(StrEnum):
+    ui = "ui"
+    api = "api"
+    file = "file"
+
+
+class CaseStatus(StrEnum):
+    open = "open"  # the pipeline still gets it wrong
+    fixed = "fixed"  # the pipeline gets it right: a regression if that ever changes
+
+
+class Expected(BaseModel):
+    """The right answer for an edge case: the category always; the other fields only where someone says."""
+
+    model_config = ConfigDict(extra="forbid")
+    category: Category
+    needs_human: bool | None = Field(None, description="Whether a person must answer; null: either is right.")
+    team: str | None = Field(None, description=f"The team; null: the category's own. One of {sorted(set(TEAMS.values()))}.")
+    urgency: Urgency | None = Field(None, description="The urgency; null: any.")
+
+    @field_validator("team")
+    @classmethod
+    def _known_team(cls, team: str | None) -> str | None:
+        if team is not None and team not in TEAMS.values():
+            raise ValueError(f"unknown team {team!r}; one of {', '.join(sorted(set(TEAMS.values())))}")
+        return team
+
+    def matches(self, answer: Triage) -> bool:
+        """Whether an answer is right: every field given here equals the answer's."""
+        wanted = {k: v for k, v in self.model_dump().items() if v is not None}
+        return {k: getattr(answer, k) for k in wanted} == wanted
+
+
+class EdgeCase(BaseModel):
+    """A ticket whose right answer someone knows, kept so every later version of the pipeline is judged on it.
+
+    Clients send the ticket, flags, expected answer, note, source and keep_pii; the store fills the rest:
+    the id, when and by whom, and the pipeline's answer at that moment with its version and artifacts.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "ticket": {"text": "I never got the parcel, but you charged me anyway. Order 75983714"},
+                    "expected": {"category": "billing"},
+                    "note": "a charge complaint that mentions a missing parcel",
+                }
+            ]
+        },
+    )
+    ticket: Ticket
+    flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
+    expected: Expected
+    note: str = Field("", max_length=1000, description="Why this case matters.")
+    source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
+    keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
+    id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
+    status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")
+    created_at: str | None = Field(None, description="Set by the store (UTC, ISO 8601).")
+    created_by: str | None = Field(None, description="Set by the store: the login name, where there is one.")
+    answer: dict[str, Any] | None = Field(None, description="Set by the store: the pipeline's answer when the case was saved.")
+    pipeline_version: str | None = Field(None, description="Set by the store.")
+    artifacts: str | None = Field(None, description="Set by the store: a fingerprint of the artifacts that gave the answer.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,6 +537,193 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# Edge cases: flagged from every face, kept in one append-only CSV, run as a regression suite
+# ---------------------------------------------------------------------------------------------
+CASE_COLUMNS = [
+    *("id", "status", "source", "created_at", "created_by", "text", "channel", "customer_tier", "flags"),
+    *("expected_category", "expected_needs_human", "expected_team", "expected_urgency", "note"),
+    *("answer_category", "answer_confidence", "answer_needs_human", "answer_team", "answer_urgency", "pipeline_version", "artifacts"),
+]
+ANSWER_FIELDS = ("category", "confidence", "needs_human", "team", "urgency")
+VERDICTS = {(True, True): "fixed", (True, False): "broken", (False, True): "newly fixed", (False, False): "open"}  # (was fixed, right now)
+
+
+def cases_file() -> Path:
+    """The edge-case store: data/edge_cases.csv, or TRIAGE_EDGE_CASES (a Space points it at persistent storage)."""
+    return Path(os.environ.get("TRIAGE_EDGE_CASES", DATA_DIR / "edge_cases.csv"))
+
+
+def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Record the pipeline's current answer on each case and append the new ones to the store, atomically under a lock.
+
+    The text is saved after PII masking unless the case says `keep_pii`. An exact duplicate (same ticket, flags
+    and expected answer, so the same id) is not repeated. Returns each case as saved and whether it was new.
+    """
+    path = path or cases_file()
+    cases = [EdgeCase.model_validate(c) for c in cases]
+    tickets = [c.ticket if c.keep_pii else c.ticket.model_copy(update={"text": normalize(c.ticket.text)[0]}) for c in cases]
+    answers = run_batch(tickets, [c.flags for c in cases])
+    stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
+    recorded = [
+        case.model_copy(
+            update={
+                "ticket": ticket,
+                "id": _case_id(ticket, case.flags, case.expected),
+                "status": CaseStatus.fixed if case.expected.matches(answer) else CaseStatus.open,
+                "created_at": stamp,
+                "created_by": created_by,
+                "answer": answer.model_dump(mode="json", include=set(ANSWER_FIELDS)),
+                "pipeline_version": PIPELINE_VERSION,
+                "artifacts": fingerprint_now,
+            }
+        )
+        for case, ticket, answer in zip(cases, tickets, answers, strict=True)
+    ]
+    with _cases_lock(path):
+        saved = {c.id: c for c in load_cases(path)}
+        out = []
+        for case in recorded:
+            out.append((saved[case.id], False) if case.id in saved else (case, True))
+            saved.setdefault(case.id, case)
+        _append_cases(path, [case for case, new in out if new])
+    return out
+
+
+def load_cases(path: Path | None = None) -> list[EdgeCase]:
+    """Every case in the store, oldest first (none when the file does not exist); a bad row raises ValueError naming it."""
+    import csv
+
+    path = path or cases_file()
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    cases = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            cases.append(_case_from_row(row))
+        except (ValidationError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}, line {number}: not an edge case ({error})") from None
+    return cases
+
+
+def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None) -> int:
+    """Mark cases open or fixed (say, once a fix makes them pass); the store is rewritten atomically. Returns how many changed."""
+    path = path or cases_file()
+    with _cases_lock(path):
+        cases = load_cases(path)
+        changed = [c for c in cases if c.id in ids and c.status != status]
+        updated = [c.model_copy(update={"status": status}) if c in changed else c for c in cases]
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.unlink(missing_ok=True)
+        _append_cases(temporary, updated)
+        os.replace(temporary, path)
+    return len(changed)
+
+
+def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
+    """Every case against the pipeline as it is now, in one `run_batch` call. Each gets a verdict:
+    `fixed` (right, as before), `open` (still wrong), `broken` (a fixed case now wrong: a regression),
+    `newly fixed` (an open case now right: mark it fixed)."""
+    cases = load_cases() if cases is None else cases
+    answers = run_batch([c.ticket for c in cases], [c.flags for c in cases])
+    results = []
+    for case, answer in zip(cases, answers, strict=True):
+        verdict = VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
+        now = answer.model_dump(mode="json", include=set(ANSWER_FIELDS))
+        results.append({"id": case.id, "verdict": verdict, "case": case, "answer_now": now})
+    return results
+
+
+def artifacts_fingerprint() -> str:
+    """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
+    saved = resources().manifest
+    parts = {k: saved.get(k) for k in ("pipeline_version", "code", "data", "model", "artifacts")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _case_id(ticket: Ticket, flags: Flags, expected: Expected) -> str:
+    key = json.dumps([ticket.model_dump(mode="json"), flags.model_dump(mode="json"), expected.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _cases_lock(path: Path):
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.with_name(f".{path.name}.lock"))
+
+
+def _case_row(case: EdgeCase) -> list[str]:
+    flags = case.flags.model_dump(mode="json", exclude_defaults=True)
+    values = {
+        **case.model_dump(
+            mode="json", include={"id", "status", "source", "created_at", "created_by", "note", "pipeline_version", "artifacts"}
+        ),
+        **case.ticket.model_dump(mode="json"),
+        "flags": json.dumps(flags) if flags else "",
+        **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
+        **{f"answer_{k}": v for k, v in (case.answer or {}).items()},
+    }
+    return ["" if values.get(c) is None else str(values[c]) for c in CASE_COLUMNS]
+
+
+def _case_from_row(row: dict[str, str]) -> EdgeCase:
+    def value(column: str) -> str | None:
+        return row.get(column) or None
+
+    def boolean(column: str) -> bool | None:
+        return None if value(column) is None else value(column).strip().lower() in ("true", "1", "yes")
+
+    answer = {k: value(f"answer_{k}") for k in ANSWER_FIELDS}
+    if answer["category"] is not None:
+        answer.update(confidence=float(answer["confidence"] or "nan"), needs_human=boolean("answer_needs_human"))
+    return EdgeCase(
+        ticket=Ticket(
+            text=row["text"], channel=value("channel") or Channel.web_form, customer_tier=value("customer_tier") or CustomerTier.standard
+        ),
+        flags=Flags.model_validate(json.loads(value("flags") or "{}")),
+        expected=Expected(
+            category=row["expected_category"],
+            needs_human=boolean("expected_needs_human"),
+            team=value("expected_team"),
+            urgency=value("expected_urgency"),
+        ),
+        note=row.get("note") or "",
+        source=value("source") or CaseSource.file,
+        id=value("id"),
+        status=value("status") or CaseStatus.open,
+        created_at=value("created_at"),
+        created_by=value("created_by"),
+        answer=answer if answer["category"] is not None else None,
+        pipeline_version=value("pipeline_version"),
+        artifacts=value("artifacts"),
+    )
+
+
+def _append_cases(path: Path, cases: list[EdgeCase]) -> None:
+    """One write with O_APPEND (the header first for a new file), flushed to disk: a row is all there or not at all."""
+    import csv
+    import io
+
+    if not cases:
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writerow(CASE_COLUMNS)
+    writer.writerows(_case_row(c) for c in cases)
+    data = buffer.getvalue().encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
 # Artifacts: built from data/, loaded once per process, rebuilt when data or model change
 # ---------------------------------------------------------------------------------------------
 def sha256_file(path: Path) -> str:
@@ -733,13 +987,57 @@ def _load(encoder, manifest: dict) -> Resources:
     )
 
 
+def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Edge cases from a CSV with `text` and `expected_category` (and optionally the store's other columns: channel,
+    customer_tier, flags as JSON, expected_needs_human, expected_team, expected_urgency, note). Saved as from a file."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    cases = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            case = _case_from_row(row)
+        except (ValidationError, ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}, line {number}: not an edge case ({error})") from None
+        cases.append(case.model_copy(update={"source": CaseSource.file, "keep_pii": False}))
+    return save_cases(cases, created_by)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python model.py", description="Build, evaluate and check the triage pipeline.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("build", help="build the artifacts from data/ and print the evaluation")
+    commands.add_parser("eval", help="accuracy on data/eval.csv (the default command)")
+    cases = commands.add_parser("cases", help="the edge cases: check them, import a CSV of them, mark them fixed or open")
+    cases.add_argument("action", choices=["check", "import", "fix", "reopen"], nargs="?", default="check")
+    cases.add_argument("args", nargs="*", help="import: CSV files; fix, reopen: case ids")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(json.dumps(build_artifacts()["eval"], indent=2))
+    elif args.command in (None, "eval"):
+        print(json.dumps(evaluate(), indent=2))
+    elif args.action == "check":
+        results = check_cases()
+        for r in results:
+            if r["verdict"] in ("broken", "newly fixed"):
+                case, now = r["case"], r["answer_now"]["category"]
+                print(f"{r['verdict']:12} {r['id']}  expected {case.expected.category}, now {now}: {case.ticket.text[:80]}")
+        counts = {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+        print(json.dumps({"cases": len(results), **counts, "store": str(cases_file())}))
+        return 1 if counts["broken"] else 0
+    elif args.action == "import":
+        saved = [pair for path in args.args for pair in import_cases(Path(path))]
+        print(f"{sum(new for _, new in saved)} new cases, {sum(not new for _, new in saved)} already there -> {cases_file()}")
+    else:
+        changed = set_case_status(args.args, CaseStatus.fixed if args.action == "fix" else CaseStatus.open)
+        print(f"{changed} cases marked {'fixed' if args.action == 'fix' else 'open'}")
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
-    command = sys.argv[1] if len(sys.argv) > 1 else "eval"
-    if command == "build":
-        print(json.dumps(build_artifacts()["eval"], indent=2))
-    elif command == "eval":
-        print(json.dumps(evaluate(), indent=2))
-    else:
-        sys.exit(f"usage: python model.py [build|eval]  (got {command!r})")
+    sys.exit(main())

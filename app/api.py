@@ -30,9 +30,10 @@ import sys
 from http.cookies import CookieError, SimpleCookie
 
 import litserve as ls
+from fastapi import Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import model
@@ -47,7 +48,7 @@ SETTINGS = {
     "max_connections": int(os.environ.get("TRIAGE_MAX_CONNECTIONS", "512")),
     "graceful_timeout": float(os.environ.get("TRIAGE_GRACEFUL_TIMEOUT", "10")),
 }
-API_PATHS = ("/predict",)
+API_PATHS = ("/predict", "/cases")
 
 
 class TriageRequest(model.Ticket):
@@ -167,7 +168,7 @@ class WorkerWatch:
     status that /health reads; this watches that status and fails the requests that were in flight then.
     """
 
-    def __init__(self, app: ASGIApp, server: ls.LitServer, interval: float = 0.2, paths: tuple[str, ...] = API_PATHS):
+    def __init__(self, app: ASGIApp, server: ls.LitServer, interval: float = 0.2, paths: tuple[str, ...] = ("/predict",)):
         self.app, self.server, self.interval, self.paths = app, server, interval, paths
         self.lost: asyncio.Event | None = None  # set (and replaced) each time a worker is lost
 
@@ -300,6 +301,47 @@ class TriageServer(ls.LitServer):
         super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
 
 
+class CasePage(BaseModel):
+    total: int = Field(description="Cases in the store.")
+    offset: int
+    limit: int
+    cases: list[model.EdgeCase]
+
+
+class CaseSaved(BaseModel):
+    id: str = Field(description="The case's id (the same ticket, flags and expected answer always give the same id).")
+    new: bool = Field(description="False when the same case was already in the store: it is not repeated.")
+    case: model.EdgeCase
+
+
+def add_case_routes(server: ls.LitServer) -> None:
+    """POST /cases flags an edge case (the pipeline's current answer is recorded with it); GET /cases lists them."""
+    auth = [Depends(server.setup_auth())]  # the API key, when one is set
+
+    def post_case(case: model.EdgeCase, response: Response) -> CaseSaved:
+        saved, new = model.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
+        response.status_code = 201 if new else 200
+        return CaseSaved(id=saved.id, new=new, case=saved)
+
+    def get_cases(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> CasePage:
+        cases = model.load_cases()
+        return CasePage(total=len(cases), offset=offset, limit=limit, cases=cases[offset : offset + limit])
+
+    server.app.add_api_route(
+        "/cases",
+        post_case,
+        methods=["POST"],
+        status_code=201,
+        dependencies=auth,
+        summary="Flag an edge case",
+        description="Saves a ticket with its expected answer; 201 with the case id, or 200 when the same case is already saved.",
+        tags=["edge cases"],
+    )
+    server.app.add_api_route(
+        "/cases", get_cases, methods=["GET"], dependencies=auth, summary="List the edge cases, oldest first", tags=["edge cases"]
+    )
+
+
 def info() -> dict:
     """What /info reports: pipeline, model, categories, flags with defaults and bounds, batching."""
     fingerprint = model.fingerprint()
@@ -329,6 +371,7 @@ def build_server() -> ls.LitServer:
     server.app.add_middleware(WorkerWatch, server=server)
     server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outside WorkerWatch
     server.app.add_exception_handler(RequestValidationError, validation_error)
+    add_case_routes(server)
     server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
     server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
     routes = server.app.router.routes
