@@ -109,6 +109,20 @@ rule report:
         BATCH + " {input.csv} -o {output[0]} --quiet --resume {config[report_args]}"
 
 
+rule regressions:
+    """Every edge case (data/edge_cases.csv) against the pipeline now: reports/edge_cases.csv, .html and .json."""
+    input:
+        ARTIFACTS,
+        "data/edge_cases.csv",
+    output:
+        multiext(f"{OUT}/edge_cases", ".csv", ".html", ".json"),
+    shell:
+        BATCH + " --cases -o {output[0]}"
+
+
+ruleorder: regressions > report
+
+
 rule split:
     """Split data/{name}.csv into N contiguous shards (N: config shards, or --set-scatter split=N)."""
     input:

@@ -173,18 +173,22 @@ def report(
     progress: bool | None = None,
     html_report: bool = True,
     resume: bool = False,
+    baseline: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score a CSV into `output_path` (.csv) and write the .json summary and .html report beside it.
 
     Returns the summary. `compare` is a second set of flags: every row is scored with both, the
     variant's columns prefixed `compare_`. `resume` continues a run that was killed, from its last
-    complete chunk. Raises BatchInputError when the file cannot be used or the report cannot be written.
+    complete chunk. `baseline` is an earlier scored CSV of the same input: the report adds what changed.
+    Raises BatchInputError when the file cannot be used or the report cannot be written.
     """
     flags = model.Flags.model_validate(flags or {})
     compare = model.Flags.model_validate(compare) if compare is not None else None
     output_path = Path(output_path)
     check_file(input_path)
-    check_output(output_path, [input_path])
+    if baseline is not None and count_rows(check_file(baseline)) != count_rows(input_path):  # before scoring anything
+        raise BatchInputError(f"{Path(baseline).name}: not a scored report of the same input (rows or columns differ)")
+    check_output(output_path, [input_path, *([baseline] if baseline else [])])
     partial = output_path.with_name(output_path.name + ".partial")
     with writing(output_path):
         identity = {
@@ -203,7 +207,7 @@ def report(
             run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
             if state["resumed_from_row"]:
                 run["resumed_from_row"] = state["resumed_from_row"]
-            summary = summarize(partial, text_column, label_column, state["elapsed_s"], run, html_report, output_path)
+            summary = summarize(partial, text_column, label_column, state["elapsed_s"], run, html_report, output_path, baseline)
             os.replace(partial, output_path)  # last: the report is complete
         except BatchInputError:
             partial.unlink(missing_ok=True)  # the input is unusable: nothing to resume
@@ -368,9 +372,11 @@ def summarize(
     run: dict[str, Any],
     html_report: bool = True,
     output_path: str | Path | None = None,
+    baseline: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read the scored CSV in chunks and write its .json summary (and .html report) beside `output_path`
-    (default: the scored CSV itself), each under a temporary name first."""
+    (default: the scored CSV itself), each under a temporary name first. `baseline`: an earlier scored CSV
+    of the same input, compared row by row (`compare_baseline`)."""
     scored_csv = Path(scored_csv)
     output_path = Path(output_path or scored_csv)
     variants = {"": _Tally(label_column), COMPARE_PREFIX: _Tally(label_column)}
@@ -410,10 +416,68 @@ def summarize(
             "differing_rows": differing,
             "differing_total": agreement["rows"] - agreement["same"],
         }
+    if baseline is not None:
+        summary["baseline"] = compare_baseline(scored_csv, baseline, text_column, label_column, summary)
     write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
         write_atomic(output_path.with_suffix(".html"), render_html(summary))
     return summary
+
+
+def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: str, label_column: str | None, summary: dict) -> dict:
+    """This run against an earlier scored CSV of the same input (from any earlier pipeline version), row by row:
+    the rows whose category changed, split into fixed (was wrong, now right), broken (was right, now wrong) and
+    changed-unlabelled, the per-class metric deltas, and which pipeline, model and data each side came from."""
+    baseline_csv = Path(baseline_csv)
+    try:
+        before_summary = json.loads(baseline_csv.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        before_summary = {}
+    counts, rows = Counter(), {"fixed": [], "broken": [], "changed_unlabelled": []}
+    before_tally = _Tally(label_column)
+    now_chunks = pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=4096)
+    try:
+        before_chunks = pd.read_csv(baseline_csv, dtype=str, keep_default_na=False, chunksize=4096)
+        for now, before in itertools.zip_longest(now_chunks, before_chunks):
+            if now is None or before is None or len(now) != len(before) or "category" not in before:
+                raise BatchInputError(f"{baseline_csv.name}: not a scored report of the same input (rows or columns differ)")
+            if label_column and label_column in before:
+                before_tally.add(before, "", text_column)
+            changed = now[(now.category != before.category) & (now.error == "") & (before.error == "")]
+            for i, row in changed.iterrows():
+                was, label = before.category[i], row[label_column] if label_column else ""
+                kind = _change(label, was, row.category)
+                counts[kind] += 1
+                if kind in rows and len(rows[kind]) < MAX_LISTED_ROWS:
+                    item = {"row": int(i) + 1, "text": row[text_column][:300], "expected": label, "before": was, "now": row.category}
+                    rows[kind].append(item)
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
+        raise BatchInputError(f"{baseline_csv.name}: cannot read the baseline ({error})") from None
+    out = {
+        "baseline": str(baseline_csv),
+        "changed": sum(counts.values()),
+        **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong")},
+        "rows": rows,
+        "sides": {
+            "baseline": {k: before_summary.get(k) for k in ("pipeline_version", "model", "data", "artifacts_built_at")},
+            "now": {k: summary.get(k) for k in ("pipeline_version", "model", "data", "artifacts_built_at")},
+        },
+    }
+    if summary.get("metrics") and before_tally.rows:
+        was, now = metrics(before_tally.pairs), summary["metrics"]
+        out["metric_deltas"] = {
+            "accuracy": round(now["accuracy"] - was["accuracy"], 4),
+            "macro_f1": round(now["macro_f1"] - was["macro_f1"], 4),
+            "per_class_f1": {c: round(m["f1"] - was["per_class"].get(c, {"f1": 0.0})["f1"], 4) for c, m in now["per_class"].items()},
+        }
+    return out
+
+
+def _change(label: str, before: str, now: str) -> str:
+    """How a row whose category changed counts: against its label when it has one."""
+    if not label:
+        return "changed_unlabelled"
+    return "fixed" if now == label else "broken" if before == label else "still_wrong"
 
 
 class _Tally:
@@ -553,16 +617,29 @@ def render_html(summary: dict[str, Any]) -> str:
         tables += table(summary["misclassified_rows"], "Misclassified rows", summary["misclassified_total"])
     if "compare" in summary:
         tables += table(summary["compare"]["differing_rows"], "Rows where A and B differ", summary["compare"]["differing_total"])
+    if "baseline" in summary:
+        changes = summary["baseline"]
+        for kind, title in (("broken", "Broken since the baseline (was right, now wrong)"), ("fixed", "Fixed since the baseline")):
+            tables += table(changes["rows"][kind], title, changes[kind])
+        tables += table(changes["rows"]["changed_unlabelled"], "Changed since the baseline, no label", changes["changed_unlabelled"])
     return _PAGE.format(
         title=html.escape(Path(summary["input"]).name),
         cards=_summary_cards(summary),
         plots=plots,
         tables=tables,
-        metadata=html.escape(json.dumps({k: summary[k] for k in _METADATA if k in summary}, indent=2, default=str)),
+        metadata=html.escape(json.dumps(_metadata(summary), indent=2, default=str)),
     )
 
 
 _METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "data", "artifacts_built_at", "text_column", "label_column"]
+
+
+def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the run was: input, flags, pipeline, model and data (and, with a baseline, where each side came from)."""
+    out = {k: summary[k] for k in _METADATA if k in summary}
+    if "baseline" in summary:
+        out["baseline"] = {"file": summary["baseline"]["baseline"], **summary["baseline"]["sides"]}
+    return out
 
 
 def _summary_cards(summary: dict[str, Any]) -> str:
@@ -578,6 +655,13 @@ def _summary_cards(summary: dict[str, Any]) -> str:
     if "compare" in summary:
         out += cards(summary["compare"], "B (compare flags)")
         out += f"<p>Agreement between A and B: <b>{summary['compare']['agreement']}</b></p>"
+    if "baseline" in summary:
+        b = summary["baseline"]
+        deltas = b.get("metric_deltas", {})
+        items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])]
+        items += [(f"{k} change", f"{v:+.4f}") for k, v in deltas.items() if k != "per_class_f1"]
+        inner = "".join(f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{k}</div></div>' for k, v in items)
+        out += f"<h3>Against the baseline {html.escape(Path(b['baseline']).name)}</h3><div class='cards'>{inner}</div>"
     out += f"<p>{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s).</p>"
     return out
 
@@ -661,11 +745,89 @@ def merge(scored_shards: list[str | Path], output_path: str | Path, html_report:
 
 
 # ---------------------------------------------------------------------------------------------
+# Edge cases from a report
+# ---------------------------------------------------------------------------------------------
+def save_misclassified(scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags) -> list[tuple[model.EdgeCase, bool]]:
+    """Every misclassified row of a labelled report, saved as an edge case (from a file; duplicates are merged)."""
+    label, text = summary.get("label_column"), summary["text_column"]
+    if not label:
+        raise BatchInputError("--save-misclassified needs a label column (expected_category, or --label-column)")
+    categories = {c.value for c in model.Category}
+    note = f"misclassified in the batch report of {Path(summary['input']).name}"
+    saved = []
+    for chunk in pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=CHUNK_SIZE):
+        wrong = chunk[(chunk.error == "") & (chunk[label] != chunk.category) & chunk[label].isin(categories)]
+        cases = [
+            {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
+            for t, e in zip(wrong[text], wrong[label], strict=True)
+        ]
+        saved += model.save_cases(cases) if cases else []
+    return saved
+
+
+def cases_report(output_path: str | Path) -> dict[str, Any]:
+    """Every edge case against the pipeline now (model.check_cases): a CSV with one row a case, a JSON with the
+    counts of fixed / still open / newly broken / newly fixed, and an HTML report; what `snakemake regressions` writes."""
+    output_path = Path(output_path)
+    check_output(output_path, [model.cases_file()])
+    results = model.check_cases()
+    rows = []
+    for r in results:
+        case, then, now = r["case"], r["case"].answer or {}, r["answer_now"]
+        rows.append(
+            {
+                "id": case.id,
+                "verdict": r["verdict"],
+                "status": case.status,
+                "source": case.source,
+                "created_at": case.created_at,
+                "text": case.ticket.text,
+                **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
+                "category_when_flagged": then.get("category"),
+                **{f"now_{k}": v for k, v in now.items()},
+                "note": case.note,
+            }
+        )
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+    manifest = model.manifest()
+    summary = {
+        "cases": len(results),
+        **counts,
+        "store": str(model.cases_file()),
+        "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
+        **{k: manifest[k] for k in ("pipeline_version", "model", "data")},
+        "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
+    }
+    with writing(output_path):
+        write_atomic(output_path, pd.DataFrame(rows).fillna("").to_csv(index=False))
+        write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
+        cards = "".join(f'<div class="card"><div class="v">{n}</div><div class="k">{k}</div></div>' for k, n in counts.items())
+        tables = "".join(
+            f"<h2>{title} ({counts[v]})</h2>"
+            + (pd.DataFrame(summary["listed"][v]).to_html(index=False, classes="sortable") if counts[v] else "<p>None.</p>")
+            for v, title in (
+                ("broken", "Newly broken: fixed cases the pipeline now gets wrong"),
+                ("newly fixed", "Newly fixed: mark them fixed"),
+                ("open", "Still open"),
+            )
+        )
+        page = _PAGE.format(
+            title="edge cases",
+            cards=f"<div class='cards'>{cards}</div>",
+            plots="",
+            tables=tables,
+            metadata=html.escape(json.dumps({k: summary[k] for k in ("store", "pipeline_version", "model", "data")}, indent=2)),
+        )
+        write_atomic(output_path.with_suffix(".html"), page)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Triage a CSV of tickets into a scored CSV, an HTML report and a JSON summary.")
-    parser.add_argument("input", nargs="+", help="the input CSV (with --merge: the scored shards, in order)")
+    parser.add_argument("input", nargs="*", help="the input CSV (with --merge: the scored shards, in order)")
     parser.add_argument("-o", "--output", required=True, help="the scored CSV to write; .html and .json go beside it")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default=None, help="expected category column (default: expected_category when present)")
@@ -676,11 +838,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML report (for shards)")
     parser.add_argument("--merge", action="store_true", help="merge scored shards into one report")
+    parser.add_argument("--cases", action="store_true", help="no input: run every edge case and report fixed, open, broken")
     parser.add_argument("--resume", action="store_true", help="continue a run that was killed, from its last complete chunk")
+    parser.add_argument("--baseline", metavar="OLD.csv", help="an earlier scored CSV of the same input: report what changed since")
+    parser.add_argument("--save-misclassified", action="store_true", help="save the misclassified rows as edge cases (model.cases_file())")
     args = parser.parse_args(argv)
     try:
         if args.chunk_size < 1 or (args.limit is not None and args.limit < 0):
             raise BatchInputError("--chunk-size must be at least 1 and --limit at least 0")
+        if args.cases:
+            summary = cases_report(args.output)
+            print(json.dumps({k: summary[k] for k in ("cases", "fixed", "open", "broken", "newly fixed")}) + f" -> {args.output}")
+            return 0  # the report is the product; `python model.py cases check` exits 1 on a broken case
+        if not args.input:
+            raise BatchInputError("give an input CSV (or --cases)")
         if args.merge:
             summary = merge(args.input, args.output, html_report=not args.no_html)
         else:
@@ -701,7 +872,11 @@ def main(argv: list[str] | None = None) -> int:
                 progress,
                 not args.no_html,
                 args.resume,
+                args.baseline,
             )
+            if args.save_misclassified:
+                saved = save_misclassified(args.output, summary, flags)
+                print(f"{sum(new for _, new in saved)} misclassified rows saved as edge cases -> {model.cases_file()}")
     except BatchInputError as error:
         print(f"batch.py: error: {error}", file=sys.stderr)
         return 2

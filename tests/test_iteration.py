@@ -1,0 +1,92 @@
+"""Versions compared and edge cases from reports: batch.py --baseline, --save-misclassified, --cases, Snakemake."""
+
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+from test_batch import TICKETS, read, run_cli, write_csv
+
+import batch
+import model
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A labelled input and its real scored report, the baseline of the tests below."""
+    folder = tmp_path_factory.mktemp("iteration")
+    source = write_csv(folder / "tickets.csv", TICKETS)
+    assert run_cli(source, "-o", folder / "old.csv", "--quiet").returncode == 0
+    return source, folder / "old.csv"
+
+
+def test_baseline_counts_fixed_broken_and_unlabelled_rows(labelled, tmp_path):
+    source, old = labelled
+    scored = read(old)
+    assert (scored.category == scored.expected_category).all()  # the plain tickets are all right today
+    edited = scored.copy()  # an "earlier version" of the pipeline: two rows wrong then, one row right then and wrong now
+    edited.loc[0, "category"], edited.loc[1, "category"] = "feedback", "feedback"  # fixed since
+    baseline = tmp_path / "baseline.csv"
+    edited.to_csv(baseline, index=False)
+    (tmp_path / "baseline.json").write_text(json.dumps({"pipeline_version": "0.9.0", "model": {"sha256": "x"}, "data": {}}))
+
+    result = run_cli(source, "-o", tmp_path / "new.csv", "--quiet", "--baseline", baseline)
+    assert result.returncode == 0, result.stderr
+    changes = json.loads((tmp_path / "new.json").read_text())["baseline"]
+    assert (changes["fixed"], changes["broken"], changes["changed_unlabelled"]) == (2, 0, 0)
+    assert [r["row"] for r in changes["rows"]["fixed"]] == [1, 2] and changes["rows"]["fixed"][0]["before"] == "feedback"
+    assert changes["sides"]["baseline"]["pipeline_version"] == "0.9.0"
+    assert changes["sides"]["now"]["pipeline_version"] == model.PIPELINE_VERSION
+    assert changes["metric_deltas"]["accuracy"] == pytest.approx(2 / len(TICKETS), abs=1e-4)
+    assert "Fixed since the baseline" in (tmp_path / "new.html").read_text()
+
+    # the other way round: the new run is the baseline of an older one, so those rows broke
+    edited.to_csv(tmp_path / "older.csv", index=False)
+    summary = batch.summarize(tmp_path / "older.csv", "text", "expected_category", 1.0, {"input": "x"}, False, tmp_path / "o.csv", old)
+    assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (0, 2)
+
+
+def test_baseline_of_another_input_exits_2(labelled, tmp_path):
+    _, old = labelled
+    other = write_csv(tmp_path / "other.csv", TICKETS[:3])
+    result = run_cli(other, "-o", tmp_path / "out.csv", "--quiet", "--baseline", old)
+    assert result.returncode == 2 and "not a scored report of the same input" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_baseline_is_never_overwritten(labelled, tmp_path):
+    source, old = labelled
+    before = old.read_bytes()
+    result = run_cli(source, "-o", old, "--quiet", "--baseline", old)
+    assert result.returncode == 2 and "never overwritten" in result.stderr and old.read_bytes() == before
+
+
+def test_save_misclassified_rows_as_edge_cases(tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    rows = [(text, "feedback") for text, _ in TICKETS]  # everything labelled feedback: every non-feedback answer is wrong
+    source = write_csv(tmp_path / "x.csv", rows)
+    result = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
+    assert result.returncode == 0, result.stderr
+    wrong = read(tmp_path / "out.csv").query("category != 'feedback'")
+    cases = model.load_cases(store)
+    assert sorted(c.ticket.text for c in cases) == sorted(wrong.text) and len(cases) > 0
+    assert {c.source for c in cases} == {"file"} and {c.status for c in cases} == {"open"}
+    again = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
+    assert "0 misclassified rows saved" in again.stdout and len(model.load_cases(store)) == len(cases)  # merged, not repeated
+
+
+def test_cases_report_and_snakemake_regressions(tmp_path):
+    out = tmp_path / "edge_cases.csv"
+    summary = batch.cases_report(out)
+    assert summary["cases"] == len(model.load_cases()) and summary["broken"] == 0
+    scored = read(out)
+    assert len(scored) == summary["cases"] and set(scored.verdict) <= {"fixed", "open", "broken", "newly fixed"}
+    assert (scored.verdict == "open").sum() == summary["open"] > 0
+    assert "Still open" in out.with_suffix(".html").read_text()
+
+    command = ["snakemake", "-c1", "regressions", "--config", f"reports={tmp_path / 'reports'}", "-q"]
+    done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "reports" / "edge_cases.csv").shape[0] == summary["cases"]
+    assert json.loads((tmp_path / "reports" / "edge_cases.json").read_text())["broken"] == 0
