@@ -208,6 +208,77 @@ def examples(n_per_category: int = 1) -> list[str]:
     return frame.groupby("expected_category").head(n_per_category).text.tolist()
 
 
+# ---------------------------------------------------------------------------------------------
+# Edge cases: flag from the Triage and Compare tabs, run them all on the Edge cases tab
+# ---------------------------------------------------------------------------------------------
+EITHER, ANY = "either", "any"
+
+
+def expected_controls() -> list[gr.components.Component]:
+    """The expected answer of a case (model.Expected): category, and optionally needs_human and urgency; a note."""
+    with gr.Row():
+        category = gr.Dropdown([c.value for c in model.Category], value=None, label="expected category")
+        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="a person must answer")
+        urgency = gr.Dropdown([ANY, *[u.value for u in model.Urgency]], value=ANY, label="expected urgency")
+    note = gr.Textbox(label="note", placeholder="why this case matters", lines=1)
+    keep_pii = gr.Checkbox(value=False, label="save the text as written (by default e-mail, phone and card numbers are masked first)")
+    return [category, needs_human, urgency, note, keep_pii]
+
+
+def save_flagged(ticket: dict, flags: dict, category, needs_human, urgency, note, keep_pii, who: str | None) -> str:
+    """Save one case flagged in the app; says what was saved."""
+    if not category:
+        raise gr.Error("Choose the expected category first.")
+    expected = {
+        "category": category,
+        "needs_human": {"yes": True, "no": False}.get(needs_human),
+        "urgency": None if urgency == ANY else urgency,
+    }
+    case = {"ticket": ticket, "flags": flags, "expected": expected, "note": note or "", "source": "ui", "keep_pii": bool(keep_pii)}
+    try:
+        ((saved, new),) = model.save_cases([case], created_by=who)
+    except ValidationError as error:
+        raise gr.Error(model.error_message(error)) from None
+    if saved.status == model.CaseStatus.open:
+        state = f"open: the pipeline answers {saved.answer['category']} today"
+    else:
+        state = "fixed: the pipeline gets it right today, so a change that breaks it is a regression"
+    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: “{saved.ticket.text[:120]}”"
+
+
+def check_all() -> tuple[str, list[dict]]:
+    """Every edge case against the pipeline now: a headline with the counts, and one row a case."""
+    results = model.check_cases()
+    rows = []
+    for r in results:
+        case, now = r["case"], r["answer_now"]
+        extra = ", ".join(f"{k}={v}" for k, v in case.expected.model_dump(mode="json", exclude_none=True).items() if k != "category")
+        rows.append(
+            {
+                "verdict": r["verdict"],
+                "text": case.ticket.text,
+                "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
+                "when flagged": (case.answer or {}).get("category", ""),
+                "now": f"{now['category']} ({now['confidence']:.2f})",
+                "source": case.source.value,
+                "status": case.status.value,
+                "id": case.id,
+                "note": case.note,
+            }
+        )
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("fixed", "open", "broken", "newly fixed")}
+    headline = (
+        f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
+        f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed (mark them: `python model.py cases fix ID`)"
+    )
+    return headline, rows
+
+
+def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
+    keep = [r for r in rows if verdict in ("all", r["verdict"]) and source in ("all", r["source"])]
+    return pd.DataFrame(keep, columns=["verdict", "text", "expected", "when flagged", "now", "source", "status", "id", "note"])
+
+
 def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = "http://localhost:7860") -> gr.Blocks:
     """The Blocks app. `run` and `flags_schema` default to the pipeline's own (tests pass variants)."""
     run = run or (lambda ticket, flags, debug: model.run(ticket, flags, debug=debug))
@@ -299,6 +370,18 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 outputs=[glance, probabilities, reply, orders, articles, trace_state, answer],
                 api_name="triage",
             )
+            with gr.Accordion("Flag this case: the pipeline got it wrong, or must keep getting it right", open=False):
+                expected = expected_controls()
+                flag_go = gr.Button("Flag this case")
+                flagged = gr.Markdown()
+            answer.change(lambda a: (a or {}).get("category"), answer, expected[0], api_visibility="private")  # preset: the answer given
+
+            def flag_triage(request: gr.Request, *values):
+                n, m = len(model.Ticket.model_fields), len(flags_schema.model_fields)
+                ticket, flags = as_dict(model.Ticket, values[:n]), as_dict(flags_schema, values[n : n + m])
+                return save_flagged(ticket, flags, *values[n + m :], getattr(request, "username", None))
+
+            flag_go.click(flag_triage, [*ticket_inputs.values(), *flag_inputs.values(), *expected], flagged, api_name="flag_case")
 
         with gr.Tab("Compare"):
             gr.Markdown("The same ticket under two sets of flags, A and B: what a flag changes, field by field and step by step.")
@@ -316,6 +399,25 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 inputs=[compare_text, *flags_a.values(), *flags_b.values()],
                 outputs=[compare_headline, compare_fields, compare_steps, result_a, result_b],
                 api_name="compare",
+            )
+            with gr.Accordion("Flag this case, with the flags of A or B", open=False):
+                variant = gr.Radio(["A", "B"], value="A", label="variant")
+                compare_expected = expected_controls()
+                compare_flag_go = gr.Button("Flag this case")
+                compare_flagged = gr.Markdown()
+            result_a.change(lambda a: (a or {}).get("category"), result_a, compare_expected[0], api_visibility="private")
+
+            def flag_compare(request: gr.Request, text, which, *values):
+                flags_a, flags_b = two_flag_sets(values[: 2 * len(flags_schema.model_fields)])
+                flags = flags_a if which == "A" else flags_b
+                rest = values[2 * len(flags_schema.model_fields) :]
+                return save_flagged({"text": text}, flags, *rest, getattr(request, "username", None))
+
+            compare_flag_go.click(
+                flag_compare,
+                [compare_text, variant, *flags_a.values(), *flags_b.values(), *compare_expected],
+                compare_flagged,
+                api_name="flag_compare_case",
             )
 
         with gr.Tab("Batch"):
@@ -337,6 +439,30 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 outputs=[batch_summary, *plots, report_files, batch_json],
                 api_name="batch_report",
             )
+
+        with gr.Tab("Edge cases") as cases_tab:
+            gr.Markdown(
+                "Every case flagged from the app, the API (`POST /cases`) or a file, run against the pipeline as it is now. "
+                "A *fixed* case the pipeline now gets wrong is **newly broken**: a regression."
+            )
+            with gr.Row():
+                verdict_filter = gr.Dropdown(["all", "broken", "newly fixed", "open", "fixed"], value="all", label="verdict")
+                source_filter = gr.Dropdown(["all", *[s.value for s in model.CaseSource]], value="all", label="source")
+                cases_go = gr.Button("Run every case", variant="primary")
+            cases_headline = gr.Markdown()
+            cases_rows = gr.State([])
+            cases_table = gr.Dataframe(interactive=False, wrap=True, label="Cases")
+            filters = [cases_rows, verdict_filter, source_filter]
+
+            def run_cases(verdict, source):
+                headline, rows = check_all()
+                return headline, rows, filter_cases(rows, verdict, source)
+
+            outputs = [cases_headline, cases_rows, cases_table]
+            cases_go.click(run_cases, [verdict_filter, source_filter], outputs, api_name="edge_cases")
+            cases_tab.select(run_cases, [verdict_filter, source_filter], outputs, api_visibility="private")
+            for control in (verdict_filter, source_filter):
+                control.change(filter_cases, filters, cases_table, api_visibility="private")
 
         with gr.Tab("API"):
             curl, python = api_examples(api_url)

@@ -168,3 +168,50 @@ def test_old_report_folders_are_removed(tmp_path, monkeypatch):
     os.utime(first, (0, 0))  # long ago
     second = ui.report_dir()
     assert second.exists() and not first.exists() and second.parent == tmp_path / "triage-reports"
+
+
+def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
+    text = "Mail jo@example.com: your billing team fixed my problem within a day. Thank you"
+    said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
+    (case,) = model.load_cases(store)
+    assert f"Saved as case `{case.id}`" in said and case.source == "ui" and case.note == "praise that mentions billing"
+    assert case.ticket.text.startswith("Mail [EMAIL]:") and case.expected.urgency == "low" and case.expected.needs_human is None
+    assert case.answer["category"] == model.run(case.ticket.text).category.value
+    again = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
+    assert again.startswith("Already saved") and len(model.load_cases(store)) == 1
+
+    flags_a, flags_b = model.Flags().model_dump().values(), model.Flags(auto_reply=False).model_dump().values()
+    said = call(
+        client,
+        "How do I reset my password?",
+        "B",
+        *flags_a,
+        *flags_b,
+        "account_access",
+        "yes",
+        "any",
+        "",
+        False,
+        api_name="/flag_compare_case",
+    )
+    case = model.load_cases(store)[-1]
+    assert case.flags.auto_reply is False and case.expected.needs_human is True and case.status == "fixed" and "fixed" in said
+    with pytest.raises(Exception, match="expected category"):
+        call(client, *triage_args(text), None, "either", "any", "", False, api_name="/flag_case")
+
+
+def test_edge_cases_tab_runs_every_case(client, tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    model.save_cases(
+        [{"ticket": {"text": "How do I reset my password?"}, "expected": {"category": c}} for c in ("account_access", "billing")]
+    )
+    headline, table = call(client, "all", "all", api_name="/edge_cases")
+    assert "**2 cases**: 1 fixed · 1 still open · **0 newly broken**" in headline
+    assert sorted(row[0] for row in table["data"]) == ["fixed", "open"]
+    _, only_open = call(client, "open", "all", api_name="/edge_cases")
+    assert [row[2] for row in only_open["data"]] == ["billing"]
+    _, none_from_ui = call(client, "all", "ui", api_name="/edge_cases")
+    assert none_from_ui["data"] in ([], [[None] * 9])  # an empty table
