@@ -110,15 +110,25 @@ def articles_table(articles: list) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "title", "category", "score"])
 
 
+LONG_TEXT = 80  # characters: a longer string is shown in a text box, not a table cell
+
+
 def show_value(value: Any, label: str) -> None:
     """A step's output or details, readably: tables for records and for flat mappings, text, or JSON."""
     value = rounded(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         gr.Dataframe(pd.DataFrame(value), label=label, interactive=False, wrap=True)
     elif isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values()):
-        gr.Dataframe(pd.DataFrame({"name": list(value), "value": [str(v) for v in value.values()]}), label=label, interactive=False)
+        short = {k: v for k, v in value.items() if not (isinstance(v, str) and len(v) > LONG_TEXT)}
+        if short:
+            gr.Dataframe(
+                pd.DataFrame({"name": list(short), "value": [str(v) for v in short.values()]}), label=label, interactive=False, wrap=True
+            )
+        for key, text in value.items():  # long texts (a reply) in a box of their own, not cut in a table cell
+            if key not in short:
+                show_value(text, f"{label}: {key}")
     elif isinstance(value, str):
-        gr.Textbox(value=value, label=label, interactive=False, lines=2)
+        gr.Textbox(value=value, label=label, interactive=False, lines=min(10, 2 + len(value) // 100))
     elif value in (None, {}, []):
         gr.Markdown(f"*{label}: nothing*")
     else:
@@ -321,8 +331,10 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
     def batch_report(upload, use_eval_set, with_compare, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         flags_a, flags_b = two_flag_sets(values)
         flags_b = flags_b if with_compare else None
-        if not use_eval_set and not upload:
-            raise gr.Error("Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'.")
+        if not use_eval_set and not upload:  # a message for the person, not an error for the server's log
+            message = "Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'."
+            gr.Warning(message)
+            return (message, None, None, None, None, None)
         source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
         out_dir = report_dir()
         name = Path(source).stem
@@ -351,11 +363,14 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                     glance = gr.Markdown("### Triage a ticket to see the answer")
                     probabilities = gr.Label(label="Category (class probabilities)", num_top_classes=4)
                     reply = gr.Textbox(label="Reply", lines=5, interactive=False)
-                    with gr.Row():
-                        orders = gr.Dataframe(label="Order numbers found", interactive=False, headers=["order number", "status"])
-                        articles = gr.Dataframe(
-                            label="Help-centre articles", interactive=False, headers=["id", "title", "category", "score"]
-                        )
+                    articles = gr.Dataframe(
+                        label="Help-centre articles",
+                        interactive=False,
+                        wrap=True,
+                        headers=["id", "title", "category", "score"],
+                        column_widths=["14%", "50%", "22%", "14%"],
+                    )
+                    orders = gr.Dataframe(label="Order numbers found", interactive=False, headers=["order number", "status"])
             gr.Markdown("## Step by step")
             trace_state = gr.State([])
             answer = gr.JSON(visible=False)
@@ -389,9 +404,8 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
             compare_go = gr.Button("Compare", variant="primary")
             compare_headline = gr.Markdown()
-            with gr.Row():
-                compare_fields = gr.Dataframe(label="Fields", interactive=False, wrap=True)
-                compare_steps = gr.Dataframe(label="Steps", interactive=False)
+            compare_fields = gr.Dataframe(label="Fields", interactive=False, wrap=True, column_widths=["14%", "38%", "38%", "10%"])
+            compare_steps = gr.Dataframe(label="Steps", interactive=False)
             with gr.Row():
                 result_a, result_b = gr.JSON(label="A"), gr.JSON(label="B")
             compare_go.click(
@@ -451,7 +465,8 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 cases_go = gr.Button("Run every case", variant="primary")
             cases_headline = gr.Markdown()
             cases_rows = gr.State([])
-            cases_table = gr.Dataframe(interactive=False, wrap=True, label="Cases")
+            widths = ["8%", "30%", "12%", "10%", "12%", "6%", "6%", "7%", "9%"]  # every column on the screen
+            cases_table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths)
             filters = [cases_rows, verdict_filter, source_filter]
 
             def run_cases(verdict, source):
@@ -477,7 +492,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             gr.Dataframe(
                 pd.DataFrame(
                     [
-                        {"flag": name, "default": str(f.default), "description": f.description}
+                        {"flag": name, "default": json.dumps(f.default), "description": f.description}
                         for name, f in flags_schema.model_fields.items()
                     ]
                 ),

@@ -138,3 +138,51 @@ def test_with_a_key_a_person_logs_in_then_triages_and_downloads_a_report(page, t
         assert list(pd.read_csv(saved).text) == ["Where is my parcel?", "I was charged twice"]
     finally:
         server.stop()
+
+
+def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
+    demo = ui.build()
+    try:
+        page.goto(serve(demo))
+        text = "Honestly tempted to cancel, but I'd rather just know when the desk lamp turns up"
+        page.get_by_label("text").first.fill(text)
+        page.get_by_role("button", name="Triage", exact=True).click()
+        page.get_by_text("5. classify").wait_for(timeout=60_000)
+        page.get_by_text("Flag this case: the pipeline got it wrong").click()
+        answered = model.run(text).category.value
+        expect(page.get_by_label("expected category").first).to_have_value(answered)  # preset to the answer given
+        page.get_by_label("expected category").first.click()
+        page.get_by_role("option", name="order_status").click()
+        page.get_by_label("note").first.fill("cancel mentioned but not wanted")
+        page.get_by_role("button", name="Flag this case", exact=True).first.click()
+        expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
+        page.screenshot(path=SHOTS / "flagged.png", full_page=True)
+        (case,) = model.load_cases(store)
+        assert case.ticket.text == text and case.expected.category == "order_status" and case.source == "ui"
+
+        page.get_by_role("tab", name="Edge cases").click()
+        expect(page.get_by_text("1 cases", exact=True)).to_be_visible(timeout=60_000)
+        note = page.get_by_role("grid", name="Cases").get_by_text("cancel mentioned but not wanted").last
+        expect(note).to_be_visible()
+        table = page.get_by_role("grid", name="Cases").bounding_box()
+        box = note.bounding_box()
+        assert box["x"] + box["width"] <= table["x"] + table["width"] + 1  # the last column fits on the screen
+        page.screenshot(path=SHOTS / "edge_cases.png", full_page=True)
+
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_label("text").filter(visible=True).first.fill("How do I reset my password?")
+        page.get_by_label("auto_reply").nth(1).uncheck()  # B: no automatic reply
+        page.get_by_role("button", name="Compare", exact=True).click()
+        expect(page.get_by_text("fields differ")).to_be_visible(timeout=60_000)
+        fields = page.get_by_role("grid", name="Fields").bounding_box()
+        for header in ("A", "B", "differs"):  # the point of the tab is visible, not cut off to the right
+            cell = page.get_by_role("grid", name="Fields").get_by_role("columnheader", name=header, exact=True).bounding_box()
+            assert cell["x"] + cell["width"] <= fields["x"] + fields["width"] + 1, header
+        page.screenshot(path=SHOTS / "compare.png", full_page=True)
+        page.get_by_role("tab", name="API").click()
+        expect(page.get_by_text("true", exact=True).filter(visible=True).first).to_be_visible()  # flag defaults as JSON
+        page.screenshot(path=SHOTS / "api.png", full_page=True)
+    finally:
+        demo.close()
