@@ -132,6 +132,11 @@ def read_chunks(path: str | Path, chunk_size: int):
         raise BatchInputError(f"{path}: not a readable CSV file ({str(error).strip()})") from None
 
 
+def _rows(path: str | Path) -> int:
+    """Rows of a CSV as a CSV reader counts them (a text may hold line breaks); a file it cannot read raises BatchInputError."""
+    return sum(len(chunk) for chunk in read_chunks(path, 65536))
+
+
 def count_rows(path: str | Path) -> int:
     """Lines after the header: the progress bar's total (exact unless texts hold line breaks)."""
     with open(path, "rb") as f:
@@ -186,7 +191,7 @@ def report(
     compare = model.Flags.model_validate(compare) if compare is not None else None
     output_path = Path(output_path)
     check_file(input_path)
-    if baseline is not None and count_rows(check_file(baseline)) != count_rows(input_path):  # before scoring anything
+    if baseline is not None and _rows(check_file(baseline)) != _rows(input_path):  # before scoring anything
         raise BatchInputError(f"{Path(baseline).name}: not a scored report of the same input (rows or columns differ)")
     check_output(output_path, [input_path, *([baseline] if baseline else [])])
     partial = output_path.with_name(output_path.name + ".partial")

@@ -328,7 +328,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         headline = f"**{n_diff} of {len(fields)} fields differ** between A and B; steps that differ are marked below."
         return headline, fields, steps, a.model_dump(mode="json"), b.model_dump(mode="json")
 
-    def batch_report(upload, use_eval_set, with_compare, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    def batch_report(upload, use_eval_set, with_compare, baseline, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         flags_a, flags_b = two_flag_sets(values)
         flags_b = flags_b if with_compare else None
         if not use_eval_set and not upload:  # a message for the person, not an error for the server's log
@@ -339,10 +339,11 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         out_dir = report_dir()
         name = Path(source).stem
         try:
-            summary = batch.report(source, out_dir / f"{name}-report.csv", flags=flags_a, compare=flags_b, progress=True)
+            summary = batch.report(source, out_dir / f"{name}-report.csv", flags=flags_a, compare=flags_b, progress=True, baseline=baseline)
         except batch.BatchInputError as error:
             shutil.rmtree(out_dir, ignore_errors=True)
-            raise gr.Error(str(error).replace(str(source), Path(source).name)) from None
+            message = str(error).replace(str(source), Path(source).name)
+            raise gr.Error(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         figures = batch.figures(summary) + [None] * 3
@@ -438,6 +439,9 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             gr.Markdown("Score a CSV of tickets (a `text` column; an `expected_category` column adds accuracy and a confusion matrix).")
             with gr.Row():
                 upload = only_uploads(gr.File(label="CSV file", file_types=[".csv"], type="filepath"))
+                baseline = only_uploads(
+                    gr.File(label="Baseline (optional): an earlier scored CSV of the same input", file_types=[".csv"], type="filepath")
+                )
                 with gr.Column():
                     use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
                     with_compare = gr.Checkbox(label="Also score variant B and compare", value=False)
@@ -449,7 +453,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             batch_json = gr.JSON(label="Summary")
             batch_go.click(
                 batch_report,
-                inputs=[upload, use_eval, with_compare, *batch_a.values(), *batch_b.values()],
+                inputs=[upload, use_eval, with_compare, baseline, *batch_a.values(), *batch_b.values()],
                 outputs=[batch_summary, *plots, report_files, batch_json],
                 api_name="batch_report",
             )
@@ -545,6 +549,11 @@ def batch_headline(summary: dict) -> str:
         parts.append(f"{summary['needs_human_share']:.0%} need a person")
     if "compare" in summary:
         parts.append(f"A and B agree on **{summary['compare']['agreement']}** of rows")
+    if "baseline" in summary:
+        b = summary["baseline"]
+        parts.append(
+            f"against the baseline: **{b['fixed']} fixed, {b['broken']} broken**, {b['changed_unlabelled']} changed without a label"
+        )
     return " · ".join(parts)
 
 

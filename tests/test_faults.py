@@ -134,16 +134,22 @@ def test_the_batch_tab_refuses_files_not_uploaded(locked, path, tmp_path):
         link.symlink_to(model.DATA_DIR / "train.csv")
         path = str(link)
     file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    events = gradio_call(locked, "batch_report", [file_data, False, False, *FLAGS, *FLAGS], {"X-API-Key": KEY})
+    events = gradio_call(locked, "batch_report", [file_data, False, False, None, *FLAGS, *FLAGS], {"X-API-Key": KEY})
     assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
     assert "train" not in events and str(model.ROOT) not in events and "report.csv" not in events
+
+
+def test_the_batch_tab_refuses_a_baseline_not_uploaded(locked):
+    server_file = {"path": str(model.DATA_DIR / "eval.csv"), "meta": {"_type": "gradio.FileData"}}
+    events = gradio_call(locked, "batch_report", [None, True, False, server_file, *FLAGS, *FLAGS], {"X-API-Key": KEY})
+    assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
 
 
 def test_the_batch_tab_scores_an_upload(locked, tmp_path):
     upload = tmp_path / "mine.csv"
     upload.write_text("text,expected_category\nwhere is my order 75983714,order_status\n")
     client = Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY})
-    headline, *_, summary = client.predict(handle_file(upload), False, False, *FLAGS, *FLAGS, api_name="/batch_report")
+    headline, *_, summary = client.predict(handle_file(upload), False, False, None, *FLAGS, *FLAGS, api_name="/batch_report")
     assert summary["rows"] == 1 and "1 rows" in headline
 
 

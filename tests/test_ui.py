@@ -81,7 +81,7 @@ def test_compare_endpoint_marks_what_differs(client):
 
 def batch_args(path, compare=False, **flags):
     values = model.Flags(**flags).model_dump().values()
-    return [handle_file(str(path)) if path else None, False, compare, *values, *values]
+    return [handle_file(str(path)) if path else None, False, compare, None, *values, *values]
 
 
 def test_batch_endpoint_files_match_batch_py(client, tmp_path):
@@ -101,7 +101,7 @@ def test_batch_endpoint_files_match_batch_py(client, tmp_path):
 def test_batch_endpoint_on_the_bundled_evaluation_set_with_a_comparison(client):
     values = model.Flags().model_dump().values()
     b_values = model.Flags(auto_reply=False).model_dump().values()
-    headline, *_plots, files, summary = call(client, None, True, True, *values, *b_values, api_name="/batch_report")
+    headline, *_plots, files, summary = call(client, None, True, True, None, *values, *b_values, api_name="/batch_report")
     assert len(files) == 3 and summary["rows"] == 160 and summary["metrics"]["accuracy"] >= 0.8
     assert summary["compare"]["needs_human_share"] == 1.0 and "agree" in headline
 
@@ -217,3 +217,19 @@ def test_edge_cases_tab_runs_every_case(client, tmp_path, monkeypatch):
     assert [row[2] for row in only_open["data"]] == ["billing"]
     _, none_from_ui = call(client, "all", "ui", api_name="/edge_cases")
     assert none_from_ui["data"] in ([], [[None] * 9])  # an empty table
+
+
+def test_batch_endpoint_compares_with_a_baseline(client, tmp_path):
+    rows = [("Where is my parcel 75983714?", "order_status"), ("I was charged twice", "billing"), ("I can't log in", "account_access")]
+    source = pd.DataFrame(rows, columns=["text", "expected_category"])
+    source.to_csv(tmp_path / "mine.csv", index=False)
+    *_, files, _ = call(client, *batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
+    earlier = pd.read_csv(files[0], dtype=str, keep_default_na=False)
+    assert (earlier.category == earlier.expected_category).all()
+    earlier.loc[1, "category"] = "feedback"  # an earlier version got the second row wrong
+    earlier.to_csv(tmp_path / "earlier.csv", index=False)
+    args = batch_args(tmp_path / "mine.csv")
+    args[3] = handle_file(str(tmp_path / "earlier.csv"))
+    headline, *_, summary = call(client, *args, api_name="/batch_report")
+    assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (1, 0)
+    assert "against the baseline: **1 fixed, 0 broken**" in headline
