@@ -172,3 +172,12 @@ def test_16_clients_flagging_at_once(cases_server):
     assert sorted(codes) == [200] * 16 + [201] * 16
     texts = [c.ticket.text for c in model.load_cases(cases_server.store)]
     assert sorted(t for t in texts if t.startswith("Client")) == sorted(b["ticket"]["text"] for b in bodies)
+
+
+def test_the_readme_counts_the_starter_set():
+    import re
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    total, fixed, still_open = map(int, re.search(r"starter set holds (\d+) cases.*?\((\d+) fixed, (\d+) open", readme).groups())
+    cases = model.load_cases()
+    assert (total, fixed, still_open) == (len(cases), sum(c.status == "fixed" for c in cases), sum(c.status == "open" for c in cases))
