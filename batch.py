@@ -752,7 +752,9 @@ def merge(scored_shards: list[str | Path], output_path: str | Path, html_report:
 # ---------------------------------------------------------------------------------------------
 # Edge cases from a report
 # ---------------------------------------------------------------------------------------------
-def save_misclassified(scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags) -> list[tuple[model.EdgeCase, bool]]:
+def save_misclassified(
+    scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags, created_by: str | None = None
+) -> list[tuple[model.EdgeCase, bool]]:
     """Every misclassified row of a labelled report, saved as an edge case (from a file; duplicates are merged)."""
     label, text = summary.get("label_column"), summary["text_column"]
     if not label:
@@ -766,7 +768,7 @@ def save_misclassified(scored_csv: str | Path, summary: dict[str, Any], flags: m
             {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
             for t, e in zip(wrong[text], wrong[label], strict=True)
         ]
-        saved += model.save_cases(cases) if cases else []
+        saved += model.save_cases(cases, created_by) if cases else []
     return saved
 
 

@@ -334,7 +334,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
         if not use_eval_set and not upload:  # a message for the person, not an error for the server's log
             message = "Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'."
             gr.Warning(message)
-            return (message, None, None, None, None, None)
+            return (message, None, None, None, None, None, None)
         source = model.DATA_DIR / "eval.csv" if use_eval_set else upload
         out_dir = report_dir()
         name = Path(source).stem
@@ -348,7 +348,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             raise gr.Error(model.error_message(error)) from None
         figures = batch.figures(summary) + [None] * 3
         files = [summary["outputs"][k] for k in (".csv", ".html", ".json")]
-        return (batch_headline(summary), *figures[:3], files, summary)
+        return (batch_headline(summary), *figures[:3], files, summary, (files[0], summary, flags_a))  # the last stays on the server
 
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # uploads and reports go after an hour: the disk never fills
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -450,13 +450,30 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
             batch_summary = gr.Markdown()
             report_files = gr.File(label="Report files (CSV, HTML, JSON)", file_count="multiple", interactive=False)
             plots = [gr.Plot(label=label) for label in ("Categories", "Confidence", "Confusion matrix")]
+            with gr.Row():
+                save_wrong = gr.Button("Save the misclassified rows as edge cases")
+                saved_wrong = gr.Markdown()
             batch_json = gr.JSON(label="Summary")
+            last_report = gr.State(None)  # the scored CSV's path lives on the server, never sent by a client
             batch_go.click(
                 batch_report,
                 inputs=[upload, use_eval, with_compare, baseline, *batch_a.values(), *batch_b.values()],
-                outputs=[batch_summary, *plots, report_files, batch_json],
+                outputs=[batch_summary, *plots, report_files, batch_json, last_report],
                 api_name="batch_report",
             )
+
+            def save_misclassified(report, request: gr.Request):
+                if report is None or not Path(report[0]).exists():
+                    return "Run a report on a labelled CSV first (an `expected_category` column)."
+                path, summary, flags = report
+                try:
+                    saved = batch.save_misclassified(path, summary, model.Flags.model_validate(flags), getattr(request, "username", None))
+                except (batch.BatchInputError, ValidationError) as error:
+                    raise gr.Error(str(error)) from None
+                new = sum(is_new for _, is_new in saved)
+                return f"{new} misclassified rows saved as edge cases ({len(saved) - new} were already there); see the Edge cases tab."
+
+            save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
 
         with gr.Tab("Edge cases") as cases_tab:
             gr.Markdown(

@@ -59,7 +59,7 @@ def test_owner_triages_a_ticket_opens_a_step_and_downloads_a_batch_report(page, 
         source = tmp_path / "small.csv"
         pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice", "cancel my order please"]}).to_csv(source, index=False)
         page.get_by_role("tab", name="Batch").click()
-        page.locator('input[type=file][accept=".csv"]').set_input_files(source)  # the CSV upload, not a table's import
+        page.locator('input[type=file][accept=".csv"]').first.set_input_files(source)  # the CSV upload, not a table's import
         expect(page.get_by_text("small.csv").filter(visible=True).first).to_be_visible(timeout=60_000)  # uploaded
         page.get_by_role("button", name="Run batch report").click()
         link = page.locator('a[href$="/small-report.csv"]')
@@ -125,7 +125,7 @@ def test_with_a_key_a_person_logs_in_then_triages_and_downloads_a_report(page, t
         source = tmp_path / "mine.csv"
         pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice"]}).to_csv(source, index=False)
         page.get_by_role("tab", name="Batch").click()
-        page.locator('input[type=file][accept=".csv"]').set_input_files(source)
+        page.locator('input[type=file][accept=".csv"]').first.set_input_files(source)
         expect(page.get_by_text("mine.csv").filter(visible=True).first).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Run batch report").click()
         link = page.locator('a[href$="/mine-report.csv"]')

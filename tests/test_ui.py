@@ -233,3 +233,18 @@ def test_batch_endpoint_compares_with_a_baseline(client, tmp_path):
     headline, *_, summary = call(client, *args, api_name="/batch_report")
     assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (1, 0)
     assert "against the baseline: **1 fixed, 0 broken**" in headline
+
+
+def test_batch_tab_saves_the_misclassified_rows_as_edge_cases(client, tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    client = Client(client.src, verbose=False)  # a session of its own: no report yet
+    said = call(client, api_name="/save_misclassified")
+    assert said.startswith("Run a report on a labelled CSV first")
+    rows = [("Where is my parcel 75983714?", "feedback"), ("I was charged twice", "billing")]  # the first is labelled wrongly on purpose
+    pd.DataFrame(rows, columns=["text", "expected_category"]).to_csv(tmp_path / "mine.csv", index=False)
+    job = client.submit(*batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
+    job.result(timeout=TIMEOUT)
+    said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
+    (case,) = model.load_cases(store)
+    assert said.startswith("1 misclassified rows saved") and case.ticket.text == rows[0][0] and case.expected.category == "feedback"
