@@ -244,9 +244,9 @@ def check_output(output_path: Path, inputs: list[str | Path]) -> None:
 @contextlib.contextmanager
 def writing(output_path: Path):
     """Hold the output's lock (a hidden file beside it) for the whole run; a second writer fails at once."""
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
-    lock = FileLock(output_path.with_name(f".{output_path.name}.lock"))
+    lock = model.file_lock(output_path)
     try:
         lock.acquire(timeout=0)
     except Timeout:

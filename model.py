@@ -579,7 +579,7 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
         )
         for case, ticket, answer in zip(cases, tickets, answers, strict=True)
     ]
-    with _cases_lock(path):
+    with file_lock(path):
         saved = {c.id: c for c in load_cases(path)}
         out = []
         for case in recorded:
@@ -610,7 +610,7 @@ def load_cases(path: Path | None = None) -> list[EdgeCase]:
 def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None) -> int:
     """Mark cases open or fixed (say, once a fix makes them pass); the store is rewritten atomically. Returns how many changed."""
     path = path or cases_file()
-    with _cases_lock(path):
+    with file_lock(path):
         cases = load_cases(path)
         changed = [c for c in cases if c.id in ids and c.status != status]
         updated = [c.model_copy(update={"status": status}) if c in changed else c for c in cases]
@@ -645,13 +645,6 @@ def artifacts_fingerprint() -> str:
 def _case_id(ticket: Ticket, flags: Flags, expected: Expected) -> str:
     key = json.dumps([ticket.model_dump(mode="json"), flags.model_dump(mode="json"), expected.model_dump(mode="json")], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def _cases_lock(path: Path):
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path.with_name(f".{path.name}.lock"))
 
 
 def _case_row(case: EdgeCase) -> list[str]:
@@ -792,7 +785,7 @@ def build_artifacts(encoder=None) -> dict[str, Any]:
     file is written under a temporary name and renamed into place, and the manifest, which records each
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
     """
-    with _build_lock():
+    with file_lock(ARTIFACTS_DIR / "build"):
         return _build(encoder)
 
 
@@ -901,7 +894,7 @@ def resources() -> Resources:
             encoder = load_encoder(*model_source())
             loaded = _load_checked(encoder)
             if loaded is None:
-                with _build_lock():  # another process may be building them: wait, then look again
+                with file_lock(ARTIFACTS_DIR / "build"):  # another process may be building them: wait, then look again
                     loaded = _load_checked(encoder, quiet=True)
                     if loaded is None:
                         _build(encoder)  # sets _resources
@@ -915,11 +908,12 @@ def manifest() -> dict:
     return saved if saved is not None else resources().manifest
 
 
-def _build_lock():
+def file_lock(path: Path):
+    """A lock between processes on `path` (a file or a job): the hidden file `.NAME.lock` beside it, its folder created."""
     from filelock import FileLock
 
-    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    return FileLock(ARTIFACTS_DIR / ".build.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.with_name(f".{path.name}.lock"))
 
 
 def _fresh_manifest() -> dict | None:

@@ -3,10 +3,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,8 @@ class Server:
         environment = {**os.environ, **env}
         if "LIT_SERVER_API_KEY" not in env:  # a key in the developer's shell must not leak into the open server
             environment.pop("LIT_SERVER_API_KEY", None)
+        if "TRIAGE_EDGE_CASES" not in env:  # what tests flag (schemathesis too) never lands in data/edge_cases.csv
+            environment["TRIAGE_EDGE_CASES"] = str(Path(tempfile.mkdtemp(prefix="triage-cases-")) / "edge_cases.csv")
         self.process = subprocess.Popen(
             [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
@@ -61,3 +65,12 @@ class Server:
         for p in alive:
             p.kill()
         return time.time() - start if not alive else float("inf")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def data_is_never_written():
+    """No test may change the repository's data/ (the edge-case store included): a failure at the end says which file."""
+    before = {p: p.read_bytes() for p in (ROOT / "data").iterdir() if p.is_file()}
+    yield
+    changed = [p.name for p, content in before.items() if not p.exists() or p.read_bytes() != content]
+    assert not changed, f"the tests changed data/: {changed}"
