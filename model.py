@@ -248,7 +248,9 @@ class EdgeCase(BaseModel):
     ticket: Ticket
     flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
     expected: Expected
-    note: str = Field("", max_length=1000, description="Why this case matters.")
+    note: Annotated[str, AfterValidator(lambda note: " ".join(normalize(note, mask_pii=False)[0].split()))] = Field(
+        "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
+    )
     source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
     keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
     id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
@@ -561,7 +563,8 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
     """
     path = path or cases_file()
     cases = [EdgeCase.model_validate(c) for c in cases]
-    tickets = [c.ticket if c.keep_pii else c.ticket.model_copy(update={"text": normalize(c.ticket.text)[0]}) for c in cases]
+    # the text as the pipeline reads it (clean unicode, PII masked unless keep_pii), validated again: what is saved can be read back
+    tickets = [Ticket.model_validate({**c.ticket.model_dump(), "text": normalize(c.ticket.text, not c.keep_pii)[0]}) for c in cases]
     answers = run_batch(tickets, [c.flags for c in cases])
     stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
     recorded = [

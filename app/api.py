@@ -30,10 +30,10 @@ import sys
 from http.cookies import CookieError, SimpleCookie
 
 import litserve as ls
-from fastapi import Depends, Query, Response
+from fastapi import Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import model
@@ -319,7 +319,10 @@ def add_case_routes(server: ls.LitServer) -> None:
     auth = [Depends(server.setup_auth())]  # the API key, when one is set
 
     def post_case(case: model.EdgeCase, response: Response) -> CaseSaved:
-        saved, new = model.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
+        try:
+            saved, new = model.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
+        except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
+            raise HTTPException(422, detail=f"ticket.{model.error_message(error)} (after cleaning the text)") from None
         response.status_code = 201 if new else 200
         return CaseSaved(id=saved.id, new=new, case=saved)
 

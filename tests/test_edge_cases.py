@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import Server
+from pydantic import ValidationError
 
 import model
 from model import CaseStatus, EdgeCase
@@ -158,6 +159,8 @@ def test_post_and_get_cases_over_http(cases_server):
     assert again.status_code == 200 and again.json() == {**created.json(), "new": False}
     listed = requests.get(url, params={"limit": 5}, headers=key, timeout=60).json()
     assert listed["total"] >= 1 and case.id in {c["id"] for c in listed["cases"]}
+    empty = requests.post(url, json={"ticket": {"text": "\x00\x01"}, "expected": {"category": "billing"}}, headers=key, timeout=60)
+    assert empty.status_code == 422 and "text" in empty.json()["detail"]
     bad = requests.post(url, json={"ticket": {"text": "hi"}, "expected": {"category": "nope"}}, headers=key, timeout=60)
     assert bad.status_code == 422 and ["body", "expected", "category"] in [e["loc"] for e in bad.json()["detail"]]
     spec = requests.get(f"{cases_server.url}/openapi.json", timeout=60).json()
@@ -181,3 +184,20 @@ def test_the_readme_counts_the_starter_set():
     total, fixed, still_open = map(int, re.search(r"starter set holds (\d+) cases.*?\((\d+) fixed, (\d+) open", readme).groups())
     cases = model.load_cases()
     assert (total, fixed, still_open) == (len(cases), sum(c.status == "fixed" for c in cases), sum(c.status == "open" for c in cases))
+
+
+def test_what_is_saved_can_always_be_read_back(tmp_path):
+    """Control characters, NUL bytes and line breaks (as schemathesis sends them) never make the store unreadable."""
+    store = tmp_path / "cases.csv"
+    with pytest.raises(ValidationError, match="text"):  # nothing left once cleaned
+        model.save_cases([{"ticket": {"text": "\x00\x01\x02"}, "expected": {"category": "billing"}}], path=store)
+    assert not store.exists()
+    odd = {
+        "ticket": {"text": "a\x00b\r\nc \u202e jo@example.com"},
+        "expected": {"category": "billing"},
+        "note": "x\x00y\nz",
+        "keep_pii": True,
+    }
+    ((saved, _),) = model.save_cases([odd], path=store)
+    (loaded,) = model.load_cases(store)
+    assert loaded.ticket.text == saved.ticket.text == "a b c jo@example.com" and loaded.note == "x y z"
