@@ -28,11 +28,12 @@ import secrets
 import signal
 import sys
 from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 
 import litserve as ls
 from fastapi import Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -243,7 +244,7 @@ class KeyGate:
     """
 
     OPEN = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/login", "/login/", "/favicon.ico", "/theme.css"})
-    OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon")
+    OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon", "/docs-static/")
 
     def __init__(self, app: ASGIApp, key: str | None, gradio_app=None):
         self.app, self.key, self.gradio = app, key, gradio_app
@@ -359,6 +360,29 @@ def info() -> dict:
     }
 
 
+def self_hosted_docs(app) -> None:
+    """/docs with Swagger UI's files served by this server, from the PyPI package fastapi-offline: the page works
+    without internet (FastAPI's default page loads them from a CDN and is blank offline)."""
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/docs"]
+    app.mount("/docs-static", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-static")
+
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Support-ticket triage API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon.png",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+        )
+
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+
+
 def build_server() -> ls.LitServer:
     """The LitServer with /predict, /health (always open) and /info; main.py mounts the UI on it."""
     api = TriageAPI(max_batch_size=SETTINGS["max_batch_size"], batch_timeout=SETTINGS["batch_timeout"], api_path="/predict")
@@ -375,6 +399,9 @@ def build_server() -> ls.LitServer:
     server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outside WorkerWatch
     server.app.add_exception_handler(RequestValidationError, validation_error)
     add_case_routes(server)
+    self_hosted_docs(server.app)
+    server.app.title, server.app.version = "Support-ticket triage API", model.PIPELINE_VERSION
+    server.app.description = "Triage customer messages (POST /predict) and flag edge cases (/cases). The app is at /."
     server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
     server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
     routes = server.app.router.routes

@@ -186,3 +186,26 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, m
         page.screenshot(path=SHOTS / "api.png", full_page=True)
     finally:
         demo.close()
+
+
+def test_api_docs_render_without_internet(page):
+    """Swagger UI's files come from the server itself: /docs renders with every other host blocked."""
+    server = Server(LIT_SERVER_API_KEY="sesame")  # /docs stays open with a key set
+    elsewhere = []
+
+    def only_this_server(route):
+        if route.request.url.startswith(server.url):
+            return route.continue_()
+        elsewhere.append(route.request.url)
+        return route.abort()
+
+    try:
+        page.route("**/*", only_this_server)
+        page.goto(f"{server.url}/docs")
+        expect(page.locator(".opblock-summary-path", has_text="/predict").first).to_be_visible(timeout=60_000)
+        expect(page.locator(".opblock-summary-path", has_text="/cases").first).to_be_visible()
+        expect(page.get_by_text("Support-ticket triage API")).to_be_visible()
+        page.screenshot(path=SHOTS / "docs.png", full_page=False)
+        assert elsewhere == [], elsewhere
+    finally:
+        server.stop()
