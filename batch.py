@@ -647,26 +647,32 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def cards(title: str, items: list[tuple[str, Any]]) -> str:
+    """A heading and a row of summary cards (value over name) for the HTML reports."""
+    inner = "".join(
+        f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{html.escape(k)}</div></div>' for k, v in items
+    )
+    return f"<h3>{html.escape(title)}</h3><div class='cards'>{inner}</div>"
+
+
 def _summary_cards(summary: dict[str, Any]) -> str:
-    def cards(s: dict[str, Any], name: str) -> str:
+    def variant_cards(s: dict[str, Any], name: str) -> str:
         items = [("rows", s["rows"]), ("errors", s["errors"]), ("mean confidence", s["mean_confidence"])]
         items.append(("needs a human", f"{s['needs_human_share']:.1%}" if s["needs_human_share"] is not None else "n/a"))
         if s.get("metrics"):
             items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
-        inner = "".join(f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{k}</div></div>' for k, v in items)
-        return f"<h3>{name}</h3><div class='cards'>{inner}</div>"
+        return cards(name, items)
 
-    out = cards(summary, "A (flags)" if "compare" in summary else "Summary")
+    out = variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")
     if "compare" in summary:
-        out += cards(summary["compare"], "B (compare flags)")
+        out += variant_cards(summary["compare"], "B (compare flags)")
         out += f"<p>Agreement between A and B: <b>{summary['compare']['agreement']}</b></p>"
     if "baseline" in summary:
         b = summary["baseline"]
         deltas = b.get("metric_deltas", {})
         items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])]
         items += [(f"{k} change", f"{v:+.4f}") for k, v in deltas.items() if k != "per_class_f1"]
-        inner = "".join(f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{k}</div></div>' for k, v in items)
-        out += f"<h3>Against the baseline {html.escape(Path(b['baseline']).name)}</h3><div class='cards'>{inner}</div>"
+        out += cards(f"Against the baseline {Path(b['baseline']).name}", items)
     out += f"<p>{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s).</p>"
     return out
 
@@ -795,7 +801,7 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
                 "note": case.note,
             }
         )
-    counts = {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+    counts = model.verdict_counts(results)
     manifest = model.manifest()
     summary = {
         "cases": len(results),
@@ -808,7 +814,6 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
     with writing(output_path):
         write_atomic(output_path, pd.DataFrame(rows).fillna("").to_csv(index=False))
         write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
-        cards = "".join(f'<div class="card"><div class="v">{n}</div><div class="k">{k}</div></div>' for k, n in counts.items())
         tables = "".join(
             f"<h2>{title} ({counts[v]})</h2>"
             + (pd.DataFrame(summary["listed"][v]).to_html(index=False, classes="sortable") if counts[v] else "<p>None.</p>")
@@ -820,7 +825,7 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
         )
         page = _PAGE.format(
             title="edge cases",
-            cards=f"<div class='cards'>{cards}</div>",
+            cards=cards("Edge cases now", list(counts.items())),
             plots="",
             tables=tables,
             metadata=html.escape(json.dumps({k: summary[k] for k in ("store", "pipeline_version", "model", "data")}, indent=2)),

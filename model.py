@@ -638,6 +638,11 @@ def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
     return results
 
 
+def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    """How many results have each verdict, in the order a reader wants them."""
+    return {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+
+
 def artifacts_fingerprint() -> str:
     """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
     saved = resources().manifest
@@ -1022,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["verdict"] in ("broken", "newly fixed"):
                 case, now = r["case"], r["answer_now"]["category"]
                 print(f"{r['verdict']:12} {r['id']}  expected {case.expected.category}, now {now}: {case.ticket.text[:80]}")
-        counts = {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+        counts = verdict_counts(results)
         print(json.dumps({"cases": len(results), **counts, "store": str(cases_file())}))
         return 1 if counts["broken"] else 0
     elif args.action == "import":

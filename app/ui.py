@@ -276,7 +276,7 @@ def check_all() -> tuple[str, list[dict]]:
                 "note": case.note,
             }
         )
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("fixed", "open", "broken", "newly fixed")}
+    counts = model.verdict_counts(rows)
     headline = (
         f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
         f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed (mark them: `python model.py cases fix ID`)"
