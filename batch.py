@@ -410,6 +410,7 @@ def summarize(
         **run,
         "pipeline_version": manifest["pipeline_version"],
         "model": manifest["model"],
+        "encoder": manifest["encoder"],
         "data": manifest["data"],
         "artifacts_built_at": manifest["built_at"],
         "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
@@ -464,8 +465,8 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: st
         **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong")},
         "rows": rows,
         "sides": {
-            "baseline": {k: before_summary.get(k) for k in ("pipeline_version", "model", "data", "artifacts_built_at")},
-            "now": {k: summary.get(k) for k in ("pipeline_version", "model", "data", "artifacts_built_at")},
+            "baseline": {k: before_summary.get(k) for k in ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")},
+            "now": {k: summary.get(k) for k in ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")},
         },
     }
     if summary.get("metrics") and before_tally.rows:
@@ -636,7 +637,8 @@ def render_html(summary: dict[str, Any]) -> str:
     )
 
 
-_METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "data", "artifacts_built_at", "text_column", "label_column"]
+_METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "encoder", "data", "artifacts_built_at"]
+_METADATA += ["text_column", "label_column"]
 
 
 def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -808,7 +810,7 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
         **counts,
         "store": str(model.cases_file()),
         "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
-        **{k: manifest[k] for k in ("pipeline_version", "model", "data")},
+        **{k: manifest[k] for k in ("pipeline_version", "model", "encoder", "data")},
         "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
     }
     with writing(output_path):
@@ -828,7 +830,7 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
             cards=cards("Edge cases now", list(counts.items())),
             plots="",
             tables=tables,
-            metadata=html.escape(json.dumps({k: summary[k] for k in ("store", "pipeline_version", "model", "data")}, indent=2)),
+            metadata=html.escape(json.dumps({k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")}, indent=2)),
         )
         write_atomic(output_path.with_suffix(".html"), page)
     return summary

@@ -6,7 +6,7 @@ An online shop's customer message goes through six steps:
 
 1. normalize     clean unicode and whitespace, mask e-mail addresses, phone and card numbers
 2. find_orders   8-digit order numbers in the text, checked against a Bloom filter of all orders
-3. embed         a sentence embedding (all-MiniLM-L6-v2, sentence-transformers), batched
+3. embed         a sentence embedding (all-MiniLM-L6-v2 on ONNX Runtime, int8), batched
 4. retrieve      the closest help-centre articles (faiss index over data/articles.csv)
 5. classify      one of eight categories (logistic regression on embeddings of data/train.csv)
 6. decide        team, urgency, and whether an automatic reply is safe or a person must answer
@@ -29,6 +29,9 @@ import json
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import unicodedata
@@ -49,6 +52,12 @@ ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR", ROOT / "artifacts"))
 # The official SHA-256 of all-MiniLM-L6-v2's model.safetensors (revision 1110a243).
 OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 EMBED_BATCH_SIZE = 64
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: longer texts are truncated
+# The encoder that runs the embedding model (TRIAGE_ENCODER); bench/RESULTS.md compares them:
+#   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
+#   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
+#   torch      PyTorch through sentence-transformers (the reference; imports torch)
+ENCODERS = ("onnx-int8", "onnx", "torch")
 MAX_TEXT_CHARS = 5000
 log = logging.getLogger("triage")
 
@@ -72,6 +81,14 @@ def model_source() -> tuple[str, str | None]:
 
 class ModelError(RuntimeError):
     """The embedding model is missing or is not the one it claims to be."""
+
+
+def encoder_name() -> str:
+    """The encoder chosen by TRIAGE_ENCODER (default onnx-int8); an unknown name raises `ModelError`."""
+    name = os.environ.get("TRIAGE_ENCODER", ENCODERS[0])
+    if name not in ENCODERS:
+        raise ModelError(f"TRIAGE_ENCODER={name!r} is not an encoder: choose one of {', '.join(ENCODERS)}")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,12 +339,63 @@ def find_orders(text: str, debug: bool = False) -> tuple[OrderIds, dict]:
 # ---------------------------------------------------------------------------------------------
 def embed(texts: list[str], debug: bool = False) -> tuple[np.ndarray, dict]:
     """Unit-length sentence embeddings, one row per text."""
-    vectors = resources().encoder.encode(
-        texts, batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
-    vectors = np.asarray(vectors, dtype=np.float32)
-    details = {"model": resources().manifest["model"]["name"], "batch_size": len(texts), "dims": vectors.shape[1]} if debug else {}
-    return vectors, details
+    vectors = resources().encoder.encode(texts)
+    details = {
+        "model": resources().manifest["model"]["name"],
+        "encoder": encoder_name(),
+        "batch_size": len(texts),
+        "dims": vectors.shape[1],
+    }
+    return vectors, details if debug else {}
+
+
+class OnnxEncoder:
+    """all-MiniLM-L6-v2 on ONNX Runtime: the model's own tokenizer, then mean pooling and L2 normalisation in numpy.
+
+    A text's embedding is the same alone and in any batch (padding is masked, and the int8 model's scales are
+    fixed at build time), so a ticket's answer never depends on who else called at the same moment.
+    """
+
+    def __init__(self, model_file: Path, tokenizer_file: Path):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.dims = self.session.get_outputs()[0].shape[-1]
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.enable_padding()  # to the longest text of each batch
+
+    def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        tokens = self.tokenizer.encode_batch(texts)
+        ids = np.array([t.ids for t in tokens], dtype=np.int64)
+        mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        for start in range(0, len(texts), EMBED_BATCH_SIZE):
+            rows = order[start : start + EMBED_BATCH_SIZE]
+            feed = self.inputs([texts[i] for i in rows])
+            (tokens,) = self.session.run(None, feed)
+            mask = feed["attention_mask"][:, :, None].astype(np.float32)
+            mean = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)  # the mean over real tokens
+            vectors[rows] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+
+class TorchEncoder:
+    """The same model in PyTorch (sentence-transformers): the reference the ONNX encoders are checked against."""
+
+    def __init__(self, model: str, expected_sha256: str | None):
+        self.model = load_encoder(model, expected_sha256)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -770,6 +838,7 @@ def fingerprint() -> dict[str, Any]:
         "code": sha256_file(Path(__file__)),  # how the artifacts are built lives here too
         "data": {name: sha256_file(path) for name, path in data_files().items()},
         "model": {"name": model if not Path(model).is_dir() else Path(model).parent.name, "sha256": sha},
+        "encoder": encoder_record(),  # which encoder, and what its files are made from
     }
 
 
@@ -784,9 +853,118 @@ def order_numbers() -> list[str]:
 
 
 ARTIFACT_FILES = ("articles.faiss", "articles.json", "classifier.npz", "orders.bloom")  # and manifest.json, written last
+ENCODER_FILES = ("encoder.onnx", "tokenizer.json")  # the ONNX encoders' model and tokenizer
 
 
-def build_artifacts(encoder=None) -> dict[str, Any]:
+def artifact_files(encoder: str | None = None) -> tuple[str, ...]:
+    """The files a build writes for `encoder` (default: the chosen one), manifest.json aside."""
+    return ARTIFACT_FILES + (ENCODER_FILES if (encoder or encoder_name()) != "torch" else ())
+
+
+def export_onnx(out_dir: Path, int8: bool) -> None:
+    """Export the checksum-verified model to `out_dir`/encoder.onnx, with the model's tokenizer.json beside it.
+
+    The graph gives the transformer's token vectors (pooling is done in numpy by `OnnxEncoder`). With `int8`,
+    static quantization calibrated on the training tickets: int8 weights (per channel) and int8 activations
+    with scales fixed now, not computed per batch, so an embedding cannot depend on the rest of its batch.
+    The feed-forward output projections stay float32 (their inputs, after GELU, have outliers that int8
+    cannot hold: quantizing them cost 3 points of accuracy), as do the two attention products.
+    Build time only (imports torch): `_build` runs it in a child process, `python model.py export-onnx DIR`.
+    """
+    import tempfile
+    import warnings
+
+    import onnx
+    import pandas as pd
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    warnings.filterwarnings("ignore")  # the tracer's warnings about Python control flow in transformers' code
+    sentence_model = load_encoder(*model_source())  # checks the weights' SHA-256
+    sentence_model.tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+
+    class TokenVectors(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx" if int8 else out_dir / "encoder.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                TokenVectors(sentence_model[0].auto_model.eval()), example, str(fp32), input_names=names, output_names=["tokens"],
+                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "tokens"]}, opset_version=17, dynamo=False,
+            )  # fmt: skip
+        if not int8:
+            return
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        weights = {w.name for w in graph.initializer}
+        matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+        feed_forward_out = [n.name for n in matmuls if re.search(r"layer\.\d+/output/dense/", n.name)]
+        if len(feed_forward_out) != sentence_model[0].auto_model.config.num_hidden_layers:
+            raise ModelError(f"found {len(feed_forward_out)} feed-forward output layers in the exported graph: not a BERT model?")
+        encoder = OnnxEncoder(fp32, out_dir / "tokenizer.json")
+        texts = [normalize(t)[0] for t in pd.read_csv(data_files()["train"], dtype=str).text]
+
+        class TrainingTickets(CalibrationDataReader):
+            batches = iter([encoder.inputs(texts[i : i + 32]) for i in range(0, len(texts), 32)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        quantize_static(
+            str(prepared), str(out_dir / "encoder.onnx"), TrainingTickets(), quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=["MatMul"], per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=[n.name for n in matmuls if n.input[1] not in weights] + feed_forward_out,
+        )  # fmt: skip
+
+
+def encoder_record() -> dict[str, Any]:
+    """What the chosen encoder's files are made from; an earlier build's files are reused when it is the same."""
+    import inspect
+
+    name = encoder_name()
+    packages = ("sentence-transformers", "torch") if name == "torch" else ("onnxruntime", "tokenizers", "onnx", "torch")
+    record = {"name": name, "model_sha256": model_source()[1], "versions": {p: importlib.metadata.version(p) for p in packages}}
+    if name != "torch":
+        record["exporter"] = hashlib.sha256(inspect.getsource(export_onnx).encode()).hexdigest()[:16]
+    if name == "onnx-int8":
+        record["calibration"] = sha256_file(data_files()["train"])
+    return record
+
+
+def _build_encoder(staging: Path, record: dict):
+    """The chosen encoder, its files (if any) written to `staging`: exported afresh, or reused from the last build."""
+    if record["name"] == "torch":
+        return TorchEncoder(*model_source())
+    try:
+        previous = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+        reuse = previous.get("encoder") == record and all(
+            sha256_file(ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        reuse = False
+    if reuse:
+        for name in ENCODER_FILES:
+            shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
+    else:
+        log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
+        command = [sys.executable, str(Path(__file__)), "export-onnx", str(staging), *(["--int8"] if record["name"] == "onnx-int8" else [])]
+        env = {**os.environ, "TRIAGE_DATA_DIR": str(DATA_DIR)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)  # torch stays out of this process
+        if done.returncode != 0:
+            raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
+
+
+def build_artifacts() -> dict[str, Any]:
     """Build the faiss index, the classifier and the Bloom filter from data/, then evaluate; returns the manifest.
 
     Safe against a crash and against other processes: one process builds at a time (a file lock), every
@@ -794,10 +972,10 @@ def build_artifacts(encoder=None) -> dict[str, Any]:
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
     """
     with file_lock(ARTIFACTS_DIR / "build"):
-        return _build(encoder)
+        return _build()
 
 
-def _build(encoder=None) -> dict[str, Any]:
+def _build() -> dict[str, Any]:
     import tempfile
 
     import faiss
@@ -805,16 +983,16 @@ def _build(encoder=None) -> dict[str, Any]:
     import rbloom
     from sklearn.linear_model import LogisticRegression
 
-    if encoder is None:
-        encoder = load_encoder(*model_source())
     articles = pd.read_csv(data_files()["articles"], dtype=str)
     train = pd.read_csv(data_files()["train"], dtype=str)
-
-    def vectors(texts):
-        return encoder.encode(list(texts), batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, convert_to_numpy=True)
-
+    record = fingerprint()["encoder"]
     with tempfile.TemporaryDirectory(dir=ARTIFACTS_DIR, prefix=".build-") as tmp:
         staging = Path(tmp)
+        encoder = _build_encoder(staging, record)
+
+        def vectors(texts):
+            return encoder.encode(list(texts))
+
         # An article is found by its title as much as by its body: index the normalized sum of both embeddings.
         article_vectors = vectors(articles.title) + vectors(articles.title + ". " + articles.body)
         article_vectors = (article_vectors / np.linalg.norm(article_vectors, axis=1, keepdims=True)).astype(np.float32)
@@ -838,22 +1016,20 @@ def _build(encoder=None) -> dict[str, Any]:
         manifest = {
             **fingerprint(),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": {
-                p: importlib.metadata.version(p) for p in ("torch", "sentence-transformers", "faiss-cpu", "scikit-learn", "rbloom")
-            },
+            "versions": {p: importlib.metadata.version(p) for p in ("faiss-cpu", "scikit-learn", "rbloom")},
             "classifier": {"type": "LogisticRegression", "C": 10.0, "train_rows": len(train)},
             "index": {"type": "IndexFlatIP", "articles": len(articles), "dims": int(article_vectors.shape[1])},
             "bloom": {"items": len(orders), "false_positive_rate": 0.001},
             "artifacts": {
-                name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in ARTIFACT_FILES
+                name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in artifact_files()
             },
         }
-        for name in ARTIFACT_FILES:
+        for name in artifact_files():
             os.replace(staging / name, ARTIFACTS_DIR / name)
         (ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
         global _resources
         with _lock:
-            _resources = _load(encoder, manifest)  # evaluate the pipeline on what was just built
+            _resources = _load(manifest, encoder)  # evaluate the pipeline on what was just built
             manifest["eval"] = evaluate()
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             os.replace(staging / "manifest.json", ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
@@ -899,13 +1075,12 @@ def resources() -> Resources:
         return _resources
     with _lock:
         if _resources is None:
-            encoder = load_encoder(*model_source())
-            loaded = _load_checked(encoder)
+            loaded = _load_checked()
             if loaded is None:
                 with file_lock(ARTIFACTS_DIR / "build"):  # another process may be building them: wait, then look again
-                    loaded = _load_checked(encoder, quiet=True)
+                    loaded = _load_checked(quiet=True)
                     if loaded is None:
-                        _build(encoder)  # sets _resources
+                        _build()  # sets _resources
             _resources = loaded or _resources
     return _resources
 
@@ -937,7 +1112,7 @@ def _fresh_manifest() -> dict | None:
 def artifact_problem(manifest: dict) -> str | None:
     """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
     recorded = manifest.get("artifacts")
-    if not isinstance(recorded, dict) or set(recorded) != set(ARTIFACT_FILES):
+    if not isinstance(recorded, dict) or set(recorded) != set(artifact_files(manifest.get("encoder", {}).get("name"))):
         return "manifest.json records no checksums for the artifact files (an older or foreign build)"
     for name, expected in recorded.items():
         path = ARTIFACTS_DIR / name
@@ -950,7 +1125,7 @@ def artifact_problem(manifest: dict) -> str | None:
     return None
 
 
-def _load_checked(encoder, quiet: bool = False) -> Resources | None:
+def _load_checked(quiet: bool = False) -> Resources | None:
     """The saved artifacts when they are fresh and intact; None, after saying why, when they must be built."""
     saved = _fresh_manifest()
     if saved is None:
@@ -958,7 +1133,7 @@ def _load_checked(encoder, quiet: bool = False) -> Resources | None:
     problem = artifact_problem(saved)
     if problem is None:
         try:
-            return _load(encoder, saved)
+            return _load(saved)
         except Exception as error:  # intact by checksum yet unreadable (say, a library changed its file format)
             problem = f"they cannot be loaded ({type(error).__name__}: {error})"
     if not quiet:
@@ -966,7 +1141,7 @@ def _load_checked(encoder, quiet: bool = False) -> Resources | None:
     return None
 
 
-def _load(encoder, manifest: dict) -> Resources:
+def _load(manifest: dict, encoder=None) -> Resources:
     import faiss
     import pandas as pd
     import rbloom
@@ -978,6 +1153,9 @@ def _load(encoder, manifest: dict) -> Resources:
     with np.load(ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
         classifier.coef_, classifier.intercept_, classifier.classes_ = saved["coef"], saved["intercept"], saved["classes"]
     classifier.n_features_in_ = classifier.coef_.shape[1]
+    if encoder is None:
+        on_onnx = manifest["encoder"]["name"] != "torch"
+        encoder = OnnxEncoder(*(ARTIFACTS_DIR / f for f in ENCODER_FILES)) if on_onnx else TorchEncoder(*model_source())
     return Resources(
         encoder=encoder,
         index=faiss.read_index(str(ARTIFACTS_DIR / "articles.faiss")),
@@ -1016,8 +1194,13 @@ def main(argv: list[str] | None = None) -> int:
     cases = commands.add_parser("cases", help="the edge cases: check them, import a CSV of them, mark them fixed or open")
     cases.add_argument("action", choices=["check", "import", "fix", "reopen"], nargs="?", default="check")
     cases.add_argument("args", nargs="*", help="import: CSV files; fix, reopen: case ids")
+    export = commands.add_parser("export-onnx", help="export the embedding model to ONNX into DIR (the build runs this)")
+    export.add_argument("dir", type=Path)
+    export.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on data/train.csv")
     args = parser.parse_args(argv)
-    if args.command == "build":
+    if args.command == "export-onnx":
+        export_onnx(args.dir, args.int8)
+    elif args.command == "build":
         print(json.dumps(build_artifacts()["eval"], indent=2))
     elif args.command in (None, "eval"):
         print(json.dumps(evaluate(), indent=2))
@@ -1040,6 +1223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -352,6 +352,7 @@ def info() -> dict:
     return {
         "pipeline_version": model.PIPELINE_VERSION,
         "model": fingerprint["model"],
+        "encoder": fingerprint["encoder"],
         "data": fingerprint["data"],
         "categories": {c.value: model.TEAMS[c] for c in model.Category},
         "flags": model.Flags.model_json_schema()["properties"],

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import psutil
@@ -132,7 +133,18 @@ def test_info_and_health(server):
     assert info["categories"]["billing"] == "billing" and len(info["categories"]) == 8
     assert info["flags"]["top_k"]["default"] == 3 and info["flags"]["top_k"]["maximum"] == 10
     assert info["batching"]["max_batch_size"] >= 8
+    assert info["encoder"]["name"] == model.encoder_name()
     assert requests.get(f"{server.url}/health", timeout=5).text == "ok"
+
+
+def test_no_serving_process_loads_torch(server):
+    """The API process, the inference worker and the UI run on ONNX Runtime: libtorch is mapped by none of them."""
+    requests.post(f"{server.url}/predict", json={"text": "Where is my order 75983714?"}, timeout=30).raise_for_status()
+    tree = server.tree()
+    assert len(tree) >= 2  # the server and at least its inference worker
+    maps = {p.pid: Path(f"/proc/{p.pid}/maps").read_text() for p in tree}
+    assert any("onnxruntime" in m for m in maps.values())  # the worker answered on ONNX Runtime
+    assert not [pid for pid, m in maps.items() if "libtorch" in m]
 
 
 # --- the UI on the same server ---------------------------------------------------------------------

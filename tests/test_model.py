@@ -272,13 +272,12 @@ def test_model_checksum_is_the_official_one_and_configurable(monkeypatch):
 
 @pytest.fixture
 def own_artifacts(tmp_path, monkeypatch):
-    """A copy of data/ and artifacts/ in tmp_path that the pipeline uses instead, with the real model loaded once."""
-    encoder = model.resources().encoder
+    """A copy of data/ and artifacts/ in tmp_path that the pipeline uses instead (rebuilds reuse the ONNX encoder)."""
+    model.resources()
     shutil.copytree(model.DATA_DIR, tmp_path / "data")
     shutil.copytree(model.ARTIFACTS_DIR, tmp_path / "artifacts")
     monkeypatch.setattr(model, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(model, "ARTIFACTS_DIR", tmp_path / "artifacts")
-    monkeypatch.setattr(model, "load_encoder", lambda *_: encoder)
     monkeypatch.setattr(model, "_resources", None)
     return tmp_path / "artifacts"
 
@@ -304,7 +303,7 @@ def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
 # --- artifacts hold no pickle and are checked by hash -------------------------------------------------
 def test_artifacts_are_plain_files_recorded_with_size_and_sha256():
     manifest = model.resources().manifest
-    assert set(manifest["artifacts"]) == set(model.ARTIFACT_FILES)
+    assert set(manifest["artifacts"]) == set(model.artifact_files())
     for name, recorded in manifest["artifacts"].items():
         path = model.ARTIFACTS_DIR / name
         assert recorded == {"bytes": path.stat().st_size, "sha256": model.sha256_file(path)}
@@ -358,8 +357,10 @@ def _flip_a_byte(path, _):  # same size, other content
         ("articles.faiss", _break_truncate),
         ("orders.bloom", _flip_a_byte),
         ("articles.json", lambda p, _: p.write_text("[]")),
+        ("encoder.onnx", _flip_a_byte),
+        ("tokenizer.json", lambda p, _: p.write_text("{}")),
     ],
-    ids=["truncated", "crafted-pickle", "valid-but-wrong", "faiss-truncated", "bloom-flipped", "articles-emptied"],
+    ids=["truncated", "crafted-pickle", "valid-but-wrong", "faiss-truncated", "bloom-flipped", "articles-emptied", "encoder", "tokenizer"],
 )
 def test_a_damaged_artifact_is_detected_named_and_rebuilt(own_artifacts, tmp_path, caplog, name, damage):
     text = "I was charged twice for the same order"
@@ -389,5 +390,5 @@ def test_concurrent_first_builds_in_several_processes_are_safe(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1] and outputs[0][1] is None  # one build, seen by both, intact
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
-        [*model.ARTIFACT_FILES, "manifest.json"]
+        [*model.artifact_files(), "manifest.json"]
     )

@@ -1,0 +1,100 @@
+"""The encoders: ONNX Runtime float32 gives PyTorch's embeddings, the int8 default is batch-independent and as accurate,
+and the processes that serve never import torch."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model
+
+ROOT = model.ROOT
+
+
+@pytest.fixture(scope="module")
+def eval_texts() -> list[str]:
+    return [model.normalize(t)[0] for t in pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str).text]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(eval_texts) -> np.ndarray:
+    return model.TorchEncoder(*model.model_source()).encode(eval_texts)
+
+
+def test_the_default_encoder_is_int8_onnx_and_recorded():
+    assert os.environ.get("TRIAGE_ENCODER") in (None, "onnx-int8"), "run the suite with the default encoder"
+    manifest = model.resources().manifest
+    assert manifest["encoder"]["name"] == "onnx-int8" and isinstance(model.resources().encoder, model.OnnxEncoder)
+    assert {"encoder.onnx", "tokenizer.json"} <= set(manifest["artifacts"])
+    assert manifest["encoder"]["model_sha256"] == model.OFFICIAL_MODEL_SHA256
+
+
+def test_float32_onnx_gives_pytorchs_embeddings(tmp_path, eval_texts, torch_vectors):
+    subprocess.run([sys.executable, "model.py", "export-onnx", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
+    vectors = model.OnnxEncoder(tmp_path / "encoder.onnx", tmp_path / "tokenizer.json").encode(eval_texts)
+    cosine = (vectors * torch_vectors).sum(axis=1)
+    assert cosine.min() >= 0.9999, cosine.min()
+
+
+def test_int8_embeddings_stay_close_to_pytorchs(eval_texts, torch_vectors):
+    cosine = (model.resources().encoder.encode(eval_texts) * torch_vectors).sum(axis=1)
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, (cosine.mean(), cosine.min())
+
+
+def test_an_embedding_does_not_depend_on_its_batch(eval_texts):
+    """Bit for bit: alone, in a shuffled batch of all eval tickets, and padded beside the longest ticket."""
+    encoder = model.resources().encoder
+    together = encoder.encode(eval_texts)
+    order = list(range(len(eval_texts)))
+    random.Random(7).shuffle(order)
+    shuffled = encoder.encode([eval_texts[i] for i in order])
+    longest = max(eval_texts, key=len)
+    for k, i in enumerate(order):
+        alone = encoder.encode([eval_texts[i]])[0]
+        assert np.array_equal(alone, together[i]) and np.array_equal(alone, shuffled[k]), eval_texts[i]
+        assert np.array_equal(alone, encoder.encode([eval_texts[i], longest])[0])
+
+
+def test_run_equals_run_batch_for_every_eval_ticket_in_a_shuffled_batch():
+    tickets = list(pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str).text)
+    order = list(range(len(tickets)))
+    random.Random(11).shuffle(order)
+    batched = model.run_batch([tickets[i] for i in order])
+    for k, i in enumerate(order):
+        assert model.run(tickets[i]) == batched[k], tickets[i]
+
+
+def test_an_unknown_encoder_is_refused_naming_the_choices():
+    done = subprocess.run(
+        [sys.executable, "model.py", "eval"], cwd=ROOT, env={**os.environ, "TRIAGE_ENCODER": "tensorflow"}, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "TRIAGE_ENCODER='tensorflow'" in done.stderr and "onnx-int8, onnx, torch" in done.stderr
+
+
+def test_the_torch_encoder_builds_its_own_artifacts_and_the_default_is_as_accurate(tmp_path):
+    """TRIAGE_ENCODER=torch still works (the reference), and the default's accuracy is within 0.01 of it."""
+    env = {**os.environ, "TRIAGE_ENCODER": "torch", "TRIAGE_ARTIFACTS_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "model.py", "build"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    torch_manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert torch_manifest["encoder"]["name"] == "torch" and "encoder.onnx" not in torch_manifest["artifacts"]
+    assert not (tmp_path / "encoder.onnx").exists()
+    default = model.resources().manifest["eval"]
+    assert abs(default["accuracy"] - torch_manifest["eval"]["accuracy"]) <= 0.01, (default, torch_manifest["eval"])
+
+
+def test_batch_py_never_imports_torch(tmp_path):
+    source = tmp_path / "tickets.csv"
+    pd.read_csv(model.DATA_DIR / "eval.csv").head(20).to_csv(source, index=False)
+    code = (
+        "import sys, batch; code = batch.main([sys.argv[1], '-o', sys.argv[2]]); "
+        "print(code, sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(source), str(tmp_path / "out.csv")], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
+    assert Path(tmp_path / "out.csv").is_file()
