@@ -339,14 +339,10 @@ def find_orders(text: str, debug: bool = False) -> tuple[OrderIds, dict]:
 # ---------------------------------------------------------------------------------------------
 def embed(texts: list[str], debug: bool = False) -> tuple[np.ndarray, dict]:
     """Unit-length sentence embeddings, one row per text."""
-    vectors = resources().encoder.encode(texts)
-    details = {
-        "model": resources().manifest["model"]["name"],
-        "encoder": encoder_name(),
-        "batch_size": len(texts),
-        "dims": vectors.shape[1],
-    }
-    return vectors, details if debug else {}
+    res = resources()
+    vectors = res.encoder.encode(texts)
+    details = {"model": res.manifest["model"]["name"], "encoder": res.manifest["encoder"]["name"], "dims": vectors.shape[1]}
+    return vectors, {**details, "batch_size": len(texts)} if debug else {}
 
 
 class OnnxEncoder:

@@ -29,11 +29,13 @@ import signal
 import sys
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import litserve as ls
 from fastapi import Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from litserve.server import RegularRequestHandler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,17 +78,45 @@ class TriageAPI(ls.LitAPI):
         batched = isinstance(requests, list)
         requests = requests if batched else [requests]
         tickets = [model.Ticket.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
-        results = [_answer(r) for r in model.run_each(tickets, [r.flags for r in requests])]  # one failure fails one request
+        results = model.run_each(tickets, [r.flags for r in requests])  # one failure fails one request
         return results if batched else results[0]
 
-    def encode_response(self, output) -> model.Triage:
-        return output
+    def encode_response(self, output) -> str | dict:
+        """The answer as JSON text, written here in the worker: the API process passes it on without validating
+        or serializing it again. A ticket the pipeline failed on gets an error (a 500 for that request only)."""
+        if isinstance(output, Exception):
+            return {"detail": f"the pipeline failed on this ticket: {type(output).__name__}"}
+        return output.model_dump_json()
 
 
-def _answer(result):
-    if isinstance(result, Exception):  # fails FastAPI's response validation: a 500 for this request only
-        return {"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}
-    return result
+class Problem(BaseModel):
+    detail: str = Field(description="What is wrong, in one sentence.", examples=["Invalid or missing X-API-Key header"])
+
+
+class FieldProblem(BaseModel):
+    type: str = Field(examples=["string_too_long"])
+    loc: list[str | int] = Field(description="Where: body, then the field's path.", examples=[["body", "text"]])
+    msg: str = Field(examples=["String should have at most 5000 characters"])
+    input: Any = Field(None, description="What was sent there, shortened to 100 characters.")
+
+
+class FieldProblems(BaseModel):
+    detail: list[FieldProblem]
+
+
+ERRORS = {  # every error a client of /predict or /cases can get, each with its JSON body
+    401: ("The API key is missing or wrong (only when the server has LIT_SERVER_API_KEY set).", Problem),
+    408: (f"The request body stalled or took longer than TRIAGE_BODY_TIMEOUT ({SETTINGS['body_timeout']:g} s).", Problem),
+    413: (f"The request body is larger than TRIAGE_MAX_BODY_BYTES ({SETTINGS['max_body_bytes']} bytes).", Problem),
+    422: ("A field is missing, unknown or out of bounds: each problem names its field.", FieldProblems),
+    500: ("The pipeline failed on this ticket (other requests in the same batch are answered).", Problem),
+    503: ("The server is at its connection limit, or the inference worker stopped and is being replaced: retry.", Problem),
+    504: (f"The request waited longer than TRIAGE_TIMEOUT ({SETTINGS['timeout']:g} s) in the queue.", Problem),
+}
+
+
+def error_responses(*codes: int) -> dict[int, dict]:
+    return {code: {"description": ERRORS[code][0], "model": ERRORS[code][1]} for code in codes}
 
 
 async def send_json(send: Send, status: int, body: dict) -> None:
@@ -291,6 +321,30 @@ class KeyGate:
 
 
 class TriageServer(ls.LitServer):
+    def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type) -> None:
+        """POST /predict, as LitServe registers it, except that the worker's JSON is sent as it is (FastAPI would
+        validate and serialize the answer a second time in this process), and documented with every response."""
+        handler = RegularRequestHandler(lit_api, self)
+
+        async def predict(request: TriageRequest) -> model.Triage:
+            answer = await handler.handle_request(request, TriageRequest)
+            if isinstance(answer, str):
+                return Response(answer, media_type="application/json")
+            return JSONResponse(answer, status_code=500)
+
+        self.app.add_api_route(
+            lit_api.api_path,
+            predict,
+            methods=["POST"],
+            dependencies=[Depends(self.setup_auth(lit_api))],
+            summary="Triage one ticket",
+            description="The pipeline's answer for one customer message: category, team, urgency, order numbers found, "
+            "help-centre articles, and an automatic reply when every rule allows one. Requests that arrive together are "
+            "batched; each keeps its own flags, and its answer is the same as alone.",
+            tags=["triage"],
+            responses=error_responses(401, 408, 413, 422, 500, 503, 504),
+        )
+
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason="normal"):
         """Drain first: the API servers stop accepting and answer what is in flight while the inference workers still
         run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe stops the workers."""
@@ -340,9 +394,17 @@ def add_case_routes(server: ls.LitServer) -> None:
         summary="Flag an edge case",
         description="Saves a ticket with its expected answer; 201 with the case id, or 200 when the same case is already saved.",
         tags=["edge cases"],
+        responses={200: {"description": "The same case was already saved", "model": CaseSaved}, **error_responses(401, 408, 413, 422)},
     )
     server.app.add_api_route(
-        "/cases", get_cases, methods=["GET"], dependencies=auth, summary="List the edge cases, oldest first", tags=["edge cases"]
+        "/cases",
+        get_cases,
+        methods=["GET"],
+        dependencies=auth,
+        summary="List the edge cases, oldest first",
+        description="A page of the edge-case store: `offset` and `limit` (at most 500).",
+        tags=["edge cases"],
+        responses=error_responses(401, 422),
     )
 
 
@@ -406,7 +468,32 @@ def build_server() -> ls.LitServer:
     server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
     server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
     routes = server.app.router.routes
-    health = next(r for r in routes if getattr(r, "path", None) == "/health")
-    routes[:] = [r for r in routes if getattr(r, "path", None) not in ("/", "/health")]  # "/" becomes the UI
-    server.app.add_api_route("/health", health.endpoint, methods=["GET"], include_in_schema=False)  # no API key
+    health, info_route = (next(r for r in routes if getattr(r, "path", None) == path) for path in ("/health", "/info"))
+    routes[:] = [r for r in routes if getattr(r, "path", None) not in ("/", "/health", "/info")]  # "/" becomes the UI
+    server.app.add_api_route(  # never behind the API key: load balancers and Kubernetes probe it
+        "/health",
+        health.endpoint,
+        methods=["GET"],
+        summary="Ready?",
+        description="`ok` when every inference worker is ready; 503 `not ready` while starting or replacing one. No key needed.",
+        tags=["service"],
+        responses={200: {"content": {"text/plain": {"example": "ok"}}}, 503: {"content": {"text/plain": {"example": "not ready"}}}},
+    )
+    server.app.add_api_route(
+        "/info",
+        info_route.endpoint,
+        methods=["GET"],
+        dependencies=info_route.dependencies,
+        summary="What is serving",
+        description="Pipeline version, embedding model and encoder, data hashes, categories with their teams, every flag "
+        "with its default and bounds, and the batching settings.",
+        tags=["service"],
+        response_model=ServerInfo,
+        responses=error_responses(401),
+    )
     return server
+
+
+class ServerInfo(BaseModel):
+    model: dict[str, Any] = Field(description="pipeline_version, model, encoder, data, categories, flags, batching, max_body_bytes")
+    server: dict[str, Any] = Field(description="LitServe's own: devices, workers, timeout")

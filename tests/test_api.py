@@ -126,6 +126,36 @@ def test_openapi_holds_the_request_and_response_schemas(server):
     assert requests.get(f"{server.url}/docs", timeout=10).status_code == 200
 
 
+def test_openapi_describes_every_operation_and_every_response(server):
+    spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    assert spec["info"]["title"] == "Support-ticket triage API" and spec["info"]["version"] == model.PIPELINE_VERSION
+    operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
+    assert set(operations) >= {("post", "/predict"), ("get", "/health"), ("get", "/info"), ("post", "/cases"), ("get", "/cases")}
+    for key, op in operations.items():
+        assert op.get("summary") and op.get("description") and op.get("tags"), key
+    predict = operations[("post", "/predict")]["responses"]
+    assert {"200", "401", "413", "422", "503", "504"} <= set(predict)
+    assert predict["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Triage")
+    for code in ("401", "413", "503", "504"):
+        assert predict[code]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem"), code
+    assert predict["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/FieldProblems")
+    # the documented 422 body is the one a client gets
+    body = requests.post(f"{server.url}/predict", json={"text": ""}, timeout=10).json()
+    assert set(body) == {"detail"} and set(body["detail"][0]) == set(spec["components"]["schemas"]["FieldProblem"]["properties"])
+
+
+def test_a_ticket_the_pipeline_fails_on_gets_a_500_alone(monkeypatch):
+    """The worker writes each answer's JSON; a ticket that fails gets its own error, the others their answers."""
+    from app.api import TriageAPI, TriageRequest
+
+    good = model.run("Where is my order 75983714?")
+    monkeypatch.setattr(model, "run_each", lambda tickets, flags: [good, RuntimeError("boom")])
+    api = TriageAPI()
+    answers = [api.encode_response(a) for a in api.predict([TriageRequest(text="one"), TriageRequest(text="two")])]
+    assert model.Triage.model_validate_json(answers[0]) == good
+    assert answers[1] == {"detail": "the pipeline failed on this ticket: RuntimeError"}
+
+
 def test_info_and_health(server):
     info = requests.get(f"{server.url}/info", timeout=10).json()["model"]
     assert info["pipeline_version"] == model.PIPELINE_VERSION

@@ -185,7 +185,8 @@ def test_schemathesis_finds_no_server_error(locked):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert "/predict" in {op.path for op in operations}
     for operation in operations:
-        for mode in GenerationMode:
+        takes_input = any(len(getattr(operation, part)) for part in ("query", "body", "path_parameters"))
+        for mode in GenerationMode if takes_input else [GenerationMode.POSITIVE]:  # no input: nothing to make invalid
             never_5xx(operation, mode, locked.url)
 
 
