@@ -495,11 +495,13 @@ def run_batch(
     tickets: list[Ticket | dict | str],
     flags: Flags | dict | list[Flags | dict | None] | None = None,
     debug: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> list[Triage]:
     """Triage many tickets at once: the embedding runs in batches, much faster per ticket than `run`.
 
     `flags` is one set for all tickets, or a list with one set per ticket. Bad input raises
-    pydantic's `ValidationError` naming the field.
+    pydantic's `ValidationError` naming the field. A `timings` dict gets each step's seconds for the
+    whole batch added to it (the API's metrics use it).
     """
     tickets = [Ticket(text=t) if isinstance(t, str) else Ticket.model_validate(t) for t in tickets]
     flag_list = flags if isinstance(flags, list) else [flags] * len(tickets)
@@ -511,9 +513,12 @@ def run_batch(
     resources()  # load (or build) before the clock starts for the first step
     traces: list[list[StepTrace]] = [[] for _ in tickets]
 
+    timings = {} if timings is None else timings
+
     def timed(step, i, fn, *args):  # a per-ticket step, timed and traced
         start = time.perf_counter()
         out, details = fn(*args, debug=debug)
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
         if debug:
             traces[i].append(StepTrace(step=step, ms=_ms(start), output=_plain(out), details=details))
         return out
@@ -521,6 +526,7 @@ def run_batch(
     def timed_batch(step, fn, *args, outputs=None):  # a batched step: each ticket gets its share of the time
         start = time.perf_counter()
         out, details = fn(*args, debug=debug)
+        timings[step] = time.perf_counter() - start
         if debug:
             ms = round(_ms(start) / len(tickets), 3)
             for i in range(len(tickets)):
@@ -565,11 +571,13 @@ def run_batch(
     return results
 
 
-def run_each(tickets: list[Ticket | dict | str], flags: Flags | dict | list | None = None) -> list[Triage | Exception]:
+def run_each(
+    tickets: list[Ticket | dict | str], flags: Flags | dict | list | None = None, timings: dict[str, float] | None = None
+) -> list[Triage | Exception]:
     """`run_batch`, except that a ticket on which the pipeline fails gets its exception in its place,
     so one bad ticket cannot take a whole batch down (the batch report and the API rely on this)."""
     try:
-        return run_batch(tickets, flags)
+        return run_batch(tickets, flags, timings=timings)
     except Exception:
         results: list[Triage | Exception] = []
         for ticket, f in zip(tickets, flags if isinstance(flags, list) else [flags] * len(tickets), strict=True):
@@ -1071,13 +1079,19 @@ def resources() -> Resources:
         return _resources
     with _lock:
         if _resources is None:
+            start = time.perf_counter()
             loaded = _load_checked()
             if loaded is None:
                 with file_lock(ARTIFACTS_DIR / "build"):  # another process may be building them: wait, then look again
                     loaded = _load_checked(quiet=True)
                     if loaded is None:
+                        log.info("artifacts: building %s from %s (new data, model, encoder or code)", ARTIFACTS_DIR, DATA_DIR)
                         _build()  # sets _resources
             _resources = loaded or _resources
+            accuracy = _resources.manifest["eval"]["accuracy"]
+            log.info(
+                "pipeline ready in %.1f s (%s encoder, accuracy %s on eval.csv)", time.perf_counter() - start, encoder_name(), accuracy
+            )
     return _resources
 
 

@@ -22,6 +22,7 @@ what is in flight, then stops the workers.
 
 import asyncio
 import json
+import logging
 import math
 import os
 import secrets
@@ -32,15 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
-from fastapi import Depends, HTTPException, Query, Response
+from fastapi import Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from litserve.server import RegularRequestHandler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import model
+from app import observe
 
+log = logging.getLogger("triage")
 SETTINGS = {
     "max_batch_size": int(os.environ.get("TRIAGE_MAX_BATCH_SIZE", "32")),
     "batch_timeout": float(os.environ.get("TRIAGE_BATCH_TIMEOUT", "0.005")),
@@ -70,6 +73,7 @@ class TriageAPI(ls.LitAPI):
         # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         model.resources()  # load the model and artifacts (built if missing) before /health says ready
+        observe.WORKER_STARTS.inc()
 
     def decode_request(self, request: TriageRequest):
         return request
@@ -78,15 +82,19 @@ class TriageAPI(ls.LitAPI):
         batched = isinstance(requests, list)
         requests = requests if batched else [requests]
         tickets = [model.Ticket.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
-        results = model.run_each(tickets, [r.flags for r in requests])  # one failure fails one request
+        timings: dict[str, float] = {}
+        results = model.run_each(tickets, [r.flags for r in requests], timings)  # one failure fails one request
+        observe.observe_batch(len(tickets), timings, results)
+        results = [(result, len(tickets)) for result in results]  # each answer knows the size of its batch (for the log)
         return results if batched else results[0]
 
-    def encode_response(self, output) -> str | dict:
+    def encode_response(self, output) -> tuple[str | dict, int]:
         """The answer as JSON text, written here in the worker: the API process passes it on without validating
         or serializing it again. A ticket the pipeline failed on gets an error (a 500 for that request only)."""
-        if isinstance(output, Exception):
-            return {"detail": f"the pipeline failed on this ticket: {type(output).__name__}"}
-        return output.model_dump_json()
+        result, batch_size = output
+        if isinstance(result, Exception):
+            return {"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}, batch_size
+        return result.model_dump_json(), batch_size
 
 
 class Problem(BaseModel):
@@ -267,13 +275,15 @@ def shorten(value, limit: int = 100):
 
 
 class KeyGate:
-    """With credentials set, nothing but /health, the API docs and the UI's login page answers without them.
+    """With credentials set, nothing but /health, /metrics, the API docs and the UI's login page answers without them.
 
     A request passes with the header X-API-Key (API and UI alike: for the UI it stands for a login) or
     with the UI's login session (Gradio's cookie). Everything else, Gradio's own routes included, gets 401.
     """
 
-    OPEN = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/login", "/login/", "/favicon.ico", "/theme.css"})
+    OPEN = frozenset(
+        {"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/login", "/login/", "/favicon.ico", "/theme.css"}
+    )
     OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon", "/docs-static/")
 
     def __init__(self, app: ASGIApp, key: str | None, gradio_app=None):
@@ -321,13 +331,20 @@ class KeyGate:
 
 
 class TriageServer(ls.LitServer):
+    ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
+
+    def _start_server(self, *args, **kwargs):
+        started = super()._start_server(*args, **kwargs)  # the workers are ready: LitServe waited for them
+        log.info(self.ready_message)
+        return started
+
     def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type) -> None:
         """POST /predict, as LitServe registers it, except that the worker's JSON is sent as it is (FastAPI would
         validate and serialize the answer a second time in this process), and documented with every response."""
         handler = RegularRequestHandler(lit_api, self)
 
-        async def predict(request: TriageRequest) -> model.Triage:
-            answer = await handler.handle_request(request, TriageRequest)
+        async def predict(request: TriageRequest, http: Request) -> model.Triage:
+            answer, http.state.batch_size = await handler.handle_request(request, TriageRequest)
             if isinstance(answer, str):
                 return Response(answer, media_type="application/json")
             return JSONResponse(answer, status_code=500)
@@ -348,6 +365,7 @@ class TriageServer(ls.LitServer):
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason="normal"):
         """Drain first: the API servers stop accepting and answer what is in flight while the inference workers still
         run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe stops the workers."""
+        log.info("stopping: answering the requests in flight (at most %g s), then stopping the workers", self.uvicorn_graceful_timeout)
         for process in uvicorn_workers.values():
             process.terminate()
         for process in uvicorn_workers.values():
@@ -460,6 +478,7 @@ def build_server() -> ls.LitServer:
     )
     server.app.add_middleware(WorkerWatch, server=server)
     server.app.add_middleware(RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"])  # outside WorkerWatch
+    server.app.add_middleware(observe.Observe)  # outside both: their 408, 413 and 503 are counted and logged too
     server.app.add_exception_handler(RequestValidationError, validation_error)
     add_case_routes(server)
     self_hosted_docs(server.app)
@@ -478,6 +497,16 @@ def build_server() -> ls.LitServer:
         description="`ok` when every inference worker is ready; 503 `not ready` while starting or replacing one. No key needed.",
         tags=["service"],
         responses={200: {"content": {"text/plain": {"example": "ok"}}}, 503: {"content": {"text/plain": {"example": "not ready"}}}},
+    )
+    server.app.add_api_route(
+        "/metrics",
+        observe.metrics,
+        methods=["GET"],
+        summary="Prometheus metrics",
+        description="Requests by route and status, latency, requests in flight, batch sizes, seconds per pipeline step, "
+        "answers by category, worker starts. Counts and timings only, never ticket text; open like /health.",
+        tags=["service"],
+        response_class=PlainTextResponse,
     )
     server.app.add_api_route(
         "/info",

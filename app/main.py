@@ -16,9 +16,13 @@ an upload (default 50).
 """
 
 import argparse
+import atexit
+import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -26,7 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python app/main.py` puts app/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # every process of this server writes its metrics here; /metrics adds them up
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="triage-metrics-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("triage").setLevel(logging.INFO)
+logging.getLogger("triage.access").handlers[:] = [logging.StreamHandler()]  # the request log: bare JSON lines
+logging.getLogger("triage.access").propagate = False
+log = logging.getLogger("triage")
 
+import model  # noqa: E402
 from app.api import SETTINGS, KeyGate, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 
 
@@ -38,14 +51,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     key, ui_user, ui_password = (os.environ.get(v) or None for v in ("LIT_SERVER_API_KEY", "TRIAGE_UI_USER", "TRIAGE_UI_PASSWORD"))
+    public = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    log.info(
+        "starting: %d inference worker(s) on the %s encoder%s",
+        SETTINGS["workers"],
+        model.encoder_name(),
+        "" if args.no_ui else ", and the UI",
+    )
     server = build_server()
+    server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
     gradio_app = None
     if not args.no_ui:
         import gradio as gr
 
         from app import ui
 
-        public = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
         login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
         upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
         blocks = ui.build(api_url=public)
@@ -76,7 +96,14 @@ def main(argv: list[str] | None = None) -> None:
             threading.Thread(target=server._shutdown_event.set).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False, limit_concurrency=SETTINGS["max_connections"])
+    server.run(
+        host=args.host,
+        port=args.port,
+        num_api_servers=1,
+        generate_client_file=False,
+        limit_concurrency=SETTINGS["max_connections"],
+        access_log=False,  # app/observe.py writes one JSON line per API request instead
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,8 +21,8 @@ ROOT = model.ROOT
 
 
 @pytest.fixture(scope="module")
-def server():
-    s = Server()
+def server(tmp_path_factory):
+    s = Server(log=tmp_path_factory.mktemp("server") / "server.log")
     yield s
     s.stop()
 
@@ -144,16 +145,77 @@ def test_openapi_describes_every_operation_and_every_response(server):
     assert set(body) == {"detail"} and set(body["detail"][0]) == set(spec["components"]["schemas"]["FieldProblem"]["properties"])
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus's text format (0 when absent)."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.startswith(name) and _canonical(sample) == wanted:
+            return float(value)
+    return 0.0
+
+
+def _canonical(sample: str) -> str:
+    name, _, labels = sample.partition("{")
+    return name + ("{" + ",".join(sorted(labels.rstrip("}").split(","))) + "}" if labels else "")
+
+
+def test_metrics_move_with_requests(server):
+    before = requests.get(f"{server.url}/metrics", timeout=10)
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    body = {"text": "I was charged twice for my order 75983714, please refund one payment"}
+    answers = [requests.post(f"{server.url}/predict", json=body, timeout=30) for _ in range(3)]
+    requests.post(f"{server.url}/predict", json={"text": ""}, timeout=30)  # a 422
+    category = answers[0].json()["category"]
+    after = requests.get(f"{server.url}/metrics", timeout=10).text
+    old = before.text
+    for name, labels, grew in [
+        ("triage_requests_total", {"route": "/predict", "status": "200"}, 3),
+        ("triage_requests_total", {"route": "/predict", "status": "422"}, 1),
+        ("triage_request_seconds_count", {"route": "/predict"}, 4),
+        ("triage_batch_size_count", {}, None),  # the worker's (another process): 3 requests, in 1 to 3 batches
+        ("triage_step_seconds_count", {"step": "embed"}, None),
+        ("triage_answers_total", {"category": category, "needs_human": str(answers[0].json()["needs_human"]).lower()}, 3),
+    ]:
+        delta = metric(after, name, **labels) - metric(old, name, **labels)
+        assert delta == grew if grew is not None else 1 <= delta <= 3, (name, labels, delta)
+    assert metric(after, "triage_worker_starts_total") >= 1
+    assert "triage_requests_in_flight" in after
+
+
+def test_request_ids_are_echoed_and_logged_as_json(server):
+    sent = requests.post(f"{server.url}/predict", json={"text": "Where is my parcel?"}, headers={"X-Request-ID": "ticket-42.a"}, timeout=30)
+    assert sent.headers["X-Request-ID"] == "ticket-42.a"
+    made = requests.post(f"{server.url}/predict", json={"text": "Where is my parcel?"}, timeout=30).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    bad = requests.get(f"{server.url}/info", headers={"X-Request-ID": 'evil" injected'}, timeout=30).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", bad)  # not a safe id: replaced, never logged as sent
+    deadline = time.time() + 10
+    while time.time() < deadline and bad not in server.log.read_text():
+        time.sleep(0.2)
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    by_id = {line["request_id"]: line for line in lines}
+    assert by_id["ticket-42.a"]["status"] == 200 and by_id["ticket-42.a"]["path"] == "/predict"
+    assert by_id["ticket-42.a"]["batch_size"] >= 1 and by_id["ticket-42.a"]["ms"] > 0
+    assert by_id[made]["method"] == "POST" and by_id[bad]["path"] == "/info" and "batch_size" not in by_id[bad]
+    assert "evil" not in server.log.read_text()
+
+
+def test_start_up_talks(server):
+    log = server.log.read_text()
+    assert "pipeline ready in" in log and f"ready: the app at http://127.0.0.1:{server.port}/, the API docs at" in log
+
+
 def test_a_ticket_the_pipeline_fails_on_gets_a_500_alone(monkeypatch):
     """The worker writes each answer's JSON; a ticket that fails gets its own error, the others their answers."""
     from app.api import TriageAPI, TriageRequest
 
     good = model.run("Where is my order 75983714?")
-    monkeypatch.setattr(model, "run_each", lambda tickets, flags: [good, RuntimeError("boom")])
+    monkeypatch.setattr(model, "run_each", lambda tickets, flags, timings: [good, RuntimeError("boom")])
     api = TriageAPI()
     answers = [api.encode_response(a) for a in api.predict([TriageRequest(text="one"), TriageRequest(text="two")])]
-    assert model.Triage.model_validate_json(answers[0]) == good
-    assert answers[1] == {"detail": "the pipeline failed on this ticket: RuntimeError"}
+    assert model.Triage.model_validate_json(answers[0][0]) == good and answers[0][1] == 2  # the answer, and its batch's size
+    assert answers[1] == ({"detail": "the pipeline failed on this ticket: RuntimeError"}, 2)
 
 
 def test_info_and_health(server):

@@ -295,10 +295,13 @@ def test_sigterm_drains_requests_in_flight_and_exits_cleanly(tmp_path):
     assert "Traceback" not in output and "leaked" not in output and "Warning" not in output, output[-2000:]
 
 
-def test_the_kubernetes_grace_period_covers_the_drain():
+def test_the_kubernetes_manifest_covers_the_drain_and_the_scrape():
     manifest = next(d for d in yaml.safe_load_all((model.ROOT / "deploy" / "kubernetes.yaml").read_text()) if d["kind"] == "Deployment")
     pod = manifest["spec"]["template"]["spec"]
     env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
     graceful = float(env.get("TRIAGE_GRACEFUL_TIMEOUT", SETTINGS["graceful_timeout"]))
     assert pod["terminationGracePeriodSeconds"] >= graceful + 5  # the drain, then the workers' own stop
     assert json.dumps(pod).count("/health") >= 1
+    scrape = manifest["spec"]["template"]["metadata"]["annotations"]
+    assert scrape["prometheus.io/scrape"] == "true" and scrape["prometheus.io/path"] == "/metrics"
+    assert int(scrape["prometheus.io/port"]) == pod["containers"][0]["ports"][0]["containerPort"]

@@ -1,0 +1,112 @@
+"""What the service tells its operators: Prometheus metrics at /metrics, one JSON log line per API request.
+
+Metrics (prometheus-client). The API-server process counts requests, their latency and the requests in
+flight; the inference workers count batch sizes, seconds per pipeline step, the answers by category, and
+their own starts (a start beyond the first of each worker is a restart). With several processes, each
+writes to PROMETHEUS_MULTIPROC_DIR (app/main.py sets it to a fresh temporary folder before anything
+forks) and /metrics adds them up. /metrics holds counts and timings, never ticket text, and is open like
+/health, so that a Prometheus scraper needs no key; expose the port to the cluster only.
+
+Logs: one JSON line per request to /predict, /cases and /info on the `triage.access` logger: time,
+request id, method, path, status, milliseconds and, for /predict, the size of the batch it ran in.
+A client's `X-Request-ID` (up to 128 letters, digits and `._:-`) is used and echoed; otherwise one is made.
+"""
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+
+from fastapi import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+LOGGED_PATHS = ("/predict", "/cases", "/info")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+access_log = logging.getLogger("triage.access")
+
+REQUESTS = Counter("triage_requests", "HTTP requests answered, by route and status.", ["route", "status"])
+LATENCY = Histogram(
+    "triage_request_seconds", "Time to answer an HTTP request, by route.", ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)  # fmt: skip
+IN_FLIGHT = Gauge("triage_requests_in_flight", "HTTP requests being answered now.", multiprocess_mode="livesum")
+BATCH_SIZE = Histogram("triage_batch_size", "Tickets per run_batch call in the inference worker.", buckets=(1, 2, 4, 8, 16, 32, 64))
+STEP_SECONDS = Histogram(
+    "triage_step_seconds", "Seconds per pipeline step, per batch.", ["step"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)  # fmt: skip
+ANSWERS = Counter("triage_answers", "Tickets answered, by category and whether a person must answer.", ["category", "needs_human"])
+FAILURES = Counter("triage_pipeline_failures", "Tickets the pipeline failed on (each got a 500).")
+WORKER_STARTS = Counter("triage_worker_starts", "Inference worker starts: beyond one per worker, each is a restart.")
+
+
+def route_of(path: str) -> str:
+    """A bounded label: the API's routes by name, everything else (the UI, its assets) as `ui`."""
+    return path if path in (*LOGGED_PATHS, "/health", "/metrics", "/docs", "/openapi.json") else "ui"
+
+
+def metrics() -> Response:
+    """GET /metrics: every process's metrics, in Prometheus's text format."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def observe_batch(size: int, step_seconds: dict[str, float], answers: list) -> None:
+    """Called by the inference worker after each batch."""
+    BATCH_SIZE.observe(size)
+    for step, seconds in step_seconds.items():
+        STEP_SECONDS.labels(step).observe(seconds)
+    for answer in answers:
+        if isinstance(answer, Exception):
+            FAILURES.inc()
+        else:
+            ANSWERS.labels(answer.category.value, str(answer.needs_human).lower()).inc()
+
+
+class Observe:
+    """ASGI middleware: the request id (echoed in `X-Request-ID`), the request metrics and the JSON log line."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status, start = 500, time.perf_counter()
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            IN_FLIGHT.dec()
+            seconds, route = time.perf_counter() - start, route_of(scope["path"])
+            REQUESTS.labels(route, str(status)).inc()
+            LATENCY.labels(route).observe(seconds)
+            if route in LOGGED_PATHS:
+                line = {
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round(seconds * 1000, 1),
+                }
+                if "batch_size" in scope["state"]:
+                    line["batch_size"] = scope["state"]["batch_size"]
+                access_log.info(json.dumps(line))
