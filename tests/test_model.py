@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -248,6 +249,23 @@ def test_import_does_not_load_torch():
     code = "import sys, model; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=model.ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_answering_loads_neither_torch_nor_scikit_learn():
+    code = "import sys, model; model.run('Where is my order?'); print(sorted({'torch', 'sklearn'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=model.ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_plain_classifier_computes_what_scikit_learn_does():
+    from sklearn.linear_model import LogisticRegression
+
+    plain = model.resources().classifier
+    reference = LogisticRegression()
+    reference.coef_, reference.intercept_, reference.classes_ = plain.coef, plain.intercept, plain.classes_
+    vectors, _ = model.embed([model.normalize(t)[0] for t in pd.read_csv(model.DATA_DIR / "eval.csv").text])
+    assert np.allclose(plain.predict_proba(vectors), reference.predict_proba(vectors), rtol=0, atol=1e-12)
+    assert list(plain.classes_[plain.predict_proba(vectors).argmax(axis=1)]) == list(reference.predict(vectors))
 
 
 def test_tampered_model_is_refused(tmp_path):
