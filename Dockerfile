@@ -2,7 +2,8 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# PyTorch's CPU wheel index: on PyPI, torch==2.13.0 is the CUDA build (several GB); torch is only needed to build.
+RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 COPY . .
 # Build the artifacts at image build time, so a replica is ready as soon as the model is loaded.
 RUN python model.py build

@@ -358,6 +358,8 @@ class OnnxEncoder:
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only
+        # Idle threads spin for work by default: fastest alone, but in the server they take CPU from the HTTP process
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TRIAGE_ORT_SPINNING", "1"))
         self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.dims = self.session.get_outputs()[0].shape[-1]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
@@ -1170,6 +1172,8 @@ def _load(manifest: dict, encoder=None) -> Resources:
 
     import faiss
     import rbloom
+
+    faiss.omp_set_num_threads(1)  # 48 articles: a search takes microseconds; OpenMP threads would only spin against the encoder's
 
     articles = json.loads((ARTIFACTS_DIR / "articles.json").read_text())
     with open(data_files()["articles"], newline="", encoding="utf-8") as f:

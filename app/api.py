@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import math
+import multiprocessing as mp
 import os
 import secrets
 import signal
@@ -332,6 +333,14 @@ class KeyGate:
 
 class TriageServer(ls.LitServer):
     ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
+
+    def _init_manager(self, num_api_servers: int):
+        manager = super()._init_manager(num_api_servers)
+        # Requests go to the workers through a plain multiprocessing queue: its put() returns at once (a feeder
+        # thread sends), where the Manager's queue made every put a blocking round trip, on the event loop.
+        for path in self.litapi_request_queues:
+            self.litapi_request_queues[path] = mp.get_context("spawn").Queue()
+        return manager
 
     def _start_server(self, *args, **kwargs):
         started = super()._start_server(*args, **kwargs)  # the workers are ready: LitServe waited for them

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python app/main.py` puts app/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRIAGE_ORT_SPINNING", "0")  # ONNX Runtime's idle threads would spin against the HTTP process (bench/RESULTS.md)
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # every process of this server writes its metrics here; /metrics adds them up
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="triage-metrics-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -12,7 +12,10 @@ data/train.csv, cycled) are
   `--latency-requests` requests (p50 latency); its start-up time is from launch to the first 200
   from /health;
 - sent the same way to `bench/plain_fastapi.py` (FastAPI calling model.run once per request).
-The load generator shares the machine's 2 cores with the server. Prints one JSON object.
+Also: the server's memory (RSS of every process of its tree, after the load), and its start-up to a
+ready /health: cold (an empty artifacts folder: export, quantization and build included), then warm
+(the same folder), with the UI and with `--no-ui`. The load generator shares the machine's 2 cores
+with the server. Prints one JSON object.
 """
 
 import argparse
@@ -29,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import gradio_client
 import httpx
 import pandas as pd
 import psutil
@@ -50,9 +54,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
+def launch(command: list[str], port: int, env: dict | None = None) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
@@ -62,6 +66,21 @@ def launch(command: list[str], port: int) -> tuple[subprocess.Popen, float]:
         if process.poll() is not None or time.perf_counter() - started > 300:
             raise RuntimeError(f"{command} did not start")
         time.sleep(0.2)
+
+
+def tree_rss_mb(process: subprocess.Popen) -> dict:
+    """RSS of each process of the server's tree, in MB (the main process holds the UI's copy of the pipeline)."""
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    each = {f"{p.pid} {' '.join(p.cmdline()[1:3])[:40]}": round(p.memory_info().rss / 1e6) for p in tree}
+    return {"total": sum(each.values()), "each": each}
+
+
+def start_up(extra: list[str], artifacts: Path) -> float:
+    port = free_port()
+    env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(artifacts)}
+    process, seconds = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port), *extra], port, env)
+    stop(process)
+    return round(seconds, 2)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -135,10 +154,18 @@ def main() -> None:
     litserve, startup = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)], port)
     try:
         asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
+        ui = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)  # the UI's own copy of the pipeline loads now
+        ui.predict(few[0], "email", "standard", *model.Flags().model_dump().values(), api_name="/triage")
         lit = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
         _, lit_single = asyncio.run(load(f"http://127.0.0.1:{port}/predict", few, 1))
+        memory = tree_rss_mb(litserve)
     finally:
         stop(litserve)
+
+    fresh = OUT / "cold-artifacts"
+    shutil.rmtree(fresh, ignore_errors=True)
+    cold = start_up([], fresh)
+    warm, warm_api_only = start_up([], fresh), start_up(["--no-ui"], fresh)
 
     port = free_port()
     fastapi_server, plain_startup = launch([sys.executable, "bench/plain_fastapi.py", str(port)], port)
@@ -168,6 +195,11 @@ def main() -> None:
                 "p50_overhead_ms": round(p50_ms(lit_single) - p50_ms(run_latencies), 2),
                 "startup_s_litserve_to_health": round(startup, 2),
                 "startup_s_plain_fastapi_to_health": round(plain_startup, 2),
+                "startup_s_cold_empty_artifacts": cold,
+                "startup_s_warm": warm,
+                "startup_s_warm_api_only": warm_api_only,
+                "encoder": model.encoder_name(),
+                "server_rss_mb_after_load": memory,
             },
             indent=2,
         )

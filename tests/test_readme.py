@@ -1,0 +1,64 @@
+"""README.md stays true: every figure it quotes is checked here against what produces it.
+
+Accuracy and macro-F1 come from the build (artifacts/manifest.json), the automatic-answer counts from running
+the pipeline on data/eval.csv, the speed and memory figures from bench/RESULTS.md (written from the
+benchmarks' output). A figure may be off by one ticket of 160 at most: another CPU's float rounding can flip one.
+"""
+
+import re
+
+import pandas as pd
+import pytest
+
+import model
+
+README = (model.ROOT / "README.md").read_text()
+RESULTS = (model.ROOT / "bench" / "RESULTS.md").read_text()
+ONE_TICKET = 1 / 160
+
+
+def quoted(pattern: str) -> tuple[str, ...]:
+    found = re.search(pattern, README)
+    assert found, f"README.md no longer says: {pattern}"
+    return found.groups()
+
+
+def test_accuracy_and_macro_f1_are_the_builds():
+    accuracy, macro_f1 = map(float, quoted(r"category accuracy is \*\*(0\.\d+)\*\* \(macro-F1 (0\.\d+)"))
+    built = model.resources().manifest["eval"]
+    assert abs(accuracy - built["accuracy"]) <= ONE_TICKET and abs(macro_f1 - built["macro_f1"]) <= ONE_TICKET, built
+
+
+@pytest.mark.parametrize(
+    ("pattern", "flags"),
+    [
+        (r"With the default flags (\d+) of the 160 tickets are answered automatically, (\d+) of them misclassified", {}),
+        (r"\(at 0\.4: (\d+) answered, (\d+) misclassified\)", {"min_article_score": 0.4}),
+    ],
+)
+def test_automatic_answer_counts_are_the_pipelines(pattern, flags):
+    answered, wrong = map(int, quoted(pattern))
+    frame = pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str)
+    results = model.run_batch(list(frame.text), flags)
+    auto = [r.category.value != expected for r, expected in zip(results, frame.expected_category, strict=True) if not r.needs_human]
+    assert abs(answered - len(auto)) <= 1 and abs(wrong - sum(auto)) <= 1, (len(auto), sum(auto))
+
+
+def test_the_encoder_table_is_the_benchmarks():
+    """Each row of README's encoder table appears, figure for figure, in bench/RESULTS.md's table."""
+    rows = re.findall(r"^\| `(onnx-int8|onnx|torch)` \|(.+)\|$", README, flags=re.MULTILINE)
+    assert {name for name, _ in rows} == set(model.ENCODERS)
+    for name, cells in rows:
+        figures = re.findall(r"\d+(?:\.\d+)?", cells)
+        result_row = re.search(rf"^\| `{re.escape(name)}` \|(.+)\|$", RESULTS, flags=re.MULTILINE)
+        assert result_row, f"bench/RESULTS.md has no row for {name}"
+        assert figures and all(f in re.findall(r"\d+(?:\.\d+)?", result_row.group(1)) for f in figures), (name, figures)
+
+
+def test_the_torch_cpu_index_is_the_same_everywhere():
+    """README's set-up line, the Dockerfile and the GitHub workflow all take torch from PyTorch's CPU index."""
+    index = "--extra-index-url https://download.pytorch.org/whl/cpu"
+    setup = next(line for line in README.splitlines() if line.rstrip().endswith("# set-up"))
+    assert index in setup and "python3 -m venv .venv" in setup
+    assert index in (model.ROOT / "Dockerfile").read_text()
+    assert index in (model.ROOT / ".github" / "workflows" / "smoke.yml").read_text()
