@@ -1,8 +1,12 @@
 # Every command of the project, in one place. `snakemake -c2 <rule or file>`; `snakemake -l` lists them.
+import os
+
 configfile: "config.yaml"
 
 DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/orders.py"]
 ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.npz", "orders.bloom")
+if os.environ.get("TRIAGE_ENCODER", "onnx-int8") != "torch":  # the ONNX encoders' files (model.ENCODER_FILES)
+    ARTIFACTS += multiext("artifacts/", "encoder.onnx", "tokenizer.json")
 
 
 rule all:
@@ -50,9 +54,21 @@ rule serve:
 rule bench:
     """Every benchmark; method and results are written up in bench/RESULTS.md."""
     input:
+        "bench/out/encoders.json",
         "bench/out/pipeline.json",
         "bench/out/batch.json",
         "bench/out/api.json",
+
+
+rule bench_encoders:
+    """The encoders side by side: accuracy, speed, memory, load and build time (bench/RESULTS.md, section 0)."""
+    input:
+        DATA,
+        "bench/bench_encoders.py",
+    output:
+        "bench/out/encoders.json",
+    shell:
+        "python bench/bench_encoders.py > {output}"
 
 
 rule bench_pipeline:

@@ -4,7 +4,7 @@
 
 Method (one run, one machine, side by side): the same tickets (texts of data/eval.csv and
 data/train.csv, cycled) are
-- scored in-process by one `model.run_batch` call (tickets/s), and one by one by `model.run`
+- scored in-process by one `model.run_batch` call (tickets/s, best of 3), and one by one by `model.run`
   (p50 latency);
 - sent to `python app/main.py` (LitServe, batching on, the UI mounted) by wrk (Debian's `wrk`, a C
   load generator, with bench/wrk_predict.lua) with `--concurrency` connections for `--seconds`
@@ -68,11 +68,16 @@ def launch(command: list[str], port: int, env: dict | None = None) -> tuple[subp
         time.sleep(0.2)
 
 
-def tree_rss_mb(process: subprocess.Popen) -> dict:
-    """RSS of each process of the server's tree, in MB (the main process holds the UI's copy of the pipeline)."""
+def tree_memory_mb(process: subprocess.Popen) -> dict:
+    """Memory of the server's processes in MB: the sum of their PSS (pages shared between forked processes counted
+    once, in shares) and of their RSS (shared pages counted in every process); the API process holds the UI's copy."""
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    each = {f"{p.pid} {' '.join(p.cmdline()[1:3])[:40]}": round(p.memory_info().rss / 1e6) for p in tree}
-    return {"total": sum(each.values()), "each": each}
+    info = {f"{p.pid} {' '.join(p.cmdline()[1:3])[:40]}": p.memory_full_info() for p in tree}
+    return {
+        "pss_total": round(sum(m.pss for m in info.values()) / 1e6),
+        "rss_total": round(sum(m.rss for m in info.values()) / 1e6),
+        "rss_each": {name: round(m.rss / 1e6) for name, m in info.items()},
+    }
 
 
 def start_up(extra: list[str], artifacts: Path) -> float:
@@ -140,9 +145,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
 
     model.run_batch(texts[:64])
-    start = time.perf_counter()
-    model.run_batch(texts)
-    in_process = args.requests / (time.perf_counter() - start)
+    rounds = []
+    for _ in range(3):  # the best of three: the in-process figure at its fastest, so the ratio is not flattered
+        start = time.perf_counter()
+        model.run_batch(texts)
+        rounds.append(time.perf_counter() - start)
+    in_process = args.requests / min(rounds)
     run_latencies = []
     for text in few:
         start = time.perf_counter()
@@ -158,7 +166,7 @@ def main() -> None:
         ui.predict(few[0], "email", "standard", *model.Flags().model_dump().values(), api_name="/triage")
         lit = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
         _, lit_single = asyncio.run(load(f"http://127.0.0.1:{port}/predict", few, 1))
-        memory = tree_rss_mb(litserve)
+        memory = tree_memory_mb(litserve)
     finally:
         stop(litserve)
 
@@ -199,7 +207,7 @@ def main() -> None:
                 "startup_s_warm": warm,
                 "startup_s_warm_api_only": warm_api_only,
                 "encoder": model.encoder_name(),
-                "server_rss_mb_after_load": memory,
+                "server_memory_mb_after_load": memory,
             },
             indent=2,
         )

@@ -33,7 +33,7 @@ def test_accuracy_and_macro_f1_are_the_builds():
     ("pattern", "flags"),
     [
         (r"With the default flags (\d+) of the 160 tickets are answered automatically, (\d+) of them misclassified", {}),
-        (r"\(at 0\.4: (\d+) answered, (\d+) misclassified\)", {"min_article_score": 0.4}),
+        (r"`min_article_score` at 0\.4: (\d+) answered, (\d+) misclassified", {"min_article_score": 0.4}),
     ],
 )
 def test_automatic_answer_counts_are_the_pipelines(pattern, flags):
