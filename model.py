@@ -442,7 +442,8 @@ def classify(vectors: np.ndarray, debug: bool = False) -> tuple[list[Prediction]
         ranked = sorted(zip(classifier.classes_, row, strict=True), key=lambda cp: -cp[1])
         probs = {str(c): round(float(p), 4) for c, p in ranked}
         predictions.append(Prediction(Category(ranked[0][0]), round(float(ranked[0][1]), 4), probs))
-    return predictions, ({"classifier": type(classifier).__name__, "classes": len(classifier.classes_)} if debug else {})
+    kind = resources().manifest["classifier"]["type"]  # how it was trained: LogisticRegression
+    return predictions, ({"classifier": kind, "classes": len(classifier.classes_)} if debug else {})
 
 
 # ---------------------------------------------------------------------------------------------
