@@ -1006,7 +1006,8 @@ def _build() -> dict[str, Any]:
 
     articles = pd.read_csv(data_files()["articles"], dtype=str)
     train = pd.read_csv(data_files()["train"], dtype=str)
-    record = fingerprint()["encoder"]
+    current = fingerprint()  # what this build is made from: recorded in the manifest
+    record = current["encoder"]
     with tempfile.TemporaryDirectory(dir=ARTIFACTS_DIR, prefix=".build-") as tmp:
         staging = Path(tmp)
         encoder = _build_encoder(staging, record)
@@ -1035,7 +1036,7 @@ def _build() -> dict[str, Any]:
         bloom.save(str(staging / "orders.bloom"))
 
         manifest = {
-            **fingerprint(),
+            **current,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "versions": {p: importlib.metadata.version(p) for p in ("faiss-cpu", "scikit-learn", "rbloom")},
             "classifier": {"type": "LogisticRegression", "C": 10.0, "train_rows": len(train)},
