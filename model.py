@@ -442,8 +442,9 @@ def classify(vectors: np.ndarray, debug: bool = False) -> tuple[list[Prediction]
         ranked = sorted(zip(classifier.classes_, row, strict=True), key=lambda cp: -cp[1])
         probs = {str(c): round(float(p), 4) for c, p in ranked}
         predictions.append(Prediction(Category(ranked[0][0]), round(float(ranked[0][1]), 4), probs))
-    kind = resources().manifest["classifier"]["type"]  # how it was trained: LogisticRegression
-    return predictions, ({"classifier": kind, "classes": len(classifier.classes_)} if debug else {})
+    if not debug:
+        return predictions, {}
+    return predictions, {"classifier": resources().manifest["classifier"]["type"], "classes": len(classifier.classes_)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -854,12 +855,13 @@ def data_files() -> dict[str, Path]:
 
 def fingerprint() -> dict[str, Any]:
     model, sha = model_source()
+    data = {name: sha256_file(path) for name, path in data_files().items()}
     return {
         "pipeline_version": PIPELINE_VERSION,
         "code": sha256_file(Path(__file__)),  # how the artifacts are built lives here too
-        "data": {name: sha256_file(path) for name, path in data_files().items()},
+        "data": data,
         "model": {"name": model if not Path(model).is_dir() else Path(model).parent.name, "sha256": sha},
-        "encoder": encoder_record(),  # which encoder, and what its files are made from
+        "encoder": encoder_record(data["train"]),  # which encoder, and what its files are made from
     }
 
 
@@ -947,8 +949,9 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
         )  # fmt: skip
 
 
-def encoder_record() -> dict[str, Any]:
-    """What the chosen encoder's files are made from; an earlier build's files are reused when it is the same."""
+def encoder_record(train_sha256: str) -> dict[str, Any]:
+    """What the chosen encoder's files are made from (int8 calibrates on data/train.csv, whose hash is given);
+    an earlier build's files are reused when it is the same."""
     import inspect
 
     name = encoder_name()
@@ -957,7 +960,7 @@ def encoder_record() -> dict[str, Any]:
     if name != "torch":
         record["exporter"] = hashlib.sha256(inspect.getsource(export_onnx).encode()).hexdigest()[:16]
     if name == "onnx-int8":
-        record["calibration"] = sha256_file(data_files()["train"])
+        record["calibration"] = train_sha256
     return record
 
 
