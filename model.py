@@ -611,6 +611,25 @@ def error_message(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP's CSV injection)
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell a spreadsheet shows as text, never runs: a leading `'` before `= + - @`, tab or CR (as OWASP
+    recommends), and before a `'` that already stands there, so that `spreadsheet_text` gives back exactly what was
+    written. Numbers and everything else pass unchanged. Every CSV the project writes goes through this."""
+    if isinstance(cell, str) and cell.lstrip("'").startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def spreadsheet_text(cell: Any) -> Any:
+    """What `spreadsheet_safe` was given: reading back a CSV the project wrote (resume, baseline, import)."""
+    if isinstance(cell, str) and cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
