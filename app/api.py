@@ -119,8 +119,13 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
     413: (f"The request body is larger than TRIAGE_MAX_BODY_BYTES ({SETTINGS['max_body_bytes']} bytes).", Problem),
     422: ("A field is missing, unknown or out of bounds: each problem names its field.", FieldProblems),
     500: ("The pipeline failed on this ticket (other requests in the same batch are answered).", Problem),
-    503: ("The server is at its connection limit, or the inference worker stopped and is being replaced: retry.", Problem),
+    503: (
+        "The server is at its connection limit, or the inference worker stopped and is being replaced: retry. On /cases: the "
+        "edge-case store cannot be used (its path is a folder, or it cannot be read or written).",
+        Problem,
+    ),
     504: (f"The request waited longer than TRIAGE_TIMEOUT ({SETTINGS['timeout']:g} s) in the queue.", Problem),
+    507: ("The edge-case store is full (no space left on device): the case was not saved; GET /cases keeps working.", Problem),
 }
 
 
@@ -383,11 +388,19 @@ class TriageServer(ls.LitServer):
         super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
 
 
+class SkippedLine(BaseModel):
+    line: int = Field(description="The line's number in the store's CSV (1 is the header).")
+    problem: str = Field(examples=["6 cells where the header has 21 (a torn or hand-edited line)"])
+
+
 class CasePage(BaseModel):
     total: int = Field(description="Cases in the store.")
     offset: int
     limit: int
     cases: list[model.EdgeCase]
+    skipped: list[SkippedLine] = Field(
+        [], description="Lines of the store that are no edge case (torn, not UTF-8, a missing cell, an unknown category): skipped."
+    )
 
 
 class CaseSaved(BaseModel):
@@ -404,13 +417,21 @@ def add_case_routes(server: ls.LitServer) -> None:
         try:
             saved, new = model.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
         except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
-            raise HTTPException(422, detail=f"ticket.{model.error_message(error)} (after cleaning the text)") from None
+            raise HTTPException(422, detail=f"{model.error_message(error)} (after cleaning the text)") from None
+        except model.StoreFull as error:
+            raise HTTPException(507, detail=str(error)) from None
+        except model.StoreUnavailable as error:
+            raise HTTPException(503, detail=str(error)) from None
         response.status_code = 201 if new else 200
         return CaseSaved(id=saved.id, new=new, case=saved)
 
     def get_cases(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> CasePage:
-        cases = model.load_cases()
-        return CasePage(total=len(cases), offset=offset, limit=limit, cases=cases[offset : offset + limit])
+        try:
+            store = model.read_cases()
+        except model.StoreUnavailable as error:
+            raise HTTPException(503, detail=str(error)) from None
+        page = store.cases[offset : offset + limit]
+        return CasePage(total=len(store.cases), offset=offset, limit=limit, cases=page, skipped=store.skipped)
 
     server.app.add_api_route(
         "/cases",
@@ -421,7 +442,10 @@ def add_case_routes(server: ls.LitServer) -> None:
         summary="Flag an edge case",
         description="Saves a ticket with its expected answer; 201 with the case id, or 200 when the same case is already saved.",
         tags=["edge cases"],
-        responses={200: {"description": "The same case was already saved", "model": CaseSaved}, **error_responses(401, 408, 413, 422)},
+        responses={
+            200: {"description": "The same case was already saved", "model": CaseSaved},
+            **error_responses(401, 408, 413, 422, 503, 507),
+        },
     )
     server.app.add_api_route(
         "/cases",
@@ -429,9 +453,9 @@ def add_case_routes(server: ls.LitServer) -> None:
         methods=["GET"],
         dependencies=auth,
         summary="List the edge cases, oldest first",
-        description="A page of the edge-case store: `offset` and `limit` (at most 500).",
+        description="A page of the edge-case store: `offset` and `limit` (at most 500); `skipped` names the store's bad lines.",
         tags=["edge cases"],
-        responses=error_responses(401, 422),
+        responses=error_responses(401, 422, 503),
     )
 
 

@@ -1,0 +1,301 @@
+"""The edge-case store under faults (issue 15): a full disk (a real small tmpfs), bad lines, a folder where the store
+should be, growth, PII in the note, spreadsheet formulas; through the store's functions and over HTTP."""
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import Server
+from pydantic import ValidationError
+
+import model
+from model import CaseStatus
+
+ROOT = model.ROOT
+BIG = "Where is my parcel? " * 240  # 4,800 characters: its row needs a fresh page of the tmpfs, whatever the store's slack
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str = "64k"):
+    """A real tmpfs of `size` mounted at `folder`: yields None, or why it could not be mounted (not root, no mount)."""
+    if os.geteuid() != 0:
+        yield "mounting a tmpfs needs root"
+        return
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mount.returncode:
+        yield f"mount -t tmpfs failed: {mount.stderr.strip()}"
+        return
+    try:
+        yield None
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file in `folder` until the disk is full; returns it (delete it to free the space)."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"x" * 1024)
+    return filler
+
+
+def case(text: str, category: str = "order_status", **more) -> dict:
+    return {"ticket": {"text": text}, "expected": {"category": category}, **more}
+
+
+def bad_lines(good_row: str) -> list[tuple[bytes, str]]:
+    """Bad lines made from a good one, each with a word its problem must name: torn, binary, a missing cell, an
+    unknown category."""
+    cells = next(csv.reader([good_row]))
+    missing = cells[:6] + cells[7:]  # no channel: every later cell one column to the left
+    unknown = [*cells[:9], "not_a_category", *cells[10:]]
+
+    def line(cells: list[str]) -> bytes:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(cells)
+        return buffer.getvalue().encode()
+
+    return [
+        (good_row.encode()[:50] + b"\n", "cells"),  # torn: the first 50 bytes of a row
+        (b"\x89PNG\r\n\x1a\n", "UTF-8"),  # binary (and its \r\n\x1a\n ends two lines: the second is \x1a alone)
+        (line(missing), "20 cells"),
+        (line(unknown), "category"),
+    ]
+
+
+# --- the store's functions --------------------------------------------------------------------------------------
+def test_a_full_disk_leaves_no_torn_row_and_saving_works_once_space_is_freed(tmp_path):
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    with small_tmpfs(folder) as why_not:
+        if why_not:
+            pytest.skip(why_not)
+        store = folder / "edge_cases.csv"
+        ((first, _),) = model.save_cases([case("Where is order 75983714?")], path=store)
+        before = store.read_bytes()
+        filler = fill(folder)
+        with pytest.raises(Exception) as raised:
+            model.save_cases([case(BIG)], path=store)
+        assert store.read_bytes() == before  # all or nothing: cut back to its size before the write
+        assert isinstance(raised.value, model.StoreFull), raised.value
+        assert str(raised.value) == "the edge-case store is full: no space left on device; nothing was saved"
+        assert model.read_cases(store) == ([first], [])
+        filler.unlink()
+        ((saved, new),) = model.save_cases([case(BIG)], path=store)
+        assert new and model.read_cases(store) == ([first, saved], [])
+        assert store.read_bytes().startswith(before) and store.read_bytes().endswith(b"\n")
+
+
+def test_a_torn_last_row_left_by_a_crash_is_skipped_and_the_next_row_stays_whole(tmp_path):
+    store = tmp_path / "edge_cases.csv"
+    ((first, _),) = model.save_cases([case("Where is order 75983714?")], path=store)
+    with open(store, "ab") as f:  # what the old code left on a full disk: half a row, no line end
+        f.write(store.read_bytes().splitlines()[1][:70])
+    assert model.load_cases(store) == [first]
+    torn = model.read_cases(store)
+    assert torn.cases == [first] and [s["line"] for s in torn.skipped] == [3]
+    ((second, new),) = model.save_cases([case("My parcel never came")], path=store)
+    assert new and model.read_cases(store) == ([first, second], torn.skipped)
+
+
+def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
+    store = tmp_path / "edge_cases.csv"
+    saved = [s for s, _ in model.save_cases([case("Where is order 75983714?"), case("Refund me please", "returns_refunds")], path=store)]
+    good_row = store.read_text().splitlines()[1]
+    bad = bad_lines(good_row)
+    with open(store, "ab") as f:
+        f.write(b"".join(line for line, _ in bad))
+    assert model.load_cases(store) == saved
+    store_read = model.read_cases(store)
+    assert [s["line"] for s in store_read.skipped] == [4, 5, 6, 7, 8]  # lines 2 and 3 are the cases; \x1a is line 6
+    for s, (_, word) in zip([store_read.skipped[i] for i in (0, 1, 3, 4)], bad, strict=True):
+        assert word in s["problem"], s
+    ((third, new),) = model.save_cases([case("Cancel my order 75983714", "feedback")], path=store)  # flagging goes on
+    assert new and third.status == CaseStatus.open and model.load_cases(store) == [*saved, third]
+    assert model.set_case_status([third.id], CaseStatus.fixed, path=store) == 1
+    lines = store.read_bytes().split(b"\n")
+    assert b"\n".join(lines[3:8]) + b"\n" == b"".join(line for line, _ in bad)  # the rewrite kept the bad lines as they were
+    assert model.read_cases(store).cases[-1].status == CaseStatus.fixed
+    assert model.set_case_status([third.id], CaseStatus.open, path=store) == 1 and model.load_cases(store) == [*saved, third]
+
+    out = subprocess.run(
+        [sys.executable, "model.py", "cases", "check"],
+        cwd=ROOT,
+        env={**os.environ, "TRIAGE_EDGE_CASES": str(store)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and '"skipped": 5' in out.stdout, out.stdout + out.stderr
+    for number in (4, 5, 6, 7, 8):
+        assert f"{store}, line {number}: skipped (" in out.stderr, out.stderr
+
+
+def test_a_store_that_is_a_folder_says_so(tmp_path):
+    store = tmp_path / "edge_cases.csv"
+    store.mkdir()
+    with pytest.raises(model.StoreUnavailable, match="is a directory"):
+        model.read_cases(store)
+    with pytest.raises(model.StoreUnavailable, match="is a directory"):
+        model.save_cases([case("Where is order 75983714?")], path=store)
+    out = subprocess.run(
+        [sys.executable, "model.py", "cases", "fix", "abc"],
+        cwd=ROOT,
+        env={**os.environ, "TRIAGE_EDGE_CASES": str(store)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1 and "is a directory" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def bytes_read() -> int:
+    """Bytes this process has read so far (every read system call: files, pipes, /proc)."""
+    return int(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["rchar"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs /proc/self/io (Linux) to count the bytes read")
+def test_a_grown_store_is_read_only_where_it_grew(tmp_path):
+    """After 1,500 cases a save and a lookup read the appended bytes, not the store; a rewrite or a cut is read afresh."""
+    store = tmp_path / "edge_cases.csv"
+    ((first, _),) = model.save_cases([case("Where is order 75983714?", "feedback")], path=store)  # the pipeline is loaded now
+    assert first.status == CaseStatus.open
+    many = [
+        first.model_copy(update={"id": f"{i:012x}", "ticket": first.ticket.model_copy(update={"text": f"Ticket {i}"})}) for i in range(1500)
+    ]
+    model._append_cases(store, many)
+    size = store.stat().st_size
+    assert len(model.load_cases(store)) == 1501  # once, all of it
+
+    start = bytes_read()
+    ((saved, new),) = model.save_cases([case("Is my parcel lost?")], path=store)
+    assert new and model.load_cases(store)[-1] == saved and len(model.load_cases(store)) == 1502
+    assert bytes_read() - start < size / 20, f"read {bytes_read() - start} bytes of a {size}-byte store"
+
+    assert model.set_case_status([many[0].id], CaseStatus.fixed, path=store) == 1
+    start = bytes_read()
+    cases = model.load_cases(store)  # another file took its place: read afresh
+    assert bytes_read() - start >= size and cases[1].status == CaseStatus.fixed and len(cases) == 1502
+    with open(store, "r+b") as f:  # cut in place (the same inode): read afresh
+        f.truncate(len(b"".join(store.read_bytes().splitlines(keepends=True)[:11])))
+    assert model.load_cases(store) == cases[:10]
+
+
+def test_the_note_is_masked_like_the_text_and_formulas_are_quoted(tmp_path):
+    store = tmp_path / "edge_cases.csv"
+    note = "from jo@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"
+    ((masked, _),) = model.save_cases([case("Where is order 75983714?", note=note)], path=store)
+    assert masked.note == "from [EMAIL], call [PHONE], card [CARD]"
+    ((kept, _),) = model.save_cases([case("Where is order 75983714? (kept)", note=note, keep_pii=True)], path=store)
+    assert kept.note == note
+    raw = store.read_text()
+    assert "jo@example.com" in raw and raw.count("jo@example.com") == 1  # only the case that keeps its PII
+    with pytest.raises(ValidationError, match="note"):  # "[EMAIL]" is longer than "a@b.c": past 1,000 characters once masked
+        model.save_cases([case("Where is order 75983714? (long note)", note="a@b.c " * 166)], path=store)
+
+    formulas = ['=HYPERLINK("http://evil.example","parcel")', "+1 where is my parcel", "-2+3 refund", "@SUM(A1) cancel", "'=quoted"]
+    saved = [s for s, _ in model.save_cases([case(f, note=f) for f in formulas], path=store)]
+    rows = list(csv.reader(io.StringIO(store.read_text())))
+    cells = {name: [row[i] for row in rows[-len(formulas) :]] for i, name in enumerate(rows[0])}
+    assert cells["text"] == cells["note"] == ["'" + f for f in formulas]  # a spreadsheet shows each as text
+    assert [c.ticket.text for c in model.load_cases(store)[-len(formulas) :]] == [s.ticket.text for s in saved] == formulas
+    assert [c.note for c in model.load_cases(store)[-len(formulas) :]] == formulas
+
+
+def test_the_repository_store_has_no_bad_line():
+    assert model.read_cases().skipped == []
+
+
+# --- over HTTP ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store_server(tmp_path_factory):
+    """One server for this module; its store lives on a real 64 KiB tmpfs where one can be mounted."""
+    folder = tmp_path_factory.mktemp("store")
+    with small_tmpfs(folder) as why_not:
+        s = Server(log=tmp_path_factory.mktemp("log") / "server.log", TRIAGE_EDGE_CASES=str(folder / "edge_cases.csv"))
+        s.folder, s.store, s.why_not = folder, folder / "edge_cases.csv", why_not
+        try:
+            yield s
+        finally:
+            s.stop()
+
+
+def fresh(store: Path, content: bytes | None = None) -> None:
+    """The store replaced: removed (a file or a folder), then written with `content` when given."""
+    if store.is_dir():
+        shutil.rmtree(store)
+    store.unlink(missing_ok=True)
+    if content is not None:
+        store.write_bytes(content)
+
+
+def is_json_problem(response: requests.Response, status: int, words: str) -> bool:
+    return response.status_code == status and response.headers["content-type"] == "application/json" and words in response.json()["detail"]
+
+
+def test_a_full_disk_over_http_is_a_507_and_get_keeps_working(store_server):
+    if store_server.why_not:
+        pytest.skip(store_server.why_not)
+    url, store = f"{store_server.url}/cases", store_server.store
+    fresh(store)
+    assert requests.post(url, json=case("Where is order 75983714?"), timeout=120).status_code == 201
+    before = store.read_bytes()
+    filler = fill(store_server.folder)
+    try:
+        full = requests.post(url, json=case(BIG), timeout=120)
+        assert is_json_problem(full, 507, "the edge-case store is full: no space left on device"), full.text
+        assert store.read_bytes() == before
+        listed = requests.get(url, timeout=60)
+        assert listed.status_code == 200 and listed.json()["total"] == 1 and listed.json()["skipped"] == []
+    finally:
+        filler.unlink()
+    assert requests.post(url, json=case(BIG), timeout=120).status_code == 201
+    listed = requests.get(url, timeout=60).json()
+    assert listed["total"] == 2 and listed["skipped"] == []
+
+
+def test_bad_lines_over_http_are_skipped_and_reported(store_server):
+    url, store = f"{store_server.url}/cases", store_server.store
+    fresh(store)
+    assert requests.post(url, json=case("Where is order 75983714?"), timeout=120).status_code == 201
+    bad = bad_lines(store.read_text().splitlines()[1])
+    with open(store, "ab") as f:
+        f.write(b"".join(line for line, _ in bad) + store.read_bytes().splitlines()[1][:70])  # and a torn last row
+    listed = requests.get(url, timeout=60)
+    assert listed.status_code == 200 and listed.json()["total"] == 1, listed.text
+    assert [s["line"] for s in listed.json()["skipped"]] == [3, 4, 5, 6, 7, 8]
+    added = requests.post(url, json=case("My parcel never came"), timeout=120)
+    assert added.status_code == 201, added.text
+    listed = requests.get(url, timeout=60).json()
+    assert listed["total"] == 2 and listed["cases"][-1]["id"] == added.json()["id"]
+    assert [s["line"] for s in listed["skipped"]] == [3, 4, 5, 6, 7, 8]  # the torn row got its line end; the new row its own line
+
+
+def test_a_store_that_is_a_folder_is_a_503_over_http(store_server):
+    url, store = f"{store_server.url}/cases", store_server.store
+    fresh(store)
+    store.mkdir()
+    try:
+        assert is_json_problem(requests.get(url, timeout=60), 503, "the edge-case store cannot be used: is a directory")
+        posted = requests.post(url, json=case("Where is order 75983714?"), timeout=120)
+        assert is_json_problem(posted, 503, "the edge-case store cannot be used: is a directory"), posted.text
+    finally:
+        fresh(store)
+    assert requests.get(url, timeout=60).json()["total"] == 0
+
+
+def test_the_openapi_description_names_the_store_errors(store_server):
+    paths = requests.get(f"{store_server.url}/openapi.json", timeout=60).json()["paths"]["/cases"]
+    assert {"503", "507"} <= set(paths["post"]["responses"]) and "503" in paths["get"]["responses"]
+    assert "full" in paths["post"]["responses"]["507"]["description"]
+    page = requests.get(f"{store_server.url}/openapi.json", timeout=60).json()["components"]["schemas"]["CasePage"]
+    assert "skipped" in page["properties"]
