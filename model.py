@@ -1387,7 +1387,7 @@ def _load(manifest: dict, encoder=None) -> Resources:
     if encoder is None:
         on_onnx = manifest["encoder"]["name"] != "torch"
         encoder = OnnxEncoder(*(ARTIFACTS_DIR / f for f in ENCODER_FILES)) if on_onnx else TorchEncoder(*model_source())
-    return Resources(
+    loaded = Resources(
         encoder=encoder,
         index=faiss.read_index(str(ARTIFACTS_DIR / "articles.faiss")),
         articles=articles,
@@ -1396,6 +1396,26 @@ def _load(manifest: dict, encoder=None) -> Resources:
         bloom=rbloom.Bloom.load(str(ARTIFACTS_DIR / "orders.bloom"), order_hash),
         manifest=manifest,
     )
+    problem = shape_problem(loaded)
+    if problem:  # hashes prove the files are the ones the manifest names, not that they fit together
+        raise ValueError(problem)
+    return loaded
+
+
+def shape_problem(res: Resources) -> str | None:
+    """None when the artifacts fit together; else what does not, named: the encoder's width, the index's and the
+    classifier's, the classifier's classes against `Category`, the index's size against the articles."""
+    width = res.encoder.encode(["shape check"]).shape[-1]
+    coef, intercept, classes = res.classifier
+    if res.index.d != width:
+        return f"articles.faiss holds {res.index.d}-dimensional vectors, the encoder makes {width}"
+    if coef.ndim != 2 or coef.shape[1] != width or intercept.shape != (coef.shape[0],) or len(classes) != coef.shape[0]:
+        return f"classifier.npz has weights {coef.shape}, intercept {intercept.shape} and {len(classes)} classes; the encoder makes {width}"
+    if sorted(map(str, classes)) != sorted(c.value for c in Category):
+        return f"classifier.npz knows the classes {sorted(map(str, classes))}, the pipeline {sorted(c.value for c in Category)}"
+    if res.index.ntotal != len(res.articles) or len(res.articles_by_id) != len(res.articles):
+        return f"articles.faiss holds {res.index.ntotal} vectors for {len(res.articles)} articles in articles.json"
+    return None
 
 
 def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCase, bool]]:

@@ -15,29 +15,43 @@ Settings (environment variables):
     TRIAGE_GRACEFUL_TIMEOUT seconds a SIGTERM waits for requests in flight                    (default 10)
     LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
 
-Faults: a killed inference worker is replaced (restart_workers); the requests it held get a JSON 503
-and /health says 503 until the new one is ready. SIGTERM drains: the server stops accepting, answers
-what is in flight, then stops the workers.
+Faults: a killed inference worker is replaced (restart_workers), at any moment, idle or busy; the requests
+it held get a JSON 503 and /health says 503 until the new one answers. Every /predict has a deadline
+(TRIAGE_TIMEOUT plus the time a batch may take): past it, a 504, never a hang. /health is 200 only while
+requests go through end to end (answers, or a canary ticket, came back within the last seconds). The HTTP
+process and LitServe's manager cannot be replaced: if either dies, the whole server exits with status 1
+for its supervisor to restart it. Every child ends when the main process dies, however it dies. SIGTERM
+drains: the server stops accepting, answers what is in flight, then stops the workers.
 """
 
 import asyncio
+import atexit
 import json
 import logging
 import math
-import multiprocessing as mp
+import multiprocessing
 import os
+import pickle
+import queue
 import secrets
 import signal
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
 import litserve as ls
+import zmq
+import zmq.utils.monitor
 from fastapi import Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from litserve.server import RegularRequestHandler
+from litserve.utils import LitAPIStatus, ResponseBufferItem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -56,6 +70,21 @@ SETTINGS = {
     "graceful_timeout": float(os.environ.get("TRIAGE_GRACEFUL_TIMEOUT", "10")),
 }
 API_PATHS = ("/predict", "/cases")
+RUN_SECONDS = 10  # beyond its time in the queue (TRIAGE_TIMEOUT), the most a request's batch may take before its 504
+HEALTH_FRESH = 3  # seconds: /health is 200 while an answer (a request's, or the canary's) came back this recently
+
+
+def watch_parent(parent: int, interval: float = 0.5) -> None:
+    """End this process once `parent` is gone (the main process killed outright, even with SIGKILL): no orphan keeps
+    the port, a worker or the queues after it. A thread rather than a parent-death signal, which Linux sends when the
+    *thread* that started the child ends (LitServe restarts workers from a thread)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 class TriageRequest(model.Ticket):
@@ -73,8 +102,9 @@ class TriageAPI(ls.LitAPI):
         # Stopped by the server (SIGTERM): exit like a program, so that what this process holds (tqdm's lock, a
         # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        watch_parent(multiprocessing.parent_process().pid)
         model.resources()  # load the model and artifacts (built if missing) before /health says ready
-        observe.WORKER_STARTS.inc()
+        observe.safely(observe.WORKER_STARTS.inc)
 
     def decode_request(self, request: TriageRequest):
         return request
@@ -85,7 +115,9 @@ class TriageAPI(ls.LitAPI):
         tickets = [model.Ticket.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
         timings: dict[str, float] = {}
         results = model.run_each(tickets, [r.flags for r in requests], timings)  # one failure fails one request
-        observe.observe_batch(len(tickets), timings, results)
+        customers = [result for r, result in zip(requests, results, strict=True) if not isinstance(r, Canary)]
+        if customers:
+            observe.observe_batch(len(customers), timings, customers)
         results = [(result, len(tickets)) for result in results]  # each answer knows the size of its batch (for the log)
         return results if batched else results[0]
 
@@ -96,6 +128,129 @@ class TriageAPI(ls.LitAPI):
         if isinstance(result, Exception):
             return {"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}, batch_size
         return result.model_dump_json(), batch_size
+
+
+class Canary(TriageRequest):
+    """The ticket /health sends through the queue and the pipeline, like a client's (left out of the answer metrics)."""
+
+
+class RequestQueue:
+    """The inference workers' request queue on ZeroMQ: the HTTP process pushes, each worker pulls (a Unix socket).
+
+    It replaces LitServe's multiprocessing queue, whose get() takes a lock shared by every process: a worker
+    killed while it waits in get(), which is most of an idle worker's life, never releases it, and its replacement
+    then waits on it forever while /health said ok. A ZeroMQ socket belongs to one process, so a killed worker takes
+    only the requests it had received (those get a 503, below). With no worker connected, put() refuses at once.
+    """
+
+    def __init__(self, address: str):
+        self.address, self._socket, self._pid, self._events, self.workers = address, None, None, None, 0
+
+    def __getstate__(self) -> dict:  # a spawned worker gets the address; sockets are made in the process that uses them
+        return {"address": self.address, "_socket": None, "_pid": None, "_events": None, "workers": 0}
+
+    def _connected(self, kind: int) -> zmq.Socket:
+        if self._pid != os.getpid():  # first use in this process (the HTTP process is forked: nothing inherited is used)
+            self._socket = zmq.Context.instance().socket(kind)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            (self._socket.bind if kind == zmq.PUSH else self._socket.connect)(self.address)
+            self._pid = os.getpid()
+        return self._socket
+
+    def open(self) -> None:
+        """Bind the HTTP process's end before the first request, so that the workers are connected by then."""
+        self._events = self._connected(zmq.PUSH).get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+
+    def connected(self) -> int:
+        """In the HTTP process: how many workers are connected now. The kernel closes a dead worker's end at once,
+        so this falls the moment one dies, before any check of processes could tell."""
+        while self._events.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._events)["event"]
+            self.workers += 1 if event == zmq.EVENT_ACCEPTED else -1
+        return self.workers
+
+    def put(self, item) -> None:
+        try:
+            self._connected(zmq.PUSH).send(pickle.dumps(item), zmq.NOBLOCK)
+        except zmq.Again:  # no worker connected (one is starting) or every one is far behind
+            raise HTTPException(503, "no inference worker is ready to take this request: retry in a few seconds") from None
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        socket = self._connected(zmq.PULL)
+        if not socket.poll(None if block and timeout is None else int((timeout or 0) * 1000)):
+            raise queue.Empty
+        return pickle.loads(socket.recv())  # from this server's own HTTP process only (a Unix socket in a private folder)
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+
+class Watch:
+    """The HTTP process's view of the workers, kept fresh in the background so that /health answers at once, even
+    under load: whether every worker is ready (LitServe's shared status, read off the event loop), whether answers
+    come back (a client's, or else a canary ticket sent through the same queue every second), and an event set
+    each time a worker is lost, which fails the requests it held (WorkerWatch)."""
+
+    def __init__(self, server: "TriageServer", interval: float = 0.2):
+        self.server, self.interval = server, interval
+        self.lost = asyncio.Event()
+        self.workers_ready, self.last_answer, self.last_canary = False, -math.inf, -math.inf
+
+    def answered(self) -> None:
+        self.last_answer = time.monotonic()
+
+    @property
+    def ok(self) -> bool:
+        return self.workers_ready and time.monotonic() - self.last_answer < HEALTH_FRESH
+
+    def _ready(self) -> bool:
+        status = dict(self.server.workers_setup_status)
+        return bool(status) and all(v == ls.utils.WorkerSetupStatus.READY for v in status.values())
+
+    async def run(self) -> None:
+        canary, workers = None, len(self.server.inference_workers)
+        while True:
+            try:
+                ready = self.server.request_queue.connected() == workers and await asyncio.to_thread(self._ready)
+            except (OSError, EOFError):  # LitServe's manager is gone: shutting down, or the main process stops the server
+                ready = False
+            if self.workers_ready and not ready:
+                self.lost.set()
+                self.lost = asyncio.Event()
+            self.workers_ready = ready
+            idle = time.monotonic() - max(self.last_answer, self.last_canary) >= 1
+            if ready and idle and (canary is None or canary.done()):
+                self.last_canary = time.monotonic()
+                canary = asyncio.ensure_future(self._canary())
+            await asyncio.sleep(self.interval)
+
+    async def _canary(self) -> None:
+        try:
+            answer, _ = await ask_worker(self.server, Canary(text="Where is my order 75983714?"), HEALTH_FRESH)
+        except (HTTPException, TimeoutError):
+            return
+        if isinstance(answer, str):  # the pipeline's answer, not its error
+            self.answered()
+
+
+async def ask_worker(server: ls.LitServer, request: TriageRequest, timeout: float):
+    """Send `request` through the workers' queue and wait at most `timeout` seconds for its answer (TimeoutError after).
+    A worker's error comes back as an HTTPException: 504 for a request that waited too long in the queue, 503 for one
+    whose worker died."""
+    uid, event = uuid.uuid4().hex, asyncio.Event()
+    server.response_buffer[uid] = ResponseBufferItem(event)
+    try:
+        server.request_queue.put((server.app.response_queue_id, uid, time.monotonic(), request))
+        await asyncio.wait_for(event.wait(), timeout)
+        answer, status = server.response_buffer[uid].response
+    finally:
+        server.response_buffer.pop(uid, None)
+    if status == LitAPIStatus.ERROR:
+        error = pickle.loads(answer) if isinstance(answer, bytes) else answer  # pickled by this server's own worker
+        if isinstance(error, HTTPException):
+            raise error
+        raise HTTPException(503, "the inference worker handling this request stopped; it is being replaced: retry in a few seconds")
+    return answer
 
 
 class Problem(BaseModel):
@@ -124,7 +279,11 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
         "edge-case store cannot be used (its path is a folder, or it cannot be read or written).",
         Problem,
     ),
-    504: (f"The request waited longer than TRIAGE_TIMEOUT ({SETTINGS['timeout']:g} s) in the queue.", Problem),
+    504: (
+        f"The request waited longer than TRIAGE_TIMEOUT ({SETTINGS['timeout']:g} s) in the queue, or got no answer within "
+        f"{SETTINGS['timeout'] + RUN_SECONDS:g} s in all (a stuck worker).",
+        Problem,
+    ),
     507: ("The edge-case store is full (no space left on device): the case was not saved; GET /cases keeps working.", Problem),
 }
 
@@ -207,40 +366,19 @@ class RequestGuard:
 
 
 class WorkerWatch:
-    """A request in flight when an inference worker dies gets a JSON 503 at once instead of waiting forever.
+    """A request in flight when an inference worker dies gets a JSON 503 at once instead of waiting for its deadline.
 
-    LitServe (restart_workers=True) replaces a dead worker and marks it as starting in the shared worker
-    status that /health reads; this watches that status and fails the requests that were in flight then.
+    LitServe (restart_workers=True) replaces a dead worker and marks it as starting in the shared worker status;
+    `Watch` sees that and sets its `lost` event, which fails the requests that were in flight then.
     """
 
-    def __init__(self, app: ASGIApp, server: ls.LitServer, interval: float = 0.2, paths: tuple[str, ...] = ("/predict",)):
-        self.app, self.server, self.interval, self.paths = app, server, interval, paths
-        self.lost: asyncio.Event | None = None  # set (and replaced) each time a worker is lost
-
-    def _ready(self) -> bool:
-        status = dict(self.server.workers_setup_status)
-        return bool(status) and all(v == ls.utils.WorkerSetupStatus.READY for v in status.values())
-
-    async def _watch(self) -> None:
-        ready = True
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                now = await asyncio.to_thread(self._ready)
-            except (OSError, EOFError):  # the server is shutting down: its status is gone
-                return
-            if ready and not now:
-                self.lost.set()
-                self.lost = asyncio.Event()
-            ready = now
+    def __init__(self, app: ASGIApp, server: "TriageServer", paths: tuple[str, ...] = ("/predict",)):
+        self.app, self.server, self.paths = app, server, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        if self.lost is None:  # first request in this API-server process: start watching
-            self.lost = asyncio.Event()
-            asyncio.get_running_loop().create_task(self._watch())
-        lost = self.lost
+        lost = self.server.watch.lost
         started = False
 
         async def tracked_send(message: dict) -> None:
@@ -288,7 +426,8 @@ class KeyGate:
     """
 
     OPEN = frozenset(
-        {"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/login", "/login/", "/favicon.ico", "/theme.css"}
+        {"/health", "/live", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+        | {"/", "/login", "/login/", "/favicon.ico", "/theme.css"}
     )
     OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon", "/docs-static/")
 
@@ -337,29 +476,77 @@ class KeyGate:
 
 
 class TriageServer(ls.LitServer):
+    """LitServer with this server's request queue, /predict's deadline, /health's watch and a supervisor of its helpers.
+
+    Each override below replaces a LitServe 0.2.19 internal; tests/test_faults.py fails loudly when they change."""
+
     ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
+    stopping = False  # set when a graceful shutdown begins: the helpers' ends are expected from then on
 
     def _init_manager(self, num_api_servers: int):
+        """Replaces the Manager's request queue (a blocking round trip per put) with `RequestQueue` (one HTTP process)."""
         manager = super()._init_manager(num_api_servers)
-        # Requests go to the workers through a plain multiprocessing queue: its put() returns at once (a feeder
-        # thread sends), where the Manager's queue made every put a blocking round trip, on the event loop.
+        folder = tempfile.mkdtemp(prefix="triage-queue-")  # private (0700): only this user's processes reach the socket
+        atexit.register(lambda: Path(folder, "requests").unlink(missing_ok=True) or os.rmdir(folder))
+        self.request_queue = RequestQueue(f"ipc://{folder}/requests")
         for path in self.litapi_request_queues:
-            self.litapi_request_queues[path] = mp.get_context("spawn").Queue()
+            self.litapi_request_queues[path] = self.request_queue
         return manager
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        """LitServe's lifespan (its response reader), plus the watch behind /health, in the HTTP process."""
+        async with super().lifespan(app):
+            self.request_queue.open()
+            self.watch = Watch(self)
+            task = asyncio.get_running_loop().create_task(self.watch.run())
+            yield
+            task.cancel()
 
     def _start_server(self, *args, **kwargs):
         started = super()._start_server(*args, **kwargs)  # the workers are ready: LitServe waited for them
         log.info(self.ready_message)
         return started
 
+    def _start_worker_monitoring(self, manager, uvicorn_workers):
+        """LitServe's monitor replaces dead inference workers; this also watches what cannot be replaced."""
+        super()._start_worker_monitoring(manager, uvicorn_workers)
+        helpers = {**{f"the HTTP process {name}": p for name, p in uvicorn_workers.items()}, "LitServe's manager process": manager._process}
+        threading.Thread(target=self._supervise, args=(helpers,), name="triage-supervisor", daemon=True).start()
+
+    def _supervise(self, helpers: dict, interval: float = 0.5) -> None:
+        """The HTTP process holds the port and LitServe's manager the shared status and answer queues: neither can be
+        started again in place. When one dies (a SIGBUS, the OOM killer, a kill), stop every process of the server and
+        exit with status 1, so that its supervisor (Kubernetes, systemd, a Space) starts it afresh; never a live
+        process with a dead port."""
+        while not self.stopping:
+            for name, process in helpers.items():
+                if not process.is_alive() and not self.stopping:
+                    self._die(name, process)
+            time.sleep(interval)
+
+    def _die(self, name: str, process) -> None:
+        code = process.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
+        log.error("%s (pid %s) died (%s): stopping the whole server with exit status 1, for its supervisor to restart it",
+                  name, process.pid, how)  # fmt: skip
+        for worker in self.inference_workers:  # at once, before LitServe's monitor restarts one
+            worker.kill()
+        os._exit(1)  # the other children watch this process (watch_parent) and end with it
+
     def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type) -> None:
-        """POST /predict, as LitServe registers it, except that the worker's JSON is sent as it is (FastAPI would
-        validate and serialize the answer a second time in this process), and documented with every response."""
-        handler = RegularRequestHandler(lit_api, self)
+        """POST /predict, as LitServe registers it, except that: the answer has a deadline (504 past it, never a hang),
+        the worker's JSON is sent as it is (FastAPI would validate and serialize it a second time in this process),
+        and it is documented with every response."""
 
         async def predict(request: TriageRequest, http: Request) -> model.Triage:
-            answer, http.state.batch_size = await handler.handle_request(request, TriageRequest)
+            deadline = self.timeout + RUN_SECONDS
+            try:
+                answer, http.state.batch_size = await ask_worker(self, request, deadline)
+            except TimeoutError:
+                return JSONResponse({"detail": f"no answer within {deadline:g} s: the inference worker is stuck or far behind"}, 504)
             if isinstance(answer, str):
+                self.watch.answered()
                 return Response(answer, media_type="application/json")
             return JSONResponse(answer, status_code=500)
 
@@ -378,7 +565,12 @@ class TriageServer(ls.LitServer):
 
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason="normal"):
         """Drain first: the API servers stop accepting and answer what is in flight while the inference workers still
-        run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe stops the workers."""
+        run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe stops the workers.
+        Reached too when the manager dies under LitServe's wait for its shutdown event: that is the supervisor's case."""
+        if isinstance(sys.exc_info()[1], (EOFError, OSError)):  # LitServe's wait on its manager failed: the manager died
+            manager._process.join(3)
+            self._die("LitServe's manager process", manager._process)
+        self.stopping = True
         log.info("stopping: answering the requests in flight (at most %g s), then stopping the workers", self.uvicorn_graceful_timeout)
         for process in uvicorn_workers.values():
             process.terminate()
@@ -506,7 +698,6 @@ def build_server() -> ls.LitServer:
         workers_per_device=SETTINGS["workers"],
         timeout=SETTINGS["timeout"],
         model_metadata=info(),
-        fast_queue=True,
         restart_workers=True,  # a dead inference worker is replaced, not the end of the server
     )
     server.app.add_middleware(WorkerWatch, server=server)
@@ -520,16 +711,33 @@ def build_server() -> ls.LitServer:
     server.uvicorn_graceful_timeout = SETTINGS["graceful_timeout"]  # what a SIGTERM waits for requests in flight
     server.monitor_internal = 0.5  # seconds between LitServe's checks that the workers are alive
     routes = server.app.router.routes
-    health, info_route = (next(r for r in routes if getattr(r, "path", None) == path) for path in ("/health", "/info"))
+    info_route = next(r for r in routes if getattr(r, "path", None) == "/info")
     routes[:] = [r for r in routes if getattr(r, "path", None) not in ("/", "/health", "/info")]  # "/" becomes the UI
+
+    def ready() -> PlainTextResponse:
+        watch = getattr(server, "watch", None)  # made when the HTTP process starts
+        return PlainTextResponse("ok") if watch is not None and watch.ok else PlainTextResponse("not ready", 503)
+
     server.app.add_api_route(  # never behind the API key: load balancers and Kubernetes probe it
         "/health",
-        health.endpoint,
+        ready,
         methods=["GET"],
         summary="Ready?",
-        description="`ok` when every inference worker is ready; 503 `not ready` while starting or replacing one. No key needed.",
+        description=f"`ok` while requests go through end to end: every inference worker is ready and an answer (a client's, or "
+        f"a canary ticket's, sent every second) came back within the last {HEALTH_FRESH} s. 503 `not ready` otherwise: starting, "
+        "replacing a worker, or stuck. Answered at once, even under load (nothing is queued). No key needed.",
         tags=["service"],
         responses={200: {"content": {"text/plain": {"example": "ok"}}}, 503: {"content": {"text/plain": {"example": "not ready"}}}},
+    )
+    server.app.add_api_route(
+        "/live",
+        lambda: PlainTextResponse("ok"),
+        methods=["GET"],
+        summary="Alive?",
+        description="`ok` whenever the HTTP process answers at all (Kubernetes' liveness probe): being busy or replacing a worker "
+        "is not a reason to restart the server; a dead helper makes the server exit by itself. No key needed.",
+        tags=["service"],
+        responses={200: {"content": {"text/plain": {"example": "ok"}}}},
     )
     server.app.add_api_route(
         "/metrics",

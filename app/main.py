@@ -41,7 +41,7 @@ logging.getLogger("triage.access").propagate = False
 log = logging.getLogger("triage")
 
 import model  # noqa: E402
-from app.api import SETTINGS, KeyGate, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
+from app.api import SETTINGS, KeyGate, build_server, watch_parent  # noqa: E402  (the inference workers re-import this module: keep it light)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         server.app.add_middleware(KeyGate, key=key, gradio_app=gradio_app)
 
     main_pid = os.getpid()
+    # Every process forked from this one (the HTTP process, LitServe's manager) ends when this one dies, however it
+    # dies; the spawned inference workers watch it themselves (TriageAPI.setup). A restart on the same port then works.
+    os.register_at_fork(after_in_child=lambda: watch_parent(main_pid) if os.getppid() == main_pid else None)
 
     def on_sigterm(signum, frame):  # drain, then stop the whole tree: no orphans, no traceback
         if os.getpid() != main_pid:  # a forked helper (multiprocessing's manager) inherited this handler: end quietly

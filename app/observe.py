@@ -5,27 +5,109 @@ flight; the inference workers count batch sizes, seconds per pipeline step, the 
 their own starts (a start beyond the first of each worker is a restart). With several processes, each
 writes to PROMETHEUS_MULTIPROC_DIR (app/main.py sets it to a fresh temporary folder before anything
 forks) and /metrics adds them up. /metrics holds counts and timings, never ticket text, and is open like
-/health, so that a Prometheus scraper needs no key; expose the port to the cluster only.
+/health, so that a Prometheus scraper needs no key; expose the port to the cluster only. Metrics never take
+the service down: a write that fails (a full disk under PROMETHEUS_MULTIPROC_DIR) is logged once and counted
+in `triage_metrics_write_failures_total` (kept in memory), and the request is served.
 
 Logs: one JSON line per request to /predict, /cases and /info on the `triage.access` logger: time,
 request id, method, path, status, milliseconds and, for /predict, the size of the batch it ran in.
 A client's `X-Request-ID` (up to 128 letters, digits and `._:-`) is used and echoed; otherwise one is made.
 """
 
+import contextlib
 import json
 import logging
+import mmap
 import os
 import re
+import struct
 import time
 import uuid
 
+import prometheus_client.values
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOGGED_PATHS = ("/predict", "/cases", "/info")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("triage.access")
+log = logging.getLogger("triage")
+
+
+class AllocatedMmapedDict(MmapedDict):
+    """prometheus-client's metric file with its disk space taken before it is used. The library makes and grows the
+    file with truncate(), which leaves a hole: on a full disk, the first write through the memory map into that hole
+    kills the process with SIGBUS (seen: the HTTP process died, a zombie held the port). posix_fallocate turns that
+    into an OSError (ENOSPC); from then on this process keeps its metrics in memory (counted, logged once, missing
+    from /metrics) and serves on. Replaces prometheus_client.values.MmapedDict (0.26)."""
+
+    def __init__(self, filename, read_mode=False):
+        try:
+            if not read_mode:
+                fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, _INITIAL_MMAP_SIZE))
+                finally:
+                    os.close(fd)
+            super().__init__(filename, read_mode)
+        except OSError as error:
+            write_failed(error)
+            with contextlib.suppress(OSError):  # an empty file would stop /metrics from reading the others
+                if os.path.getsize(filename) == 0:
+                    os.unlink(filename)
+            self._f, self._fname, self._positions, self._used, self._capacity = None, filename, {}, 8, _INITIAL_MMAP_SIZE
+            self._m = mmap.mmap(-1, self._capacity)
+            self._m[0:4] = struct.pack("i", self._used)
+
+    def _init_value(self, key):
+        capacity, needed = self._capacity, self._used + len(key.encode("utf-8")) + 28  # an entry: length, key, padding, two doubles
+        while needed > capacity:
+            capacity *= 2
+        if capacity > self._capacity:
+            try:
+                if self._f is None:
+                    raise OSError("kept in memory")
+                os.posix_fallocate(self._f.fileno(), 0, capacity)
+            except OSError as error:
+                if self._f is not None:
+                    write_failed(error)
+                    self._f.close()
+                    self._f = None
+                memory = mmap.mmap(-1, capacity)
+                memory[: self._used] = self._m[: self._used]
+                self._m, self._capacity = memory, capacity
+        super()._init_value(key)
+
+
+prometheus_client.values.MmapedDict = AllocatedMmapedDict  # before the first metric below opens its file
+write_failures = 0
+
+
+def write_failed(error: Exception) -> None:
+    global write_failures
+    write_failures += 1
+    if write_failures == 1:
+        where = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "memory")
+        log.error("metrics: cannot write to %s (%s); requests are served, this process's metrics are kept in memory", where, error)
+
+
+def safely(update, *args) -> None:
+    """One metrics update; a failure is counted and logged once, never raised: metrics never fail a request."""
+    try:
+        update(*args)
+    except Exception as error:  # a full disk is handled above; anything else the library raises must not fail a request
+        write_failed(error)
+
+
+class WriteFailures:
+    """A collector: this process's failed metric writes, kept in memory (the disk may be what failed)."""
+
+    def collect(self):
+        yield CounterMetricFamily("triage_metrics_write_failures", "Metrics updates the HTTP process could not write.", write_failures)
+
 
 REQUESTS = Counter("triage_requests", "HTTP requests answered, by route and status.", ["route", "status"])
 LATENCY = Histogram(
@@ -45,7 +127,7 @@ WORKER_STARTS = Counter("triage_worker_starts", "Inference worker starts: beyond
 
 def route_of(path: str) -> str:
     """A bounded label: the API's routes by name, everything else (the UI, its assets) as `ui`."""
-    return path if path in (*LOGGED_PATHS, "/health", "/metrics", "/docs", "/openapi.json") else "ui"
+    return path if path in (*LOGGED_PATHS, "/health", "/live", "/metrics", "/docs", "/openapi.json") else "ui"
 
 
 def metrics() -> Response:
@@ -54,19 +136,20 @@ def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(WriteFailures())
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def observe_batch(size: int, step_seconds: dict[str, float], answers: list) -> None:
     """Called by the inference worker after each batch."""
-    BATCH_SIZE.observe(size)
+    safely(BATCH_SIZE.observe, size)
     for step, seconds in step_seconds.items():
-        STEP_SECONDS.labels(step).observe(seconds)
+        safely(lambda step=step, seconds=seconds: STEP_SECONDS.labels(step).observe(seconds))
     for answer in answers:
         if isinstance(answer, Exception):
-            FAILURES.inc()
+            safely(FAILURES.inc)
         else:
-            ANSWERS.labels(answer.category.value, str(answer.needs_human).lower()).inc()
+            safely(lambda answer=answer: ANSWERS.labels(answer.category.value, str(answer.needs_human).lower()).inc())
 
 
 class Observe:
@@ -90,14 +173,14 @@ class Observe:
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
-        IN_FLIGHT.inc()
+        safely(IN_FLIGHT.inc)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            IN_FLIGHT.dec()
+            safely(IN_FLIGHT.dec)
             seconds, route = time.perf_counter() - start, route_of(scope["path"])
-            REQUESTS.labels(route, str(status)).inc()
-            LATENCY.labels(route).observe(seconds)
+            safely(lambda: REQUESTS.labels(route, str(status)).inc())
+            safely(lambda: LATENCY.labels(route).observe(seconds))
             if route in LOGGED_PATHS:
                 line = {
                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

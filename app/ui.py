@@ -10,6 +10,7 @@ control, a new step gets a panel, and nothing here changes.
 import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -253,7 +254,12 @@ def save_flagged(ticket: dict, flags: dict, category, needs_human, urgency, note
         state = f"open: the pipeline answers {saved.answer['category']} today"
     else:
         state = "fixed: the pipeline gets it right today, so a change that breaks it is a regression"
-    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: “{saved.ticket.text[:120]}”"
+    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: “{literal(saved.ticket.text[:120])}”"
+
+
+def literal(text: str) -> str:
+    """`text` shown as written inside Markdown: a ticket's `![x](http://...)` stays text, never an image the browser fetches."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~&])", r"\\\1", text)
 
 
 def check_all() -> tuple[str, list[dict]]:

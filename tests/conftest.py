@@ -25,8 +25,8 @@ def free_port() -> int:
 class Server:
     """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so."""
 
-    def __init__(self, log: Path | None = None, **env):
-        self.port, self.log = free_port(), log
+    def __init__(self, log: Path | None = None, port: int | None = None, **env):
+        self.port, self.log = port or free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, **env}
         if "LIT_SERVER_API_KEY" not in env:  # a key in the developer's shell must not leak into the open server

@@ -1,0 +1,317 @@
+"""The server as a failing machine sees it: every process of it killed at each moment (the inference worker idle,
+busy or stuck, the HTTP process, LitServe's manager, the main process itself), /health under load, metrics on a
+full disk, artifacts that match their manifest but not each other. Real processes, real signals, a real tmpfs."""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import litserve
+import numpy as np
+import psutil
+import pytest
+import requests
+import yaml
+from conftest import ROOT, Server
+
+import model
+from app import api, observe, ui
+
+TIMEOUT = 4  # TRIAGE_TIMEOUT of the servers here: a request's deadline is TIMEOUT + api.RUN_SECONDS
+DEADLINE = TIMEOUT + api.RUN_SECONDS
+LONG = {"text": "My parcel has not arrived and nobody answers my emails. " * 80}
+DEPLOYMENT = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()) if d["kind"] == "Deployment")
+PROBE_TIMEOUT = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["timeoutSeconds"]  # /health within it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(log=tmp_path_factory.mktemp("heal") / "server.log", TRIAGE_TIMEOUT=str(TIMEOUT))
+    yield s
+    s.stop()
+
+
+def post(server, body=None, timeout: float = DEADLINE + 5):
+    """One /predict: (status, content type), or the name of the client's error (a hang or a dropped connection)."""
+    try:
+        response = requests.post(f"{server.url}/predict", json=body or {"text": "I was charged twice"}, timeout=timeout)
+        return response.status_code, response.headers.get("content-type", "")
+    except requests.RequestException as error:
+        return type(error).__name__, ""
+
+
+def health(server) -> int | str:
+    try:
+        return requests.get(f"{server.url}/health", timeout=PROBE_TIMEOUT).status_code
+    except requests.RequestException as error:
+        return type(error).__name__
+
+
+def wait_for_health(server, status: int, within: float) -> list:
+    seen, deadline = [], time.time() + within
+    while time.time() < deadline and seen[-1:] != [status]:
+        seen.append(health(server))
+        time.sleep(0.25)
+    assert seen[-1:] == [status], seen
+    return seen
+
+
+def role(server, name: str) -> psutil.Process:
+    """One process of the server by its role: the inference worker, the HTTP process or LitServe's manager."""
+    main = psutil.Process(server.process.pid)
+    children = main.children()
+    if name == "worker":
+        (found,) = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+        return found
+    forked = sorted((p for p in children if p.cmdline() == main.cmdline()), key=lambda p: p.create_time())  # same command line
+    manager, http = forked  # LitServe forks its manager first, the HTTP process once the workers are ready
+    return http if name == "http" else manager
+
+
+# --- the inference worker -------------------------------------------------------------------------------
+def test_a_worker_killed_while_idle_is_replaced_and_later_requests_are_answered(server):
+    """Killed while it waits on its queue (an idle worker's whole life): with LitServe's multiprocessing queue the
+    killed reader kept the queue's lock and every later request hung while /health said ok."""
+    assert post(server) == (200, "application/json")
+    time.sleep(1)  # idle
+    worker = role(server, "worker")
+    worker.kill()
+    wait_for_health(server, 503, within=2)  # at once: the dead worker's end of the queue closed
+    wait_for_health(server, 200, within=60)
+    assert role(server, "worker").pid != worker.pid
+    assert [post(server) for _ in range(5)] == [(200, "application/json")] * 5
+
+
+def test_a_worker_killed_at_random_moments_under_load_never_leaves_a_request_hanging(server):
+    rng = random.Random(15)
+    stop = time.time() + 1e9
+
+    def client(_):
+        answers = []
+        while time.time() < stop:
+            answers.append(post(server, LONG if rng.random() < 0.3 else None))
+        return answers
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client, i) for i in range(8)]
+        for _ in range(3):
+            time.sleep(rng.uniform(0.2, 1.5))
+            role(server, "worker").kill()
+            wait_for_health(server, 503, within=2)
+            wait_for_health(server, 200, within=60)
+        stop = time.time()
+        answers = [a for f in futures for a in f.result()]
+    assert {code for code, _ in answers} <= {200, 503}, {code for code, _ in answers}  # never a hang, never a dropped connection
+    assert {kind for _, kind in answers} == {"application/json"}
+    assert [post(server) for _ in range(5)] == [(200, "application/json")] * 5
+
+
+def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
+    """SIGSTOP: alive to every process check, answering nothing. /health must stop saying ok; requests end at their deadline."""
+    worker = role(server, "worker")
+    worker.suspend()
+    try:
+        seen = wait_for_health(server, 503, within=api.HEALTH_FRESH + 3)
+        assert 200 in seen or len(seen) == 1
+        start = time.time()
+        code, kind = post(server)
+        assert (code, kind) == (504, "application/json") and time.time() - start < DEADLINE + 3
+    finally:
+        worker.resume()
+    wait_for_health(server, 200, within=30)
+    assert post(server) == (200, "application/json")
+
+
+def test_health_answers_within_the_probe_timeout_under_load(server):
+    """64 clients sending long tickets: /health is answered from memory, not queued behind /predict."""
+    with ThreadPoolExecutor(64) as pool:
+        futures = [pool.submit(lambda: [post(server, LONG) for _ in range(4)]) for _ in range(64)]
+        time.sleep(1)
+        probes = []
+        for _ in range(8):
+            probes.append(health(server))  # a timeout here is requests' ReadTimeout: the probe would fail
+            time.sleep(0.3)
+        answers = [a for f in futures for a in f.result()]
+    assert probes == [200] * 8, probes
+    assert {code for code, _ in answers} <= {200, 504}  # answered, some past TRIAGE_TIMEOUT (4 s here) in the queue
+
+
+# --- what cannot be replaced: the server exits, its supervisor restarts it -----------------------------------
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("victim", ["http", "manager", "main"])
+def test_a_dead_helper_or_main_process_ends_the_whole_server_and_frees_the_port(tmp_path, victim):
+    """The HTTP process (a SIGBUS once left a zombie holding the port) or LitServe's manager dies: the server exits
+    with status 1 at once. The main process is killed outright: its children end too. Then a restart on the same
+    port is healthy."""
+    log = tmp_path / "server.log"
+    server = Server(log=log)
+    tree = server.tree()
+    target = psutil.Process(server.process.pid) if victim == "main" else role(server, victim)
+    target.kill()
+    if victim != "main":
+        assert server.process.wait(timeout=15) == 1
+        assert "died (killed by SIGKILL): stopping the whole server with exit status 1" in log.read_text()
+    _, alive = psutil.wait_procs(tree, timeout=15)
+    assert not alive, [p.cmdline()[:3] for p in alive]
+    assert port_is_free(server.port)
+    again = Server(log=tmp_path / "again.log", port=server.port)
+    try:
+        assert post(again) == (200, "application/json")
+    finally:
+        again.stop()
+
+
+# --- metrics on a full disk ------------------------------------------------------------------------------
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (a container without the capability)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Take every free byte of the file system under `folder`."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                pass
+
+
+def test_metrics_on_a_full_disk_never_take_the_server_down(tmp_path, small_tmpfs):
+    log = tmp_path / "server.log"
+    server = Server(log=log, PROMETHEUS_MULTIPROC_DIR=str(small_tmpfs))
+    try:
+        http = role(server, "http")
+        fill(small_tmpfs)
+        # new label values (routes, statuses) make new entries in the metric files, beyond the pages written so far
+        for _ in range(3):
+            assert post(server) == (200, "application/json")
+            assert requests.post(f"{server.url}/predict", json={"text": ""}, timeout=30).status_code == 422
+            for path in ("/info", "/cases", "/docs", "/openapi.json", "/health", "/live", "/metrics", "/nothing-here"):
+                assert requests.get(f"{server.url}{path}", timeout=30).status_code < 500, path
+        role(server, "worker").kill()  # a new worker: new metric files, on the full disk
+        wait_for_health(server, 503, within=2)
+        wait_for_health(server, 200, within=60)
+        assert post(server) == (200, "application/json")
+        assert http.is_running() and http.status() != psutil.STATUS_ZOMBIE and server.process.poll() is None
+        metrics = requests.get(f"{server.url}/metrics", timeout=30).text
+        assert "triage_metrics_write_failures_total" in metrics and "triage_requests_total" in metrics
+        said = log.read_text().count("metrics: cannot write to")  # the new worker's files did not fit
+        assert 1 <= said <= 3, said  # once per process at most
+    finally:
+        server.stop()
+
+
+def test_a_metric_file_that_does_not_fit_is_kept_in_memory_and_counted(small_tmpfs):
+    fill(small_tmpfs)
+    before = observe.write_failures
+    values = observe.AllocatedMmapedDict(str(small_tmpfs / "counter_2.db"))
+    for i in range(2000):
+        values.write_value(f"key {i}" * 3, float(i), 0.0)
+    assert values.read_value("key 1999key 1999key 1999")[0] == 1999.0
+    assert observe.write_failures == before + 1
+
+
+def test_metric_files_take_their_disk_space_before_use(tmp_path):
+    """The library's files are sparse (truncate): on a full disk, writing to them through mmap is a SIGBUS."""
+    path = tmp_path / "counter_1.db"
+    values = observe.AllocatedMmapedDict(str(path))
+    for i in range(2000):  # past 64 KiB: the file grows
+        values.write_value(f"key {i}" * 3, float(i), 0.0)
+    assert os.stat(path).st_blocks * 512 >= os.stat(path).st_size > 65536  # every byte allocated: no hole
+    values.close()
+
+
+# --- artifacts that match their manifest but not each other ------------------------------------------------
+def tamper(folder: Path, name: str) -> None:
+    """Replace one artifact with a wrong-shaped one and record its size and hash in the manifest, as an edit would."""
+    import faiss
+
+    path = folder / name
+    if name == "classifier.npz":
+        with np.load(path) as saved:
+            np.savez(path, coef=saved["coef"][:, :16], intercept=saved["intercept"], classes=saved["classes"])
+    elif name == "classes":
+        name, path = "classifier.npz", folder / "classifier.npz"
+        with np.load(path) as saved:
+            classes = saved["classes"].copy()
+            classes[0] = "lottery"
+            np.savez(path, coef=saved["coef"], intercept=saved["intercept"], classes=classes)
+    else:
+        index = faiss.IndexFlatIP(16)
+        index.add(np.eye(16, dtype=np.float32))
+        faiss.write_index(index, str(path))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"][name] = {"bytes": path.stat().st_size, "sha256": model.sha256_file(path)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("artifact", "named"), [("classifier.npz", "classifier.npz has weights"), ("classes", "lottery"), ("articles.faiss", "16-dimensional")]
+)
+def test_artifacts_of_the_wrong_shape_are_named_and_never_served(tmp_path, artifact, named):
+    model.resources()  # built
+    folder = tmp_path / "artifacts"
+    shutil.copytree(model.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
+    tamper(folder, artifact)
+    check = "import model, sys; sys.exit(0 if model._load_checked() is None else 3)"
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env={**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # refused: it would be rebuilt, never loaded
+    assert named in done.stderr and "rebuilding them" in done.stderr, done.stderr[-2000:]
+
+
+# --- small things -----------------------------------------------------------------------------------------
+def test_a_flag_confirmation_shows_the_ticket_as_text_never_as_markup():
+    text = "![x](http://127.0.0.1:1/track.png) <img src=x> **bold** `code`"
+    shown = ui.literal(text)
+    import markdown_it  # Gradio's own Markdown renderer
+
+    html = markdown_it.MarkdownIt("commonmark").render(shown)
+    assert "<img" not in html and "<strong>" not in html and "<code>" not in html, html
+    assert "![x](http://127.0.0.1:1/track.png)" in html.replace("\\", "")
+
+
+def test_the_litserve_internals_this_server_overrides_are_still_there():
+    """app/api.py replaces parts of LitServe 0.2.19 (TriageServer): an upgrade that moves them must fail here, loudly."""
+    assert litserve.__version__ == "0.2.19"
+    for name in (
+        "_init_manager",
+        "lifespan",
+        "_start_server",
+        "_start_worker_monitoring",
+        "_register_api_endpoints",
+        "_perform_graceful_shutdown",
+    ):
+        assert callable(getattr(litserve.LitServer, name, None)), name
+    assert {"event", "response", "worker_id"} <= set(litserve.utils.ResponseBufferItem.__dataclass_fields__)
+    assert litserve.utils.LitAPIStatus.ERROR == "ERROR"
