@@ -250,6 +250,8 @@ def save_flagged(ticket: dict, flags: dict, category, needs_human, urgency, note
         ((saved, new),) = model.save_cases([case], created_by=who)
     except ValidationError as error:
         raise gr.Error(model.error_message(error)) from None
+    except model.StoreUnavailable as error:  # a full disk, or a store that is a folder: say so, nothing was saved
+        raise gr.Error(str(error)) from None
     if saved.status == model.CaseStatus.open:
         state = f"open: the pipeline answers {saved.answer['category']} today"
     else:
@@ -264,7 +266,10 @@ def literal(text: str) -> str:
 
 def check_all() -> tuple[str, list[dict]]:
     """Every edge case against the pipeline now: a headline with the counts, and one row a case."""
-    results = model.check_cases()
+    try:
+        results = model.check_cases()
+    except model.StoreUnavailable as error:
+        raise gr.Error(str(error)) from None
     rows = []
     for r in results:
         case, now = r["case"], r["answer_now"]
@@ -474,7 +479,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 path, summary, flags = report
                 try:
                     saved = batch.save_misclassified(path, summary, model.Flags.model_validate(flags), getattr(request, "username", None))
-                except (batch.BatchInputError, ValidationError) as error:
+                except (batch.BatchInputError, ValidationError, model.StoreUnavailable) as error:
                     raise gr.Error(str(error)) from None
                 new = sum(is_new for _, is_new in saved)
                 return f"{new} misclassified rows saved as edge cases ({len(saved) - new} were already there); see the Edge cases tab."
