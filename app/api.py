@@ -13,6 +13,7 @@ Settings (environment variables):
     TRIAGE_BODY_TIMEOUT     seconds a request body may stall, or take in all on /predict (408)  (default 10)
     TRIAGE_MAX_CONNECTIONS  open connections and requests at once; beyond, 503                (default 512)
     TRIAGE_GRACEFUL_TIMEOUT seconds a SIGTERM waits for requests in flight                    (default 10)
+    TRIAGE_PROBE_PORT       a second port with /health and /live only, answered by a thread   (default: none)
     LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
 
 Faults: a killed inference worker is replaced (restart_workers), at any moment, idle or busy; the requests
@@ -42,6 +43,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -194,20 +196,26 @@ class Watch:
     def __init__(self, server: "TriageServer", interval: float = 0.2):
         self.server, self.interval = server, interval
         self.lost = asyncio.Event()
-        self.workers_ready, self.last_answer, self.last_canary = False, -math.inf, -math.inf
+        self.workers_ready, self.last_answer, self.last_canary, self.beat = False, -math.inf, -math.inf, time.monotonic()
 
     def answered(self) -> None:
         self.last_answer = time.monotonic()
 
     @property
     def ok(self) -> bool:
-        return self.workers_ready and time.monotonic() - self.last_answer < HEALTH_FRESH
+        return self.workers_ready and time.monotonic() - self.last_answer < HEALTH_FRESH and self.alive
+
+    @property
+    def alive(self) -> bool:
+        """The event loop turns: `run` beat within the last seconds (what the probe port's /live tells)."""
+        return time.monotonic() - self.beat < HEALTH_FRESH
 
     def _ready(self) -> bool:
         status = dict(self.server.workers_setup_status)
         return bool(status) and all(v == ls.utils.WorkerSetupStatus.READY for v in status.values())
 
     async def run(self) -> None:
+        self._beating = asyncio.ensure_future(self._heartbeat())  # kept: a task nobody holds may be collected
         canary, workers = None, len(self.server.inference_workers)
         while True:
             try:
@@ -224,6 +232,11 @@ class Watch:
                 canary = asyncio.ensure_future(self._canary())
             await asyncio.sleep(self.interval)
 
+    async def _heartbeat(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(self.interval)
+
     async def _canary(self) -> None:
         try:
             answer, _ = await ask_worker(self.server, Canary(text="Where is my order 75983714?"), HEALTH_FRESH)
@@ -231,6 +244,29 @@ class Watch:
             return
         if isinstance(answer, str):  # the pipeline's answer, not its error
             self.answered()
+
+
+def serve_probes(watch: Watch, host: str, port: int) -> None:
+    """/health and /live on a port of their own (TRIAGE_PROBE_PORT), answered by a thread of the HTTP process: under
+    any load on the main port they answer at once, never queued behind /predict on the event loop. They say what
+    `watch` knows; its heartbeat tells a stalled event loop too (then both are 503)."""
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = {"/health": watch.ok, "/live": watch.alive}.get(self.path)
+            status, body = (404, b"not found") if ok is None else (200, b"ok") if ok else (503, b"not ready")
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line each
+            pass
+
+    probes = ThreadingHTTPServer((host, port), Probe)
+    probes.daemon_threads = True
+    threading.Thread(target=probes.serve_forever, name="probes", daemon=True).start()
 
 
 async def ask_worker(server: ls.LitServer, request: TriageRequest, timeout: float):
@@ -481,6 +517,7 @@ class TriageServer(ls.LitServer):
     Each override below replaces a LitServe 0.2.19 internal; tests/test_faults.py fails loudly when they change."""
 
     ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
+    probe_address: tuple[str, int] | None = None  # (host, TRIAGE_PROBE_PORT): main.py sets it when that is set
     stopping = False  # set when a graceful shutdown begins: the helpers' ends are expected from then on
 
     def _init_manager(self, num_api_servers: int):
@@ -500,6 +537,8 @@ class TriageServer(ls.LitServer):
             self.request_queue.open()
             self.watch = Watch(self)
             task = asyncio.get_running_loop().create_task(self.watch.run())
+            if self.probe_address:
+                serve_probes(self.watch, *self.probe_address)
             yield
             task.cancel()
 

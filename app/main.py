@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = build_server()
     server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
+    if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
+        server.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
     gradio_app = None
     if not args.no_ui:
         import gradio as gr

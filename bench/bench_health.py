@@ -5,9 +5,10 @@
 Method (one run, one machine, side by side): `python app/main.py --no-ui` of this working tree and, with
 `--ref`, of an earlier commit (checked out into a temporary git worktree, same virtual environment, its own
 artifacts). For each: `--clients` concurrent httpx clients post tickets (texts of data/eval.csv, cycled) to
-/predict for `--seconds`, while one more client probes /health every 0.25 s with a 10 s timeout. Reported:
-the probes' latency (p50, p99, max, and how many took over 1 s, Kubernetes' default probe timeout, or
-failed), their status codes, and the /predict answers by status. The load generator shares the cores with
+/predict for `--seconds`, while one more client probes /health every 0.25 s with a 10 s timeout, on the main
+port and, where the server has one (TRIAGE_PROBE_PORT), on the probe port. Reported: each probe's latency
+(p50, p99, max, and how many took over 1 s, Kubernetes' default probe timeout, or failed), their status
+codes, and the /predict answers by status. The load generator shares the cores with
 the server. Prints one JSON object.
 """
 
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -36,11 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, clients: int, seconds: float) -> dict:
+async def load(url: str, probe_url: str, clients: int, seconds: float) -> dict:
     texts = list(pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).text)
     stop = time.monotonic() + seconds
     answers: Counter = Counter()
-    probes: list[tuple[float, str]] = []
 
     async def client(http: httpx.AsyncClient, i: int) -> None:
         while time.monotonic() < stop:
@@ -51,36 +52,46 @@ async def load(url: str, clients: int, seconds: float) -> dict:
                 answers[type(error).__name__] += 1
             i += clients
 
-    async def probe() -> None:
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < stop:
-                start = time.perf_counter()
-                try:
-                    status = str((await http.get(f"{url}/health", timeout=10)).status_code)
-                except httpx.HTTPError as error:
-                    status = type(error).__name__
-                probes.append((time.perf_counter() - start, status))
-                await asyncio.sleep(0.25)
-
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits) as http:
-        await asyncio.gather(probe(), *(client(http, i) for i in range(clients)))
-    seconds_taken = sorted(s for s, _ in probes)
+        with ProcessPoolExecutor(2) as pool:  # probes from processes of their own: the clients' event loop is busy
+            probes = {where: pool.submit(probe, base, seconds) for where, base in (("main port", url), ("probe port", probe_url))}
+            await asyncio.gather(*(client(http, i) for i in range(clients)))
+            probes = {where: summary(future.result()) for where, future in probes.items()}
+    return {**probes, "predict_answers": {str(k): v for k, v in answers.items()}}
+
+
+def probe(base: str, seconds: float) -> list[tuple[float, str]]:
+    """GET /health every 0.25 s for `seconds`: (seconds taken, status or error)."""
+    seen, stop = [], time.monotonic() + seconds
+    with httpx.Client() as http:
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            try:
+                status = str(http.get(f"{base}/health", timeout=10).status_code)
+            except httpx.HTTPError as error:
+                status = type(error).__name__
+            seen.append((time.perf_counter() - start, status))
+            time.sleep(0.25)
+    return seen
+
+
+def summary(probes: list[tuple[float, str]]) -> dict:
+    seconds = sorted(s for s, _ in probes)
     return {
         "probes": len(probes),
-        "health_p50_s": round(statistics.median(seconds_taken), 3),
-        "health_p99_s": round(seconds_taken[int(0.99 * (len(seconds_taken) - 1))], 3),
-        "health_max_s": round(seconds_taken[-1], 3),
-        "health_over_1s_or_failed": sum(s > 1 or not status.isdigit() for s, status in probes),
-        "health_status": dict(Counter(status for _, status in probes)),
-        "predict_answers": {str(k): v for k, v in answers.items()},
+        "p50_s": round(statistics.median(seconds), 3),
+        "p99_s": round(seconds[int(0.99 * (len(seconds) - 1))], 3),
+        "max_s": round(seconds[-1], 3),
+        "over_1s_or_failed": sum(s > 1 or not status.isdigit() for s, status in probes),
+        "status": dict(Counter(status for _, status in probes)),
     }
 
 
 def measure(tree: Path, clients: int, seconds: float) -> dict:
-    port = free_port()
+    port, probe_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TRIAGE_EDGE_CASES": str(Path(tempfile.mkdtemp()) / "cases.csv")}
+    env = {**os.environ, "TRIAGE_EDGE_CASES": str(Path(tempfile.mkdtemp()) / "cases.csv"), "TRIAGE_PROBE_PORT": str(probe_port)}
     server = subprocess.Popen([sys.executable, "app/main.py", "--no-ui", "--host", "127.0.0.1", "--port", str(port)], cwd=tree, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -94,7 +105,7 @@ def measure(tree: Path, clients: int, seconds: float) -> dict:
             time.sleep(0.5)
         else:
             raise TimeoutError(f"{tree}: the server did not become healthy")
-        return asyncio.run(load(url, clients, seconds))
+        return asyncio.run(load(url, f"http://127.0.0.1:{probe_port}", clients, seconds))
     finally:
         server.terminate()
         server.wait(60)

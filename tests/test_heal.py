@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from conftest import ROOT, Server
+from conftest import ROOT, Server, free_port
 
 import model
 from app import api, observe, ui
@@ -33,7 +33,9 @@ PROBE_TIMEOUT = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["readine
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(log=tmp_path_factory.mktemp("heal") / "server.log", TRIAGE_TIMEOUT=str(TIMEOUT))
+    probes = free_port()
+    s = Server(log=tmp_path_factory.mktemp("heal") / "server.log", TRIAGE_TIMEOUT=str(TIMEOUT), TRIAGE_PROBE_PORT=str(probes))
+    s.probes = f"http://127.0.0.1:{probes}"
     yield s
     s.stop()
 
@@ -47,9 +49,9 @@ def post(server, body=None, timeout: float = DEADLINE + 5):
         return type(error).__name__, ""
 
 
-def health(server) -> int | str:
+def health(server, url: str | None = None) -> int | str:
     try:
-        return requests.get(f"{server.url}/health", timeout=PROBE_TIMEOUT).status_code
+        return requests.get(f"{url or server.url}/health", timeout=PROBE_TIMEOUT).status_code
     except requests.RequestException as error:
         return type(error).__name__
 
@@ -120,6 +122,8 @@ def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
     try:
         seen = wait_for_health(server, 503, within=api.HEALTH_FRESH + 3)
         assert 200 in seen or len(seen) == 1
+        assert health(server, server.probes) == 503
+        assert requests.get(f"{server.probes}/live", timeout=PROBE_TIMEOUT).status_code == 200  # stuck worker: not a reason to restart
         start = time.time()
         code, kind = post(server)
         assert (code, kind) == (504, "application/json") and time.time() - start < DEADLINE + 3
@@ -130,16 +134,17 @@ def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
 
 
 def test_health_answers_within_the_probe_timeout_under_load(server):
-    """64 clients sending long tickets: /health is answered from memory, not queued behind /predict."""
+    """64 clients sending long tickets: /health is answered from memory, on the main port and on the probe port
+    (TRIAGE_PROBE_PORT, a thread of its own: what deploy/kubernetes.yaml probes)."""
     with ThreadPoolExecutor(64) as pool:
         futures = [pool.submit(lambda: [post(server, LONG) for _ in range(4)]) for _ in range(64)]
         time.sleep(1)
         probes = []
         for _ in range(8):
-            probes.append(health(server))  # a timeout here is requests' ReadTimeout: the probe would fail
+            probes.append((health(server), health(server, server.probes)))  # a timeout here: the probe would fail
             time.sleep(0.3)
         answers = [a for f in futures for a in f.result()]
-    assert probes == [200] * 8, probes
+    assert probes == [(200, 200)] * 8, probes
     assert {code for code, _ in answers} <= {200, 504}  # answered, some past TRIAGE_TIMEOUT (4 s here) in the queue
 
 
@@ -315,3 +320,13 @@ def test_the_litserve_internals_this_server_overrides_are_still_there():
         assert callable(getattr(litserve.LitServer, name, None)), name
     assert {"event", "response", "worker_id"} <= set(litserve.utils.ResponseBufferItem.__dataclass_fields__)
     assert litserve.utils.LitAPIStatus.ERROR == "ERROR"
+
+
+def test_the_kubernetes_probes_ask_the_probe_port_with_timeouts():
+    container = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    port = int(env["TRIAGE_PROBE_PORT"])
+    assert port in [p["containerPort"] for p in container["ports"]]
+    for probe, path in (("startupProbe", "/live"), ("readinessProbe", "/health"), ("livenessProbe", "/live")):
+        assert container[probe]["httpGet"] == {"path": path, "port": port}, probe
+    assert container["readinessProbe"]["timeoutSeconds"] >= 2 and container["livenessProbe"]["timeoutSeconds"] >= 2
