@@ -58,6 +58,7 @@ rule bench:
         "bench/out/pipeline.json",
         "bench/out/batch.json",
         "bench/out/api.json",
+        "bench/out/health.json",
 
 
 rule bench_encoders:
@@ -99,6 +100,16 @@ rule bench_api:
         "bench/out/api.json",
     shell:
         "python bench/bench_api.py > {output}"
+
+
+rule bench_health:
+    """/health's latency under 300 clients, on the main port and the probe port, beside the commit before issue 15."""
+    input:
+        ARTIFACTS,
+    output:
+        "bench/out/health.json",
+    shell:
+        "python bench/bench_health.py --ref a843340 > {output}"
 
 
 # --- batch reports -----------------------------------------------------------------------------
