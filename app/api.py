@@ -35,6 +35,7 @@ import os
 import pickle
 import queue
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -518,13 +519,19 @@ class TriageServer(ls.LitServer):
 
     ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
     probe_address: tuple[str, int] | None = None  # (host, TRIAGE_PROBE_PORT): main.py sets it when that is set
+
     stopping = False  # set when a graceful shutdown begins: the helpers' ends are expected from then on
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temporary: list[str] = []  # folders to remove even when the server stops with os._exit (main.py adds its own)
 
     def _init_manager(self, num_api_servers: int):
         """Replaces the Manager's request queue (a blocking round trip per put) with `RequestQueue` (one HTTP process)."""
         manager = super()._init_manager(num_api_servers)
         folder = tempfile.mkdtemp(prefix="triage-queue-")  # private (0700): only this user's processes reach the socket
-        atexit.register(lambda: Path(folder, "requests").unlink(missing_ok=True) or os.rmdir(folder))
+        self.temporary.append(folder)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         self.request_queue = RequestQueue(f"ipc://{folder}/requests")
         for path in self.litapi_request_queues:
             self.litapi_request_queues[path] = self.request_queue
@@ -571,6 +578,8 @@ class TriageServer(ls.LitServer):
                   name, process.pid, how)  # fmt: skip
         for worker in self.inference_workers:  # at once, before LitServe's monitor restarts one
             worker.kill()
+        for folder in self.temporary:
+            shutil.rmtree(folder, ignore_errors=True)
         os._exit(1)  # the other children watch this process (watch_parent) and end with it
 
     def _register_api_endpoints(self, lit_api: ls.LitAPI, request_type, response_type) -> None:

@@ -31,9 +31,10 @@ if str(ROOT) not in sys.path:  # `python app/main.py` puts app/ on the path, not
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRIAGE_ORT_SPINNING", "0")  # ONNX Runtime's idle threads would spin against the HTTP process (bench/RESULTS.md)
+METRICS_DIR = None
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # every process of this server writes its metrics here; /metrics adds them up
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="triage-metrics-")
-    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="triage-metrics-")
+    atexit.register(shutil.rmtree, METRICS_DIR, ignore_errors=True)
 logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("triage").setLevel(logging.INFO)
 logging.getLogger("triage.access").handlers[:] = [logging.StreamHandler()]  # the request log: bare JSON lines
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         "" if args.no_ui else ", and the UI",
     )
     server = build_server()
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == METRICS_DIR:  # made above: removed however the server stops, os._exit included
+        server.temporary.append(METRICS_DIR)
     server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
         server.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
