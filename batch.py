@@ -273,7 +273,11 @@ def check_output(output_path: Path, inputs: list[str | Path]) -> None:
                 raise BatchInputError(f"{out}: this is the input {given}{what}; choose another output, the input is never overwritten")
     if output_path.is_dir():
         raise BatchInputError(f"{output_path}: is a folder; give the report's file name, such as {output_path / 'report.csv'}")
+    if output_path.suffix in (".json", ".html"):  # the report's .json or .html would be written over the CSV
+        raise BatchInputError(f"{output_path}: the report's {output_path.suffix} would replace it; give a name ending in .csv")
     for out in outputs:
+        if out.is_symlink():  # a rename would replace the link itself (as root, -o /dev/stdout replaced /dev's own link)
+            raise BatchInputError(f"{out}: is a symbolic link (to {os.readlink(out)}); give the file's own path")
         if kind := _not_regular(out):
             raise BatchInputError(f"{out}: is {kind}, not a regular file; batch.py writes its reports only to regular files")
     try:

@@ -106,6 +106,7 @@ class TriageAPI(ls.LitAPI):
         # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         watch_parent(multiprocessing.parent_process().pid)
+        logging.getLogger("litserve.loops.simple_loops").addFilter(queue_timeout_line)
         model.resources()  # load the model and artifacts (built if missing) before /health says ready
         observe.safely(observe.WORKER_STARTS.inc)
 
@@ -131,6 +132,13 @@ class TriageAPI(ls.LitAPI):
         if isinstance(result, Exception):
             return {"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}, batch_size
         return result.model_dump_json(), batch_size
+
+
+def queue_timeout_line(record: logging.LogRecord) -> bool:
+    """LitServe's log line for a request that waited too long advises `LitServe(..., timeout=30)`: say this server's setting."""
+    if "waiting in the queue for too long" in str(record.msg):
+        record.msg, record.args = "a request waited in the queue longer than TRIAGE_TIMEOUT (%g s): answered 504", (SETTINGS["timeout"],)
+    return True
 
 
 class Canary(TriageRequest):
@@ -197,7 +205,7 @@ class Watch:
     def __init__(self, server: "TriageServer", interval: float = 0.2):
         self.server, self.interval = server, interval
         self.lost = asyncio.Event()
-        self.workers_ready, self.last_answer, self.last_canary, self.beat = False, -math.inf, -math.inf, time.monotonic()
+        self.workers_ready, self.last_answer, self.next_canary, self.beat = False, -math.inf, -math.inf, time.monotonic()
 
     def answered(self) -> None:
         self.last_answer = time.monotonic()
@@ -227,9 +235,9 @@ class Watch:
                 self.lost.set()
                 self.lost = asyncio.Event()
             self.workers_ready = ready
-            idle = time.monotonic() - max(self.last_answer, self.last_canary) >= 1
-            if ready and idle and (canary is None or canary.done()):
-                self.last_canary = time.monotonic()
+            now = time.monotonic()
+            if ready and now - self.last_answer >= 1 and now >= self.next_canary and (canary is None or canary.done()):
+                self.next_canary = now + 1
                 canary = asyncio.ensure_future(self._canary())
             await asyncio.sleep(self.interval)
 
@@ -241,7 +249,8 @@ class Watch:
     async def _canary(self) -> None:
         try:
             answer, _ = await ask_worker(self.server, Canary(text="Where is my order 75983714?"), HEALTH_FRESH)
-        except (HTTPException, TimeoutError):
+        except (HTTPException, TimeoutError):  # a stuck worker: wait before the next, not to pile canaries in its queue
+            self.next_canary = time.monotonic() + 10
             return
         if isinstance(answer, str):  # the pipeline's answer, not its error
             self.answered()

@@ -256,12 +256,14 @@ def save_flagged(ticket: dict, flags: dict, category, needs_human, urgency, note
         state = f"open: the pipeline answers {saved.answer['category']} today"
     else:
         state = "fixed: the pipeline gets it right today, so a change that breaks it is a regression"
-    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: “{literal(saved.ticket.text[:120])}”"
+    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: {literal(saved.ticket.text[:120])}"
 
 
 def literal(text: str) -> str:
-    """`text` shown as written inside Markdown: a ticket's `![x](http://...)` stays text, never an image the browser fetches."""
-    return re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~&])", r"\\\1", text)
+    """`text` shown as written inside Markdown, as a code span (fenced by more backticks than any run in it): a ticket's
+    `![x](http://...)`, `<b>` or bare URL stays text, never an image the browser fetches, markup or a link."""
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
 
 
 def check_all() -> tuple[str, list[dict]]:

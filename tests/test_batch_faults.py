@@ -414,6 +414,27 @@ def test_a_fifo_or_folder_among_the_outputs_exits_2_before_anything_is_touched(t
     assert target.is_dir() if which == "folder-as-html" else stat.S_ISFIFO(os.stat(target).st_mode)
 
 
+@pytest.mark.parametrize("link", ["out.csv", "out.json"])
+def test_a_symbolic_link_among_the_outputs_exits_2_and_stays_a_link(tmp_path, link):
+    """A rename replaces a link, not what it points to: as root, `-o /dev/stdout` replaced /dev's own link with a CSV."""
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("kept\n")
+    (tmp_path / link).symlink_to(target)
+    result = run_cli(source, "-o", tmp_path / "out.csv", "--quiet")
+    assert result.returncode == 2 and f"{tmp_path / link}: is a symbolic link (to {target})" in result.stderr, result.stderr
+    assert (tmp_path / link).is_symlink() and target.read_text() == "kept\n"
+    assert not (tmp_path / "out.csv.partial").exists() and not (tmp_path / ".out.csv.lock").exists()
+
+
+@pytest.mark.parametrize("name", ["report.html", "report.json"])
+def test_an_output_named_like_its_own_html_or_json_exits_2(tmp_path, name):
+    source = write_csv(tmp_path / "x.csv", TICKETS)
+    result = run_cli(source, "-o", tmp_path / name, "--quiet")
+    assert result.returncode == 2 and "would replace it; give a name ending in .csv" in result.stderr, result.stderr
+    assert not (tmp_path / name).exists()
+
+
 def test_a_nul_byte_past_the_first_4_kib_exits_2_naming_the_line(tmp_path):
     lines = ["text,expected_category"] + [f"ticket number {i} about my order,order_status" for i in range(300)]
     lines[250] = "my order\x00 never came,order_status"

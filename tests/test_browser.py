@@ -188,6 +188,29 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, m
         demo.close()
 
 
+def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "cases.csv"))
+    demo = ui.build()
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url) if "127.0.0.1:1/" in request.url else None)
+    try:
+        page.goto(serve(demo))
+        text = "Where is it? ![x](http://127.0.0.1:1/t.png) <b>bold</b> http://127.0.0.1:1/track"
+        page.get_by_label("text").first.fill(text)
+        page.get_by_role("button", name="Triage", exact=True).click()
+        page.get_by_text("5. classify").wait_for(timeout=60_000)
+        page.get_by_text("Flag this case: the pipeline got it wrong").click()
+        page.get_by_role("button", name="Flag this case", exact=True).first.click()
+        expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
+        confirmation = page.locator(".prose", has_text="Saved as case").last
+        expect(confirmation.locator("code").last).to_have_text(text)  # the first is the case id
+        assert confirmation.locator("img, a, b").count() == 0, confirmation.inner_html()
+        assert not fetched, fetched
+        page.screenshot(path=SHOTS / "flagged_markup.png", full_page=True)
+    finally:
+        demo.close()
+
+
 def test_api_docs_render_without_internet(page):
     """Swagger UI's files come from the server itself: /docs renders with every other host blocked."""
     server = Server(LIT_SERVER_API_KEY="sesame")  # /docs stays open with a key set
