@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import csv
 import hashlib
-import html
 import io
 import itertools
 import json
@@ -33,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
@@ -708,40 +708,53 @@ def figures(summary: dict[str, Any]) -> list:
 
 
 def render_html(summary: dict[str, Any]) -> str:
-    """One self-contained HTML file: figures (plotly, its JavaScript inlined once), tables and run metadata."""
-    plots = "\n".join(
-        f'<div class="figure">{fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})}</div>'
-        for i, fig in enumerate(figures(summary))
-    )
-
-    def table(rows: list[dict], title: str, total: int) -> str:
-        if not rows:
-            return f"<h2>{html.escape(title)}</h2><p>None.</p>"
-        head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
-        shown = f" (first {len(rows)} of {total})" if total > len(rows) else f" ({total})"
-        return f'<h2>{html.escape(title)}{shown}</h2><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-    tables = ""
+    """One self-contained HTML file (templates/report.html): figures (plotly, its JavaScript inlined once), cards,
+    tables and run metadata."""
+    figures_html = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, fig in enumerate(figures(summary))
+    ]
+    tables = []
     if summary.get("metrics"):
         per_class = [{"category": c, **m} for c, m in summary["metrics"]["per_class"].items()]
-        tables += table(per_class, "Per category", len(per_class))
+        tables.append(table("Per category", per_class, len(per_class)))
     if "misclassified_rows" in summary:
-        tables += table(summary["misclassified_rows"], "Misclassified rows", summary["misclassified_total"])
+        tables.append(table("Misclassified rows", summary["misclassified_rows"], summary["misclassified_total"]))
     if "compare" in summary:
-        tables += table(summary["compare"]["differing_rows"], "Rows where A and B differ", summary["compare"]["differing_total"])
+        tables.append(table("Rows where A and B differ", summary["compare"]["differing_rows"], summary["compare"]["differing_total"]))
     if "baseline" in summary:
         changes = summary["baseline"]
         for kind, title in (("broken", "Broken since the baseline (was right, now wrong)"), ("fixed", "Fixed since the baseline")):
-            tables += table(changes["rows"][kind], title, changes[kind])
-        tables += table(changes["rows"]["changed_unlabelled"], "Changed since the baseline, no label", changes["changed_unlabelled"])
-    return _PAGE.format(
-        title=html.escape(Path(summary["input"]).name),
-        cards=_summary_cards(summary),
-        plots=plots,
+            tables.append(table(title, changes["rows"][kind], changes[kind]))
+        tables.append(table("Changed since the baseline, no label", changes["rows"]["changed_unlabelled"], changes["changed_unlabelled"]))
+    return page(
+        title=Path(summary["input"]).name,
+        card_groups=_summary_cards(summary),
+        notes=[f"{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s)."],
+        figures=figures_html,
         tables=tables,
-        metadata=html.escape(json.dumps(_metadata(summary), indent=2, default=str)),
+        metadata=_metadata(summary),
     )
+
+
+def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, figures: list[str] = (), notes: list[str] = ()) -> str:
+    """templates/report.html filled in: every value escaped but the figures (plotly's own HTML)."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(model.ROOT / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return environment.get_template("report.html").render(
+        title=title, card_groups=card_groups, notes=notes, figures=figures, tables=tables,
+        metadata=json.dumps(metadata, indent=2, default=str),
+    )  # fmt: skip
+
+
+def table(title: str, rows: list[dict], total: int) -> dict:
+    """A table of the page: its title, the rows shown and how many there are in all."""
+    return {"title": title, "rows": rows, "total": total}
+
+
+def cards(title: str, items: list[tuple[str, Any]], notes: list[str] = ()) -> dict:
+    """A heading and a row of summary cards (value over name) for the page, with lines of text under them."""
+    return {"title": title, "cards": items, "notes": list(notes)}
 
 
 _METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "encoder", "data", "artifacts_built_at"]
@@ -756,64 +769,26 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def cards(title: str, items: list[tuple[str, Any]]) -> str:
-    """A heading and a row of summary cards (value over name) for the HTML reports."""
-    inner = "".join(
-        f'<div class="card"><div class="v">{html.escape(str(v))}</div><div class="k">{html.escape(k)}</div></div>' for k, v in items
-    )
-    return f"<h3>{html.escape(title)}</h3><div class='cards'>{inner}</div>"
-
-
-def _summary_cards(summary: dict[str, Any]) -> str:
-    def variant_cards(s: dict[str, Any], name: str) -> str:
+def _summary_cards(summary: dict[str, Any]) -> list[dict]:
+    def variant_cards(s: dict[str, Any], name: str, notes: list[str] = ()) -> dict:
         items = [("rows", s["rows"]), ("errors", s["errors"]), ("mean confidence", s["mean_confidence"])]
         items.append(("needs a human", f"{s['needs_human_share']:.1%}" if s["needs_human_share"] is not None else "n/a"))
         if s.get("metrics"):
             items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
-        return cards(name, items)
+        return cards(name, items, notes)
 
-    out = variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")
+    out = [variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")]
     if "compare" in summary:
-        out += variant_cards(summary["compare"], "B (compare flags)")
-        out += f"<p>Agreement between A and B: <b>{summary['compare']['agreement']}</b></p>"
+        out.append(
+            variant_cards(summary["compare"], "B (compare flags)", [f"Agreement between A and B: {summary['compare']['agreement']}"])
+        )
     if "baseline" in summary:
         b = summary["baseline"]
         deltas = b.get("metric_deltas", {})
         items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])]
         items += [(f"{k} change", f"{v:+.4f}") for k, v in deltas.items() if k != "per_class_f1"]
-        out += cards(f"Against the baseline {Path(b['baseline']).name}", items)
-    out += f"<p>{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s).</p>"
+        out.append(cards(f"Against the baseline {Path(b['baseline']).name}", items))
     return out
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Triage report: {title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; padding: 0 1rem; }}
-.cards {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
-.card {{ border: 1px solid #ddd; border-radius: 8px; padding: .8rem 1.2rem; min-width: 8rem; }}
-.card .v {{ font-size: 1.6rem; font-weight: 600; }} .card .k {{ color: #666; }}
-table {{ border-collapse: collapse; width: 100%; font-size: .9rem; }}
-th, td {{ border-bottom: 1px solid #eee; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
-th {{ cursor: pointer; background: #f6f6f6; position: sticky; top: 0; }} th:hover {{ background: #e8e8e8; }}
-pre {{ background: #f6f6f6; padding: 1rem; overflow-x: auto; }}
-</style></head><body>
-<h1>Triage report: {title}</h1>
-{cards}
-{plots}
-{tables}
-<h2>Run</h2><pre>{metadata}</pre>
-<script>
-// click a column header to sort by it; click again to reverse
-document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {{
-  const body = th.closest("table").tBodies[0], asc = th.dataset.asc !== "1";
-  const key = r => {{ const t = r.cells[col].textContent, n = parseFloat(t); return isNaN(n) ? t : n; }};
-  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (asc ? 1 : -1)).forEach(r => body.appendChild(r));
-  th.dataset.asc = asc ? "1" : "0";
-}}));
-</script>
-</body></html>
-"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -925,23 +900,18 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
         cells = pd.DataFrame(rows).fillna("").map(model.spreadsheet_safe)  # the store's texts and notes run no formula
         write_atomic(output_path, cells.rename(columns=model.spreadsheet_safe).to_csv(index=False))
         write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
-        tables = "".join(
-            f"<h2>{title} ({counts[v]})</h2>"
-            + (pd.DataFrame(summary["listed"][v]).to_html(index=False, classes="sortable") if counts[v] else "<p>None.</p>")
-            for v, title in (
-                ("broken", "Newly broken: fixed cases the pipeline now gets wrong"),
-                ("newly fixed", "Newly fixed: mark them fixed"),
-                ("open", "Still open"),
-            )
-        )
-        page = _PAGE.format(
+        titles = {
+            "broken": "Newly broken: fixed cases the pipeline now gets wrong",
+            "newly fixed": "Newly fixed: mark them fixed",
+            "open": "Still open",
+        }
+        html_page = page(
             title="edge cases",
-            cards=cards("Edge cases now", list(counts.items())),
-            plots="",
-            tables=tables,
-            metadata=html.escape(json.dumps({k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")}, indent=2)),
+            card_groups=[cards("Edge cases now", list(counts.items()))],
+            tables=[table(title, summary["listed"][v], counts[v]) for v, title in titles.items()],
+            metadata={k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")},
         )
-        write_atomic(output_path.with_suffix(".html"), page)
+        write_atomic(output_path.with_suffix(".html"), html_page)
     return summary
 
 

@@ -301,3 +301,14 @@ def test_cluster_profiles_dry_run(tmp_path):
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (name, result.stderr[-3000:])
         assert "score_shard        4" in result.stdout + result.stderr, name
+
+
+def test_the_html_report_shows_ticket_text_as_text(tmp_path):
+    """templates/report.html escapes every value: a ticket's markup is shown, never run (only plotly's figures are HTML)."""
+    source = tmp_path / "x.csv"
+    ticket = "<script>alert('x')</script><img src=http://127.0.0.1:1/t.png> my order never came"
+    pd.DataFrame({"text": [ticket], "expected_category": ["billing"]}).to_csv(source, index=False)
+    batch.report(source, tmp_path / "r.csv", progress=False)
+    page = (tmp_path / "r.html").read_text()
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=http://127.0.0.1:1/t.png&gt;" in page  # a misclassified row
+    assert "<img src=http://127.0.0.1:1" not in page and "alert('x')" not in page
