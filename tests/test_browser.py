@@ -140,17 +140,21 @@ def test_with_a_key_a_person_logs_in_then_triages_and_downloads_a_report(page, t
         server.stop()
 
 
+def triage_then_open_flagging(page, url: str, text: str) -> None:
+    page.goto(url)
+    page.get_by_label("text").first.fill(text)
+    page.get_by_role("button", name="Triage", exact=True).click()
+    page.get_by_text("5. classify").wait_for(timeout=60_000)
+    page.get_by_text("Flag this case: the pipeline got it wrong").click()
+
+
 def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, monkeypatch):
     store = tmp_path / "cases.csv"
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
     demo = ui.build()
     try:
-        page.goto(serve(demo))
         text = "Honestly tempted to cancel, but I'd rather just know when the desk lamp turns up"
-        page.get_by_label("text").first.fill(text)
-        page.get_by_role("button", name="Triage", exact=True).click()
-        page.get_by_text("5. classify").wait_for(timeout=60_000)
-        page.get_by_text("Flag this case: the pipeline got it wrong").click()
+        triage_then_open_flagging(page, serve(demo), text)
         answered = model.run(text).category.value
         expect(page.get_by_label("expected category").first).to_have_value(answered)  # preset to the answer given
         page.get_by_label("expected category").first.click()
@@ -194,12 +198,8 @@ def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(pa
     fetched = []
     page.on("request", lambda request: fetched.append(request.url) if "127.0.0.1:1/" in request.url else None)
     try:
-        page.goto(serve(demo))
         text = "Where is it? ![x](http://127.0.0.1:1/t.png) <b>bold</b> http://127.0.0.1:1/track"
-        page.get_by_label("text").first.fill(text)
-        page.get_by_role("button", name="Triage", exact=True).click()
-        page.get_by_text("5. classify").wait_for(timeout=60_000)
-        page.get_by_text("Flag this case: the pipeline got it wrong").click()
+        triage_then_open_flagging(page, serve(demo), text)
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
         expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
         confirmation = page.locator(".prose", has_text="Saved as case").last
