@@ -248,3 +248,12 @@ def test_batch_tab_saves_the_misclassified_rows_as_edge_cases(client, tmp_path, 
     said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
     (case,) = model.load_cases(store)
     assert said.startswith("1 misclassified rows saved") and case.ticket.text == rows[0][0] and case.expected.category == "feedback"
+
+
+def test_the_edge_cases_tab_names_lines_of_the_store_it_skipped(tmp_path, monkeypatch):
+    store = tmp_path / "cases.csv"
+    header, first = (model.DATA_DIR / "edge_cases.csv").read_text(encoding="utf-8").splitlines()[:2]
+    store.write_text(f"{header}\n{first}\nnot,an,edge case\n", encoding="utf-8")
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    headline, rows = ui.check_all()
+    assert len(rows) == 1 and "1 lines of the store skipped as no edge case (lines 3)" in headline, headline
