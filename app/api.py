@@ -524,7 +524,7 @@ class KeyGate:
 class TriageServer(ls.LitServer):
     """LitServer with this server's request queue, /predict's deadline, /health's watch and a supervisor of its helpers.
 
-    Each override below replaces a LitServe 0.2.19 internal; tests/test_faults.py fails loudly when they change."""
+    Each override below replaces a LitServe 0.2.19 internal; tests/test_heal.py fails loudly when they change."""
 
     ready_message = "ready"  # main.py sets it with the app's and the docs' URLs
     probe_address: tuple[str, int] | None = None  # (host, TRIAGE_PROBE_PORT): main.py sets it when that is set

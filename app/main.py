@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         "" if args.no_ui else ", and the UI",
     )
     server = build_server()
-    if os.environ["PROMETHEUS_MULTIPROC_DIR"] == METRICS_DIR:  # made above: removed however the server stops, os._exit included
+    if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)
     server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load

@@ -66,6 +66,15 @@ def wait_for_health(server, status: int, within: float) -> list:
     return seen
 
 
+def kill_worker(server) -> psutil.Process:
+    """SIGKILL the inference worker; /health says 503 at once (its end of the queue closed), then 200 once replaced."""
+    worker = role(server, "worker")
+    worker.kill()
+    wait_for_health(server, 503, within=2)
+    wait_for_health(server, 200, within=60)
+    return worker
+
+
 def role(server, name: str) -> psutil.Process:
     """One process of the server by its role: the inference worker, the HTTP process or LitServe's manager."""
     main = psutil.Process(server.process.pid)
@@ -84,10 +93,7 @@ def test_a_worker_killed_while_idle_is_replaced_and_later_requests_are_answered(
     killed reader kept the queue's lock and every later request hung while /health said ok."""
     assert post(server) == (200, "application/json")
     time.sleep(1)  # idle
-    worker = role(server, "worker")
-    worker.kill()
-    wait_for_health(server, 503, within=2)  # at once: the dead worker's end of the queue closed
-    wait_for_health(server, 200, within=60)
+    worker = kill_worker(server)
     assert role(server, "worker").pid != worker.pid
     assert [post(server) for _ in range(5)] == [(200, "application/json")] * 5
 
@@ -106,9 +112,7 @@ def test_a_worker_killed_at_random_moments_under_load_never_leaves_a_request_han
         futures = [pool.submit(client, i) for i in range(8)]
         for _ in range(3):
             time.sleep(rng.uniform(0.2, 1.5))
-            role(server, "worker").kill()
-            wait_for_health(server, 503, within=2)
-            wait_for_health(server, 200, within=60)
+            kill_worker(server)
         stop = time.time()
         answers = [a for f in futures for a in f.result()]
     assert {code for code, _ in answers} <= {200, 503}, {code for code, _ in answers}  # never a hang, never a dropped connection
@@ -218,9 +222,7 @@ def test_metrics_on_a_full_disk_never_take_the_server_down(tmp_path, small_tmpfs
             assert requests.post(f"{server.url}/predict", json={"text": ""}, timeout=30).status_code == 422
             for path in ("/info", "/cases", "/docs", "/openapi.json", "/health", "/live", "/metrics", "/nothing-here"):
                 assert requests.get(f"{server.url}{path}", timeout=30).status_code < 500, path
-        role(server, "worker").kill()  # a new worker: new metric files, on the full disk
-        wait_for_health(server, 503, within=2)
-        wait_for_health(server, 200, within=60)
+        kill_worker(server)  # a new worker: new metric files, on the full disk
         assert post(server) == (200, "application/json")
         assert http.is_running() and http.status() != psutil.STATUS_ZOMBIE and server.process.poll() is None
         metrics = requests.get(f"{server.url}/metrics", timeout=30).text
