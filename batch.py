@@ -13,7 +13,7 @@ Nothing is destroyed: the input is never an output; every file is written under 
 renamed when complete (a killed run leaves the previous report, or none, under the final name); one
 run at a time may write an output (a lock beside it); `--resume` continues a killed run from its last
 complete chunk (`OUT.csv.partial` and its `.json` state, checked against the partial file), giving the same CSV as
-an uninterrupted run. Every CSV cell written is spreadsheet-safe (`model.spreadsheet_safe`: no formula runs when an
+an uninterrupted run. Every CSV cell written is spreadsheet-safe (`files.spreadsheet_safe`: no formula runs when an
 expert opens it) and read back exactly (`read_report`); the user's input is read as it is.
 """
 
@@ -37,6 +37,9 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
+import builder
+import edge_cases
+import files
 import model
 
 CHUNK_SIZE = 2048  # rows per run_batch call: big enough to batch well, small enough to keep memory flat
@@ -159,10 +162,10 @@ def _nul_line(path: str | Path) -> int:
 
 def read_report(path: str | Path, chunk_size: int):
     """A CSV this project wrote (a scored report, a shard's, a baseline) in string chunks, each cell and column name as it
-    was before `model.spreadsheet_safe` quoted it. Never for the user's input, which is read as it is."""
+    was before `files.spreadsheet_safe` quoted it. Never for the user's input, which is read as it is."""
     for chunk in pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_size):
-        chunk = chunk.map(model.spreadsheet_text)
-        chunk.columns = [model.spreadsheet_text(name) for name in chunk.columns]
+        chunk = chunk.map(files.spreadsheet_text)
+        chunk.columns = [files.spreadsheet_text(name) for name in chunk.columns]
         yield chunk
 
 
@@ -233,7 +236,7 @@ def report(
         identity = {
             "input": _identity(input_path),
             "settings": [text_column, label_column, flags.model_dump(), compare and compare.model_dump(), chunk_size, limit],
-            "pipeline": model.fingerprint(),
+            "pipeline": builder.fingerprint(),
         }
         state, written = (_resumable(partial, identity) if resume else None) or (
             {**identity, "rows_done": 0, "bytes_done": 0, "sha256": "", "elapsed_s": 0.0},
@@ -264,7 +267,7 @@ def check_output(output_path: Path, inputs: list[str | Path]) -> None:
     and any file the run writes (the report, its .json and .html, the partial output, its state, the lock) that is an
     input or exists as anything but a regular file (a device, a FIFO, a folder)."""
     partial = output_path.with_name(output_path.name + ".partial")
-    lock = output_path.with_name(f".{output_path.name}.lock")  # model.file_lock's name
+    lock = output_path.with_name(f".{output_path.name}.lock")  # files.file_lock's name
     outputs = [output_path, output_path.with_suffix(".json"), output_path.with_suffix(".html"), partial, _state_path(partial), lock]
     for given in inputs:
         for out in outputs:
@@ -304,7 +307,7 @@ def writing(output_path: Path):
     """Hold the output's lock (a hidden file beside it) for the whole run; a second writer fails at once."""
     from filelock import Timeout
 
-    lock = model.file_lock(output_path)
+    lock = files.file_lock(output_path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -315,19 +318,6 @@ def writing(output_path: Path):
         yield
     finally:
         lock.release()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file under a temporary name beside it, then rename: readers see the old file or the new one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _identity(path: str | Path) -> dict[str, Any]:
@@ -400,7 +390,7 @@ def _score(input_path, partial, state, written, text_column, label_column, flags
 
     After each chunk the rows are flushed to disk and the state (rows and bytes done, the SHA-256 of those bytes, kept
     running in `written`) saved beside them, so a killed run can continue from its last complete chunk. Every text cell
-    is written spreadsheet-safe (`model.spreadsheet_safe`). Returns the text and label columns as written.
+    is written spreadsheet-safe (`files.spreadsheet_safe`). Returns the text and label columns as written.
     """
     total = min(count_rows(input_path), limit) if limit is not None else count_rows(input_path)
     show = sys.stderr.isatty() if progress is None else progress
@@ -443,7 +433,7 @@ def _score(input_path, partial, state, written, text_column, label_column, flags
             os.fsync(out.fileno())
             elapsed = elapsed_before + time.perf_counter() - started
             state.update(rows_done=seen, bytes_done=out.tell(), sha256=written.hexdigest(), elapsed_s=elapsed)
-            write_atomic(_state_path(partial), json.dumps(state))
+            files.write_atomic(_state_path(partial), json.dumps(state))
             bar.update(len(chunk))
         if columns is None:  # the file has no header at all
             raise BatchInputError(f"{input_path}: the file is empty")
@@ -454,7 +444,7 @@ def _score(input_path, partial, state, written, text_column, label_column, flags
 def _write_rows(out, written, rows) -> None:
     """CSV rows, every text cell spreadsheet-safe, appended to the binary file `out` and to `written`, its running hash."""
     text = io.StringIO()
-    csv.writer(text).writerows([model.spreadsheet_safe(cell) for cell in row] for row in rows)
+    csv.writer(text).writerows([files.spreadsheet_safe(cell) for cell in row] for row in rows)
     data = text.getvalue().encode("utf-8")
     out.write(data)
     written.update(data)
@@ -507,7 +497,7 @@ def summarize(
             for i, row in chunk[both & ~same].iterrows():
                 if len(differing) < MAX_LISTED_ROWS:
                     differing.append(_listed(row, i, text_column, label_column, with_compare=True))
-    manifest = model.manifest()
+    manifest = builder.manifest()
     summary = {
         **variants[""].summary(),
         "elapsed_s": round(elapsed_s, 3),
@@ -531,9 +521,9 @@ def summarize(
         }
     if baseline is not None:
         summary["baseline"] = compare_baseline(scored_csv, baseline, text_column, label_column, summary)
-    write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
+    files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
-        write_atomic(output_path.with_suffix(".html"), render_html(summary))
+        files.write_atomic(output_path.with_suffix(".html"), render_html(summary))
     return summary
 
 
@@ -859,16 +849,16 @@ def save_misclassified(
             {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
             for t, e in zip(wrong[text], wrong[label], strict=True)
         ]
-        saved += model.save_cases(cases, created_by) if cases else []
+        saved += edge_cases.save_cases(cases, created_by) if cases else []
     return saved
 
 
 def cases_report(output_path: str | Path) -> dict[str, Any]:
-    """Every edge case against the pipeline now (model.check_cases): a CSV with one row a case, a JSON with the
+    """Every edge case against the pipeline now (edge_cases.check_cases): a CSV with one row a case, a JSON with the
     counts of fixed / still open / newly broken / newly fixed, and an HTML report; what `snakemake regressions` writes."""
     output_path = Path(output_path)
-    check_output(output_path, [model.cases_file()])
-    results = model.check_cases()
+    check_output(output_path, [edge_cases.cases_file()])
+    results = edge_cases.check_cases()
     rows = []
     for r in results:
         case, then, now = r["case"], r["case"].answer or {}, r["answer_now"]
@@ -886,20 +876,20 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
                 "note": case.note,
             }
         )
-    counts = model.verdict_counts(results)
-    manifest = model.manifest()
+    counts = edge_cases.verdict_counts(results)
+    manifest = builder.manifest()
     summary = {
         "cases": len(results),
         **counts,
-        "store": str(model.cases_file()),
+        "store": str(edge_cases.cases_file()),
         "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
         **{k: manifest[k] for k in ("pipeline_version", "model", "encoder", "data")},
         "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
     }
     with writing(output_path):
-        cells = pd.DataFrame(rows).fillna("").map(model.spreadsheet_safe)  # the store's texts and notes run no formula
-        write_atomic(output_path, cells.rename(columns=model.spreadsheet_safe).to_csv(index=False))
-        write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
+        cells = pd.DataFrame(rows).fillna("").map(files.spreadsheet_safe)  # the store's texts and notes run no formula
+        files.write_atomic(output_path, cells.rename(columns=files.spreadsheet_safe).to_csv(index=False))
+        files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
         titles = {
             "broken": "Newly broken: fixed cases the pipeline now gets wrong",
             "newly fixed": "Newly fixed: mark them fixed",
@@ -911,7 +901,7 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
             tables=[table(title, summary["listed"][v], counts[v]) for v, title in titles.items()],
             metadata={k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")},
         )
-        write_atomic(output_path.with_suffix(".html"), html_page)
+        files.write_atomic(output_path.with_suffix(".html"), html_page)
     return summary
 
 
@@ -934,7 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", action="store_true", help="no input: run every edge case and report fixed, open, broken")
     parser.add_argument("--resume", action="store_true", help="continue a run that was killed, from its last complete chunk")
     parser.add_argument("--baseline", metavar="OLD.csv", help="an earlier scored CSV of the same input: report what changed since")
-    parser.add_argument("--save-misclassified", action="store_true", help="save the misclassified rows as edge cases (model.cases_file())")
+    parser.add_argument(
+        "--save-misclassified", action="store_true", help="save the misclassified rows as edge cases (edge_cases.cases_file())"
+    )
     args = parser.parse_args(argv)
     try:
         if args.chunk_size < 1 or (args.limit is not None and args.limit < 0):
@@ -969,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.save_misclassified:
                 saved = save_misclassified(args.output, summary, flags)
-                print(f"{sum(new for _, new in saved)} misclassified rows saved as edge cases -> {model.cases_file()}")
+                print(f"{sum(new for _, new in saved)} misclassified rows saved as edge cases -> {edge_cases.cases_file()}")
     except BatchInputError as error:
         print(f"batch.py: error: {error}", file=sys.stderr)
         return 2

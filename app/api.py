@@ -58,6 +58,8 @@ from litserve.utils import LitAPIStatus, ResponseBufferItem
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import builder
+import edge_cases
 import model
 from app import observe
 
@@ -664,20 +666,20 @@ def add_case_routes(server: ls.LitServer) -> None:
 
     def post_case(case: model.EdgeCase, response: Response) -> CaseSaved:
         try:
-            saved, new = model.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
+            saved, new = edge_cases.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
         except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
             raise HTTPException(422, detail=f"{model.error_message(error)} (after cleaning the text)") from None
-        except model.StoreFull as error:
+        except edge_cases.StoreFull as error:
             raise HTTPException(507, detail=str(error)) from None
-        except model.StoreUnavailable as error:
+        except edge_cases.StoreUnavailable as error:
             raise HTTPException(503, detail=str(error)) from None
         response.status_code = 201 if new else 200
         return CaseSaved(id=saved.id, new=new, case=saved)
 
     def get_cases(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> CasePage:
         try:
-            store = model.read_cases()
-        except model.StoreUnavailable as error:
+            store = edge_cases.read_cases()
+        except edge_cases.StoreUnavailable as error:
             raise HTTPException(503, detail=str(error)) from None
         page = store.cases[offset : offset + limit]
         return CasePage(total=len(store.cases), offset=offset, limit=limit, cases=page, skipped=store.skipped)
@@ -710,7 +712,7 @@ def add_case_routes(server: ls.LitServer) -> None:
 
 def info() -> dict:
     """What /info reports: pipeline, model, categories, flags with defaults and bounds, batching."""
-    fingerprint = model.fingerprint()
+    fingerprint = builder.fingerprint()
     return {
         "pipeline_version": model.PIPELINE_VERSION,
         "model": fingerprint["model"],

@@ -26,6 +26,7 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 import batch
+import edge_cases
 import model
 
 TITLE = "Support-ticket triage"
@@ -247,10 +248,10 @@ def save_flagged(ticket: dict, flags: dict, category, needs_human, urgency, note
     }
     case = {"ticket": ticket, "flags": flags, "expected": expected, "note": note or "", "source": "ui", "keep_pii": bool(keep_pii)}
     try:
-        ((saved, new),) = model.save_cases([case], created_by=who)
+        ((saved, new),) = edge_cases.save_cases([case], created_by=who)
     except ValidationError as error:
         raise gr.Error(model.error_message(error)) from None
-    except model.StoreUnavailable as error:  # a full disk, or a store that is a folder: say so, nothing was saved
+    except edge_cases.StoreUnavailable as error:  # a full disk, or a store that is a folder: say so, nothing was saved
         raise gr.Error(str(error)) from None
     if saved.status == model.CaseStatus.open:
         state = f"open: the pipeline answers {saved.answer['category']} today"
@@ -269,9 +270,9 @@ def literal(text: str) -> str:
 def check_all() -> tuple[str, list[dict]]:
     """Every edge case against the pipeline now: a headline with the counts, and one row a case."""
     try:
-        store = model.read_cases()
-        results = model.check_cases(store.cases)
-    except model.StoreUnavailable as error:
+        store = edge_cases.read_cases()
+        results = edge_cases.check_cases(store.cases)
+    except edge_cases.StoreUnavailable as error:
         raise gr.Error(str(error)) from None
     rows = []
     for r in results:
@@ -290,7 +291,7 @@ def check_all() -> tuple[str, list[dict]]:
                 "note": case.note,
             }
         )
-    counts = model.verdict_counts(rows)
+    counts = edge_cases.verdict_counts(rows)
     headline = (
         f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
         f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed (mark them: `python model.py cases fix ID`)"
@@ -487,7 +488,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
                 path, summary, flags = report
                 try:
                     saved = batch.save_misclassified(path, summary, model.Flags.model_validate(flags), getattr(request, "username", None))
-                except (batch.BatchInputError, ValidationError, model.StoreUnavailable) as error:
+                except (batch.BatchInputError, ValidationError, edge_cases.StoreUnavailable) as error:
                     raise gr.Error(str(error)) from None
                 new = sum(is_new for _, is_new in saved)
                 return f"{new} misclassified rows saved as edge cases ({len(saved) - new} were already there); see the Edge cases tab."

@@ -6,7 +6,7 @@ checkout builds exactly the same set.
 
 A real shop swaps in its own export: write one order number per line to a text file and point
 `TRIAGE_ORDERS_FILE` at it (for example `psql -Atc "select order_no from orders" > orders.txt`).
-`model.build_artifacts()` then builds the Bloom filter from that file instead, and the manifest
+`builder.build_artifacts()` then builds the Bloom filter from that file instead, and the manifest
 records its hash, so the filter is rebuilt whenever the export changes.
 """
 

@@ -14,6 +14,7 @@ import requests
 from conftest import Server
 from gradio_client import Client
 
+import encoders
 import model
 from app import ui
 
@@ -221,7 +222,7 @@ def test_a_ticket_the_pipeline_fails_on_gets_a_500_alone(monkeypatch):
 def test_info_and_health(server):
     info = requests.get(f"{server.url}/info", timeout=10).json()["model"]
     assert info["pipeline_version"] == model.PIPELINE_VERSION
-    assert info["model"]["sha256"] == model.OFFICIAL_MODEL_SHA256
+    assert info["model"]["sha256"] == encoders.OFFICIAL_MODEL_SHA256
     assert info["categories"]["billing"] == "billing" and len(info["categories"]) == 8
     assert info["flags"]["top_k"]["default"] == 3 and info["flags"]["top_k"]["maximum"] == 10
     assert info["batching"]["max_batch_size"] >= 8

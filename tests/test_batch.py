@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import batch
+import encoders
 import model
 
 ROOT = model.ROOT
@@ -59,7 +60,7 @@ def test_cli_writes_csv_html_and_json_in_input_order(tickets_csv, tmp_path):
     assert list(scored.category) == [r.category.value for r in singles]
     summary = json.loads((tmp_path / "out" / "scored.json").read_text())
     assert summary["rows"] == 8 and summary["errors"] == 0 and summary["label_column"] == "expected_category"
-    assert summary["model"]["sha256"] == model.OFFICIAL_MODEL_SHA256 and set(summary["data"]) >= {"train", "eval", "articles"}
+    assert summary["model"]["sha256"] == encoders.OFFICIAL_MODEL_SHA256 and set(summary["data"]) >= {"train", "eval", "articles"}
     assert (tmp_path / "out" / "scored.html").stat().st_size > 100_000
 
 
@@ -69,7 +70,7 @@ def test_html_report_holds_the_figures(tickets_csv, tmp_path):
     assert page.count('class="plotly-graph-div"') == 3  # categories, confidence, confusion matrix
     assert "Category distribution" in page and "Confusion matrix" in page and "Misclassified rows" in page
     assert 'src="http' not in page and len(page) > 3_000_000  # plotly.js is inlined: no network needed to view it
-    assert model.OFFICIAL_MODEL_SHA256 in page
+    assert encoders.OFFICIAL_MODEL_SHA256 in page
 
 
 def test_library_report_summary(tickets_csv, tmp_path):

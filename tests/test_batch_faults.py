@@ -16,6 +16,8 @@ import pytest
 from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
+import edge_cases
+import files
 import model
 
 ROOT = model.ROOT
@@ -197,7 +199,7 @@ def raw_cells(path) -> list[str]:
 
 
 def assert_runs_no_formula(path):
-    live = [cell for cell in raw_cells(path) if cell.startswith(model.FORMULA_STARTS)]
+    live = [cell for cell in raw_cells(path) if cell.startswith(files.FORMULA_STARTS)]
     assert not live, live[:3]
 
 
@@ -232,7 +234,7 @@ def test_sharded_merge_and_baseline_read_the_quoted_reports_back(formula_csv, tm
     assert frame.category[0] != "feedback"
     frame.loc[0, "category"] = "feedback"
     with open(tmp_path / "baseline.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([model.spreadsheet_safe(cell) for cell in row] for row in [frame.columns, *frame.itertuples(index=False)])
+        csv.writer(f).writerows([files.spreadsheet_safe(cell) for cell in row] for row in [frame.columns, *frame.itertuples(index=False)])
     again = batch.report(formula_csv, tmp_path / "again.csv", progress=False, html_report=False, baseline=tmp_path / "baseline.csv")
     assert again["baseline"]["changed"] == 1 and [row["text"] for row in again["baseline"]["rows"]["broken"]] == [FORMULAS[0]]
 
@@ -241,11 +243,11 @@ def test_cases_report_quotes_formulas(tmp_path, monkeypatch):
     store = tmp_path / "cases.csv"
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
     case = {"ticket": {"text": FORMULAS[1]}, "expected": {"category": "feedback"}, "note": "=HYPERLINK(1)", "source": "file"}
-    model.save_cases([case])
+    edge_cases.save_cases([case])
     batch.cases_report(tmp_path / "edge_cases.csv")
     assert_runs_no_formula(tmp_path / "edge_cases.csv")
     back = next(batch.read_report(tmp_path / "edge_cases.csv", 10))
-    assert back.note[0] == "=HYPERLINK(1)" and back.text[0] == model.load_cases(store)[0].ticket.text
+    assert back.note[0] == "=HYPERLINK(1)" and back.text[0] == edge_cases.load_cases(store)[0].ticket.text
 
 
 class Killed(BaseException):

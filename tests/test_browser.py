@@ -8,6 +8,7 @@ from conftest import Server, free_port
 from playwright.sync_api import expect, sync_playwright
 from pydantic import Field
 
+import edge_cases
 import model
 from app import ui
 
@@ -163,7 +164,7 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, m
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
         expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
         page.screenshot(path=SHOTS / "flagged.png", full_page=True)
-        (case,) = model.load_cases(store)
+        (case,) = edge_cases.load_cases(store)
         assert case.ticket.text == text and case.expected.category == "order_status" and case.source == "ui"
 
         page.get_by_role("tab", name="Edge cases").click()

@@ -11,6 +11,7 @@ import requests
 from conftest import Server
 from pydantic import ValidationError
 
+import edge_cases
 import model
 from model import CaseStatus, EdgeCase
 
@@ -29,8 +30,8 @@ def regressions(results: list[dict]) -> list[str]:
 # --- the regression suite ---------------------------------------------------------------------------
 def test_no_fixed_edge_case_is_broken():
     """Every case in the store, in one run_batch call: a fixed case that fails is a regression."""
-    results = model.check_cases()
-    assert len(results) == len(model.load_cases()) >= 30
+    results = edge_cases.check_cases()
+    assert len(results) == len(edge_cases.load_cases()) >= 30
     assert not regressions(results), "\n".join(regressions(results))
     newly_fixed = [r["id"] for r in results if r["verdict"] == "newly fixed"]
     if newly_fixed:  # good news, said where the engineer sees it
@@ -38,7 +39,7 @@ def test_no_fixed_edge_case_is_broken():
 
 
 def test_the_starter_set_has_open_and_fixed_cases():
-    cases = model.load_cases()
+    cases = edge_cases.load_cases()
     assert {c.status for c in cases} == {CaseStatus.open, CaseStatus.fixed}
     assert len({c.id for c in cases}) == len(cases)  # no duplicates
     assert all(c.answer and c.pipeline_version and c.artifacts for c in cases)
@@ -52,16 +53,16 @@ def test_a_broken_fixed_case_is_a_regression(monkeypatch):
         return [r.model_copy(update={"category": model.Category.feedback}) for r in real(tickets, flags, debug)]
 
     monkeypatch.setattr(model, "run_batch", always_feedback)
-    results = model.check_cases()
+    results = edge_cases.check_cases()
     broken = regressions(results)
-    fixed_elsewhere = [c for c in model.load_cases() if c.status == CaseStatus.fixed and c.expected.category != "feedback"]
+    fixed_elsewhere = [c for c in edge_cases.load_cases() if c.status == CaseStatus.fixed and c.expected.category != "feedback"]
     assert len(broken) == len(fixed_elsewhere) > 0
 
 
 def test_cases_check_command_exits_1_on_a_regression(tmp_path):
     store = tmp_path / "cases.csv"
     case = {"ticket": {"text": "How do I reset my password?"}, "expected": {"category": "account_access"}}
-    ((saved, _),) = model.save_cases([case], path=store)
+    ((saved, _),) = edge_cases.save_cases([case], path=store)
     assert saved.status == CaseStatus.fixed
     text = store.read_text().replace(",account_access,,,,", ",billing,,,,", 1)  # the expected answer, edited by hand to a wrong one
     store.write_text(text)
@@ -74,26 +75,26 @@ def test_cases_check_command_exits_1_on_a_regression(tmp_path):
 def test_save_masks_pii_records_the_answer_and_merges_duplicates(tmp_path):
     store = tmp_path / "cases.csv"
     case = {"ticket": {"text": "Write to jo@example.com: where is order 75983714?"}, "expected": {"category": "order_status"}, "note": "n"}
-    ((first, new),) = model.save_cases([case], created_by="owner", path=store)
+    ((first, new),) = edge_cases.save_cases([case], created_by="owner", path=store)
     assert new and first.ticket.text == "Write to [EMAIL]: where is order 75983714?"
     assert first.answer["category"] == model.run(first.ticket.text).category.value and first.created_by == "owner"
     assert first.status == CaseStatus.fixed and first.pipeline_version == model.PIPELINE_VERSION
-    ((again, new_again),) = model.save_cases([case], path=store)
-    assert not new_again and again.id == first.id and len(model.load_cases(store)) == 1
-    ((kept, _),) = model.save_cases([{**case, "keep_pii": True}], path=store)
-    assert "jo@example.com" in kept.ticket.text and len(model.load_cases(store)) == 2
-    loaded = model.load_cases(store)[0]
+    ((again, new_again),) = edge_cases.save_cases([case], path=store)
+    assert not new_again and again.id == first.id and len(edge_cases.load_cases(store)) == 1
+    ((kept, _),) = edge_cases.save_cases([{**case, "keep_pii": True}], path=store)
+    assert "jo@example.com" in kept.ticket.text and len(edge_cases.load_cases(store)) == 2
+    loaded = edge_cases.load_cases(store)[0]
     assert loaded.model_dump(exclude={"keep_pii"}) == first.model_dump(exclude={"keep_pii"})
 
 
 def test_an_open_case_and_its_status(tmp_path):
     store = tmp_path / "cases.csv"
     case = {"ticket": {"text": "How do I reset my password?"}, "expected": {"category": "billing"}}
-    ((saved, _),) = model.save_cases([case], path=store)
+    ((saved, _),) = edge_cases.save_cases([case], path=store)
     assert saved.status == CaseStatus.open
-    assert model.set_case_status([saved.id], CaseStatus.fixed, path=store) == 1
-    assert model.load_cases(store)[0].status == CaseStatus.fixed
-    assert model.check_cases(model.load_cases(store))[0]["verdict"] == "broken"
+    assert edge_cases.set_case_status([saved.id], CaseStatus.fixed, path=store) == 1
+    assert edge_cases.load_cases(store)[0].status == CaseStatus.fixed
+    assert edge_cases.check_cases(edge_cases.load_cases(store))[0]["verdict"] == "broken"
 
 
 def test_expected_fields_are_checked(tmp_path):
@@ -109,8 +110,8 @@ def test_concurrent_flagging_loses_nothing_and_duplicates_nothing(tmp_path):
     store = tmp_path / "cases.csv"
     cases = [{"ticket": {"text": f"Ticket number {i}: where is my parcel?"}, "expected": {"category": "order_status"}} for i in range(16)]
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda c: model.save_cases([c], path=store), cases + cases))  # each case twice, all at once
-    saved = model.load_cases(store)
+        list(pool.map(lambda c: edge_cases.save_cases([c], path=store), cases + cases))  # each case twice, all at once
+    saved = edge_cases.load_cases(store)
     assert sorted(c.ticket.text for c in saved) == sorted(c["ticket"]["text"] for c in cases)
     assert store.read_text().count("\n") == 17  # the header and one line a case: nothing torn, nothing repeated
 
@@ -125,11 +126,11 @@ def test_import_a_csv_of_cases(tmp_path, monkeypatch):
         [sys.executable, "model.py", "cases", "import", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and "1 new cases" in out.stdout, out.stderr
-    (case,) = model.load_cases(tmp_path / "cases.csv")
+    (case,) = edge_cases.load_cases(tmp_path / "cases.csv")
     assert case.source == "file" and case.note == "from an expert" and case.expected.category == "returns_refunds"
     source.write_text("text,expected_category\nhello,not_a_category\n")
     with pytest.raises(ValueError, match="line 2"):
-        model.import_cases(source)
+        edge_cases.import_cases(source)
 
 
 # --- over HTTP ----------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def test_16_clients_flagging_at_once(cases_server):
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(lambda b: requests.post(url, json=b, headers=key, timeout=120).status_code, bodies + bodies))
     assert sorted(codes) == [200] * 16 + [201] * 16
-    texts = [c.ticket.text for c in model.load_cases(cases_server.store)]
+    texts = [c.ticket.text for c in edge_cases.load_cases(cases_server.store)]
     assert sorted(t for t in texts if t.startswith("Client")) == sorted(b["ticket"]["text"] for b in bodies)
 
 
@@ -182,7 +183,7 @@ def test_the_readme_counts_the_starter_set():
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     total, fixed, still_open = map(int, re.search(r"starter set holds (\d+) cases.*?\((\d+) fixed, (\d+) open", readme).groups())
-    cases = model.load_cases()
+    cases = edge_cases.load_cases()
     assert (total, fixed, still_open) == (len(cases), sum(c.status == "fixed" for c in cases), sum(c.status == "open" for c in cases))
 
 
@@ -190,7 +191,7 @@ def test_what_is_saved_can_always_be_read_back(tmp_path):
     """Control characters, NUL bytes and line breaks (as schemathesis sends them) never make the store unreadable."""
     store = tmp_path / "cases.csv"
     with pytest.raises(ValidationError, match="text"):  # nothing left once cleaned
-        model.save_cases([{"ticket": {"text": "\x00\x01\x02"}, "expected": {"category": "billing"}}], path=store)
+        edge_cases.save_cases([{"ticket": {"text": "\x00\x01\x02"}, "expected": {"category": "billing"}}], path=store)
     assert not store.exists()
     odd = {
         "ticket": {"text": "a\x00b\r\nc \u202e jo@example.com"},
@@ -198,6 +199,6 @@ def test_what_is_saved_can_always_be_read_back(tmp_path):
         "note": "x\x00y\nz",
         "keep_pii": True,
     }
-    ((saved, _),) = model.save_cases([odd], path=store)
-    (loaded,) = model.load_cases(store)
+    ((saved, _),) = edge_cases.save_cases([odd], path=store)
+    (loaded,) = edge_cases.load_cases(store)
     assert loaded.ticket.text == saved.ticket.text == "a b c jo@example.com" and loaded.note == "x y z"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import encoders
 import model
 
 ROOT = model.ROOT
@@ -24,20 +25,20 @@ def eval_texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def torch_vectors(eval_texts) -> np.ndarray:
-    return model.TorchEncoder(*model.model_source()).encode(eval_texts)
+    return encoders.TorchEncoder(*encoders.model_source()).encode(eval_texts)
 
 
 def test_the_default_encoder_is_int8_onnx_and_recorded():
     assert os.environ.get("TRIAGE_ENCODER") in (None, "onnx-int8"), "run the suite with the default encoder"
     manifest = model.resources().manifest
-    assert manifest["encoder"]["name"] == "onnx-int8" and isinstance(model.resources().encoder, model.OnnxEncoder)
+    assert manifest["encoder"]["name"] == "onnx-int8" and isinstance(model.resources().encoder, encoders.OnnxEncoder)
     assert {"encoder.onnx", "tokenizer.json"} <= set(manifest["artifacts"])
-    assert manifest["encoder"]["model_sha256"] == model.OFFICIAL_MODEL_SHA256
+    assert manifest["encoder"]["model_sha256"] == encoders.OFFICIAL_MODEL_SHA256
 
 
 def test_float32_onnx_gives_pytorchs_embeddings(tmp_path, eval_texts, torch_vectors):
     subprocess.run([sys.executable, "model.py", "export-onnx", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
-    vectors = model.OnnxEncoder(tmp_path / "encoder.onnx", tmp_path / "tokenizer.json").encode(eval_texts)
+    vectors = encoders.OnnxEncoder(tmp_path / "encoder.onnx", tmp_path / "tokenizer.json").encode(eval_texts)
     cosine = (vectors * torch_vectors).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine.min()
 

@@ -22,6 +22,7 @@ import requests
 import yaml
 from conftest import ROOT, Server, free_port
 
+import files
 import model
 from app import api, observe, ui
 
@@ -273,7 +274,7 @@ def tamper(folder: Path, name: str) -> None:
         index.add(np.eye(16, dtype=np.float32))
         faiss.write_index(index, str(path))
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["artifacts"][name] = {"bytes": path.stat().st_size, "sha256": model.sha256_file(path)}
+    manifest["artifacts"][name] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -285,7 +286,7 @@ def test_artifacts_of_the_wrong_shape_are_named_and_never_served(tmp_path, artif
     folder = tmp_path / "artifacts"
     shutil.copytree(model.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
     tamper(folder, artifact)
-    check = "import model, sys; sys.exit(0 if model._load_checked() is None else 3)"
+    check = "import builder, sys; sys.exit(0 if builder._load_checked() is None else 3)"
     done = subprocess.run(
         [sys.executable, "-c", check],
         cwd=ROOT,

@@ -8,6 +8,7 @@ import pytest
 from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
+import edge_cases
 import model
 
 
@@ -69,17 +70,17 @@ def test_save_misclassified_rows_as_edge_cases(tmp_path, monkeypatch):
     result = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
     assert result.returncode == 0, result.stderr
     wrong = read(tmp_path / "out.csv").query("category != 'feedback'")
-    cases = model.load_cases(store)
+    cases = edge_cases.load_cases(store)
     assert sorted(c.ticket.text for c in cases) == sorted(wrong.text) and len(cases) > 0
     assert {c.source for c in cases} == {"file"} and {c.status for c in cases} == {"open"}
     again = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
-    assert "0 misclassified rows saved" in again.stdout and len(model.load_cases(store)) == len(cases)  # merged, not repeated
+    assert "0 misclassified rows saved" in again.stdout and len(edge_cases.load_cases(store)) == len(cases)  # merged, not repeated
 
 
 def test_cases_report_and_snakemake_regressions(tmp_path):
     out = tmp_path / "edge_cases.csv"
     summary = batch.cases_report(out)
-    assert summary["cases"] == len(model.load_cases()) and summary["broken"] == 0
+    assert summary["cases"] == len(edge_cases.load_cases()) and summary["broken"] == 0
     scored = read(out)
     assert len(scored) == summary["cases"] and set(scored.verdict) <= {"fixed", "open", "broken", "newly fixed"}
     assert (scored.verdict == "open").sum() == summary["open"] > 0

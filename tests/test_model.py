@@ -10,6 +10,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+import builder
+import encoders
+import files
 import model
 from model import Category, Flags, Ticket
 
@@ -208,7 +211,7 @@ def test_flags_that_stop_the_automatic_reply():
 
 # --- quality ------------------------------------------------------------------------------------
 def test_accuracy_on_the_evaluation_set():
-    metrics = model.evaluate()
+    metrics = builder.evaluate()
     assert metrics["rows"] >= 160
     assert metrics["accuracy"] >= 0.80, metrics
     assert model.resources().manifest["eval"]["accuracy"] == metrics["accuracy"]
@@ -269,23 +272,23 @@ def test_the_plain_classifier_computes_what_scikit_learn_does():
 
 
 def test_tampered_model_is_refused(tmp_path):
-    source, sha = model.model_source()
+    source, sha = encoders.model_source()
     copy = tmp_path / "model"
     shutil.copytree(source, copy)
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(model.ModelError, match="tampered"):
-        model.load_encoder(str(copy), sha)
+    with pytest.raises(encoders.ModelError, match="tampered"):
+        encoders.load_encoder(str(copy), sha)
 
 
 def test_model_checksum_is_the_official_one_and_configurable(monkeypatch):
-    assert model.model_source()[1] == model.OFFICIAL_MODEL_SHA256
+    assert encoders.model_source()[1] == encoders.OFFICIAL_MODEL_SHA256
     monkeypatch.setenv("TRIAGE_MODEL", "/no/such/dir")
     monkeypatch.setenv("TRIAGE_MODEL_SHA256", "0" * 64)
-    with pytest.raises(model.ModelError, match="cannot be checked"):
-        model.load_encoder(*model.model_source())
+    with pytest.raises(encoders.ModelError, match="cannot be checked"):
+        encoders.load_encoder(*encoders.model_source())
 
 
 @pytest.fixture
@@ -313,7 +316,7 @@ def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
     with open(tmp_path / "data" / "train.csv", "a") as f:
         f.write('"my parcel never came and nobody answers my emails",order_status\n')
     after = reload()
-    assert after["data"]["train"] == model.sha256_file(tmp_path / "data" / "train.csv") != before["data"]["train"]
+    assert after["data"]["train"] == files.sha256_file(tmp_path / "data" / "train.csv") != before["data"]["train"]
     assert after["classifier"]["train_rows"] == before["classifier"]["train_rows"] + 1
     assert "eval" in after
 
@@ -324,7 +327,7 @@ def test_artifacts_are_plain_files_recorded_with_size_and_sha256():
     assert set(manifest["artifacts"]) == set(model.artifact_files())
     for name, recorded in manifest["artifacts"].items():
         path = model.ARTIFACTS_DIR / name
-        assert recorded == {"bytes": path.stat().st_size, "sha256": model.sha256_file(path)}
+        assert recorded == {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
     with np.load(model.ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # raises if anything is pickled
         assert set(saved.files) == {"coef", "intercept", "classes"}
     assert not [p.name for p in model.ARTIFACTS_DIR.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]

@@ -15,6 +15,7 @@ import requests
 from conftest import Server
 from pydantic import ValidationError
 
+import edge_cases
 import model
 from model import CaseStatus
 
@@ -80,52 +81,53 @@ def test_a_full_disk_leaves_no_torn_row_and_saving_works_once_space_is_freed(tmp
         if why_not:
             pytest.skip(why_not)
         store = folder / "edge_cases.csv"
-        ((first, _),) = model.save_cases([case("Where is order 75983714?")], path=store)
+        ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?")], path=store)
         before = store.read_bytes()
         filler = fill(folder)
         with pytest.raises(Exception) as raised:
-            model.save_cases([case(BIG)], path=store)
+            edge_cases.save_cases([case(BIG)], path=store)
         assert store.read_bytes() == before  # all or nothing: cut back to its size before the write
-        assert isinstance(raised.value, model.StoreFull), raised.value
+        assert isinstance(raised.value, edge_cases.StoreFull), raised.value
         assert str(raised.value) == "the edge-case store is full: no space left on device; nothing was saved"
-        assert model.read_cases(store) == ([first], [])
+        assert edge_cases.read_cases(store) == ([first], [])
         filler.unlink()
-        ((saved, new),) = model.save_cases([case(BIG)], path=store)
-        assert new and model.read_cases(store) == ([first, saved], [])
+        ((saved, new),) = edge_cases.save_cases([case(BIG)], path=store)
+        assert new and edge_cases.read_cases(store) == ([first, saved], [])
         assert store.read_bytes().startswith(before) and store.read_bytes().endswith(b"\n")
 
 
 def test_a_torn_last_row_left_by_a_crash_is_skipped_and_the_next_row_stays_whole(tmp_path):
     store = tmp_path / "edge_cases.csv"
-    ((first, _),) = model.save_cases([case("Where is order 75983714?")], path=store)
+    ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?")], path=store)
     with open(store, "ab") as f:  # what the old code left on a full disk: half a row, no line end
         f.write(store.read_bytes().splitlines()[1][:70])
-    assert model.load_cases(store) == [first]
-    torn = model.read_cases(store)
+    assert edge_cases.load_cases(store) == [first]
+    torn = edge_cases.read_cases(store)
     assert torn.cases == [first] and [s["line"] for s in torn.skipped] == [3]
-    ((second, new),) = model.save_cases([case("My parcel never came")], path=store)
-    assert new and model.read_cases(store) == ([first, second], torn.skipped)
+    ((second, new),) = edge_cases.save_cases([case("My parcel never came")], path=store)
+    assert new and edge_cases.read_cases(store) == ([first, second], torn.skipped)
 
 
 def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
     store = tmp_path / "edge_cases.csv"
-    saved = [s for s, _ in model.save_cases([case("Where is order 75983714?"), case("Refund me please", "returns_refunds")], path=store)]
+    cases = [case("Where is order 75983714?"), case("Refund me please", "returns_refunds")]
+    saved = [s for s, _ in edge_cases.save_cases(cases, path=store)]
     good_row = store.read_text().splitlines()[1]
     bad = bad_lines(good_row)
     with open(store, "ab") as f:
         f.write(b"".join(line for line, _ in bad))
-    assert model.load_cases(store) == saved
-    store_read = model.read_cases(store)
+    assert edge_cases.load_cases(store) == saved
+    store_read = edge_cases.read_cases(store)
     assert [s["line"] for s in store_read.skipped] == [4, 5, 6, 7, 8]  # lines 2 and 3 are the cases; \x1a is line 6
     for s, (_, word) in zip([store_read.skipped[i] for i in (0, 1, 3, 4)], bad, strict=True):
         assert word in s["problem"], s
-    ((third, new),) = model.save_cases([case("Cancel my order 75983714", "feedback")], path=store)  # flagging goes on
-    assert new and third.status == CaseStatus.open and model.load_cases(store) == [*saved, third]
-    assert model.set_case_status([third.id], CaseStatus.fixed, path=store) == 1
+    ((third, new),) = edge_cases.save_cases([case("Cancel my order 75983714", "feedback")], path=store)  # flagging goes on
+    assert new and third.status == CaseStatus.open and edge_cases.load_cases(store) == [*saved, third]
+    assert edge_cases.set_case_status([third.id], CaseStatus.fixed, path=store) == 1
     lines = store.read_bytes().split(b"\n")
     assert b"\n".join(lines[3:8]) + b"\n" == b"".join(line for line, _ in bad)  # the rewrite kept the bad lines as they were
-    assert model.read_cases(store).cases[-1].status == CaseStatus.fixed
-    assert model.set_case_status([third.id], CaseStatus.open, path=store) == 1 and model.load_cases(store) == [*saved, third]
+    assert edge_cases.read_cases(store).cases[-1].status == CaseStatus.fixed
+    assert edge_cases.set_case_status([third.id], CaseStatus.open, path=store) == 1 and edge_cases.load_cases(store) == [*saved, third]
 
     out = subprocess.run(
         [sys.executable, "model.py", "cases", "check"],
@@ -143,10 +145,10 @@ def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
 def test_a_store_that_is_a_folder_says_so(tmp_path):
     store = tmp_path / "edge_cases.csv"
     store.mkdir()
-    with pytest.raises(model.StoreUnavailable, match="is a directory"):
-        model.read_cases(store)
-    with pytest.raises(model.StoreUnavailable, match="is a directory"):
-        model.save_cases([case("Where is order 75983714?")], path=store)
+    with pytest.raises(edge_cases.StoreUnavailable, match="is a directory"):
+        edge_cases.read_cases(store)
+    with pytest.raises(edge_cases.StoreUnavailable, match="is a directory"):
+        edge_cases.save_cases([case("Where is order 75983714?")], path=store)
     out = subprocess.run(
         [sys.executable, "model.py", "cases", "fix", "abc"],
         cwd=ROOT,
@@ -167,52 +169,52 @@ def bytes_read() -> int:
 def test_a_grown_store_is_read_only_where_it_grew(tmp_path):
     """After 1,500 cases a save and a lookup read the appended bytes, not the store; a rewrite or a cut is read afresh."""
     store = tmp_path / "edge_cases.csv"
-    ((first, _),) = model.save_cases([case("Where is order 75983714?", "feedback")], path=store)  # the pipeline is loaded now
+    ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?", "feedback")], path=store)  # the pipeline is loaded now
     assert first.status == CaseStatus.open
     many = [
         first.model_copy(update={"id": f"{i:012x}", "ticket": first.ticket.model_copy(update={"text": f"Ticket {i}"})}) for i in range(1500)
     ]
-    model._append_cases(store, many)
+    edge_cases._append_cases(store, many)
     size = store.stat().st_size
-    assert len(model.load_cases(store)) == 1501  # once, all of it
+    assert len(edge_cases.load_cases(store)) == 1501  # once, all of it
 
     start = bytes_read()
-    ((saved, new),) = model.save_cases([case("Is my parcel lost?")], path=store)
-    assert new and model.load_cases(store)[-1] == saved and len(model.load_cases(store)) == 1502
+    ((saved, new),) = edge_cases.save_cases([case("Is my parcel lost?")], path=store)
+    assert new and edge_cases.load_cases(store)[-1] == saved and len(edge_cases.load_cases(store)) == 1502
     assert bytes_read() - start < size / 20, f"read {bytes_read() - start} bytes of a {size}-byte store"
 
-    assert model.set_case_status([many[0].id], CaseStatus.fixed, path=store) == 1
+    assert edge_cases.set_case_status([many[0].id], CaseStatus.fixed, path=store) == 1
     start = bytes_read()
-    cases = model.load_cases(store)  # another file took its place: read afresh
+    cases = edge_cases.load_cases(store)  # another file took its place: read afresh
     assert bytes_read() - start >= size and cases[1].status == CaseStatus.fixed and len(cases) == 1502
     with open(store, "r+b") as f:  # cut in place (the same inode): read afresh
         f.truncate(len(b"".join(store.read_bytes().splitlines(keepends=True)[:11])))
-    assert model.load_cases(store) == cases[:10]
+    assert edge_cases.load_cases(store) == cases[:10]
 
 
 def test_the_note_is_masked_like_the_text_and_formulas_are_quoted(tmp_path):
     store = tmp_path / "edge_cases.csv"
     note = "from jo@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"
-    ((masked, _),) = model.save_cases([case("Where is order 75983714?", note=note)], path=store)
+    ((masked, _),) = edge_cases.save_cases([case("Where is order 75983714?", note=note)], path=store)
     assert masked.note == "from [EMAIL], call [PHONE], card [CARD]"
-    ((kept, _),) = model.save_cases([case("Where is order 75983714? (kept)", note=note, keep_pii=True)], path=store)
+    ((kept, _),) = edge_cases.save_cases([case("Where is order 75983714? (kept)", note=note, keep_pii=True)], path=store)
     assert kept.note == note
     raw = store.read_text()
     assert "jo@example.com" in raw and raw.count("jo@example.com") == 1  # only the case that keeps its PII
     with pytest.raises(ValidationError, match="note"):  # "[EMAIL]" is longer than "a@b.c": past 1,000 characters once masked
-        model.save_cases([case("Where is order 75983714? (long note)", note="a@b.c " * 166)], path=store)
+        edge_cases.save_cases([case("Where is order 75983714? (long note)", note="a@b.c " * 166)], path=store)
 
     formulas = ['=HYPERLINK("http://evil.example","parcel")', "+1 where is my parcel", "-2+3 refund", "@SUM(A1) cancel", "'=quoted"]
-    saved = [s for s, _ in model.save_cases([case(f, note=f) for f in formulas], path=store)]
+    saved = [s for s, _ in edge_cases.save_cases([case(f, note=f) for f in formulas], path=store)]
     rows = list(csv.reader(io.StringIO(store.read_text())))
     cells = {name: [row[i] for row in rows[-len(formulas) :]] for i, name in enumerate(rows[0])}
     assert cells["text"] == cells["note"] == ["'" + f for f in formulas]  # a spreadsheet shows each as text
-    assert [c.ticket.text for c in model.load_cases(store)[-len(formulas) :]] == [s.ticket.text for s in saved] == formulas
-    assert [c.note for c in model.load_cases(store)[-len(formulas) :]] == formulas
+    assert [c.ticket.text for c in edge_cases.load_cases(store)[-len(formulas) :]] == [s.ticket.text for s in saved] == formulas
+    assert [c.note for c in edge_cases.load_cases(store)[-len(formulas) :]] == formulas
 
 
 def test_the_repository_store_has_no_bad_line():
-    assert model.read_cases().skipped == []
+    assert edge_cases.read_cases().skipped == []
 
 
 # --- over HTTP ------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from gradio_client import Client, handle_file
 from pydantic import Field
 
 import batch
+import edge_cases
 import model
 from app import ui
 
@@ -177,12 +178,12 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypa
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
     text = "Mail jo@example.com: your billing team fixed my problem within a day. Thank you"
     said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
-    (case,) = model.load_cases(store)
+    (case,) = edge_cases.load_cases(store)
     assert f"Saved as case `{case.id}`" in said and case.source == "ui" and case.note == "praise that mentions billing"
     assert case.ticket.text.startswith("Mail [EMAIL]:") and case.expected.urgency == "low" and case.expected.needs_human is None
     assert case.answer["category"] == model.run(case.ticket.text).category.value
     again = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
-    assert again.startswith("Already saved") and len(model.load_cases(store)) == 1
+    assert again.startswith("Already saved") and len(edge_cases.load_cases(store)) == 1
 
     flags_a, flags_b = model.Flags().model_dump().values(), model.Flags(auto_reply=False).model_dump().values()
     said = call(
@@ -198,7 +199,7 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypa
         False,
         api_name="/flag_compare_case",
     )
-    case = model.load_cases(store)[-1]
+    case = edge_cases.load_cases(store)[-1]
     assert case.flags.auto_reply is False and case.expected.needs_human is True and case.status == "fixed" and "fixed" in said
     with pytest.raises(Exception, match="expected category"):
         call(client, *triage_args(text), None, "either", "any", "", False, api_name="/flag_case")
@@ -207,7 +208,7 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypa
 def test_edge_cases_tab_runs_every_case(client, tmp_path, monkeypatch):
     store = tmp_path / "cases.csv"
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
-    model.save_cases(
+    edge_cases.save_cases(
         [{"ticket": {"text": "How do I reset my password?"}, "expected": {"category": c}} for c in ("account_access", "billing")]
     )
     headline, table = call(client, "all", "all", api_name="/edge_cases")
@@ -246,7 +247,7 @@ def test_batch_tab_saves_the_misclassified_rows_as_edge_cases(client, tmp_path, 
     job = client.submit(*batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
     job.result(timeout=TIMEOUT)
     said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
-    (case,) = model.load_cases(store)
+    (case,) = edge_cases.load_cases(store)
     assert said.startswith("1 misclassified rows saved") and case.ticket.text == rows[0][0] and case.expected.category == "feedback"
 
 

@@ -1,0 +1,344 @@
+"""Building what the pipeline runs on: data/ in, artifacts/ out (`python model.py build`).
+
+    data/articles.csv  --encoder-->  article_vectors --> article_index   articles.faiss, articles.json
+    data/train.csv     --encoder-->  trained_classifier                  classifier.npz
+    data/orders.py     ----------->  order_filter                        orders.bloom
+    the embedding model --------->  export_onnx (int8: calibrated on train.csv)    encoder.onnx, tokenizer.json
+    all of it          ----------->  manifest_of (fingerprint, sizes, SHA-256s, evaluation)    manifest.json, last
+
+Each function returns what it is named for; `write_artifacts` does the writes. `build_artifacts` locks, builds into
+a staging folder, renames the files into place, installs the result in `model` and evaluates it, and writes the
+manifest last, which marks the build complete. `load_or_build` is what `model.resources()` calls on first use: the
+saved artifacts when the manifest's fingerprint (data, model, encoder and code) matches and every file has its
+recorded SHA-256, else a fresh build. The pipeline never imports this module at its top.
+"""
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import files
+import model
+from encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
+from files import sha256_file
+from model import ARTIFACTS_DIR, DATA_DIR, ENCODER_FILES, PIPELINE_VERSION, artifact_files, data_files, encoder_name, normalize
+
+log = logging.getLogger("triage")
+CODE_FILES = ("model.py", "builder.py", "encoders.py")  # what the artifacts are built and loaded by
+CLASSIFIER_C = 10.0
+BLOOM_FALSE_POSITIVES = 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build is made from
+# ---------------------------------------------------------------------------------------------
+def fingerprint() -> dict[str, Any]:
+    """The data, model, encoder and code a build is made from: the saved artifacts are used while it is the same."""
+    name, sha = model_source()
+    data = {name: sha256_file(path) for name, path in data_files().items()}
+    return {
+        "pipeline_version": PIPELINE_VERSION,
+        "code": {file: sha256_file(model.ROOT / file) for file in CODE_FILES},
+        "data": data,
+        "model": {"name": name if not Path(name).is_dir() else Path(name).parent.name, "sha256": sha},
+        "encoder": encoder_record(data["train"]),  # which encoder, and what its files are made from
+    }
+
+
+def encoder_record(train_sha256: str) -> dict[str, Any]:
+    """What the chosen encoder's files are made from (int8 calibrates on data/train.csv, whose hash is given);
+    an earlier build's files are reused when it is the same."""
+    import inspect
+
+    name = encoder_name()
+    packages = ("sentence-transformers", "torch") if name == "torch" else ("onnxruntime", "tokenizers", "onnx", "torch")
+    record = {"name": name, "model_sha256": model_source()[1], "versions": {p: importlib.metadata.version(p) for p in packages}}
+    if name != "torch":
+        record["exporter"] = hashlib.sha256(inspect.getsource(export_onnx).encode()).hexdigest()[:16]
+    if name == "onnx-int8":
+        record["calibration"] = train_sha256
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The artifacts, one function each
+# ---------------------------------------------------------------------------------------------
+def article_vectors(articles, encoder) -> np.ndarray:
+    """An article is found by its title as much as by its body: the normalized sum of both embeddings."""
+    vectors = encoder.encode(list(articles.title)) + encoder.encode(list(articles.title + ". " + articles.body))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def article_index(article_vectors: np.ndarray):
+    """Exact inner-product search over the articles (48 of them: no approximate index needed)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(article_vectors.shape[1])
+    index.add(article_vectors)
+    return index
+
+
+def trained_classifier(train, encoder) -> model.LinearClassifier:
+    """Logistic regression on the embeddings of the normalized training tickets, kept as plain arrays."""
+    from sklearn.linear_model import LogisticRegression
+
+    classifier = LogisticRegression(C=CLASSIFIER_C, max_iter=5000)
+    classifier.fit(encoder.encode([normalize(t)[0] for t in train.text]), train.category)
+    return model.LinearClassifier(classifier.coef_, classifier.intercept_, classifier.classes_.astype(str))
+
+
+def order_numbers() -> list[str]:
+    """Every order number the shop knows: from data/orders.py (a seeded generator), or a file with one a line."""
+    path = data_files()["orders"]
+    if path.suffix == ".py":  # the bundled seeded generator
+        spec = importlib.util.spec_from_file_location("triage_orders", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.order_numbers()
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def order_filter(orders: list[str]):
+    """A Bloom filter of the order numbers (0.1 % false positives), hashed with `model.order_hash`."""
+    import rbloom
+
+    bloom = rbloom.Bloom(len(orders), BLOOM_FALSE_POSITIVES, model.order_hash)
+    bloom.update(orders)
+    return bloom
+
+
+def write_artifacts(staging: Path, articles, index, classifier: model.LinearClassifier, bloom) -> None:
+    """Every artifact file but the encoder's and the manifest, into `staging`. Nothing is pickled."""
+    import faiss
+
+    faiss.write_index(index, str(staging / "articles.faiss"))
+    articles[["id", "title", "category"]].to_json(staging / "articles.json", orient="records", indent=1)
+    np.savez(staging / "classifier.npz", coef=classifier.coef, intercept=classifier.intercept, classes=classifier.classes_)
+    bloom.save(str(staging / "orders.bloom"))
+
+
+def manifest_of(staging: Path, current: dict, articles, train, index, orders) -> dict[str, Any]:
+    """What was built, from what, with which libraries; every file's size and SHA-256. `eval` is added once evaluated."""
+    return {
+        **current,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {p: importlib.metadata.version(p) for p in ("faiss-cpu", "scikit-learn", "rbloom")},
+        "classifier": {"type": "LogisticRegression", "C": CLASSIFIER_C, "train_rows": len(train)},
+        "index": {"type": "IndexFlatIP", "articles": len(articles), "dims": index.d},
+        "bloom": {"items": len(orders), "false_positive_rate": BLOOM_FALSE_POSITIVES},
+        "artifacts": {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in artifact_files()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder's files: exported once, reused while the model, the exporter and the calibration data stay the same
+# ---------------------------------------------------------------------------------------------
+def export_onnx(out_dir: Path, int8: bool) -> None:
+    """Export the checksum-verified model to `out_dir`/encoder.onnx, with the model's tokenizer.json beside it.
+
+    The graph gives the transformer's token vectors (pooling is done in numpy by `OnnxEncoder`). With `int8`,
+    static quantization calibrated on the training tickets: int8 weights (per channel) and int8 activations
+    with scales fixed now, not computed per batch, so an embedding cannot depend on the rest of its batch.
+    The feed-forward output projections stay float32 (their inputs, after GELU, have outliers that int8
+    cannot hold: quantizing them cost 3 points of accuracy), as do the two attention products.
+    Build time only (imports torch): `_build_encoder` runs it in a child process, `python model.py export-onnx DIR`.
+    """
+    import tempfile
+    import warnings
+
+    import onnx
+    import pandas as pd
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    warnings.filterwarnings("ignore")  # the tracer's warnings about Python control flow in transformers' code
+    sentence_model = load_encoder(*model_source())  # checks the weights' SHA-256
+    sentence_model.tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+
+    class TokenVectors(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx" if int8 else out_dir / "encoder.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                TokenVectors(sentence_model[0].auto_model.eval()), example, str(fp32), input_names=names, output_names=["tokens"],
+                dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "tokens"]}, opset_version=17, dynamo=False,
+            )  # fmt: skip
+        if not int8:
+            return
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        weights = {w.name for w in graph.initializer}
+        matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+        feed_forward_out = [n.name for n in matmuls if re.search(r"layer\.\d+/output/dense/", n.name)]
+        if len(feed_forward_out) != sentence_model[0].auto_model.config.num_hidden_layers:
+            raise ModelError(f"found {len(feed_forward_out)} feed-forward output layers in the exported graph: not a BERT model?")
+        encoder = OnnxEncoder(fp32, out_dir / "tokenizer.json")
+        texts = [normalize(t)[0] for t in pd.read_csv(data_files()["train"], dtype=str).text]
+
+        class TrainingTickets(CalibrationDataReader):
+            batches = iter([encoder.inputs(texts[i : i + 32]) for i in range(0, len(texts), 32)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        # reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2 only) multiply u8 by s8 in 16-bit pairs that saturate
+        # at 8 bits; at 7 every CPU computes the same integers, so a build's answers do not depend on the machine's CPU
+        # (at 8 bits this project's evaluation lost 5 tickets on an AVX2 machine against one with VNNI).
+        quantize_static(
+            str(prepared), str(out_dir / "encoder.onnx"), TrainingTickets(), quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=[n.name for n in matmuls if n.input[1] not in weights] + feed_forward_out,
+        )  # fmt: skip
+
+
+def _build_encoder(staging: Path, record: dict):
+    """The chosen encoder, its files (if any) written to `staging`: exported afresh, or reused from the last build."""
+    if record["name"] == "torch":
+        return TorchEncoder(*model_source())
+    try:
+        previous = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+        reuse = previous.get("encoder") == record and all(
+            sha256_file(ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        reuse = False
+    if reuse:
+        for name in ENCODER_FILES:
+            shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
+    else:
+        log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
+        command = [
+            sys.executable,
+            str(model.ROOT / "model.py"),
+            "export-onnx",
+            str(staging),
+            *(["--int8"] if record["name"] == "onnx-int8" else []),
+        ]
+        env = {**os.environ, "TRIAGE_DATA_DIR": str(DATA_DIR)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)  # torch stays out of this process
+        if done.returncode != 0:
+            raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Building, evaluating, loading
+# ---------------------------------------------------------------------------------------------
+def build_artifacts() -> dict[str, Any]:
+    """Build the faiss index, the classifier and the Bloom filter from data/, then evaluate; returns the manifest.
+
+    Safe against a crash and against other processes: one process builds at a time (a file lock), every
+    file is written under a temporary name and renamed into place, and the manifest, which records each
+    file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
+    """
+    with files.file_lock(ARTIFACTS_DIR / "build"):
+        return _build().manifest
+
+
+def _build() -> model.Resources:
+    import pandas as pd
+
+    articles = pd.read_csv(data_files()["articles"], dtype=str)
+    train = pd.read_csv(data_files()["train"], dtype=str)
+    current = fingerprint()  # what this build is made from: recorded in the manifest
+    with tempfile.TemporaryDirectory(dir=ARTIFACTS_DIR, prefix=".build-") as tmp:
+        staging = Path(tmp)
+        encoder = _build_encoder(staging, current["encoder"])
+        index, orders = article_index(article_vectors(articles, encoder)), order_numbers()
+        write_artifacts(staging, articles, index, trained_classifier(train, encoder), order_filter(orders))
+        manifest = manifest_of(staging, current, articles, train, index, orders)
+        for name in artifact_files():
+            os.replace(staging / name, ARTIFACTS_DIR / name)
+        (ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
+        loaded = model.load(manifest, encoder)
+        model.install(loaded)  # the pipeline runs on what was just built: evaluate it
+        manifest["eval"] = evaluate()
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(staging / "manifest.json", ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
+    return loaded
+
+
+def evaluate(path: Path | None = None) -> dict[str, Any]:
+    """Category accuracy and macro-F1 of the full pipeline on a labelled CSV (default: data/eval.csv)."""
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, f1_score
+
+    frame = pd.read_csv(path or data_files()["eval"], dtype=str)
+    predicted = [r.category.value for r in model.run_batch(list(frame.text))]
+    metrics = {
+        "rows": len(frame),
+        "accuracy": round(accuracy_score(frame.expected_category, predicted), 4),
+        "macro_f1": round(f1_score(frame.expected_category, predicted, average="macro"), 4),
+    }
+    if "difficulty" in frame:
+        for level, part in frame.assign(predicted=predicted).groupby("difficulty"):
+            metrics[f"accuracy_{level}"] = round(float((part.expected_category == part.predicted).mean()), 4)
+    return metrics
+
+
+def manifest() -> dict:
+    """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
+    saved = _fresh_manifest() if model._resources is None else None
+    return saved if saved is not None else model.resources().manifest
+
+
+def load_or_build() -> model.Resources:
+    """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
+    process may be running, and looking again). `model.resources()` calls this once per process."""
+    loaded = _load_checked()
+    if loaded is None:
+        with files.file_lock(ARTIFACTS_DIR / "build"):
+            loaded = _load_checked(quiet=True)
+            if loaded is None:
+                log.info("artifacts: building %s from %s (new data, model, encoder or code)", ARTIFACTS_DIR, DATA_DIR)
+                loaded = _build()
+    return loaded
+
+
+def _fresh_manifest() -> dict | None:
+    """The saved manifest when it matches the current data, model and code; None when missing, unreadable or stale."""
+    try:
+        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    current = fingerprint()
+    return saved if isinstance(saved, dict) and {k: saved.get(k) for k in current} == current else None
+
+
+def _load_checked(quiet: bool = False) -> model.Resources | None:
+    """The saved artifacts when they are fresh and intact; None, after saying why, when they must be built."""
+    saved = _fresh_manifest()
+    if saved is None:
+        return None
+    problem = model.artifact_problem(saved)
+    if problem is None:
+        try:
+            return model.load(saved)
+        except Exception as error:  # intact by checksum yet unreadable (say, a library changed its file format)
+            problem = f"they cannot be loaded ({type(error).__name__}: {error})"
+    if not quiet:
+        log.warning("artifacts: %s; rebuilding them from %s", problem, DATA_DIR)
+    return None

@@ -1,0 +1,417 @@
+"""The edge-case store: cases flagged from every face, kept in one append-only CSV, run as a regression suite.
+
+    python model.py cases check              # every case against the pipeline as it is now (exit 1 on a regression)
+    python model.py cases import FILE.csv     # add cases from a CSV (text, expected_category, ...)
+    python model.py cases fix|reopen ID ...   # mark cases fixed or open
+
+A case (`model.EdgeCase`) is a ticket, its flags and the answer a person expects. `save_cases` records the
+pipeline's answer at the time and appends new cases atomically under a lock; `read_cases` reads the store,
+skipping (and naming) every line that is no edge case; `check_cases` runs them all and gives each a verdict.
+Every cell is written spreadsheet-safe. The store is data/edge_cases.csv, or TRIAGE_EDGE_CASES.
+"""
+
+import csv
+import errno
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+
+from files import file_lock, spreadsheet_safe, spreadsheet_text
+from model import (
+    DATA_DIR,
+    PIPELINE_VERSION,
+    CaseSource,
+    CaseStatus,
+    Channel,
+    CustomerTier,
+    EdgeCase,
+    Expected,
+    Flags,
+    Ticket,
+    error_message,
+    normalize,
+    resources,
+    run_batch,
+)
+
+CASE_COLUMNS = [
+    *("id", "status", "source", "created_at", "created_by", "text", "channel", "customer_tier", "flags"),
+    *("expected_category", "expected_needs_human", "expected_team", "expected_urgency", "note"),
+    *("answer_category", "answer_confidence", "answer_needs_human", "answer_team", "answer_urgency", "pipeline_version", "artifacts"),
+]
+ANSWER_FIELDS = ("category", "confidence", "needs_human", "team", "urgency")
+VERDICTS = {(True, True): "fixed", (True, False): "broken", (False, True): "newly fixed", (False, False): "open"}  # (was fixed, right now)
+
+
+def cases_file() -> Path:
+    """The edge-case store: data/edge_cases.csv, or TRIAGE_EDGE_CASES (a Space points it at persistent storage)."""
+    return Path(os.environ.get("TRIAGE_EDGE_CASES", DATA_DIR / "edge_cases.csv"))
+
+
+class StoreUnavailable(RuntimeError):
+    """The edge-case store cannot be used: its path is a folder, or it cannot be read or written (HTTP 503)."""
+
+
+class StoreFull(StoreUnavailable):
+    """No space left for the edge-case store: the write was undone, nothing was saved (HTTP 507)."""
+
+
+class CaseStore(NamedTuple):
+    cases: list[EdgeCase]  # oldest first
+    skipped: list[dict[str, Any]]  # each line that is no edge case: {"line": 7, "problem": "..."}
+
+
+class _View:
+    """What this process has parsed of one store file: everything up to `offset`, where its last complete line ends."""
+
+    def __init__(self, key: tuple[int, int]):
+        self.key = key  # (st_dev, st_ino): another file at the path (set_case_status puts one there) is read afresh
+        self.offset, self.lines, self.last_line = 0, 0, b""  # last_line ends at offset: gone or changed, the file is read afresh
+        self.header: list[str] | None = None
+        self.cases: list[EdgeCase] = []
+        self.skipped: list[dict[str, Any]] = []
+
+    def still_in(self, fd: int) -> bool:
+        """Whether the last line read still ends at `offset` in the open file (not so once it was rewritten or cut)."""
+        return os.pread(fd, len(self.last_line), self.offset - len(self.last_line)) == self.last_line
+
+
+_views: dict[Path, _View] = {}  # one a store path, for read_cases
+_views_lock = threading.Lock()
+
+
+def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Record the pipeline's current answer on each case and append the new ones to the store, atomically under a lock.
+
+    The text and the note are saved with e-mail, phone and card numbers masked unless the case says `keep_pii`. An
+    exact duplicate (same ticket, flags and expected answer, so the same id) is not repeated. Returns each case as
+    saved and whether it was new. On a full disk nothing is written (StoreFull); a store that cannot be used at all
+    raises StoreUnavailable.
+    """
+    path = path or cases_file()
+    cases = [EdgeCase.model_validate(c) for c in cases]
+    # the text as the pipeline reads it and the note (clean unicode, PII masked unless keep_pii), validated again: what is saved can
+    # be read back (a ValidationError names ticket.text or note)
+    cases = [
+        EdgeCase.model_validate(
+            {
+                **c.model_dump(),
+                "ticket": {**c.ticket.model_dump(), "text": normalize(c.ticket.text, not c.keep_pii)[0]},
+                "note": normalize(c.note, not c.keep_pii)[0],
+            }
+        )
+        for c in cases
+    ]
+    tickets = [c.ticket for c in cases]
+    answers = run_batch(tickets, [c.flags for c in cases])
+    stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
+    recorded = [
+        case.model_copy(
+            update={
+                "ticket": ticket,
+                "id": _case_id(ticket, case.flags, case.expected),
+                "status": CaseStatus.fixed if case.expected.matches(answer) else CaseStatus.open,
+                "created_at": stamp,
+                "created_by": created_by,
+                "answer": answer.model_dump(mode="json", include=set(ANSWER_FIELDS)),
+                "pipeline_version": PIPELINE_VERSION,
+                "artifacts": fingerprint_now,
+            }
+        )
+        for case, ticket, answer in zip(cases, tickets, answers, strict=True)
+    ]
+    try:
+        with file_lock(path):
+            saved = {c.id: c for c in read_cases(path).cases}
+            out = []
+            for case in recorded:
+                out.append((saved[case.id], False) if case.id in saved else (case, True))
+                saved.setdefault(case.id, case)
+            _append_cases(path, [case for case, new in out if new])
+    except OSError as error:  # the lock file could not be made
+        raise _store_error(error) from None
+    return out
+
+
+def read_cases(path: Path | None = None) -> CaseStore:
+    """Every case in the store, oldest first, and each line skipped as no edge case (torn, not UTF-8, a missing
+    column, an unknown category, ...) with its number and what is wrong. No file: no cases.
+
+    The parsed cases stay in this process: a later call reads only the bytes appended since, and the whole file
+    again only when another file took its place or its last line read is no longer there (set_case_status rewrote
+    it, or it was cut). A last line without its line end is read each time and kept once it is complete. A folder
+    or an unreadable file raises StoreUnavailable.
+    """
+    path = Path(path or cases_file())
+    with _views_lock:
+        try:
+            with open(path, "rb") as f:
+                stat, view = os.fstat(f.fileno()), _views.get(path)
+                if view is None or view.key != (stat.st_dev, stat.st_ino) or not view.still_in(f.fileno()):
+                    view = _views[path] = _View((stat.st_dev, stat.st_ino))
+                f.seek(view.offset)
+                data = f.read()
+        except FileNotFoundError:
+            _views.pop(path, None)
+            return CaseStore([], [])
+        except OSError as error:  # a folder, no permission, an I/O error
+            raise _store_error(error) from None
+        end = data.rfind(b"\n") + 1
+        if end:
+            lines = data[:end].split(b"\n")[:-1]
+            view.header, cases, skipped = _parse_lines(lines, view.lines + 1, view.header)
+            view.cases += cases
+            view.skipped += skipped
+            view.offset, view.lines, view.last_line = view.offset + end, view.lines + len(lines), lines[-1] + b"\n"
+        cases, skipped = list(view.cases), list(view.skipped)
+        if data[end:]:  # a last line without its line end (a hand edit, or a write in progress): not kept yet
+            _, more, problems = _parse_lines([data[end:]], view.lines + 1, view.header)
+            cases, skipped = cases + more, skipped + problems
+    return CaseStore(cases, skipped)
+
+
+def load_cases(path: Path | None = None) -> list[EdgeCase]:
+    """Every case in the store, oldest first (none when the file does not exist); bad lines are skipped (read_cases)."""
+    return read_cases(path).cases
+
+
+def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None) -> int:
+    """Mark cases open or fixed (say, once a fix makes them pass). The store is rewritten atomically (a new file takes
+    its place), every other line kept as it was, bad ones included. Returns how many changed."""
+    path = path or cases_file()
+    status = CaseStatus(status)
+    with file_lock(path):
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            raise _store_error(error) from None
+        header, _ = _header(lines[0])
+        changed = 0
+        for number, raw in enumerate(lines[1:], start=1):
+            try:
+                case = _parse_line(raw, header)
+            except ValueError:
+                continue  # a bad line stays as it is, for a person to mend
+            if case is not None and case.id in ids and case.status != status:
+                lines[number] = _csv_line(_case_row(case.model_copy(update={"status": status}), header)).removesuffix(b"\n")
+                changed += 1
+        if changed:
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                with open(temporary, "wb") as f:
+                    f.write(b"\n".join(lines))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(temporary, path)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                raise _store_error(error) from None
+    return changed
+
+
+def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
+    """Every case against the pipeline as it is now, in one `run_batch` call. Each gets a verdict:
+    `fixed` (right, as before), `open` (still wrong), `broken` (a fixed case now wrong: a regression),
+    `newly fixed` (an open case now right: mark it fixed)."""
+    cases = load_cases() if cases is None else cases
+    answers = run_batch([c.ticket for c in cases], [c.flags for c in cases])
+    results = []
+    for case, answer in zip(cases, answers, strict=True):
+        verdict = VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
+        now = answer.model_dump(mode="json", include=set(ANSWER_FIELDS))
+        results.append({"id": case.id, "verdict": verdict, "case": case, "answer_now": now})
+    return results
+
+
+def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
+    """How many results have each verdict, in the order a reader wants them."""
+    return {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+
+
+def artifacts_fingerprint() -> str:
+    """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
+    saved = resources().manifest
+    parts = {k: saved.get(k) for k in ("pipeline_version", "code", "data", "model", "artifacts")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _case_id(ticket: Ticket, flags: Flags, expected: Expected) -> str:
+    key = json.dumps([ticket.model_dump(mode="json"), flags.model_dump(mode="json"), expected.model_dump(mode="json")], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _case_row(case: EdgeCase, columns: list[str] = CASE_COLUMNS) -> list[str]:
+    """A case's cells in the order of `columns`, each spreadsheet-safe and on one line."""
+    flags = case.flags.model_dump(mode="json", exclude_defaults=True)
+    values = {
+        **case.model_dump(
+            mode="json", include={"id", "status", "source", "created_at", "created_by", "note", "pipeline_version", "artifacts"}
+        ),
+        **case.ticket.model_dump(mode="json"),
+        "flags": json.dumps(flags) if flags else "",
+        **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
+        **{f"answer_{k}": v for k, v in (case.answer or {}).items()},
+    }
+    cells = ["" if values.get(c) is None else re.sub(r"[\r\n]", " ", str(values[c])) for c in columns]  # one row, one line
+    return [spreadsheet_safe(cell) for cell in cells]
+
+
+def _case_from_row(row: dict[str, str]) -> EdgeCase:
+    row = {k: spreadsheet_text(v) for k, v in row.items()}  # what spreadsheet_safe quoted, as it was
+
+    def value(column: str) -> str | None:
+        return row.get(column) or None
+
+    def boolean(column: str) -> bool | None:
+        return None if value(column) is None else value(column).strip().lower() in ("true", "1", "yes")
+
+    answer = {k: value(f"answer_{k}") for k in ANSWER_FIELDS}
+    if answer["category"] is not None:
+        answer.update(confidence=float(answer["confidence"] or "nan"), needs_human=boolean("answer_needs_human"))
+    return EdgeCase(
+        ticket=Ticket(
+            text=row["text"], channel=value("channel") or Channel.web_form, customer_tier=value("customer_tier") or CustomerTier.standard
+        ),
+        flags=Flags.model_validate(json.loads(value("flags") or "{}")),
+        expected=Expected(
+            category=row["expected_category"],
+            needs_human=boolean("expected_needs_human"),
+            team=value("expected_team"),
+            urgency=value("expected_urgency"),
+        ),
+        note=row.get("note") or "",
+        source=value("source") or CaseSource.file,
+        id=value("id"),
+        status=value("status") or CaseStatus.open,
+        created_at=value("created_at"),
+        created_by=value("created_by"),
+        answer=answer if answer["category"] is not None else None,
+        pipeline_version=value("pipeline_version"),
+        artifacts=value("artifacts"),
+    )
+
+
+def _csv_line(cells: list[str]) -> bytes:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _fields(raw: bytes) -> list[str]:
+    """The cells of one line of the store (no cells for a blank line); ValueError when it is not CSV text."""
+
+    try:
+        text = raw.removesuffix(b"\r").decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text (byte {error.start + 1})") from None
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as error:
+        raise ValueError(f"not a CSV line ({error})") from None
+
+
+def _header(raw: bytes) -> tuple[list[str], str | None]:
+    """The store's columns from its first line; when that is no header, the store's own columns and why."""
+    try:
+        columns = _fields(raw)
+    except ValueError as error:
+        return CASE_COLUMNS, f"{error}; the rows are read in the store's own column order"
+    if not {"text", "expected_category"} <= set(columns):
+        return CASE_COLUMNS, "not a header (no text and expected_category columns); the rows are read in the store's own column order"
+    return columns, None
+
+
+def _parse_line(raw: bytes, header: list[str]) -> EdgeCase | None:
+    """One line of the store as a case (None for a blank line); ValueError saying what is wrong with it."""
+    cells = _fields(raw)
+    if not cells:
+        return None
+    if len(cells) != len(header):
+        raise ValueError(f"{len(cells)} cells where the header has {len(header)} (a torn or hand-edited line)")
+    try:
+        return _case_from_row(dict(zip(header, cells, strict=True)))
+    except ValidationError as error:
+        raise ValueError(error_message(error)) from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from None
+
+
+def _parse_lines(lines: list[bytes], first: int, header: list[str] | None) -> tuple[list[str], list[EdgeCase], list[dict[str, Any]]]:
+    """Lines of the store, numbered from `first` (line 1 is the header): the header, the cases, the lines skipped."""
+    cases, skipped = [], []
+    for number, raw in enumerate(lines, start=first):
+        if number == 1:
+            header, problem = _header(raw)
+        else:
+            try:
+                case, problem = _parse_line(raw, header), None
+            except ValueError as error:
+                case, problem = None, str(error)
+            if case is not None:
+                cases.append(case)
+        if problem:
+            skipped.append({"line": number, "problem": problem})
+    return header, cases, skipped
+
+
+def _store_error(error: OSError) -> StoreUnavailable:
+    """What a client is told when the store met an OSError (no path in it: it may go out over HTTP)."""
+    reason = (error.strerror or str(error)).lower()
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"the edge-case store is full: {reason}; nothing was saved")
+    return StoreUnavailable(f"the edge-case store cannot be used: {reason}")
+
+
+def _append_cases(path: Path, cases: list[EdgeCase]) -> None:
+    """One write with O_APPEND (the header first for a new file), flushed to disk: all of it or nothing. When the write
+    fails (a full disk) the file is cut back to its size before, so no torn row stays; a last line left without its
+    line end by anything else is ended first, so that the new rows stay whole."""
+    if not cases:
+        return
+    data = b"".join(_csv_line(_case_row(c)) for c in cases)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise _store_error(error) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            data = _csv_line(CASE_COLUMNS) + data
+        elif os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as error:
+            os.ftruncate(fd, size)
+            raise _store_error(error) from None
+    finally:
+        os.close(fd)
+
+
+def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Edge cases from a CSV with `text` and `expected_category` (and optionally the store's other columns: channel,
+    customer_tier, flags as JSON, expected_needs_human, expected_team, expected_urgency, note). Saved as from a file."""
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    cases = []
+    for number, row in enumerate(rows, start=2):
+        try:
+            case = _case_from_row(row)
+        except (ValidationError, ValueError, TypeError, KeyError) as error:
+            raise ValueError(f"{path}, line {number}: not an edge case ({error})") from None
+        cases.append(case.model_copy(update={"source": CaseSource.file, "keep_pii": False}))
+    return save_cases(cases, created_by)

