@@ -19,7 +19,7 @@ rule artifacts:
     """The faiss index, classifier, Bloom filter and manifest, built from data/."""
     input:
         DATA,
-        local("model.py"),  # code ships with the container image, not through cluster storage
+        local(["model.py", "builder.py", "encoders.py"]),  # code ships with the container image, not through cluster storage
     output:
         ARTIFACTS,
     shell:

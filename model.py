@@ -1,4 +1,4 @@
-"""Support-ticket triage: the whole pipeline in one file.
+"""Support-ticket triage: the pipeline, read top to bottom.
 
 An online shop's customer message goes through six steps:
 
@@ -12,10 +12,11 @@ An online shop's customer message goes through six steps:
 6. decide        team, urgency, and whether an automatic reply is safe or a person must answer
 
 Every step is a plain function that can be called on its own; with `debug=True` it also returns
-what it saw and did. `run()` and `run_batch()` compose them, driven by `Flags`. Everything the
-steps load (index, classifier, Bloom filter) is built from data/ by `build_artifacts()` into
-artifacts/, on first use when missing or stale. The schemas below are the single source of truth
-for the UI, the API and the batch report.
+what it saw and did. `run()` and `run_batch()` compose them, driven by `Flags`. The schemas below
+are the single source of truth for the UI, the API and the batch report. What the steps load
+(index, classifier, Bloom filter, encoder) is built from data/ into artifacts/ by builder.py, on
+first use when missing or stale (`resources()`, at the bottom). Beside this file: encoders.py
+runs the embedding model, edge_cases.py keeps the flagged cases, commands.py is the command line.
 
     >>> import model
     >>> model.run("Where is my parcel? Order 75983714").category
