@@ -87,18 +87,11 @@ _views: dict[Path, _View] = {}  # one a store path, for read_cases
 _views_lock = threading.Lock()
 
 
-def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
-    """Record the pipeline's current answer on each case and append the new ones to the store, atomically under a lock.
-
-    The text and the note are saved with e-mail, phone and card numbers masked unless the case says `keep_pii`. An
-    exact duplicate (same ticket, flags and expected answer, so the same id) is not repeated. Returns each case as
-    saved and whether it was new. On a full disk nothing is written (StoreFull); a store that cannot be used at all
-    raises StoreUnavailable.
-    """
-    path = path or cases_file()
+def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> list[EdgeCase]:
+    """Each case as a store keeps it: the text as the pipeline reads it and the note (clean unicode, e-mail, phone and
+    card numbers masked unless `keep_pii`), its id, and the pipeline's answer now with its version and artifacts. A
+    ValidationError names what cannot be kept (ticket.text, note)."""
     cases = [EdgeCase.model_validate(c) for c in cases]
-    # the text as the pipeline reads it and the note (clean unicode, PII masked unless keep_pii), validated again: what is saved can
-    # be read back (a ValidationError names ticket.text or note)
     cases = [
         EdgeCase.model_validate(
             {
@@ -112,7 +105,7 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
     tickets = [c.ticket for c in cases]
     answers = run_batch(tickets, [c.flags for c in cases])
     stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
-    recorded = [
+    return [
         case.model_copy(
             update={
                 "ticket": ticket,
@@ -127,11 +120,22 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
         )
         for case, ticket, answer in zip(cases, tickets, answers, strict=True)
     ]
+
+
+def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Append cases to the suite (`recorded`: masked, with the pipeline's answer now), atomically under a lock.
+
+    An exact duplicate (same ticket, flags and expected answer, so the same id) is not repeated. Returns each case as
+    saved and whether it was new. On a full disk nothing is written (StoreFull); a store that cannot be used at all
+    raises StoreUnavailable. Flags from the faces go to the review queue (review.py); this is what accepting one does.
+    """
+    path = path or cases_file()
+    recorded_now = recorded(cases, created_by)
     try:
         with file_lock(path):
             saved = {c.id: c for c in read_cases(path).cases}
             out = []
-            for case in recorded:
+            for case in recorded_now:
                 out.append((saved[case.id], False) if case.id in saved else (case, True))
                 saved.setdefault(case.id, case)
             _append_cases(path, [case for case, new in out if new])

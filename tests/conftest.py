@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,8 +32,9 @@ class Server:
         environment = {**os.environ, **env}
         if "LIT_SERVER_API_KEY" not in env:  # a key in the developer's shell must not leak into the open server
             environment.pop("LIT_SERVER_API_KEY", None)
-        if "TRIAGE_EDGE_CASES" not in env:  # what tests flag (schemathesis too) never lands in data/edge_cases.csv
-            environment["TRIAGE_EDGE_CASES"] = str(Path(tempfile.mkdtemp(prefix="triage-cases-")) / "edge_cases.csv")
+        scratch = Path(tempfile.mkdtemp(prefix="triage-cases-"))  # what tests flag (schemathesis too) stays out of the repository
+        environment.setdefault("TRIAGE_EDGE_CASES", str(scratch / "edge_cases.csv"))
+        environment.setdefault("TRIAGE_DATABASE_URL", f"sqlite:///{scratch / 'review.sqlite3'}")
         self.process = subprocess.Popen(
             [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
@@ -74,3 +76,42 @@ def data_is_never_written():
     yield
     changed = [p.name for p, content in before.items() if not p.exists() or p.read_bytes() != content]
     assert not changed, f"the tests changed data/: {changed}"
+
+
+class Postgres:
+    """A real PostgreSQL server (Debian's `postgresql`) in a temporary folder on 127.0.0.1, run as `postgres` under root."""
+
+    def __init__(self):
+        found = shutil.which("pg_ctl") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))), None)
+        if found is None:
+            pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does)")
+        self.bin = Path(found).resolve().parent
+        self.folder = Path(tempfile.mkdtemp(prefix="triage-pg-"))
+        self.as_user = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.folder, "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://triage@127.0.0.1:{self.port}/postgres"
+        self.run("initdb", "-D", self.folder / "data", "-U", "triage", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+
+    def run(self, tool: str, *args) -> None:
+        command = [*self.as_user, self.bin / tool, *map(str, args)]
+        subprocess.run(command, check=True, capture_output=True, timeout=120, cwd=self.folder)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run("pg_ctl", "-D", self.folder / "data", "-l", self.folder / "log", "-o", options, "-w", "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server: `immediate` is a crash as far as clients see (every connection cut)."""
+        self.run("pg_ctl", "-D", self.folder / "data", "-m", mode, "-w", "stop")
+
+
+@pytest.fixture
+def postgres():
+    server = Postgres()
+    yield server
+    server.stop()
+    shutil.rmtree(server.folder, ignore_errors=True)

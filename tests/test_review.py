@@ -1,0 +1,146 @@
+"""The review queue (review.py): flags wait as pending in a database; only a reviewer's accept writes the suite file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import edge_cases
+import model
+import review
+
+ROOT = model.ROOT
+
+
+def case(text: str, category: str = "billing", **more) -> dict:
+    return {"ticket": {"text": text}, "expected": {"category": category}, **more}
+
+
+@pytest.fixture
+def queue(tmp_path, monkeypatch):
+    """A fresh SQLite queue and suite file in tmp_path."""
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "suite.csv"))
+    monkeypatch.setenv("TRIAGE_FLAG_RATE", "5")
+    monkeypatch.setenv("TRIAGE_MAX_PENDING", "8")
+    return tmp_path
+
+
+def test_a_flag_waits_for_review_and_never_touches_the_suite(queue):
+    ((flagged, new),) = review.flag([case("You charged me twice, write to jo@example.com", note="jo@example.com says so")], client="a")
+    assert new and review.counts() == {"pending": 1, "accepted": 0, "rejected": 0}
+    assert "[EMAIL]" in flagged.ticket.text and "[EMAIL]" in flagged.note  # masked before it is kept
+    assert not (queue / "suite.csv").exists() and edge_cases.load_cases() == []
+    page, total = review.cases("pending")
+    assert total == 1 and page[0].case == flagged and page[0].client == "a"
+
+
+def test_without_a_key_pii_is_masked_even_when_asked_to_keep_it(queue):
+    text = "Call me on +44 7700 900123 about my refund"
+    ((anonymous, _),) = review.flag([case(text, "returns_refunds", keep_pii=True)], client="a")
+    ((trusted, _),) = review.flag([case(text, "returns_refunds", keep_pii=True, note="x")], trusted=True)
+    assert "7700" not in anonymous.ticket.text and not anonymous.keep_pii
+    assert trusted.ticket.text == text and trusted.keep_pii
+
+
+def test_the_same_flag_merges_and_counts(queue):
+    first = review.flag([case("Refund please", "returns_refunds")], client="a")
+    again = review.flag([case("Refund please", "returns_refunds")], client="b")
+    assert [new for _, new in first + again] == [True, False]
+    (entry,), total = review.cases()
+    assert total == 1 and entry.times_flagged == 2
+
+
+def test_a_client_without_a_key_is_rate_limited_and_nothing_of_the_refused_call_is_kept(queue):
+    review.flag([case(f"Wrong charge number {i}") for i in range(4)], client="a")
+    with pytest.raises(review.TooManyFlags, match="at most 5 a minute") as refused:
+        review.flag([case("one more"), case("and another")], client="a")
+    assert refused.value.retry_after > 0
+    assert review.counts()["pending"] == 4  # all or nothing
+    review.flag([case("another client")], client="b")  # the limit is per client
+    review.flag([case(f"trusted {i}") for i in range(3)], trusted=True)  # and only for clients without a key
+    assert review.counts()["pending"] == 8
+
+
+def test_the_pending_queue_has_a_cap(queue):
+    for client in "abcd":
+        review.flag([case(f"{client} charged {i}") for i in range(2)], client=client)
+    with pytest.raises(review.QueueFull, match="8 cases wait for review"):
+        review.flag([case("the ninth")], client="e")
+    assert review.counts()["pending"] == 8
+
+
+def test_accepting_exports_the_case_to_the_suite_with_the_reviewers_answer(queue):
+    saved = review.flag([case("I was charged but never got the lamp, order 75983714"), case("junk junk", "feedback")], client="a")
+    keep, junk = (c.id for c, _ in saved)
+    (accepted,) = review.accept([keep], "reviewer", expected={"category": "billing", "needs_human": True})
+    assert review.reject([junk], "reviewer") == 1
+    assert review.counts() == {"pending": 0, "accepted": 1, "rejected": 1}
+    (in_suite,) = edge_cases.load_cases()
+    assert in_suite == accepted and in_suite.expected.needs_human is True and in_suite.created_by == "reviewer"
+    assert review.accept([keep, junk], "reviewer") == []  # neither is pending any more: the suite is unchanged
+    assert len(edge_cases.load_cases()) == 1
+    review.flag([case("junk junk", "feedback")], client="z")  # flagged again after a rejection: it stays rejected
+    assert review.counts()["rejected"] == 1 and review.counts()["pending"] == 0
+
+
+def test_a_database_that_cannot_be_used_is_named_and_nothing_is_saved(tmp_path, monkeypatch):
+    (tmp_path / "review.sqlite3").mkdir()  # a folder where the database file should be
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    with pytest.raises(review.QueueUnavailable, match="the review database cannot be used now"):
+        review.flag([case("hello")], client="a")
+
+
+def test_a_newer_schema_is_refused(queue):
+    review.counts()  # made, version 1
+    with review.engine().begin() as connection:
+        connection.execute(review.meta.update().values(value="99"))
+    review._engines.clear()
+    with pytest.raises(review.QueueUnavailable, match="schema version 99"):
+        review.counts()
+
+
+FLAGGER = """
+import json, sys
+import review
+name = sys.argv[1]
+cases = [{"ticket": {"text": f"{name} was charged twice, case {i}"}, "expected": {"category": "billing"}} for i in range(8)]
+cases += [{"ticket": {"text": f"Shared complaint {i}"}, "expected": {"category": "feedback"}} for i in range(4)]
+for one in cases:  # one transaction each, interleaved with the other processes
+    review.flag([one], client=name, trusted=True)
+print(json.dumps(review.counts()))
+"""
+
+
+def test_several_processes_flag_into_one_postgresql_and_nothing_is_lost_or_doubled(postgres):
+    env = {**os.environ, "TRIAGE_DATABASE_URL": postgres.url, "PYTHONPATH": str(ROOT)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLAGGER, name], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name in ("one", "two", "three")
+    ]
+    results = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in results]
+    os.environ["TRIAGE_DATABASE_URL"] = postgres.url
+    try:
+        page, total = review.cases(limit=500)
+        assert total == 3 * 8 + 4 and len({f.case.id for f in page}) == total, (results, [f.case.ticket.text for f in page])
+        shared = [f for f in page if f.case.ticket.text.startswith("Shared")]
+        assert sorted(f.times_flagged for f in shared) == [3, 3, 3, 3]
+        assert json.loads(results[-1][0].splitlines()[-1])["pending"] <= total
+    finally:
+        del os.environ["TRIAGE_DATABASE_URL"]
+
+
+def test_postgresql_going_down_is_named_and_the_queue_recovers(postgres, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", postgres.url)
+    review.flag([case("before the outage")], trusted=True)
+    postgres.stop()
+    with pytest.raises(review.QueueUnavailable, match="the review database cannot be used now"):
+        review.flag([case("during the outage")], trusted=True)
+    postgres.start()
+    review.flag([case("after the outage")], trusted=True)
+    assert [f.case.ticket.text for f in review.cases()[0]] == ["before the outage", "after the outage"]
