@@ -406,9 +406,13 @@ def _append_cases(path: Path, cases: list[EdgeCase]) -> None:
 
 
 def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCase, bool]]:
-    """Edge cases from a CSV with `text` and `expected_category` (and optionally the store's other columns: channel,
-    customer_tier, flags as JSON, expected_needs_human, expected_team, expected_urgency, note). Saved as from a file."""
+    """The cases of a CSV (`cases_in_csv`) saved straight into the suite, as a reviewer does."""
+    return save_cases(cases_in_csv(path), created_by)
 
+
+def cases_in_csv(path: Path) -> list[EdgeCase]:
+    """Edge cases from a CSV with `text` and `expected_category` (and optionally the store's other columns: channel,
+    customer_tier, flags as JSON, expected_needs_human, expected_team, expected_urgency, note), marked as from a file."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     cases = []
@@ -418,4 +422,4 @@ def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCa
         except (ValidationError, ValueError, TypeError, KeyError) as error:
             raise ValueError(f"{path}, line {number}: not an edge case ({error})") from None
         cases.append(case.model_copy(update={"source": CaseSource.file, "keep_pii": False}))
-    return save_cases(cases, created_by)
+    return cases

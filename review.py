@@ -75,6 +75,11 @@ def database_url() -> str:
     return os.environ.get("TRIAGE_DATABASE_URL") or f"sqlite:///{ROOT / 'var' / 'review.sqlite3'}"
 
 
+def where() -> str:
+    """The database, for messages: its URL without a password."""
+    return sa.make_url(database_url()).render_as_string(hide_password=True)
+
+
 def limits() -> tuple[int, int]:
     """(flags per client per minute, pending cases at most) for clients without a key."""
     return int(os.environ.get("TRIAGE_FLAG_RATE", "20")), int(os.environ.get("TRIAGE_MAX_PENDING", "1000"))

@@ -144,3 +144,34 @@ def test_postgresql_going_down_is_named_and_the_queue_recovers(postgres, monkeyp
     postgres.start()
     review.flag([case("after the outage")], trusted=True)
     assert [f.case.ticket.text for f in review.cases()[0]] == ["before the outage", "after the outage"]
+
+
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "model.py", "cases", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+
+
+def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
+    env = {"TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}", "TRIAGE_EDGE_CASES": str(tmp_path / "suite.csv")}
+    (tmp_path / "old_store.csv").write_text("text,expected_category,note\nMy invoice is wrong,billing,old flag\nLovely shop,feedback,\n")
+    done = cli("import", str(tmp_path / "old_store.csv"), env=env)
+    assert done.returncode == 0 and "2 new cases to review" in done.stdout, done.stderr[-2000:]
+    assert not (tmp_path / "suite.csv").exists()  # imported into the queue, not the suite
+    listed = cli("queue", env=env)
+    ids = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("pending")]
+    assert len(ids) == 2 and json.loads(listed.stdout.splitlines()[-1])["pending"] == 2
+    done = cli("accept", ids[0], "--category", "billing", "--needs-human", "yes", "--by", "ana", env=env)
+    assert done.returncode == 0 and "1 of 1 cases accepted" in done.stdout, done.stderr[-2000:]
+    assert "2 of 2 cases rejected" not in cli("reject", *ids, "--by", "ana", env=env).stdout  # one was no longer pending
+    (kept,) = edge_cases.load_cases(tmp_path / "suite.csv")
+    assert kept.created_by == "ana" and kept.expected.needs_human is True
+    assert json.loads(cli("queue", "--state", "all", env=env).stdout.splitlines()[-1]) | {"database": None} == {
+        "shown": 2,
+        "total": 2,
+        "pending": 0,
+        "accepted": 1,
+        "rejected": 1,
+        "database": None,
+    }
+    (tmp_path / "gone.sqlite3").mkdir()
+    done = cli("queue", env={**env, "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'gone.sqlite3'}"})
+    assert done.returncode == 1 and "the review database cannot be used now" in done.stderr and "Traceback" not in done.stderr
