@@ -23,7 +23,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +41,10 @@ logging.getLogger("triage.access").propagate = False
 log = logging.getLogger("triage")
 
 import model  # noqa: E402
-from app.api import SETTINGS, KeyGate, build_server, watch_parent  # noqa: E402  (the inference workers re-import this module: keep it light)
+from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
+from app.guards import KeyGate  # noqa: E402
+from app.health import watch_parent  # noqa: E402
+from app.litserve_internals import request_shutdown  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         server.temporary.append(METRICS_DIR)
     server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
-        server.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
+        server.watch.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
     gradio_app = None
     if not args.no_ui:
         import gradio as gr
@@ -99,10 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.getpid() != main_pid:  # a forked helper (multiprocessing's manager) inherited this handler: end quietly
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
-        elif server._shutdown_event is None:  # still starting
+        elif not request_shutdown(server):  # still starting
             raise KeyboardInterrupt
-        else:  # what LitServe's own shutdown does; from a thread, as the main thread is waiting on that event
-            threading.Thread(target=server._shutdown_event.set).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
     server.run(

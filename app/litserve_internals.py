@@ -1,0 +1,248 @@
+"""Every dependence of this server on LitServe's internals, read in LitServe 0.2.19 (PINNED). Nothing else in the project
+touches a LitServe name that starts with `_` or a route LitServe registers; tests/test_litserve_internals.py checks the
+version and each name below, so that an upgrade fails there, naming what to re-read here, instead of in the server.
+
+Overridden (TriageServer), each calling LitServe's own first or last:
+    _init_manager               its Manager's request queue replaced by RequestQueue (ZeroMQ): see RequestQueue
+    lifespan                    + in the HTTP process: the queue's end bound, then the health watch running
+    _start_server               + the `ready:` log line, once LitServe has waited for the workers
+    _start_worker_monitoring    + a supervisor: a dead HTTP process or manager ends the server with status 1
+    _perform_graceful_shutdown  the HTTP process drains before the workers stop; a dead manager is the supervisor's case
+Read or written:
+    workers_setup_status, WorkerSetupStatus.READY     workers_ready()
+    response_buffer, ResponseBufferItem, LitAPIStatus, app.response_queue_id, the queue item
+        (response_queue_id, uid, timestamp, request)  ask_worker(): what LitServe's request handler does, with a deadline
+    litapi_request_queues, _get_request_queue         RequestQueue stands in for the Manager's queue
+    inference_workers, manager._process (stdlib)      the supervisor's watch and kill
+    _shutdown_event                                   request_shutdown(): what LitServe's /shutdown does, for SIGTERM
+    monitor_internal, uvicorn_graceful_timeout        attributes with no constructor argument, set in TriageServer
+    the routes "/", "/health", "/info", POST /predict take_routes(): replaced by app/api.py's own
+    the workers' log line "waiting in the queue for too long"   name_the_queue_timeout()
+Public hooks used instead: model_metadata= (/info), restart_workers=, timeout=, LitAPI(max_batch_size=, batch_timeout=,
+api_path=), setup_auth() for the key. LitServe registers its POST /predict itself (firing ON_SERVER_START) and
+take_routes() swaps it for this server's. Not used: fast_queue=True does nothing in 0.2.19 (a misspelt field), and
+LitServe's /health reads the Manager on the event loop (blocked under load); `middlewares=` would put LitServe's GZip
+outside the guards, so they are added with FastAPI's add_middleware as before.
+"""
+
+import asyncio
+import atexit
+import logging
+import os
+import pickle
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import litserve as ls
+import zmq
+import zmq.utils.monitor
+from fastapi import HTTPException
+from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
+
+PINNED = "0.2.19"  # the LitServe version every name here was read in (requirements.txt pins it)
+LITSERVE_ROUTES = ("/", "/health", "/info", "/predict")  # what LitServer.__init__ registers; take_routes() removes them
+log = logging.getLogger("triage")
+
+
+class RequestQueue:
+    """The inference workers' request queue on ZeroMQ: the HTTP process pushes, each worker pulls (a Unix socket).
+
+    It replaces LitServe's multiprocessing queue, whose get() takes a lock shared by every process: a worker
+    killed while it waits in get(), which is most of an idle worker's life, never releases it, and its replacement
+    then waits on it forever while /health said ok. A ZeroMQ socket belongs to one process, so a killed worker takes
+    only the requests it had received (those get a 503, below). With no worker connected, put() refuses at once.
+    LitServe's loops call get(timeout=), get(block=, timeout=) and get_nowait(), and expect queue.Empty.
+    """
+
+    def __init__(self, address: str):
+        self.address, self._socket, self._pid, self._events, self.workers = address, None, None, None, 0
+
+    def __getstate__(self) -> dict:  # a spawned worker gets the address; sockets are made in the process that uses them
+        return {"address": self.address, "_socket": None, "_pid": None, "_events": None, "workers": 0}
+
+    def _connected(self, kind: int) -> zmq.Socket:
+        if self._pid != os.getpid():  # first use in this process (the HTTP process is forked: nothing inherited is used)
+            self._socket = zmq.Context.instance().socket(kind)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            (self._socket.bind if kind == zmq.PUSH else self._socket.connect)(self.address)
+            self._pid = os.getpid()
+        return self._socket
+
+    def open(self) -> None:
+        """Bind the HTTP process's end before the first request, so that the workers are connected by then."""
+        self._events = self._connected(zmq.PUSH).get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+
+    def connected(self) -> int:
+        """In the HTTP process: how many workers are connected now. The kernel closes a dead worker's end at once,
+        so this falls the moment one dies, before any check of processes could tell."""
+        while self._events.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._events)["event"]
+            self.workers += 1 if event == zmq.EVENT_ACCEPTED else -1
+        return self.workers
+
+    def put(self, item) -> None:
+        try:
+            self._connected(zmq.PUSH).send(pickle.dumps(item), zmq.NOBLOCK)
+        except zmq.Again:  # no worker connected (one is starting) or every one is far behind
+            raise HTTPException(503, "no inference worker is ready to take this request: retry in a few seconds") from None
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        socket = self._connected(zmq.PULL)
+        if not socket.poll(None if block and timeout is None else int((timeout or 0) * 1000)):
+            raise queue.Empty
+        return pickle.loads(socket.recv())  # from this server's own HTTP process only (a Unix socket in a private folder)
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+
+class TriageServer(ls.LitServer):
+    """LitServer with this server's request queue, a ready line, a supervisor of its helpers and a draining shutdown.
+
+    `watch` (app/health.py's Watch, set by build_server) runs in the HTTP process; main.py sets `ready_message`."""
+
+    ready_message = "ready"
+    watch = None
+    stopping = False  # set when a graceful shutdown begins: the helpers' ends are expected from then on
+
+    def __init__(self, *args, graceful_timeout: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temporary: list[str] = []  # folders to remove even when the server stops with os._exit (main.py adds its own)
+        self.uvicorn_graceful_timeout = graceful_timeout  # LitServe's attribute: what a SIGTERM waits for requests in flight
+        self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
+
+    def _init_manager(self, num_api_servers: int):
+        """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps).
+        With: RequestQueue, in every slot LitServe reads it from (litapi_request_queues, via _get_request_queue)."""
+        manager = super()._init_manager(num_api_servers)
+        folder = tempfile.mkdtemp(prefix="triage-queue-")  # private (0700): only this user's processes reach the socket
+        self.temporary.append(folder)
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        self.request_queue = RequestQueue(f"ipc://{folder}/requests")
+        for path in self.litapi_request_queues:
+            self.litapi_request_queues[path] = self.request_queue
+        return manager
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        """Adds to LitServe's lifespan (its response reader), in the HTTP process: the queue's end, then the watch behind
+        /health. No public hook runs code in the HTTP process once it starts (ON_SERVER_START fires in __init__)."""
+        async with super().lifespan(app):
+            self.request_queue.open()
+            async with self.watch.running():
+                yield
+
+    def _start_server(self, *args, **kwargs):
+        """Adds the `ready:` line: LitServe calls this once the workers are ready; no callback fires then."""
+        started = super()._start_server(*args, **kwargs)
+        log.info(self.ready_message)
+        return started
+
+    def _start_worker_monitoring(self, manager, uvicorn_workers):
+        """Adds to LitServe's monitor (it replaces dead inference workers) a watch on what cannot be replaced."""
+        super()._start_worker_monitoring(manager, uvicorn_workers)
+        helpers = {**{f"the HTTP process {name}": p for name, p in uvicorn_workers.items()}, "LitServe's manager process": manager._process}
+        threading.Thread(target=self._supervise, args=(helpers,), name="triage-supervisor", daemon=True).start()
+
+    def _supervise(self, helpers: dict, interval: float = 0.5) -> None:
+        """The HTTP process holds the port and LitServe's manager the shared status and answer queues: neither can be
+        started again in place. When one dies (a SIGBUS, the OOM killer, a kill), stop every process of the server and
+        exit with status 1, so that its supervisor (Kubernetes, systemd, a Space) starts it afresh; never a live
+        process with a dead port."""
+        while not self.stopping:
+            for name, process in helpers.items():
+                if not process.is_alive() and not self.stopping:
+                    self._die(name, process)
+            time.sleep(interval)
+
+    def _die(self, name: str, process) -> None:
+        code = process.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit status {code}"
+        log.error("%s (pid %s) died (%s): stopping the whole server with exit status 1, for its supervisor to restart it",
+                  name, process.pid, how)  # fmt: skip
+        for worker in self.inference_workers:  # at once, before LitServe's monitor restarts one
+            worker.kill()
+        for folder in self.temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+        os._exit(1)  # the other children watch this process (health.watch_parent) and end with it
+
+    def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason="normal"):
+        """Replaces the order: the API servers stop accepting and answer what is in flight while the inference workers
+        still run (uvicorn's graceful shutdown, bounded by uvicorn_graceful_timeout); then LitServe's own stops the
+        workers. Reached too when the manager dies under LitServe's wait for its shutdown event: the supervisor's case."""
+        if isinstance(sys.exc_info()[1], (EOFError, OSError)):  # LitServe's wait on its manager failed: the manager died
+            manager._process.join(3)
+            self._die("LitServe's manager process", manager._process)
+        self.stopping = True
+        log.info("stopping: answering the requests in flight (at most %g s), then stopping the workers", self.uvicorn_graceful_timeout)
+        for process in uvicorn_workers.values():
+            process.terminate()
+        for process in uvicorn_workers.values():
+            process.join(self.uvicorn_graceful_timeout + 5)
+        alive = {k: p for k, p in uvicorn_workers.items() if p.is_alive()}
+        super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
+
+
+def workers_ready(server: ls.LitServer) -> bool:
+    """Every inference worker has finished its setup (LitServe's shared status, a round trip to its manager: call it off
+    the event loop). Raises OSError or EOFError when the manager is gone."""
+    status = dict(server.workers_setup_status)
+    return bool(status) and all(v == WorkerSetupStatus.READY for v in status.values())
+
+
+async def ask_worker(server: ls.LitServer, request, timeout: float):
+    """Send `request` through the workers' queue and wait at most `timeout` seconds for what the worker's encode_response
+    gave (TimeoutError after): LitServe's RegularRequestHandler, with a deadline. A worker's error comes back as an
+    HTTPException: 504 for a request that waited too long in the queue, 503 for one whose worker died."""
+    uid, event = uuid.uuid4().hex, asyncio.Event()
+    server.response_buffer[uid] = ResponseBufferItem(event)
+    try:
+        server.request_queue.put((server.app.response_queue_id, uid, time.monotonic(), request))
+        await asyncio.wait_for(event.wait(), timeout)
+        answer, status = server.response_buffer[uid].response
+    finally:
+        server.response_buffer.pop(uid, None)
+    if status == LitAPIStatus.ERROR:
+        error = pickle.loads(answer) if isinstance(answer, bytes) else answer  # pickled by this server's own worker
+        if isinstance(error, HTTPException):
+            raise error
+        raise HTTPException(503, "the inference worker handling this request stopped; it is being replaced: retry in a few seconds")
+    return answer
+
+
+def take_routes(server: ls.LitServer) -> dict:
+    """Remove the routes LitServe registered ("/", "/health", "/info", POST /predict) and return them by path: "/" becomes
+    the UI, and app/api.py registers its own /health (open, answered from memory), /predict (a deadline, documented) and
+    /info (LitServe's endpoint, documented)."""
+    routes = server.app.router.routes
+    taken = {r.path: r for r in routes if getattr(r, "path", None) in LITSERVE_ROUTES}
+    routes[:] = [r for r in routes if getattr(r, "path", None) not in LITSERVE_ROUTES]
+    return taken
+
+
+def request_shutdown(server: ls.LitServer) -> bool:
+    """Stop the server as LitServe's own /shutdown does (its shutdown event), from a thread: the main thread is waiting on
+    that event in `run`. False while the server is still starting (no event yet)."""
+    if server._shutdown_event is None:
+        return False
+    threading.Thread(target=server._shutdown_event.set).start()
+    return True
+
+
+def name_the_queue_timeout(seconds: float) -> None:
+    """In an inference worker: LitServe's loops log a request that waited too long with advice to pass `LitServe(...,
+    timeout=30)`; say this server's setting (TRIAGE_TIMEOUT) instead."""
+
+    def line(record: logging.LogRecord) -> bool:
+        if "waiting in the queue for too long" in str(record.msg):
+            record.msg, record.args = "a request waited in the queue longer than TRIAGE_TIMEOUT (%g s): answered 504", (seconds,)
+        return True
+
+    logging.getLogger("litserve.loops.simple_loops").addFilter(line)
