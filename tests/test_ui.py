@@ -1,18 +1,24 @@
-"""The Gradio app through gradio_client: triage, compare and batch endpoints, bad input, derived controls."""
+"""The Gradio app through gradio_client: triage, compare and batch endpoints, bad input, derived controls, and the
+Gradio internals the upload guard relies on."""
 
+import asyncio
+import inspect
 import json
+import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import pytest
 from conftest import free_port
+from gradio import processing_utils
 from gradio_client import Client, handle_file
 from pydantic import Field
 
 import batch
 import edge_cases
 import model
-from app import ui
+from app import render, ui, uploads
 
 TIMEOUT = 120
 
@@ -166,10 +172,10 @@ def test_old_report_folders_are_removed(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    first = ui.report_dir()
+    first = uploads.report_dir()
     (first / "old-report.csv").write_text("x")
     os.utime(first, (0, 0))  # long ago
-    second = ui.report_dir()
+    second = uploads.report_dir()
     assert second.exists() and not first.exists() and second.parent == tmp_path / "triage-reports"
 
 
@@ -256,5 +262,41 @@ def test_the_edge_cases_tab_names_lines_of_the_store_it_skipped(tmp_path, monkey
     header, first = (model.DATA_DIR / "edge_cases.csv").read_text(encoding="utf-8").splitlines()[:2]
     store.write_text(f"{header}\n{first}\nnot,an,edge case\n", encoding="utf-8")
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
-    headline, rows = ui.check_all()
+    headline, rows = render.check_all()
     assert len(rows) == 1 and "1 lines of the store skipped as no edge case (lines 3)" in headline, headline
+
+
+# --- the Gradio internals app/uploads.py:only_uploads patches ----------------------------------
+def test_only_uploads_relies_on_the_gradio_it_was_read_against():
+    """Fails on a Gradio upgrade, before the guard can go quiet: re-read what app/uploads.py's docstring names, then
+    move GRADIO_VERSION_READ."""
+    assert gr.__version__ == uploads.GRADIO_VERSION_READ, "a new Gradio: re-read what app/uploads.py names"
+    for name in ("move_resource_to_block_cache", "async_move_resource_to_block_cache"):
+        assert str(inspect.signature(getattr(gr.File, name))) == "(self, url_or_file_path: 'str | Path | None') -> 'str | None'"
+        assert "__slots__" not in vars(gr.File) and name not in vars(gr.File)  # inherited from Block, patchable per instance
+    assert "block.move_resource_to_block_cache(payload.path)" in inspect.getsource(processing_utils.move_files_to_cache)
+    assert "block.async_move_resource_to_block_cache(" in inspect.getsource(processing_utils.async_move_files_to_cache)
+    assert "has_launched" in inspect.getsource(processing_utils._check_allowed)  # why the guard is needed when mounted
+    assert not inspect.signature(gr.utils.get_upload_folder).parameters
+
+
+def test_only_uploads_refuses_a_server_file_in_gradios_own_copy_and_takes_an_upload():
+    with gr.Blocks():
+        component = uploads.only_uploads(gr.File(type="filepath"))
+    server_file = {"path": str(model.DATA_DIR / "eval.csv"), "meta": {"_type": "gradio.FileData"}}
+    with pytest.raises(gr.Error, match="Only a CSV file uploaded on this page"):
+        processing_utils.move_files_to_cache(server_file, component)
+    with pytest.raises(gr.Error, match="Only a CSV file uploaded on this page"):
+        asyncio.run(processing_utils.async_move_files_to_cache(server_file, component))
+    upload = Path(gr.utils.get_upload_folder()) / f"triage-test-{time.time_ns()}" / "mine.csv"
+    upload.parent.mkdir(parents=True)
+    try:
+        upload.write_text("text\nhello\n")
+        for moved in (
+            processing_utils.move_files_to_cache({**server_file, "path": str(upload)}, component),
+            asyncio.run(processing_utils.async_move_files_to_cache({**server_file, "path": str(upload)}, component)),
+        ):
+            assert Path(moved["path"]).read_text() == "text\nhello\n"
+    finally:
+        upload.unlink()
+        upload.parent.rmdir()
