@@ -34,7 +34,7 @@ import files
 import model
 from encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
 from files import sha256_file
-from model import ARTIFACTS_DIR, DATA_DIR, ENCODER_FILES, PIPELINE_VERSION, artifact_files, data_files, encoder_name, normalize
+from model import ENCODER_FILES, PIPELINE_VERSION, artifact_files, data_files, encoder_name, normalize  # paths: model.X, read when used
 
 log = logging.getLogger("triage")
 CODE_FILES = ("model.py", "builder.py", "encoders.py")  # what the artifacts are built and loaded by
@@ -219,15 +219,15 @@ def _build_encoder(staging: Path, record: dict):
     if record["name"] == "torch":
         return TorchEncoder(*model_source())
     try:
-        previous = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+        previous = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
         reuse = previous.get("encoder") == record and all(
-            sha256_file(ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
+            sha256_file(model.ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         reuse = False
     if reuse:
         for name in ENCODER_FILES:
-            shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
+            shutil.copyfile(model.ARTIFACTS_DIR / name, staging / name)
     else:
         log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
         command = [
@@ -237,7 +237,7 @@ def _build_encoder(staging: Path, record: dict):
             str(staging),
             *(["--int8"] if record["name"] == "onnx-int8" else []),
         ]
-        env = {**os.environ, "TRIAGE_DATA_DIR": str(DATA_DIR)}
+        env = {**os.environ, "TRIAGE_DATA_DIR": str(model.DATA_DIR)}
         done = subprocess.run(command, capture_output=True, text=True, env=env)  # torch stays out of this process
         if done.returncode != 0:
             raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
@@ -254,7 +254,7 @@ def build_artifacts() -> dict[str, Any]:
     file is written under a temporary name and renamed into place, and the manifest, which records each
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
     """
-    with files.file_lock(ARTIFACTS_DIR / "build"):
+    with files.file_lock(model.ARTIFACTS_DIR / "build"):
         return _build().manifest
 
 
@@ -264,20 +264,20 @@ def _build() -> model.Resources:
     articles = pd.read_csv(data_files()["articles"], dtype=str)
     train = pd.read_csv(data_files()["train"], dtype=str)
     current = fingerprint()  # what this build is made from: recorded in the manifest
-    with tempfile.TemporaryDirectory(dir=ARTIFACTS_DIR, prefix=".build-") as tmp:
+    with tempfile.TemporaryDirectory(dir=model.ARTIFACTS_DIR, prefix=".build-") as tmp:
         staging = Path(tmp)
         encoder = _build_encoder(staging, current["encoder"])
         index, orders = article_index(article_vectors(articles, encoder)), order_numbers()
         write_artifacts(staging, articles, index, trained_classifier(train, encoder), order_filter(orders))
         manifest = manifest_of(staging, current, articles, train, index, orders)
         for name in artifact_files():
-            os.replace(staging / name, ARTIFACTS_DIR / name)
-        (ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
+            os.replace(staging / name, model.ARTIFACTS_DIR / name)
+        (model.ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
         loaded = model.load(manifest, encoder)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
         manifest["eval"] = evaluate()
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging / "manifest.json", ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
+        os.replace(staging / "manifest.json", model.ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
     return loaded
 
 
@@ -310,10 +310,10 @@ def load_or_build() -> model.Resources:
     process may be running, and looking again). `model.resources()` calls this once per process."""
     loaded = _load_checked()
     if loaded is None:
-        with files.file_lock(ARTIFACTS_DIR / "build"):
+        with files.file_lock(model.ARTIFACTS_DIR / "build"):
             loaded = _load_checked(quiet=True)
             if loaded is None:
-                log.info("artifacts: building %s from %s (new data, model, encoder or code)", ARTIFACTS_DIR, DATA_DIR)
+                log.info("artifacts: building %s from %s (new data, model, encoder or code)", model.ARTIFACTS_DIR, model.DATA_DIR)
                 loaded = _build()
     return loaded
 
@@ -321,7 +321,7 @@ def load_or_build() -> model.Resources:
 def _fresh_manifest() -> dict | None:
     """The saved manifest when it matches the current data, model and code; None when missing, unreadable or stale."""
     try:
-        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+        saved = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
     current = fingerprint()
@@ -340,5 +340,5 @@ def _load_checked(quiet: bool = False) -> model.Resources | None:
         except Exception as error:  # intact by checksum yet unreadable (say, a library changed its file format)
             problem = f"they cannot be loaded ({type(error).__name__}: {error})"
     if not quiet:
-        log.warning("artifacts: %s; rebuilding them from %s", problem, DATA_DIR)
+        log.warning("artifacts: %s; rebuilding them from %s", problem, model.DATA_DIR)
     return None

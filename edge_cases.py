@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+import model
 from files import file_lock, spreadsheet_safe, spreadsheet_text
 from model import (
-    DATA_DIR,
     PIPELINE_VERSION,
     CaseSource,
     CaseStatus,
@@ -37,8 +37,6 @@ from model import (
     Ticket,
     error_message,
     normalize,
-    resources,
-    run_batch,
 )
 
 CASE_COLUMNS = [
@@ -52,7 +50,7 @@ VERDICTS = {(True, True): "fixed", (True, False): "broken", (False, True): "newl
 
 def cases_file() -> Path:
     """The edge-case store: data/edge_cases.csv, or TRIAGE_EDGE_CASES (a Space points it at persistent storage)."""
-    return Path(os.environ.get("TRIAGE_EDGE_CASES", DATA_DIR / "edge_cases.csv"))
+    return Path(os.environ.get("TRIAGE_EDGE_CASES", model.DATA_DIR / "edge_cases.csv"))
 
 
 class StoreUnavailable(RuntimeError):
@@ -103,7 +101,7 @@ def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> lis
         for c in cases
     ]
     tickets = [c.ticket for c in cases]
-    answers = run_batch(tickets, [c.flags for c in cases])
+    answers = model.run_batch(tickets, [c.flags for c in cases])
     stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
     return [
         case.model_copy(
@@ -227,7 +225,7 @@ def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
     `fixed` (right, as before), `open` (still wrong), `broken` (a fixed case now wrong: a regression),
     `newly fixed` (an open case now right: mark it fixed)."""
     cases = load_cases() if cases is None else cases
-    answers = run_batch([c.ticket for c in cases], [c.flags for c in cases])
+    answers = model.run_batch([c.ticket for c in cases], [c.flags for c in cases])
     results = []
     for case, answer in zip(cases, answers, strict=True):
         verdict = VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
@@ -243,7 +241,7 @@ def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
 
 def artifacts_fingerprint() -> str:
     """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
-    saved = resources().manifest
+    saved = model.resources().manifest
     parts = {k: saved.get(k) for k in ("pipeline_version", "code", "data", "model", "artifacts")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
