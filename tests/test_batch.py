@@ -12,6 +12,7 @@ import pytest
 import batch
 import encoders
 import model
+import reporting
 
 ROOT = model.ROOT
 TICKETS = [
@@ -87,7 +88,7 @@ def test_library_report_summary(tickets_csv, tmp_path):
 
 def test_metrics_against_a_hand_computed_example():
     pairs = Counter({("billing", "billing"): 3, ("billing", "feedback"): 1, ("feedback", "feedback"): 2, ("feedback", "billing"): 2})
-    m = batch.metrics(pairs)
+    m = reporting.metrics(pairs)
     assert m["accuracy"] == round(5 / 8, 4)
     # billing: precision 3/5, recall 3/4, F1 = 2*.6*.75/1.35 = 0.6667; feedback: precision 2/3, recall 2/4, F1 = 0.5714
     assert m["per_class"]["billing"] == {"precision": 0.6, "recall": 0.75, "f1": 0.6667, "support": 4}

@@ -97,6 +97,13 @@ def test_check_file_reads_only_the_head(tmp_path, monkeypatch):
     assert batch.check_file(path) == path
 
 
+def test_without_a_progress_bar_the_input_is_not_counted_first(tmp_path, monkeypatch):
+    path = write_csv(tmp_path / "x.csv", TICKETS)
+    monkeypatch.setattr(batch, "count_rows", lambda path: pytest.fail("read the input again for a bar nobody sees"))
+    summary = batch.report(path, tmp_path / "out.csv", progress=False, html_report=False)
+    assert summary["rows"] == len(TICKETS)
+
+
 # --- atomic output, one writer -------------------------------------------------------------------
 def test_a_killed_run_leaves_the_previous_report_and_resume_gives_the_uninterrupted_csv(big_csv, tmp_path):
     out = tmp_path / "out.csv"
