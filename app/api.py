@@ -15,6 +15,8 @@ Settings (environment variables):
     TRIAGE_GRACEFUL_TIMEOUT seconds a SIGTERM waits for requests in flight                    (default 10)
     TRIAGE_PROBE_PORT       a second port with /health and /live only, answered by a thread   (default: none)
     LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
+    TRIAGE_REVIEW_KEY       the header X-Review-Key that POST /cases/review needs (default: LIT_SERVER_API_KEY)
+    TRIAGE_DATABASE_URL, TRIAGE_FLAG_RATE, TRIAGE_MAX_PENDING   the review queue (review.py)
 
 Faults: a killed inference worker is replaced (restart_workers), at any moment, idle or busy; the requests
 it held get a JSON 503 and /health says 503 until the new one answers. Every /predict has a deadline
@@ -31,10 +33,12 @@ use of LitServe's internals, pinned by a test), app/guards.py (the ASGI guards),
 import math
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import litserve as ls
 from fastapi import Depends, HTTPException, Query, Request, Response
@@ -45,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import builder
 import edge_cases
 import model
+import review
 from app import observe
 from app.guards import RequestGuard, WorkerWatch
 from app.health import HEALTH_FRESH, Watch, watch_parent
@@ -60,7 +65,7 @@ SETTINGS = {
     "max_connections": int(os.environ.get("TRIAGE_MAX_CONNECTIONS", "512")),
     "graceful_timeout": float(os.environ.get("TRIAGE_GRACEFUL_TIMEOUT", "10")),
 }
-API_PATHS = ("/predict", "/cases")
+API_PATHS = ("/predict", "/cases", "/cases/review")
 RUN_SECONDS = 10  # beyond its time in the queue (TRIAGE_TIMEOUT), the most a request's batch may take before its 504
 
 
@@ -143,7 +148,7 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
     500: ("The pipeline failed on this ticket (other requests in the same batch are answered).", Problem),
     503: (
         "The server is at its connection limit, or the inference worker stopped and is being replaced: retry. On /cases: the "
-        "edge-case store cannot be used (its path is a folder, or it cannot be read or written).",
+        "review database or the suite file cannot be used (unreachable, a folder, unreadable); nothing was saved.",
         Problem,
     ),
     504: (
@@ -151,7 +156,13 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
         f"{SETTINGS['timeout'] + RUN_SECONDS:g} s in all (a stuck worker).",
         Problem,
     ),
-    507: ("The edge-case store is full (no space left on device): the case was not saved; GET /cases keeps working.", Problem),
+    403: ("Reviewing over HTTP is off: the server has no reviewer key (TRIAGE_REVIEW_KEY or LIT_SERVER_API_KEY).", Problem),
+    429: ("Too many flags from this client in the last minute (only without an API key): retry after Retry-After seconds.", Problem),
+    507: (
+        "The review queue holds TRIAGE_MAX_PENDING pending cases (only without an API key), or the suite file's disk is full: "
+        "nothing was saved; GET /cases keeps working.",
+        Problem,
+    ),
 }
 
 
@@ -181,8 +192,45 @@ class CasePage(BaseModel):
 
 class CaseSaved(BaseModel):
     id: str = Field(description="The case's id (the same ticket, flags and expected answer always give the same id).")
-    new: bool = Field(description="False when the same case was already in the store: it is not repeated.")
+    new: bool = Field(description="False when the same case was already flagged: it is not repeated, only counted.")
+    state: str = Field(description="`pending`: waiting for a reviewer; `already flagged`: see GET /cases for its state.")
     case: model.EdgeCase
+
+
+class CaseState(StrEnum):
+    suite = "suite"
+    pending = "pending"
+    accepted = "accepted"
+    rejected = "rejected"
+
+
+class QueuedCase(BaseModel):
+    state: str = Field(description="pending, accepted or rejected")
+    times_flagged: int = Field(description="How often the same case was flagged.")
+    case: model.EdgeCase
+
+
+class QueuePage(BaseModel):
+    state: str
+    total: int = Field(description="Cases in this state.")
+    offset: int
+    limit: int
+    counts: dict[str, int] = Field(description="Cases in each state of the queue.")
+    cases: list[QueuedCase]
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1, max_length=500, description="Ids of pending cases (from GET /cases?state=pending).")
+    accept: bool = Field(description="true: into the regression suite; false: rejected.")
+    expected: model.Expected | None = Field(None, description="Accept only: the right answer as the reviewer sets it.")
+    reviewer: str | None = Field(None, max_length=100, description="The reviewer's name, kept with the decision.")
+
+
+class Reviewed(BaseModel):
+    changed: int = Field(description="Cases accepted or rejected by this call (those not pending are left alone).")
+    accepted: list[str] = Field([], description="The accepted cases' ids in the suite (new ones when `expected` changed them).")
+    counts: dict[str, int]
 
 
 # --- routes ---------------------------------------------------------------------------------------------
@@ -238,28 +286,61 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
 
 
 def add_case_routes(server: ls.LitServer) -> None:
-    """POST /cases flags an edge case (the pipeline's current answer is recorded with it); GET /cases lists them."""
+    """POST /cases flags an edge case into the review queue (review.py); GET /cases lists the suite or the queue;
+    POST /cases/review accepts or rejects flagged cases, with the reviewer's key."""
     auth = [Depends(server.setup_auth())]  # the API key, when one is set
 
-    def post_case(case: model.EdgeCase, response: Response) -> CaseSaved:
+    def post_case(case: model.EdgeCase, request: Request, response: Response) -> CaseSaved:
+        trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
         try:
-            saved, new = edge_cases.save_cases([case.model_copy(update={"source": model.CaseSource.api})], created_by=None)[0]
+            flagged = review.flag([case.model_copy(update={"source": model.CaseSource.api})], client=client_of(request), trusted=trusted)
         except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
             raise HTTPException(422, detail=f"{model.error_message(error)} (after cleaning the text)") from None
+        except review.TooManyFlags as error:
+            raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after)}) from None
+        except review.QueueFull as error:
+            raise HTTPException(507, detail=str(error)) from None
+        except review.QueueUnavailable as error:
+            raise HTTPException(503, detail=str(error)) from None
+        ((saved, new),) = flagged
+        response.status_code = 201 if new else 200
+        return CaseSaved(id=saved.id, new=new, state="pending" if new else "already flagged", case=saved)
+
+    def get_cases(
+        state: Annotated[CaseState, Query(description="`suite`: the regression suite file; else the queue's")] = CaseState.suite,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(50, ge=1, le=500),
+    ) -> CasePage | QueuePage:
+        try:
+            if state == CaseState.suite:
+                store = edge_cases.read_cases()
+                page = store.cases[offset : offset + limit]
+                return CasePage(total=len(store.cases), offset=offset, limit=limit, cases=page, skipped=store.skipped)
+            queued, total = review.cases(state.value, offset, limit)
+            cases = [QueuedCase(state=f.state, times_flagged=f.times_flagged, case=f.case) for f in queued]
+            return QueuePage(state=state.value, total=total, offset=offset, limit=limit, counts=review.counts(), cases=cases)
+        except (edge_cases.StoreUnavailable, review.QueueUnavailable) as error:
+            raise HTTPException(503, detail=str(error)) from None
+
+    def post_review(decision: Decision, request: Request) -> Reviewed:
+        key = os.environ.get("TRIAGE_REVIEW_KEY") or os.environ.get("LIT_SERVER_API_KEY")
+        if not key:
+            raise HTTPException(403, detail="reviewing over HTTP is off: set TRIAGE_REVIEW_KEY (or LIT_SERVER_API_KEY) on the "
+                                "server, or run python model.py cases accept|reject on its machine")  # fmt: skip
+        if not secrets.compare_digest(request.headers.get("x-review-key", ""), key):
+            raise HTTPException(401, detail="the header X-Review-Key is missing or wrong")
+        reviewer = decision.reviewer or "api"
+        try:
+            if decision.accept:
+                accepted = review.accept(decision.ids, reviewer, expected=decision.expected)
+                return Reviewed(changed=len(accepted), accepted=[c.id for c in accepted], counts=review.counts())
+            return Reviewed(changed=review.reject(decision.ids, reviewer), counts=review.counts())
+        except review.QueueUnavailable as error:
+            raise HTTPException(503, detail=str(error)) from None
         except edge_cases.StoreFull as error:
             raise HTTPException(507, detail=str(error)) from None
         except edge_cases.StoreUnavailable as error:
             raise HTTPException(503, detail=str(error)) from None
-        response.status_code = 201 if new else 200
-        return CaseSaved(id=saved.id, new=new, case=saved)
-
-    def get_cases(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> CasePage:
-        try:
-            store = edge_cases.read_cases()
-        except edge_cases.StoreUnavailable as error:
-            raise HTTPException(503, detail=str(error)) from None
-        page = store.cases[offset : offset + limit]
-        return CasePage(total=len(store.cases), offset=offset, limit=limit, cases=page, skipped=store.skipped)
 
     server.app.add_api_route(
         "/cases",
@@ -268,11 +349,14 @@ def add_case_routes(server: ls.LitServer) -> None:
         status_code=201,
         dependencies=auth,
         summary="Flag an edge case",
-        description="Saves a ticket with its expected answer; 201 with the case id, or 200 when the same case is already saved.",
+        description="Puts a ticket with its expected answer in the review queue, pending until a reviewer accepts it into the "
+        "regression suite or rejects it: 201 with the case id, or 200 when the same case was already flagged (counted once "
+        "more). Without an API key on the server, each client may flag TRIAGE_FLAG_RATE cases a minute (429) and the queue "
+        "holds TRIAGE_MAX_PENDING pending cases (507); e-mail, phone and card numbers are masked.",
         tags=["edge cases"],
         responses={
-            200: {"description": "The same case was already saved", "model": CaseSaved},
-            **error_responses(401, 408, 413, 422, 503, 507),
+            200: {"description": "The same case was already flagged", "model": CaseSaved},
+            **error_responses(401, 408, 413, 422, 429, 503, 507),
         },
     )
     server.app.add_api_route(
@@ -281,10 +365,30 @@ def add_case_routes(server: ls.LitServer) -> None:
         methods=["GET"],
         dependencies=auth,
         summary="List the edge cases, oldest first",
-        description="A page of the edge-case store: `offset` and `limit` (at most 500); `skipped` names the store's bad lines.",
+        description="`state=suite` (the default): a page of the regression suite, `skipped` naming the file's bad lines. "
+        "`state=pending|accepted|rejected`: a page of the review queue, with the counts of each state.",
         tags=["edge cases"],
         responses=error_responses(401, 422, 503),
     )
+    server.app.add_api_route(
+        "/cases/review",
+        post_review,
+        methods=["POST"],
+        dependencies=auth,
+        summary="Accept or reject flagged cases (reviewers)",
+        description="With the header X-Review-Key (TRIAGE_REVIEW_KEY, or else LIT_SERVER_API_KEY): `accept: true` exports "
+        "pending cases to the regression suite file, with `expected` when given (the reviewer's answer); `accept: false` "
+        "rejects them. Cases that are not pending are left as they are. 403 when the server has no reviewer key.",
+        tags=["edge cases"],
+        responses=error_responses(401, 403, 408, 413, 422, 503, 507),
+    )
+
+
+def client_of(request: Request) -> str:
+    """Who is flagging, for the rate limit: the client's address (behind a proxy, its first X-Forwarded-For hop when
+    TRIAGE_TRUST_PROXY=1)."""
+    forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("TRIAGE_TRUST_PROXY") == "1" else ""
+    return forwarded.split(",")[0].strip()[:200] or (request.client.host if request.client else "unknown")
 
 
 def add_service_routes(server: TriageServer, litserve_info) -> None:

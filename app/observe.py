@@ -27,11 +27,11 @@ import uuid
 import prometheus_client.values
 from fastapi import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-LOGGED_PATHS = ("/predict", "/cases", "/info")
+LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("triage.access")
 log = logging.getLogger("triage")
@@ -109,6 +109,28 @@ class WriteFailures:
         yield CounterMetricFamily("triage_metrics_write_failures", "Metrics updates the HTTP process could not write.", write_failures)
 
 
+class ReviewQueue:
+    """A collector: the review queue's cases by state, read from its database at each scrape (so, with one PostgreSQL,
+    every replica's flags); `triage_review_database_up` is 0 when the database did not answer."""
+
+    def collect(self):
+        import review
+
+        up = GaugeMetricFamily("triage_review_database_up", "1 when the review queue's database answered this scrape.")
+        try:
+            counts = review.counts()
+        except review.QueueUnavailable:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        cases = GaugeMetricFamily("triage_review_cases", "Flagged cases in the review queue, by state.", labels=["state"])
+        for state, count in counts.items():
+            cases.add_metric([state], count)
+        yield cases
+
+
 REQUESTS = Counter("triage_requests", "HTTP requests answered, by route and status.", ["route", "status"])
 LATENCY = Histogram(
     "triage_request_seconds", "Time to answer an HTTP request, by route.", ["route"],
@@ -137,7 +159,11 @@ def metrics() -> Response:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(WriteFailures())
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry) + generate_latest(review_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+review_registry = CollectorRegistry()
+review_registry.register(ReviewQueue())
 
 
 def observe_batch(size: int, step_seconds: dict[str, float], answers: list) -> None:

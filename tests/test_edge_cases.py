@@ -118,13 +118,14 @@ def test_concurrent_flagging_loses_nothing_and_duplicates_nothing(tmp_path):
 
 def test_import_a_csv_of_cases(tmp_path, monkeypatch):
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "cases.csv"))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
     source = tmp_path / "mine.csv"
     source.write_text(
         'text,expected_category,expected_urgency,note\n"I want my money back, the shoes pinch",returns_refunds,,from an expert\n'
     )
     out = subprocess.run(
-        [sys.executable, "model.py", "cases", "import", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+        [sys.executable, "model.py", "cases", "import", "--accept", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )  # --accept: straight into the suite, as a reviewer (without it, into the review queue: tests/test_review.py)
     assert out.returncode == 0 and "1 new cases" in out.stdout, out.stderr
     (case,) = edge_cases.load_cases(tmp_path / "cases.csv")
     assert case.source == "file" and case.note == "from an expert" and case.expected.category == "returns_refunds"
@@ -156,10 +157,12 @@ def test_post_and_get_cases_over_http(cases_server):
     assert created.status_code == 201, created.text
     case = EdgeCase.model_validate(created.json()["case"])
     assert case.source == "api" and case.id == created.json()["id"] and case.answer["category"] in {c.value for c in model.Category}
+    assert created.json()["state"] == "pending"
     again = requests.post(url, json=body, headers=key, timeout=60)
-    assert again.status_code == 200 and again.json() == {**created.json(), "new": False}
-    listed = requests.get(url, params={"limit": 5}, headers=key, timeout=60).json()
-    assert listed["total"] >= 1 and case.id in {c["id"] for c in listed["cases"]}
+    assert again.status_code == 200 and again.json() == {**created.json(), "new": False, "state": "already flagged"}
+    listed = requests.get(url, params={"limit": 5, "state": "pending"}, headers=key, timeout=60).json()
+    assert listed["total"] >= 1 and case.id in {c["case"]["id"] for c in listed["cases"]}
+    assert case.id not in {c["id"] for c in requests.get(url, headers=key, timeout=60).json()["cases"]}  # not in the suite yet
     empty = requests.post(url, json={"ticket": {"text": "\x00\x01"}, "expected": {"category": "billing"}}, headers=key, timeout=60)
     assert empty.status_code == 422 and "text" in empty.json()["detail"]
     bad = requests.post(url, json={"ticket": {"text": "hi"}, "expected": {"category": "nope"}}, headers=key, timeout=60)
@@ -174,8 +177,30 @@ def test_16_clients_flagging_at_once(cases_server):
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(lambda b: requests.post(url, json=b, headers=key, timeout=120).status_code, bodies + bodies))
     assert sorted(codes) == [200] * 16 + [201] * 16
-    texts = [c.ticket.text for c in edge_cases.load_cases(cases_server.store)]
-    assert sorted(t for t in texts if t.startswith("Client")) == sorted(b["ticket"]["text"] for b in bodies)
+    queue = requests.get(url, params={"state": "pending", "limit": 500}, headers=key, timeout=60).json()["cases"]
+    flagged = sorted((c["case"]["ticket"]["text"], c["times_flagged"]) for c in queue if c["case"]["ticket"]["text"].startswith("Client"))
+    assert flagged == sorted((b["ticket"]["text"], 2) for b in bodies)
+
+
+def test_a_reviewer_accepts_and_rejects_over_http(cases_server):
+    url, key = f"{cases_server.url}/cases", {"X-API-Key": "sesame"}
+    ids = [
+        requests.post(url, json={"ticket": {"text": text}, "expected": {"category": "billing"}}, headers=key, timeout=120).json()["id"]
+        for text in ("Charged twice for one lamp", "asdf qwer junk")
+    ]
+    decision = {"ids": ids[:1], "accept": True, "expected": {"category": "billing", "needs_human": True}, "reviewer": "ana"}
+    assert requests.post(f"{url}/review", json=decision, headers=key, timeout=60).status_code == 401  # the reviewer's key is apart
+    wrong = requests.post(f"{url}/review", json=decision, headers={**key, "X-Review-Key": "guess"}, timeout=60)
+    assert wrong.status_code == 401 and "X-Review-Key" in wrong.json()["detail"]
+    reviewer = {**key, "X-Review-Key": "sesame"}  # TRIAGE_REVIEW_KEY unset: the API key is the reviewer's
+    done = requests.post(f"{url}/review", json=decision, headers=reviewer, timeout=120)
+    assert done.status_code == 200 and done.json()["changed"] == 1, done.text
+    rejected = requests.post(f"{url}/review", json={"ids": ids[1:], "accept": False}, headers=reviewer, timeout=60).json()
+    assert rejected["changed"] == 1 and rejected["counts"]["rejected"] >= 1
+    (in_suite,) = [c for c in edge_cases.load_cases(cases_server.store) if c.id == done.json()["accepted"][0]]
+    assert in_suite.created_by == "ana" and in_suite.expected.needs_human is True
+    again = requests.post(f"{url}/review", json={**decision, "ids": ids}, headers=reviewer, timeout=60).json()
+    assert again["changed"] == 0  # neither is pending any more
 
 
 def test_the_readme_counts_the_starter_set():

@@ -2,10 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
+from conftest import Server
 
 import edge_cases
 import model
@@ -175,3 +179,62 @@ def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     (tmp_path / "gone.sqlite3").mkdir()
     done = cli("queue", env={**env, "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'gone.sqlite3'}"})
     assert done.returncode == 1 and "the review database cannot be used now" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- over HTTP ------------------------------------------------------------------------------------------------------
+def test_an_open_demo_bounds_what_anyone_can_flag(tmp_path):
+    """No key on the server: each client has a rate, the queue a cap, and nobody can review over HTTP."""
+    server = Server(TRIAGE_FLAG_RATE="2", TRIAGE_MAX_PENDING="3", TRIAGE_TRUST_PROXY="1")
+    try:
+        url = f"{server.url}/cases"
+
+        def flag(text: str, client: str) -> requests.Response:
+            return requests.post(url, json=case(text), headers={"X-Forwarded-For": client}, timeout=120)
+
+        assert [flag(f"Charged twice, try {i}", "10.0.0.1").status_code for i in range(2)] == [201, 201]
+        too_many = flag("Charged twice, try 3", "10.0.0.1")
+        assert too_many.status_code == 429 and "at most 2 a minute" in too_many.json()["detail"], too_many.text
+        assert int(too_many.headers["Retry-After"]) > 0
+        assert flag("Charged twice, try 1", "10.0.0.1").status_code == 200  # the same case again merges: no new row
+        assert flag("A different client", "10.0.0.2").status_code == 201
+        full = flag("One case too many", "10.0.0.3")
+        assert full.status_code == 507 and "3 cases wait for review" in full.json()["detail"], full.text
+        off = requests.post(f"{url}/review", json={"ids": ["x"], "accept": True}, headers={"X-Review-Key": ""}, timeout=60)
+        assert off.status_code == 403 and "TRIAGE_REVIEW_KEY" in off.json()["detail"]
+        listed = requests.get(url, params={"state": "pending"}, timeout=60).json()
+        assert listed["counts"] == {"pending": 3, "accepted": 0, "rejected": 0}
+        metrics = requests.get(f"{server.url}/metrics", timeout=60).text
+        assert 'triage_review_cases{state="pending"} 3.0' in metrics and "triage_review_database_up 1.0" in metrics
+        statuses = re.findall(r'triage_requests_total\{route="/cases",status="(\d+)"\} (\S+)', metrics)
+        assert {"429", "507"} <= {status for status, _ in statuses}
+    finally:
+        server.stop()
+
+
+def test_two_servers_share_one_postgresql_and_survive_its_outage(postgres):
+    servers = [Server(TRIAGE_DATABASE_URL=postgres.url, LIT_SERVER_API_KEY="k") for _ in range(2)]
+    key = {"X-API-Key": "k"}
+    try:
+        bodies = [(s, case(f"Server {n}, client {i}: charged twice")) for n, s in enumerate(servers) for i in range(6)]
+        bodies += [(s, case("Everyone flags this one")) for s in servers for _ in range(3)]
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda sb: requests.post(f"{sb[0].url}/cases", json=sb[1], headers=key, timeout=120).status_code, bodies))
+        assert sorted(codes).count(201) == 13 and sorted(codes).count(200) == 5, codes
+        for s in servers:  # each replica sees every flag
+            listed = requests.get(f"{s.url}/cases", params={"state": "pending", "limit": 100}, headers=key, timeout=60).json()
+            assert listed["total"] == 13 and len({c["case"]["id"] for c in listed["cases"]}) == 13
+            assert [c["times_flagged"] for c in listed["cases"] if c["case"]["ticket"]["text"].startswith("Everyone")] == [6]
+        postgres.stop()
+        down = requests.post(f"{servers[0].url}/cases", json=case("During the outage"), headers=key, timeout=120)
+        assert down.status_code == 503 and "the review database cannot be used now" in down.json()["detail"], down.text
+        assert requests.get(f"{servers[1].url}/cases", params={"state": "pending"}, headers=key, timeout=60).status_code == 503
+        assert "triage_review_database_up 0.0" in requests.get(f"{servers[1].url}/metrics", timeout=60).text
+        assert requests.get(f"{servers[0].url}/health", timeout=10).status_code == 200  # triage itself goes on
+        postgres.start()
+        back = requests.post(f"{servers[1].url}/cases", json=case("After the outage"), headers=key, timeout=120)
+        assert back.status_code == 201, back.text
+        listed = requests.get(f"{servers[0].url}/cases", params={"state": "pending", "limit": 100}, headers=key, timeout=60).json()
+        assert listed["total"] == 14 and "During the outage" not in str(listed)
+    finally:
+        for s in servers:
+            s.stop()

@@ -217,13 +217,15 @@ def test_the_repository_store_has_no_bad_line():
     assert edge_cases.read_cases().skipped == []
 
 
-# --- over HTTP ------------------------------------------------------------------------------------------------------
+# --- over HTTP: flags wait in the review queue; a reviewer's accept is what writes the suite file ------------------------
 @pytest.fixture(scope="module")
 def store_server(tmp_path_factory):
-    """One server for this module; its store lives on a real 64 KiB tmpfs where one can be mounted."""
+    """One server for this module; its suite file lives on a real 64 KiB tmpfs where one can be mounted (the review
+    queue's database stays on the ordinary disk)."""
     folder = tmp_path_factory.mktemp("store")
     with small_tmpfs(folder) as why_not:
-        s = Server(log=tmp_path_factory.mktemp("log") / "server.log", TRIAGE_EDGE_CASES=str(folder / "edge_cases.csv"))
+        log = tmp_path_factory.mktemp("log") / "server.log"
+        s = Server(log=log, TRIAGE_EDGE_CASES=str(folder / "edge_cases.csv"), TRIAGE_REVIEW_KEY="judge")
         s.folder, s.store, s.why_not = folder, folder / "edge_cases.csv", why_not
         try:
             yield s
@@ -244,23 +246,32 @@ def is_json_problem(response: requests.Response, status: int, words: str) -> boo
     return response.status_code == status and response.headers["content-type"] == "application/json" and words in response.json()["detail"]
 
 
+def accepted(server, body: dict) -> requests.Response:
+    """Flag a case (it waits in the queue), then accept it as a reviewer: the answer of the accept."""
+    flagged = requests.post(f"{server.url}/cases", json=body, timeout=120)
+    assert flagged.status_code in (200, 201), flagged.text
+    decision = {"ids": [flagged.json()["id"]], "accept": True, "reviewer": "judge"}
+    return requests.post(f"{server.url}/cases/review", json=decision, headers={"X-Review-Key": "judge"}, timeout=120)
+
+
 def test_a_full_disk_over_http_is_a_507_and_get_keeps_working(store_server):
     if store_server.why_not:
         pytest.skip(store_server.why_not)
     url, store = f"{store_server.url}/cases", store_server.store
     fresh(store)
-    assert requests.post(url, json=case("Where is order 75983714?"), timeout=120).status_code == 201
+    assert accepted(store_server, case("Where is order 75983714?")).json()["changed"] == 1
     before = store.read_bytes()
     filler = fill(store_server.folder)
     try:
-        full = requests.post(url, json=case(BIG), timeout=120)
+        full = accepted(store_server, case(BIG))
         assert is_json_problem(full, 507, "the edge-case store is full: no space left on device"), full.text
         assert store.read_bytes() == before
         listed = requests.get(url, timeout=60)
         assert listed.status_code == 200 and listed.json()["total"] == 1 and listed.json()["skipped"] == []
+        assert requests.post(url, json=case("flagging goes on: the queue is elsewhere"), timeout=120).status_code == 201
     finally:
         filler.unlink()
-    assert requests.post(url, json=case(BIG), timeout=120).status_code == 201
+    assert accepted(store_server, case(BIG)).json()["changed"] == 1  # still pending after the 507: accepted now
     listed = requests.get(url, timeout=60).json()
     assert listed["total"] == 2 and listed["skipped"] == []
 
@@ -268,17 +279,17 @@ def test_a_full_disk_over_http_is_a_507_and_get_keeps_working(store_server):
 def test_bad_lines_over_http_are_skipped_and_reported(store_server):
     url, store = f"{store_server.url}/cases", store_server.store
     fresh(store)
-    assert requests.post(url, json=case("Where is order 75983714?"), timeout=120).status_code == 201
+    assert accepted(store_server, case("Where is order 75983714? (bad lines)")).status_code == 200
     bad = bad_lines(store.read_text().splitlines()[1])
     with open(store, "ab") as f:
         f.write(b"".join(line for line, _ in bad) + store.read_bytes().splitlines()[1][:70])  # and a torn last row
     listed = requests.get(url, timeout=60)
     assert listed.status_code == 200 and listed.json()["total"] == 1, listed.text
     assert [s["line"] for s in listed.json()["skipped"]] == [3, 4, 5, 6, 7, 8]
-    added = requests.post(url, json=case("My parcel never came"), timeout=120)
-    assert added.status_code == 201, added.text
+    added = accepted(store_server, case("My parcel never came"))
+    assert added.status_code == 200, added.text
     listed = requests.get(url, timeout=60).json()
-    assert listed["total"] == 2 and listed["cases"][-1]["id"] == added.json()["id"]
+    assert listed["total"] == 2 and listed["cases"][-1]["id"] == added.json()["accepted"][0]
     assert [s["line"] for s in listed["skipped"]] == [3, 4, 5, 6, 7, 8]  # the torn row got its line end; the new row its own line
 
 
@@ -288,7 +299,7 @@ def test_a_store_that_is_a_folder_is_a_503_over_http(store_server):
     store.mkdir()
     try:
         assert is_json_problem(requests.get(url, timeout=60), 503, "the edge-case store cannot be used: is a directory")
-        posted = requests.post(url, json=case("Where is order 75983714?"), timeout=120)
+        posted = accepted(store_server, case("Where is order 75983714? (a folder)"))
         assert is_json_problem(posted, 503, "the edge-case store cannot be used: is a directory"), posted.text
     finally:
         fresh(store)
@@ -296,8 +307,6 @@ def test_a_store_that_is_a_folder_is_a_503_over_http(store_server):
 
 
 def test_the_openapi_description_names_the_store_errors(store_server):
-    paths = requests.get(f"{store_server.url}/openapi.json", timeout=60).json()["paths"]["/cases"]
-    assert {"503", "507"} <= set(paths["post"]["responses"]) and "503" in paths["get"]["responses"]
-    assert "full" in paths["post"]["responses"]["507"]["description"]
-    page = requests.get(f"{store_server.url}/openapi.json", timeout=60).json()["components"]["schemas"]["CasePage"]
-    assert "skipped" in page["properties"]
+    paths = requests.get(f"{store_server.url}/openapi.json", timeout=60).json()["paths"]
+    assert {"429", "503", "507"} <= set(paths["/cases"]["post"]["responses"]) and "503" in paths["/cases"]["get"]["responses"]
+    assert "full" in paths["/cases/review"]["post"]["responses"]["507"]["description"]
