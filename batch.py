@@ -41,8 +41,8 @@ import edge_cases
 import files
 import model
 import reporting
+import review
 from reporting import COMPARE_PREFIX, BatchInputError, read_report
-from reporting import figures as figures  # app/ui.py draws the report's figures as batch.figures
 
 CHUNK_SIZE = 2048  # rows per run_batch call: big enough to batch well, small enough to keep memory flat
 
@@ -81,14 +81,12 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--cases", action="store_true", help="no input: run every edge case and report fixed, open, broken")
     parser.add_argument("--resume", action="store_true", help="continue a run that was killed, from its last complete chunk")
     parser.add_argument("--baseline", metavar="OLD.csv", help="an earlier scored CSV of the same input: report what changed since")
-    parser.add_argument(
-        "--save-misclassified", action="store_true", help="save the misclassified rows as edge cases (edge_cases.cases_file())"
-    )
+    parser.add_argument("--save-misclassified", action="store_true", help="flag the misclassified rows into the review queue (review.py)")
     return parser
 
 
 def cmd_report(args) -> int:
-    """One input CSV scored into a report (and, with --save-misclassified, its misclassified rows saved as edge cases)."""
+    """One input CSV scored into a report (and, with --save-misclassified, its misclassified rows flagged for review)."""
     if len(args.input) != 1:
         raise BatchInputError("give one input CSV (several only with --merge)")
     flags = parse_flags(args.flag)
@@ -108,8 +106,8 @@ def cmd_report(args) -> int:
         baseline=args.baseline,
     )
     if args.save_misclassified:
-        saved = save_misclassified(args.output, summary, flags)
-        print(f"{sum(new for _, new in saved)} misclassified rows saved as edge cases -> {edge_cases.cases_file()}")
+        saved = save_misclassified(args.output, summary, flags, created_by=os.environ.get("USER"))
+        print(f"{sum(new for _, new in saved)} misclassified rows flagged for review -> {review.where()}")
     return _finished(summary, args)
 
 
@@ -632,23 +630,23 @@ def merge(scored_shards: list[str | Path], output_path: str | Path, html_report:
 # Edge cases from a report, and the report of every edge case
 # ---------------------------------------------------------------------------------------------
 def save_misclassified(
-    scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags, created_by: str | None = None
+    scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags, created_by: str | None = None, client=None, trusted=True
 ) -> list[tuple[model.EdgeCase, bool]]:
-    """Every misclassified row of a labelled report, saved as an edge case (from a file; duplicates are merged)."""
+    """Every misclassified row of a labelled report, flagged into the review queue (from a file; duplicates merge), in
+    one transaction. From the app without a key (`trusted=False`) the queue's rate and cap apply (review.py)."""
     label, text = summary.get("label_column"), summary["text_column"]
     if not label:
         raise BatchInputError("--save-misclassified needs a label column (expected_category, or --label-column)")
     categories = {c.value for c in model.Category}
     note = f"misclassified in the batch report of {Path(summary['input']).name}"
-    saved = []
+    cases = []
     for chunk in read_report(scored_csv, CHUNK_SIZE):
         wrong = chunk[(chunk.error == "") & (chunk[label] != chunk.category) & chunk[label].isin(categories)]
-        cases = [
+        cases += [
             {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
             for t, e in zip(wrong[text], wrong[label], strict=True)
         ]
-        saved += edge_cases.save_cases(cases, created_by) if cases else []
-    return saved
+    return review.flag(cases, created_by, client=client, trusted=trusted) if cases else []
 
 
 def cases_report(output_path: str | Path) -> dict[str, Any]:

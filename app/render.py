@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 import edge_cases
 import model
+import review
 
 
 def rounded(value: Any) -> Any:
@@ -218,3 +219,37 @@ def check_all() -> tuple[str, list[dict]]:
 def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
     keep = [r for r in rows if verdict in ("all", r["verdict"]) and source in ("all", r["source"])]
     return pd.DataFrame(keep, columns=["verdict", "text", "expected", "when flagged", "now", "source", "status", "id", "note"])
+
+
+QUEUE_COLUMNS = ["state", "text", "expected", "when flagged", "times", "source", "by", "id", "note"]
+
+
+def review_queue(state: str) -> tuple[str, pd.DataFrame]:
+    """The review queue: a headline with the count of each state, and the cases in `state` (oldest first, up to 500)."""
+    try:
+        counts = review.counts()
+        page, total = review.cases(state, limit=500)
+    except review.QueueUnavailable as error:
+        raise gr.Error(str(error)) from None
+    rows = []
+    for f in page:
+        case = f.case
+        extra = ", ".join(f"{k}={v}" for k, v in case.expected.model_dump(mode="json", exclude_none=True).items() if k != "category")
+        rows.append(
+            {
+                "state": f.state,
+                "text": case.ticket.text,
+                "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
+                "when flagged": (case.answer or {}).get("category", ""),
+                "times": f.times_flagged,
+                "source": case.source.value,
+                "by": case.created_by or "",
+                "id": case.id,
+                "note": case.note,
+            }
+        )
+    headline = (
+        f"**Review queue: {counts['pending']} pending** · {counts['accepted']} accepted into the suite · {counts['rejected']} "
+        f"rejected. Showing {len(rows)} of {total} {state}."
+    )
+    return headline, pd.DataFrame(rows, columns=QUEUE_COLUMNS)

@@ -13,6 +13,7 @@ own schemas and trace: a new flag gets a control, a new step gets a panel, and n
 
 import argparse
 import os
+import secrets
 import shutil
 import typing
 from enum import Enum
@@ -27,6 +28,8 @@ from pydantic import BaseModel, ValidationError
 import batch
 import edge_cases
 import model
+import reporting
+import review
 from app.render import (
     api_examples,
     articles_table,
@@ -38,6 +41,7 @@ from app.render import (
     flags_table,
     literal,
     orders_table,
+    review_queue,
     step_panels,
 )
 from app.uploads import only_uploads, report_dir
@@ -222,7 +226,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
-        figures = batch.figures(scored) + [None] * 3  # a plot without its figure is emptied
+        figures = reporting.figures(scored) + [None] * 3  # a plot without its figure is emptied
         return {
             headline: batch_headline(scored),
             **dict(zip(plots, figures[:3], strict=True)),
@@ -235,23 +239,25 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         if last is None or not Path(last[0]).exists():
             return "Run a report on a labelled CSV first (an `expected_category` column)."
         path, scored, flags = last
+        who = who_flags(request)
         try:
-            saved = batch.save_misclassified(path, scored, model.Flags.model_validate(flags), getattr(request, "username", None))
-        except (batch.BatchInputError, ValidationError, edge_cases.StoreUnavailable) as error:
+            saved = batch.save_misclassified(path, scored, model.Flags.model_validate(flags), **who)
+        except (batch.BatchInputError, ValidationError, review.QueueUnavailable) as error:
             raise gr.Error(str(error)) from None
         new = sum(is_new for _, is_new in saved)
-        return f"{new} misclassified rows saved as edge cases ({len(saved) - new} were already there); see the Edge cases tab."
+        return f"{new} misclassified rows flagged for review ({len(saved) - new} were already flagged); see the Edge cases tab."
 
     go.click(report, report_inputs, report_outputs, api_name="batch_report")
     save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
 
 
 def cases_tab() -> None:
-    """Every edge case run against the pipeline now, filtered by verdict and source."""
+    """The regression suite run against the pipeline now, filtered by verdict and source; then the review queue, where
+    flags wait until a logged-in reviewer accepts them into the suite or rejects them."""
     with gr.Tab("Edge cases") as tab:
         gr.Markdown(
-            "Every case flagged from the app, the API (`POST /cases`) or a file, run against the pipeline as it is now. "
-            "A *fixed* case the pipeline now gets wrong is **newly broken**: a regression."
+            "The **regression suite** (`data/edge_cases.csv`, reviewed in git like code): every accepted case run against the "
+            "pipeline as it is now. A *fixed* case the pipeline now gets wrong is **newly broken**: a regression."
         )
         with gr.Row():
             verdict = gr.Dropdown(["all", "broken", "newly fixed", "open", "fixed"], value="all", label="verdict")
@@ -262,6 +268,26 @@ def cases_tab() -> None:
         widths = ["8%", "30%", "12%", "10%", "12%", "6%", "6%", "7%", "9%"]  # every column on the screen
         table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths)
 
+        gr.Markdown(
+            "### Review queue\nCases flagged from the Triage, Compare and Batch tabs, the API (`POST /cases`) or a file wait "
+            "here: a flag is not a test until a reviewer accepts it into the suite (with the answer they set) or rejects it."
+        )
+        with gr.Row():
+            state = gr.Dropdown(list(review.STATES), value="pending", label="state")
+            show = gr.Button("Show the queue")
+        queue_headline = gr.Markdown()
+        queue_widths = ["7%", "31%", "12%", "9%", "5%", "6%", "7%", "9%", "14%"]
+        queue = gr.Dataframe(interactive=False, wrap=True, label="Review queue", column_widths=queue_widths)
+        with gr.Group(visible=False) as reviewing:  # shown to a logged-in user only; the handler checks again
+            with gr.Row():
+                chosen = gr.Dropdown([], multiselect=True, label="pending cases to decide on")
+                answer = gr.Dropdown(["as flagged", *[c.value for c in model.Category]], value="as flagged", label="expected category")
+                review_key = gr.Textbox(type="password", label="reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
+            with gr.Row():
+                accept = gr.Button("Accept into the suite", variant="primary")
+                reject = gr.Button("Reject", variant="stop")
+            decided = gr.Markdown()
+
     def run_cases(data):
         counts, every = check_all()
         return {headline: counts, rows: every, table: filter_cases(every, data[verdict], data[source])}
@@ -269,10 +295,51 @@ def cases_tab() -> None:
     def refilter(data):
         return filter_cases(data[rows], data[verdict], data[source])
 
+    def show_queue(data, request: gr.Request):
+        said, listed = review_queue(data[state])
+        pending = listed if data[state] == "pending" else review_queue("pending")[1]
+        choices = [(f"{i} · {t[:60]}", i) for i, t in zip(pending["id"], pending["text"], strict=True)]
+        return {
+            queue_headline: said,
+            queue: listed,
+            reviewing: gr.Group(visible=getattr(request, "username", None) is not None),
+            chosen: gr.Dropdown(choices=choices, value=[]),
+        }
+
+    def decide(data, request: gr.Request, accepting: bool):
+        reviewer = getattr(request, "username", None)
+        key = os.environ.get("TRIAGE_REVIEW_KEY")
+        if reviewer is None or (key and not secrets.compare_digest(data[review_key] or "", key)):
+            raise gr.Error("Reviewing needs a logged-in reviewer (and the reviewer key, where the server sets one).")
+        if not data[chosen]:
+            raise gr.Error("Choose the pending cases to decide on first.")
+        expected = None if data[answer] == "as flagged" else {"category": data[answer]}
+        try:
+            if accepting:
+                said = f"{len(review.accept(data[chosen], reviewer, expected=expected))} cases accepted into the suite."
+            else:
+                said = f"{review.reject(data[chosen], reviewer)} cases rejected."
+        except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
+            raise gr.Error(str(error)) from None
+        return {decided: said, **show_queue(data, request)}
+
+    def accept_cases(data, request: gr.Request):
+        return decide(data, request, accepting=True)
+
+    def reject_cases(data, request: gr.Request):
+        return decide(data, request, accepting=False)
+
     go.click(run_cases, {verdict, source}, [headline, rows, table], api_name="edge_cases")
     tab.select(run_cases, {verdict, source}, [headline, rows, table], api_visibility="private")
     for control in (verdict, source):
         control.change(refilter, {rows, verdict, source}, table, api_visibility="private")
+    queue_outputs = [queue_headline, queue, reviewing, chosen]
+    show.click(show_queue, {state}, queue_outputs, api_name="review_queue")
+    for event in (state.change, tab.select):
+        event(show_queue, {state}, queue_outputs, api_visibility="private")
+    deciding = {state, chosen, answer, review_key}
+    accept.click(accept_cases, deciding, [decided, *queue_outputs], api_visibility="private")  # the handler checks the login
+    reject.click(reject_cases, deciding, [decided, *queue_outputs], api_visibility="private")
 
 
 def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
@@ -370,16 +437,25 @@ def save_flagged(ticket: dict, flags: dict, expected: dict, request: gr.Request)
         "keep_pii": bool(expected["keep_pii"]),
     }
     try:
-        ((saved, new),) = edge_cases.save_cases([case], created_by=getattr(request, "username", None))
+        ((saved, new),) = review.flag([case], **who_flags(request))
     except ValidationError as error:
         raise gr.Error(model.error_message(error)) from None
-    except edge_cases.StoreUnavailable as error:  # a full disk, or a store that is a folder: say so, nothing was saved
+    except review.QueueUnavailable as error:  # too many flags, a full queue, a database that does not answer: nothing saved
         raise gr.Error(str(error)) from None
     if saved.status == model.CaseStatus.open:
-        state = f"open: the pipeline answers {saved.answer['category']} today"
+        state = f"the pipeline answers {saved.answer['category']} today"
     else:
-        state = "fixed: the pipeline gets it right today, so a change that breaks it is a regression"
-    return f"{'Saved' if new else 'Already saved'} as case `{saved.id}` ({state}). Text saved: {literal(saved.ticket.text[:120])}"
+        state = "the pipeline gets it right today; accepted, a change that breaks it is a regression"
+    said = "Flagged" if new else "Already flagged"
+    return f"{said} as case `{saved.id}`: it waits for a reviewer ({state}). Text kept: {literal(saved.ticket.text[:120])}"
+
+
+def who_flags(request: gr.Request | None) -> dict:
+    """Who is flagging, for the review queue: a logged-in user (the app has a key) is trusted; anyone else is held to the
+    queue's rate limit and cap, by address."""
+    user = getattr(request, "username", None)
+    client = getattr(getattr(request, "client", None), "host", None)
+    return {"created_by": user, "client": client, "trusted": user is not None}
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 import edge_cases
 import model
+import review
 from app import ui
 
 CHROMIUM = "/usr/bin/chromium"
@@ -149,9 +150,15 @@ def triage_then_open_flagging(page, url: str, text: str) -> None:
     page.get_by_text("Flag this case: the pipeline got it wrong").click()
 
 
-def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, monkeypatch):
-    store = tmp_path / "cases.csv"
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
+@pytest.fixture
+def queue(tmp_path, monkeypatch):
+    """The app runs in this process: its review queue and suite file go to tmp_path."""
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "cases.csv"))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    return tmp_path
+
+
+def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, queue):
     demo = ui.build()
     try:
         text = "Honestly tempted to cancel, but I'd rather just know when the desk lamp turns up"
@@ -162,18 +169,20 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, m
         page.get_by_role("option", name="order_status").click()
         page.get_by_label("note").first.fill("cancel mentioned but not wanted")
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
-        expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Flagged as case")).to_be_visible(timeout=60_000)
         page.screenshot(path=SHOTS / "flagged.png", full_page=True)
-        (case,) = edge_cases.load_cases(store)
-        assert case.ticket.text == text and case.expected.category == "order_status" and case.source == "ui"
+        ((flagged, _, _, _, _),) = review.cases()[0]
+        assert flagged.ticket.text == text and flagged.expected.category == "order_status" and flagged.source == "ui"
 
         page.get_by_role("tab", name="Edge cases").click()
-        expect(page.get_by_text("1 cases", exact=True)).to_be_visible(timeout=60_000)
-        note = page.get_by_role("grid", name="Cases").get_by_text("cancel mentioned but not wanted").last
+        expect(page.get_by_text("0 cases", exact=True)).to_be_visible(timeout=60_000)  # a flag is not a test until accepted
+        expect(page.get_by_text("Review queue: 1 pending")).to_be_visible(timeout=60_000)
+        note = page.get_by_role("grid", name="Review queue").get_by_text("cancel mentioned but not wanted").last
         expect(note).to_be_visible()
-        table = page.get_by_role("grid", name="Cases").bounding_box()
+        table = page.get_by_role("grid", name="Review queue").bounding_box()
         box = note.bounding_box()
         assert box["x"] + box["width"] <= table["x"] + table["width"] + 1  # the last column fits on the screen
+        expect(page.get_by_role("button", name="Accept into the suite")).to_be_hidden()  # nobody is logged in
         page.screenshot(path=SHOTS / "edge_cases.png", full_page=True)
 
         page.get_by_role("tab", name="Compare").click()
@@ -193,8 +202,7 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, tmp_path, m
         demo.close()
 
 
-def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(page, tmp_path, monkeypatch):
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "cases.csv"))
+def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(page, queue):
     demo = ui.build()
     fetched = []
     page.on("request", lambda request: fetched.append(request.url) if "127.0.0.1:1/" in request.url else None)
@@ -202,12 +210,40 @@ def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(pa
         text = "Where is it? ![x](http://127.0.0.1:1/t.png) <b>bold</b> http://127.0.0.1:1/track"
         triage_then_open_flagging(page, serve(demo), text)
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
-        expect(page.get_by_text("Saved as case")).to_be_visible(timeout=60_000)
-        confirmation = page.locator(".prose", has_text="Saved as case").last
+        expect(page.get_by_text("Flagged as case")).to_be_visible(timeout=60_000)
+        confirmation = page.locator(".prose", has_text="Flagged as case").last
         expect(confirmation.locator("code").last).to_have_text(text)  # the first is the case id
         assert confirmation.locator("img, a, b").count() == 0, confirmation.inner_html()
         assert not fetched, fetched
         page.screenshot(path=SHOTS / "flagged_markup.png", full_page=True)
+    finally:
+        demo.close()
+
+
+def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
+    review.flag([{"ticket": {"text": "Charged twice for one desk lamp"}, "expected": {"category": "feedback"}}], client="someone")
+    review.flag([{"ticket": {"text": "zzzz junk junk"}, "expected": {"category": "billing"}}], client="someone")
+    demo = ui.build()
+    try:
+        port = free_port()
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, auth=("ana", "pw"))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_label("username").fill("ana")
+        page.get_by_label("password").fill("pw")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Edge cases").click()
+        expect(page.get_by_text("Review queue: 2 pending")).to_be_visible(timeout=60_000)
+        page.get_by_label("pending cases to decide on").click()
+        page.get_by_role("option", name="Charged twice for one desk lamp", exact=False).click()
+        page.get_by_label("expected category").click()  # the flag said feedback: the reviewer sets billing
+        page.get_by_role("option", name="billing", exact=True).click()
+        page.screenshot(path=SHOTS / "review.png", full_page=True)
+        page.get_by_role("button", name="Accept into the suite").click()
+        expect(page.get_by_text("1 cases accepted into the suite.")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Review queue: 1 pending")).to_be_visible()
+        (in_suite,) = edge_cases.load_cases(queue / "cases.csv")
+        assert in_suite.ticket.text == "Charged twice for one desk lamp" and in_suite.expected.category == "billing"
+        assert in_suite.created_by == "ana"
     finally:
         demo.close()
 

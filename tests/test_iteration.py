@@ -10,6 +10,7 @@ from test_batch import TICKETS, read, run_cli, write_csv
 import batch
 import edge_cases
 import model
+import review
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +63,21 @@ def test_the_baseline_is_never_overwritten(labelled, tmp_path):
     assert result.returncode == 2 and "never overwritten" in result.stderr and old.read_bytes() == before
 
 
-def test_save_misclassified_rows_as_edge_cases(tmp_path, monkeypatch):
+def test_save_misclassified_rows_flags_them_for_review(tmp_path, monkeypatch):
     store = tmp_path / "cases.csv"
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
     rows = [(text, "feedback") for text, _ in TICKETS]  # everything labelled feedback: every non-feedback answer is wrong
     source = write_csv(tmp_path / "x.csv", rows)
     result = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
     assert result.returncode == 0, result.stderr
     wrong = read(tmp_path / "out.csv").query("category != 'feedback'")
-    cases = edge_cases.load_cases(store)
+    cases = [f.case for f in review.cases(limit=500)[0]]
     assert sorted(c.ticket.text for c in cases) == sorted(wrong.text) and len(cases) > 0
     assert {c.source for c in cases} == {"file"} and {c.status for c in cases} == {"open"}
+    assert f"{len(cases)} misclassified rows flagged for review" in result.stdout and not store.exists()  # not yet tests
     again = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
-    assert "0 misclassified rows saved" in again.stdout and len(edge_cases.load_cases(store)) == len(cases)  # merged, not repeated
+    assert "0 misclassified rows flagged" in again.stdout and review.counts()["pending"] == len(cases)  # merged, not repeated
 
 
 def test_cases_report_and_snakemake_regressions(tmp_path):

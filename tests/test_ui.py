@@ -18,6 +18,7 @@ from pydantic import Field
 import batch
 import edge_cases
 import model
+import review
 from app import render, ui, uploads
 
 TIMEOUT = 120
@@ -179,17 +180,29 @@ def test_old_report_folders_are_removed(tmp_path, monkeypatch):
     assert second.exists() and not first.exists() and second.parent == tmp_path / "triage-reports"
 
 
-def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypatch):
-    store = tmp_path / "cases.csv"
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))  # the app runs in this process
+@pytest.fixture
+def queue(tmp_path, monkeypatch):
+    """The app (in this process) flags into a review queue of its own; the suite file stays apart."""
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "cases.csv"))
+    return tmp_path
+
+
+def queued() -> list[model.EdgeCase]:
+    return [f.case for f in review.cases(limit=500)[0]]
+
+
+def test_flag_a_case_from_the_triage_and_compare_tabs(client, queue):
     text = "Mail jo@example.com: your billing team fixed my problem within a day. Thank you"
-    said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
-    (case,) = edge_cases.load_cases(store)
-    assert f"Saved as case `{case.id}`" in said and case.source == "ui" and case.note == "praise that mentions billing"
+    said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", True, api_name="/flag_case")
+    (case,) = queued()
+    assert f"Flagged as case `{case.id}`: it waits for a reviewer" in said and case.source == "ui"
+    assert case.note == "praise that mentions billing" and not (queue / "cases.csv").exists()  # a flag is not yet a test
     assert case.ticket.text.startswith("Mail [EMAIL]:") and case.expected.urgency == "low" and case.expected.needs_human is None
+    assert not case.keep_pii  # asked for, but nobody is logged in: masked all the same
     assert case.answer["category"] == model.run(case.ticket.text).category.value
-    again = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", False, api_name="/flag_case")
-    assert again.startswith("Already saved") and len(edge_cases.load_cases(store)) == 1
+    again = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", True, api_name="/flag_case")
+    assert again.startswith("Already flagged") and len(queued()) == 1 and review.cases()[0][0].times_flagged == 2
 
     flags_a, flags_b = model.Flags().model_dump().values(), model.Flags(auto_reply=False).model_dump().values()
     said = call(
@@ -205,10 +218,21 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, tmp_path, monkeypa
         False,
         api_name="/flag_compare_case",
     )
-    case = edge_cases.load_cases(store)[-1]
-    assert case.flags.auto_reply is False and case.expected.needs_human is True and case.status == "fixed" and "fixed" in said
+    case = queued()[-1]
+    assert case.flags.auto_reply is False and case.expected.needs_human is True and case.status == "fixed" and "right today" in said
     with pytest.raises(Exception, match="expected category"):
         call(client, *triage_args(text), None, "either", "any", "", False, api_name="/flag_case")
+
+
+def test_the_review_queue_is_shown_by_state(client, queue):
+    review.flag([{"ticket": {"text": f"Charged twice, take {i}"}, "expected": {"category": "billing"}} for i in range(3)], client="x")
+    (rejected,) = [f.case.id for f in review.cases()[0][:1]]
+    review.reject([rejected], "ana")
+    headline, table, *_ = call(client, "pending", api_name="/review_queue")
+    assert "**Review queue: 2 pending** · 0 accepted into the suite · 1 rejected" in headline
+    assert [row[0] for row in table["data"]] == ["pending", "pending"] and rejected not in str(table["data"])
+    _, table, *_ = call(client, "rejected", api_name="/review_queue")
+    assert [row[7] for row in table["data"]] == [rejected]
 
 
 def test_edge_cases_tab_runs_every_case(client, tmp_path, monkeypatch):
@@ -242,9 +266,7 @@ def test_batch_endpoint_compares_with_a_baseline(client, tmp_path):
     assert "against the baseline: **1 fixed, 0 broken**" in headline
 
 
-def test_batch_tab_saves_the_misclassified_rows_as_edge_cases(client, tmp_path, monkeypatch):
-    store = tmp_path / "cases.csv"
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
+def test_batch_tab_flags_the_misclassified_rows_for_review(client, tmp_path, queue):
     client = Client(client.src, verbose=False)  # a session of its own: no report yet
     said = call(client, api_name="/save_misclassified")
     assert said.startswith("Run a report on a labelled CSV first")
@@ -253,8 +275,9 @@ def test_batch_tab_saves_the_misclassified_rows_as_edge_cases(client, tmp_path, 
     job = client.submit(*batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
     job.result(timeout=TIMEOUT)
     said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
-    (case,) = edge_cases.load_cases(store)
-    assert said.startswith("1 misclassified rows saved") and case.ticket.text == rows[0][0] and case.expected.category == "feedback"
+    (case,) = queued()
+    assert said.startswith("1 misclassified rows flagged for review") and case.ticket.text == rows[0][0]
+    assert case.expected.category == "feedback" and not (queue / "cases.csv").exists()
 
 
 def test_the_edge_cases_tab_names_lines_of_the_store_it_skipped(tmp_path, monkeypatch):
@@ -300,3 +323,29 @@ def test_only_uploads_refuses_a_server_file_in_gradios_own_copy_and_takes_an_upl
     finally:
         upload.unlink()
         upload.parent.rmdir()
+
+
+def test_an_anonymous_call_to_the_hidden_review_endpoint_is_refused(queue):
+    """The review buttons are hidden and private, yet reachable over Gradio's queue: the handler itself says no."""
+    import requests
+
+    ((flagged, _),) = review.flag([{"ticket": {"text": "Charged twice"}, "expected": {"category": "billing"}}], client="x")
+    demo = ui.build()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        index = {d.fn.__name__: i for i, d in demo.fns.items() if d.fn}
+
+        def run(name: str, data: list) -> bytes:
+            join = {"data": data, "fn_index": index[name], "session_hash": "attacker", "event_data": None, "trigger_id": None}
+            requests.post(f"http://127.0.0.1:{port}/gradio_api/queue/join", json=join, timeout=30).raise_for_status()
+            params = {"session_hash": "attacker"}
+            with requests.get(f"http://127.0.0.1:{port}/gradio_api/queue/data", params=params, stream=True, timeout=60) as events:
+                return next(line for line in events.iter_lines() if b"process_completed" in line)
+
+        assert b'"success":true' in run("show_queue", ["pending"])  # the session now knows the pending ids
+        refused = run("accept_cases", ["pending", [flagged.id], "as flagged", ""])
+        assert b"Reviewing needs a logged-in reviewer" in refused, refused
+        assert review.counts() == {"pending": 1, "accepted": 0, "rejected": 0} and not (queue / "cases.csv").exists()
+    finally:
+        demo.close()
