@@ -142,9 +142,11 @@ class FieldProblems(BaseModel):
 
 ERRORS = {  # every error a client of /predict or /cases can get, each with its JSON body
     401: ("The API key is missing or wrong (only when the server has LIT_SERVER_API_KEY set).", Problem),
+    403: ("Reviewing over HTTP is off: the server has no reviewer key (TRIAGE_REVIEW_KEY or LIT_SERVER_API_KEY).", Problem),
     408: (f"The request body stalled or took longer than TRIAGE_BODY_TIMEOUT ({SETTINGS['body_timeout']:g} s).", Problem),
     413: (f"The request body is larger than TRIAGE_MAX_BODY_BYTES ({SETTINGS['max_body_bytes']} bytes).", Problem),
     422: ("A field is missing, unknown or out of bounds: each problem names its field.", FieldProblems),
+    429: ("Too many flags from this client in the last minute (only without an API key): retry after Retry-After seconds.", Problem),
     500: ("The pipeline failed on this ticket (other requests in the same batch are answered).", Problem),
     503: (
         "The server is at its connection limit, or the inference worker stopped and is being replaced: retry. On /cases: the "
@@ -156,8 +158,6 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
         f"{SETTINGS['timeout'] + RUN_SECONDS:g} s in all (a stuck worker).",
         Problem,
     ),
-    403: ("Reviewing over HTTP is off: the server has no reviewer key (TRIAGE_REVIEW_KEY or LIT_SERVER_API_KEY).", Problem),
-    429: ("Too many flags from this client in the last minute (only without an API key): retry after Retry-After seconds.", Problem),
     507: (
         "The review queue holds TRIAGE_MAX_PENDING pending cases (only without an API key), or the suite file's disk is full: "
         "nothing was saved; GET /cases keeps working.",
