@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("dir", type=Path)
     export.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on data/train.csv")
     export.set_defaults(run=cmd_export_onnx)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command == "cases" and not any(r.startswith("-") for r in rest):
+        args.args += rest  # `cases import --accept FILE`: argparse leaves positionals that come after an option
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
     except edge_cases.StoreUnavailable as error:  # a full disk, a folder where the store should be: one line, no traceback

@@ -308,7 +308,7 @@ def add_case_routes(server: ls.LitServer) -> None:
 
     def get_cases(
         state: Annotated[CaseState, Query(description="`suite`: the regression suite file; else the queue's")] = CaseState.suite,
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**62),  # a database takes a 64-bit offset, not any integer
         limit: int = Query(50, ge=1, le=500),
     ) -> CasePage | QueuePage:
         try:

@@ -298,7 +298,8 @@ def test_sigterm_drains_requests_in_flight_and_exits_cleanly(tmp_path):
 def test_the_kubernetes_manifest_covers_the_drain_and_the_scrape():
     manifest = next(d for d in yaml.safe_load_all((model.ROOT / "deploy" / "kubernetes.yaml").read_text()) if d["kind"] == "Deployment")
     pod = manifest["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0].get("env", [])}
+    assert "secretKeyRef" in env["TRIAGE_DATABASE_URL"]  # the replicas' shared review queue: its URL (a password) in a Secret
     graceful = float(env.get("TRIAGE_GRACEFUL_TIMEOUT", SETTINGS["graceful_timeout"]))
     assert pod["terminationGracePeriodSeconds"] >= graceful + 5  # the drain, then the workers' own stop
     assert json.dumps(pod).count("/health") >= 1
