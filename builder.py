@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+import edge_cases
 import files
 import model
+import versions
 from encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
 from files import sha256_file
 from model import ENCODER_FILES, PIPELINE_VERSION, artifact_files, data_files, encoder_name, normalize  # paths: model.X, read when used
@@ -92,7 +95,7 @@ def article_index(article_vectors: np.ndarray):
 
 
 def trained_classifier(train, encoder) -> model.LinearClassifier:
-    """Logistic regression on the embeddings of the normalized training tickets, kept as plain arrays."""
+    """Logistic regression on the embeddings of the normalized training tickets (and training cases), as plain arrays."""
     from sklearn.linear_model import LogisticRegression
 
     classifier = LogisticRegression(C=CLASSIFIER_C, max_iter=5000)
@@ -125,7 +128,7 @@ def write_artifacts(staging: Path, articles, index, classifier: model.LinearClas
     import faiss
 
     faiss.write_index(index, str(staging / "articles.faiss"))
-    articles[["id", "title", "category"]].to_json(staging / "articles.json", orient="records", indent=1)
+    articles[["id", "title", "category", "body"]].to_json(staging / "articles.json", orient="records", indent=1)
     np.savez(staging / "classifier.npz", coef=classifier.coef, intercept=classifier.intercept, classes=classifier.classes_)
     bloom.save(str(staging / "orders.bloom"))
 
@@ -253,31 +256,61 @@ def build_artifacts() -> dict[str, Any]:
     Safe against a crash and against other processes: one process builds at a time (a file lock), every
     file is written under a temporary name and renamed into place, and the manifest, which records each
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
+    A promoted version is never rebuilt (build a candidate instead).
     """
+    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+        raise versions.VersionError(f"{model.ARTIFACTS_DIR} is a version, served as it was built: python model.py candidate")
     with files.file_lock(model.ARTIFACTS_DIR / "build"):
         return _build().manifest
 
 
-def _build() -> model.Resources:
+def build_candidate() -> dict[str, Any]:
+    """A candidate version: data/ and the suite's training examples (edge cases accepted with `train`) built into a new
+    folder of versions/, beside what is served, which is not touched. Returns its manifest (`version` names it)."""
+    name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    target = versions.folder(name)
+    target.mkdir(parents=True)
+    training = [c for c in edge_cases.load_cases() if c.train]
+    before = model._resources
+    try:
+        built = _build(target, training, {"version": name, "based_on": versions.state()["served"] or "artifacts"})
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # no half-built version is left to look complete
+        raise
+    finally:
+        model.install(before)  # this process goes on with what it served before
+    return built.manifest
+
+
+def _build(target: Path | None = None, training_cases=(), about: dict | None = None) -> model.Resources:
+    """Build into `target` (default ARTIFACTS_DIR) from data/ and `training_cases`, install the result in `model` and
+    evaluate it on each evaluation set; the manifest, written last, gets `about` (a candidate's name and origin)."""
     import pandas as pd
 
+    target = target or model.ARTIFACTS_DIR
     articles = pd.read_csv(data_files()["articles"], dtype=str)
     train = pd.read_csv(data_files()["train"], dtype=str)
+    cases = pd.DataFrame({"text": [c.ticket.text for c in training_cases], "category": [c.expected.category.value for c in training_cases]})
     current = fingerprint()  # what this build is made from: recorded in the manifest
-    with tempfile.TemporaryDirectory(dir=model.ARTIFACTS_DIR, prefix=".build-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         staging = Path(tmp)
         encoder = _build_encoder(staging, current["encoder"])
         index, orders = article_index(article_vectors(articles, encoder)), order_numbers()
+        train = pd.concat([train, cases], ignore_index=True)
         write_artifacts(staging, articles, index, trained_classifier(train, encoder), order_filter(orders))
         manifest = manifest_of(staging, current, articles, train, index, orders)
+        if about:
+            manifest.update(about, training_cases=[c.id for c in training_cases])
         for name in artifact_files():
-            os.replace(staging / name, model.ARTIFACTS_DIR / name)
-        (model.ARTIFACTS_DIR / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
-        loaded = model.load(manifest, encoder)
+            os.replace(staging / name, target / name)
+        (target / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
+        loaded = model.load(manifest, encoder, target)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
         manifest["eval"] = evaluate()
+        if "eval_style" in data_files():
+            manifest["eval_style"] = evaluate(data_files()["eval_style"])
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging / "manifest.json", model.ARTIFACTS_DIR / "manifest.json")  # last: marks the build complete
+        os.replace(staging / "manifest.json", target / "manifest.json")  # last: marks the build complete
     return loaded
 
 
@@ -299,6 +332,15 @@ def evaluate(path: Path | None = None) -> dict[str, Any]:
     return metrics
 
 
+def served() -> dict[str, Any]:
+    """What is served, without loading it: the version's name ("artifacts" for artifacts/, built from data/) and the
+    model, encoder and data it was built from (artifacts/: what it is built from now)."""
+    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+        saved = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
+        return {"version": saved["version"], **{k: saved[k] for k in ("model", "encoder", "data")}}
+    return {"version": "artifacts", **{k: v for k, v in fingerprint().items() if k in ("model", "encoder", "data")}}
+
+
 def manifest() -> dict:
     """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
     saved = _fresh_manifest() if model._resources is None else None
@@ -307,7 +349,10 @@ def manifest() -> dict:
 
 def load_or_build() -> model.Resources:
     """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
-    process may be running, and looking again). `model.resources()` calls this once per process."""
+    process may be running, and looking again). A version's folder is loaded as it was built, or refused, never
+    rebuilt. `model.resources()` calls this once per process."""
+    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+        return load_version(model.ARTIFACTS_DIR)
     loaded = _load_checked()
     if loaded is None:
         with files.file_lock(model.ARTIFACTS_DIR / "build"):
@@ -342,3 +387,15 @@ def _load_checked(quiet: bool = False) -> model.Resources | None:
     if not quiet:
         log.warning("artifacts: %s; rebuilding them from %s", problem, model.DATA_DIR)
     return None
+
+
+def load_version(folder: Path) -> model.Resources:
+    """A version as it was built (its files checked against its manifest); VersionError naming what is wrong."""
+    try:
+        saved = json.loads((folder / "manifest.json").read_text())
+        problem = model.artifact_problem(saved, folder)
+        if problem is None:
+            return model.load(saved, folder=folder)
+    except Exception as error:  # missing, unreadable, or files that no longer fit this code
+        problem = f"{type(error).__name__}: {error}"
+    raise versions.VersionError(f"version {folder.name} cannot be served ({problem}): python model.py rollback, or promote another")

@@ -1,9 +1,10 @@
-"""The command line, one function per command (`python model.py COMMAND` runs this file's `main`):
+"""The command line, one function per command (`python model.py COMMAND` runs this file's `main`).
 
-python model.py eval                      # accuracy and macro-F1 on data/eval.csv (the default)
-python model.py build                     # build artifacts/ from data/ (builder.py) and print the evaluation
-python model.py export-onnx DIR [--int8]  # export the embedding model to ONNX (the build runs this)
-python model.py cases check|import|fix|reopen ...   # the edge-case store (edge_cases.py)
+Pipeline: `eval` (accuracy and macro-F1 on data/eval.csv, the default), `build` (artifacts/ from data/, builder.py),
+`export-onnx DIR [--int8]` (the build runs it). Edge cases: `cases check` (the regression suite, edge_cases.py),
+`cases queue|accept|reject` (the review queue, review.py), `cases import FILE.csv [--accept]`, `cases fix|reopen|train
+ID ...`. Versions: `candidate`, `gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions`
+(versions.py).
 """
 
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 import builder
 import edge_cases
 import review
+import versions
 from model import CaseStatus, Category, Urgency
 
 
@@ -73,7 +75,7 @@ def cmd_cases_accept(args) -> int:
     answer = {k: getattr(args, k) for k in ("category", "needs_human", "team", "urgency") if getattr(args, k) is not None}
     if answer and "category" not in answer:
         sys.exit("--category is needed with --needs-human, --team or --urgency: the answer is set whole")
-    accepted = review.accept(args.args, args.by, expected=answer or None)
+    accepted = review.accept(args.args, args.by, expected=answer or None, train=args.train)
     print(f"{len(accepted)} of {len(args.args)} cases accepted into {edge_cases.cases_file()} (the others were not pending)")
     return 0
 
@@ -84,8 +86,72 @@ def cmd_cases_reject(args) -> int:
 
 
 def cmd_cases_status(args) -> int:
+    """fix: only cases the pipeline gets right now (a case that still fails is named and nothing changes); reopen."""
     status = CaseStatus.fixed if args.action == "fix" else CaseStatus.open
+    if status == CaseStatus.fixed:
+        chosen = [c for c in edge_cases.load_cases() if c.id in args.args]
+        failing = [r for r in edge_cases.check_cases(chosen) if r["verdict"] in ("open", "broken")]  # wrong now
+        if failing:
+            for r in failing:
+                print(
+                    f"still failing {r['id']}: expected {r['case'].expected.category}, now {r['answer_now']['category']}", file=sys.stderr
+                )
+            sys.exit(f"nothing marked: {len(failing)} of the cases still fail (they stay open)")
     print(f"{edge_cases.set_case_status(args.args, status)} cases marked {status.value}")
+    return 0
+
+
+def cmd_cases_train(args) -> int:
+    """Mark suite cases as training examples: candidates learn from them (`python model.py candidate`)."""
+    print(f"{edge_cases.mark_cases(args.args, train=True)} cases marked as training examples")
+    return 0
+
+
+def cmd_candidate(args) -> int:
+    built = builder.build_candidate()
+    print(json.dumps({k: built.get(k) for k in ("version", "based_on", "training_cases", "eval", "eval_style")}, indent=2))
+    print(f"next: python model.py gate {built['version']}", file=sys.stderr)
+    return 0
+
+
+def cmd_gate(args) -> int:
+    import gate
+
+    verdict = gate.run(args.version, args.batch)
+    for name, s in verdict["sets"].items():
+        print(f"{name:24} macro-F1 {s['served']['macro_f1']:.4f} -> {s['candidate']['macro_f1']:.4f}  {len(s['changed_rows'])} rows change")
+    print(f"cases: {len(verdict['cases']['would_break'])} would break, {len(verdict['cases']['fixes'])} fixed, "
+          f"{len(verdict['cases']['training_learned'])} training cases learned")  # fmt: skip
+    for failure in verdict["failures"]:
+        print(f"FAILS {failure}", file=sys.stderr)
+    folder = versions.folder(args.version)
+    print(f"{'passes' if verdict['passed'] else 'fails'} the gate against {verdict['against']}: {folder / 'gate.html'}")
+    return 0 if verdict["passed"] else 1
+
+
+def cmd_promote(args) -> int:
+    before = versions.promote(args.version, force=args.force)
+    print(f"{args.version} is served from the next start of each server (was {before}); undo: python model.py rollback")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    print(f"{versions.rollback()} is served again from the next start of each server")
+    return 0
+
+
+def cmd_versions(args) -> int:
+    served = versions.state()["served"]
+    for name in versions.listing():
+        saved = json.loads((versions.folder(name) / "manifest.json").read_text())
+        gated = versions.folder(name) / "gate.json"
+        verdict = json.loads(gated.read_text())["passed"] if gated.is_file() else None
+        mark = "*" if name == served else " "
+        gate_said = {True: "gate passed", False: "gate failed", None: "not gated"}[verdict]
+        print(
+            f"{mark} {name}  accuracy {saved['eval']['accuracy']:.4f}  {len(saved.get('training_cases', []))} training cases  {gate_said}"
+        )
+    print(f"served: {served or 'artifacts/ (built from data/)'}")
     return 0
 
 
@@ -97,6 +163,7 @@ CASE_ACTIONS = {
     "import": cmd_cases_import,
     "fix": cmd_cases_status,
     "reopen": cmd_cases_status,
+    "train": cmd_cases_train,
 }
 
 
@@ -112,11 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     cases.add_argument("--state", choices=[*review.STATES, "all"], default="pending", help="queue: which cases to list")
     cases.add_argument("--by", default=os.environ.get("USER"), help="accept, reject, import: the reviewer's name (default $USER)")
     cases.add_argument("--accept", action="store_true", help="import: straight into the suite, as a reviewer")
+    cases.add_argument("--train", action="store_true", help="accept: as training examples (candidates learn from them)")
     cases.add_argument("--category", choices=[c.value for c in Category], help="accept: the expected category (default: as flagged)")
     cases.add_argument("--needs-human", type=lambda v: {"yes": True, "no": False}[v], metavar="yes|no", help="accept: expected")
     cases.add_argument("--team", help="accept: the expected team")
     cases.add_argument("--urgency", choices=[u.value for u in Urgency], help="accept: the expected urgency")
     cases.set_defaults(run=lambda args: CASE_ACTIONS[args.action](args))
+    commands.add_parser("candidate", help="build a candidate version from data/ and the training cases").set_defaults(run=cmd_candidate)
+    gating = commands.add_parser("gate", help="judge a candidate against the served version (exit 1 when it fails)")
+    gating.add_argument("version")
+    gating.add_argument("--batch", action="append", default=[], metavar="FILE.csv", help="a labelled CSV to compare on too")
+    gating.set_defaults(run=cmd_gate)
+    promoting = commands.add_parser("promote", help="serve a version that passed its gate (from each server's next start)")
+    promoting.add_argument("version")
+    promoting.add_argument("--force", action="store_true", help="without a passing gate")
+    promoting.set_defaults(run=cmd_promote)
+    commands.add_parser("rollback", help="serve again what was served before the last promotion").set_defaults(run=cmd_rollback)
+    commands.add_parser("versions", help="the versions kept, which is served, their gates").set_defaults(run=cmd_versions)
     export = commands.add_parser("export-onnx", help="export the embedding model to ONNX into DIR (the build runs this)")
     export.add_argument("dir", type=Path)
     export.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on data/train.csv")
@@ -132,3 +211,5 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{edge_cases.cases_file()}: {error}")
     except review.QueueUnavailable as error:
         sys.exit(f"{review.where()}: {error}")
+    except versions.VersionError as error:
+        sys.exit(str(error))

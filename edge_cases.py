@@ -43,6 +43,7 @@ CASE_COLUMNS = [
     *("id", "status", "source", "created_at", "created_by", "text", "channel", "customer_tier", "flags"),
     *("expected_category", "expected_needs_human", "expected_team", "expected_urgency", "note"),
     *("answer_category", "answer_confidence", "answer_needs_human", "answer_team", "answer_urgency", "pipeline_version", "artifacts"),
+    "train",
 ]
 ANSWER_FIELDS = ("category", "confidence", "needs_human", "team", "urgency")
 VERDICTS = {(True, True): "fixed", (True, False): "broken", (False, True): "newly fixed", (False, False): "open"}  # (was fixed, right now)
@@ -185,10 +186,14 @@ def load_cases(path: Path | None = None) -> list[EdgeCase]:
 
 
 def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None) -> int:
-    """Mark cases open or fixed (say, once a fix makes them pass). The store is rewritten atomically (a new file takes
-    its place), every other line kept as it was, bad ones included. Returns how many changed."""
+    """Mark cases open or fixed (say, once a fix makes them pass). Returns how many changed (`mark_cases`)."""
+    return mark_cases(ids, path, status=CaseStatus(status))
+
+
+def mark_cases(ids: list[str], path: Path | None = None, **update) -> int:
+    """Set fields of suite cases (`status`, `train`). The store is rewritten atomically (a new file takes its place),
+    every other line kept as it was, bad ones included. Returns how many changed."""
     path = path or cases_file()
-    status = CaseStatus(status)
     with file_lock(path):
         try:
             lines = path.read_bytes().split(b"\n")
@@ -197,14 +202,16 @@ def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None
         except OSError as error:
             raise _store_error(error) from None
         header, _ = _header(lines[0])
+        if "train" in update and "train" not in header:
+            raise StoreUnavailable(f"{path} has no `train` column: add it to the header (and a cell to each row)")
         changed = 0
         for number, raw in enumerate(lines[1:], start=1):
             try:
                 case = _parse_line(raw, header)
             except ValueError:
                 continue  # a bad line stays as it is, for a person to mend
-            if case is not None and case.id in ids and case.status != status:
-                lines[number] = _csv_line(_case_row(case.model_copy(update={"status": status}), header)).removesuffix(b"\n")
+            if case is not None and case.id in ids and any(getattr(case, k) != v for k, v in update.items()):
+                lines[number] = _csv_line(_case_row(case.model_copy(update=update), header)).removesuffix(b"\n")
                 changed += 1
         if changed:
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -223,12 +230,13 @@ def set_case_status(ids: list[str], status: CaseStatus, path: Path | None = None
 def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
     """Every case against the pipeline as it is now, in one `run_batch` call. Each gets a verdict:
     `fixed` (right, as before), `open` (still wrong), `broken` (a fixed case now wrong: a regression),
-    `newly fixed` (an open case now right: mark it fixed)."""
+    `newly fixed` (an open case now right: mark it fixed), or `training` for a training example: candidates learn
+    from it, so getting it right proves nothing and it is never counted as fixed or broken."""
     cases = load_cases() if cases is None else cases
     answers = model.run_batch([c.ticket for c in cases], [c.flags for c in cases])
     results = []
     for case, answer in zip(cases, answers, strict=True):
-        verdict = VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
+        verdict = "training" if case.train else VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
         now = answer.model_dump(mode="json", include=set(ANSWER_FIELDS))
         results.append({"id": case.id, "verdict": verdict, "case": case, "answer_now": now})
     return results
@@ -236,7 +244,7 @@ def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
 
 def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
     """How many results have each verdict, in the order a reader wants them."""
-    return {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed")}
+    return {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed", "training")}
 
 
 def artifacts_fingerprint() -> str:
@@ -258,6 +266,7 @@ def _case_row(case: EdgeCase, columns: list[str] = CASE_COLUMNS) -> list[str]:
         **case.model_dump(
             mode="json", include={"id", "status", "source", "created_at", "created_by", "note", "pipeline_version", "artifacts"}
         ),
+        "train": "true" if case.train else "",
         **case.ticket.model_dump(mode="json"),
         "flags": json.dumps(flags) if flags else "",
         **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
@@ -299,6 +308,7 @@ def _case_from_row(row: dict[str, str]) -> EdgeCase:
         answer=answer if answer["category"] is not None else None,
         pipeline_version=value("pipeline_version"),
         artifacts=value("artifacts"),
+        train=boolean("train") or False,
     )
 
 
@@ -381,13 +391,16 @@ def _append_cases(path: Path, cases: list[EdgeCase]) -> None:
     line end by anything else is ended first, so that the new rows stay whole."""
     if not cases:
         return
-    data = b"".join(_csv_line(_case_row(c)) for c in cases)
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as error:
         raise _store_error(error) from None
     try:
         size = os.fstat(fd).st_size
+        header = _header(os.pread(fd, 1 << 16, 0).split(b"\n")[0])[0] if size else CASE_COLUMNS  # an older file keeps its columns
+        if any(c.train for c in cases) and "train" not in header:
+            raise StoreUnavailable(f"{path} has no `train` column for a training example: add it to the header (and a cell to each row)")
+        data = b"".join(_csv_line(_case_row(c, header)) for c in cases)
         if size == 0:
             data = _csv_line(CASE_COLUMNS) + data
         elif os.pread(fd, 1, size - 1) != b"\n":

@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 import encoders
 import files
+import versions
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
@@ -48,7 +49,8 @@ import files
 PIPELINE_VERSION = "1.0.0"
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("TRIAGE_DATA_DIR", ROOT / "data"))
-ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR", ROOT / "artifacts"))
+# What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/)
+ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR") or versions.served_dir() or ROOT / "artifacts")
 # The encoder that runs the embedding model (TRIAGE_ENCODER); bench/RESULTS.md compares them:
 #   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
 #   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
@@ -68,7 +70,8 @@ def encoder_name() -> str:
 
 def data_files() -> dict[str, Path]:
     """The inputs the artifacts are built from; their hashes decide when to rebuild."""
-    paths = {name: DATA_DIR / f"{name}.csv" for name in ("articles", "train", "eval")}
+    paths = {name: DATA_DIR / f"{name}.csv" for name in ("articles", "train", "eval", "eval_style")}
+    paths = {name: path for name, path in paths.items() if name != "eval_style" or path.exists()}  # a second voice, when there
     paths["orders"] = Path(os.environ.get("TRIAGE_ORDERS_FILE", DATA_DIR / "orders.py"))
     return paths
 
@@ -252,6 +255,7 @@ class EdgeCase(BaseModel):
     )
     source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
     keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
+    train: bool = Field(False, description="A training example: candidates learn from it, so it never counts as fixed.")
     id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
     status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")
     created_at: str | None = Field(None, description="Set by the store (UTC, ISO 8601).")
@@ -606,20 +610,20 @@ def resources() -> Resources:
     return _resources
 
 
-def install(loaded: Resources) -> None:
-    """Run the steps on `loaded` from now on: the builder evaluates what it has just built this way."""
+def install(loaded: Resources | None) -> None:
+    """Run the steps on `loaded` from now on (None: load afresh on next use); the builder evaluates its builds this way."""
     global _resources
     with _lock:
         _resources = loaded
 
 
-def artifact_problem(manifest: dict) -> str | None:
+def artifact_problem(manifest: dict, folder: Path | None = None) -> str | None:
     """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
     recorded = manifest.get("artifacts")
     if not isinstance(recorded, dict) or set(recorded) != set(artifact_files(manifest.get("encoder", {}).get("name"))):
         return "manifest.json records no checksums for the artifact files (an older or foreign build)"
     for name, expected in recorded.items():
-        path = ARTIFACTS_DIR / name
+        path = (folder or ARTIFACTS_DIR) / name
         if not path.is_file():
             return f"{path} is missing"
         if path.stat().st_size != expected["bytes"]:
@@ -629,32 +633,29 @@ def artifact_problem(manifest: dict) -> str | None:
     return None
 
 
-def load(manifest: dict, encoder=None) -> Resources:
-    """The artifacts that `manifest` describes, read from ARTIFACTS_DIR (`encoder`: one already made); a ValueError
-    when they do not fit together."""
-    import csv
-
+def load(manifest: dict, encoder=None, folder: Path | None = None) -> Resources:
+    """The artifacts that `manifest` describes, read from `folder` (default ARTIFACTS_DIR; `encoder`: one already made);
+    a ValueError when they do not fit together. A folder holds all it needs: a version outlives the data it came from."""
     import faiss
     import rbloom
 
     faiss.omp_set_num_threads(1)  # 48 articles: a search takes microseconds; OpenMP threads would only spin against the encoder's
-
-    articles = json.loads((ARTIFACTS_DIR / "articles.json").read_text())
-    with open(data_files()["articles"], newline="", encoding="utf-8") as f:
-        bodies = {row["id"]: row["body"] for row in csv.DictReader(f)}
-    with np.load(ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
+    folder = folder or ARTIFACTS_DIR
+    saved_articles = json.loads((folder / "articles.json").read_text())  # with their bodies, for the replies
+    articles = [{k: a[k] for k in ("id", "title", "category")} for a in saved_articles]
+    with np.load(folder / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
         classifier = LinearClassifier(saved["coef"], saved["intercept"], saved["classes"])
     if encoder is None:
         on_onnx = manifest["encoder"]["name"] != "torch"
-        on_disk = (ARTIFACTS_DIR / f for f in ENCODER_FILES)
+        on_disk = (folder / f for f in ENCODER_FILES)
         encoder = encoders.OnnxEncoder(*on_disk) if on_onnx else encoders.TorchEncoder(*encoders.model_source())
     loaded = Resources(
         encoder=encoder,
-        index=faiss.read_index(str(ARTIFACTS_DIR / "articles.faiss")),
+        index=faiss.read_index(str(folder / "articles.faiss")),
         articles=articles,
-        articles_by_id={a["id"]: {**a, "body": bodies[a["id"]]} for a in articles},
+        articles_by_id={a["id"]: a for a in saved_articles},
         classifier=classifier,
-        bloom=rbloom.Bloom.load(str(ARTIFACTS_DIR / "orders.bloom"), order_hash),
+        bloom=rbloom.Bloom.load(str(folder / "orders.bloom"), order_hash),
         manifest=manifest,
     )
     problem = shape_problem(loaded)

@@ -208,11 +208,12 @@ def cases(state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[l
     return page, total
 
 
-def accept(ids: list[str], reviewer: str | None, expected: Expected | dict | None = None) -> list[EdgeCase]:
+def accept(ids: list[str], reviewer: str | None, expected: Expected | dict | None = None, train: bool = False) -> list[EdgeCase]:
     """Accept pending cases into the regression suite (data/edge_cases.csv), each with `expected` when given (the
-    reviewer's answer) or the flagged one; returns them as the suite keeps them. An id that is not pending is skipped.
-    The suite is written first: if marking them accepted then fails, accepting again adds nothing twice."""
-    waiting = [f.case for f in _pending(ids)]
+    reviewer's answer) or the flagged one, as training examples with `train` (candidates learn from them; they never
+    count as fixed); returns them as the suite keeps them. An id that is not pending is skipped. The suite is written
+    first: if marking them accepted then fails, accepting again adds nothing twice."""
+    waiting = [f.case.model_copy(update={"train": train}) for f in _pending(ids)]
     chosen = [c.model_copy(update={"expected": Expected.model_validate(expected)}) for c in waiting] if expected else waiting
     saved = [case for case, _ in edge_cases.save_cases(chosen, created_by=reviewer)] if chosen else []
     _review([c.id for c in waiting], "accepted", reviewer)
@@ -226,7 +227,8 @@ def reject(ids: list[str], reviewer: str | None) -> int:
 
 def _pending(ids: list[str]) -> list[Flagged]:
     with _reading() as connection:
-        rows = connection.execute(sa.select(flags).where(flags.c.id.in_(ids), flags.c.state == "pending").order_by(flags.c.flagged_at))
+        chosen = sa.select(flags).where(flags.c.id.in_(ids), flags.c.state == "pending")
+        rows = connection.execute(chosen.order_by(flags.c.flagged_at, flags.c.id))
         return [Flagged(EdgeCase.model_validate_json(r.case_json), r.state, r.times_flagged, r.client, r.reviewed_by) for r in rows]
 
 

@@ -171,7 +171,10 @@ def error_responses(*codes: int) -> dict[int, dict]:
 
 
 class ServerInfo(BaseModel):
-    model: dict[str, Any] = Field(description="pipeline_version, model, encoder, data, categories, flags, batching, max_body_bytes")
+    model: dict[str, Any] = Field(
+        description="pipeline_version, version (the served one: versions.py), model, encoder, data, categories, flags, batching, "
+        "max_body_bytes"
+    )
     server: dict[str, Any] = Field(description="LitServe's own: devices, workers, timeout")
 
 
@@ -444,12 +447,13 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
 
 def info() -> dict:
     """What /info reports: pipeline, model, categories, flags with defaults and bounds, batching."""
-    fingerprint = builder.fingerprint()
+    served = builder.served()
     return {
         "pipeline_version": model.PIPELINE_VERSION,
-        "model": fingerprint["model"],
-        "encoder": fingerprint["encoder"],
-        "data": fingerprint["data"],
+        "version": served["version"],
+        "model": served["model"],
+        "encoder": served["encoder"],
+        "data": served["data"],
         "categories": {c.value: model.TEAMS[c] for c in model.Category},
         "flags": model.Flags.model_json_schema()["properties"],
         "batching": {k: SETTINGS[k] for k in ("max_batch_size", "batch_timeout", "timeout", "workers")},

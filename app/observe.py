@@ -31,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import versions
+
 LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("triage.access")
@@ -131,6 +133,17 @@ class ReviewQueue:
         yield cases
 
 
+class ServedVersion:
+    """A collector: which version this server serves (versions.py; "artifacts" for artifacts/, built from data/)."""
+
+    def collect(self):
+        import model
+
+        info = GaugeMetricFamily("triage_version_info", "The version this server serves.", labels=["version"])
+        info.add_metric([model.ARTIFACTS_DIR.name if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name) else "artifacts"], 1)
+        yield info
+
+
 REQUESTS = Counter("triage_requests", "HTTP requests answered, by route and status.", ["route", "status"])
 LATENCY = Histogram(
     "triage_request_seconds", "Time to answer an HTTP request, by route.", ["route"],
@@ -162,8 +175,9 @@ def metrics() -> Response:
     return Response(generate_latest(registry) + generate_latest(review_registry), media_type=CONTENT_TYPE_LATEST)
 
 
-review_registry = CollectorRegistry()
+review_registry = CollectorRegistry()  # read at each scrape, in the HTTP process
 review_registry.register(ReviewQueue())
+review_registry.register(ServedVersion())
 
 
 def observe_batch(size: int, step_seconds: dict[str, float], answers: list) -> None:

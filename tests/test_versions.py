@@ -1,0 +1,123 @@
+"""Closing the loop (versions.py, builder.build_candidate, gate.py): a flagged case trains a candidate, the gate judges
+it against the served version, promote serves it, rollback undoes it; a candidate trained on broken labels fails."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import requests
+from conftest import Server
+
+import edge_cases
+import model
+import review
+import versions
+
+ROOT = model.ROOT
+MISROUTED = "Lovely toaster, just far too noisy for our kitchen, so it is going back"  # a return the model calls feedback
+
+
+@pytest.fixture
+def loop(tmp_path, monkeypatch):
+    """A suite, a review queue and a versions folder of this test's own; children inherit them."""
+    (tmp_path / "suite.csv").write_bytes((model.DATA_DIR / "edge_cases.csv").read_bytes())
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "suite.csv"))
+    monkeypatch.setenv("TRIAGE_VERSIONS_DIR", str(tmp_path / "versions"))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    return tmp_path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "model.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def candidate() -> str:
+    done = cli("candidate")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)["version"]
+
+
+def test_a_version_name_is_never_a_path(loop):
+    for bad in ("../artifacts", "/etc", "", "20261128-234501-3fa2c1/.."):
+        with pytest.raises(versions.VersionError, match="not a version name"):
+            versions.folder(bad)
+    with pytest.raises(versions.VersionError, match="nothing to roll back to"):
+        versions.rollback()
+    (loop / "versions").mkdir()
+    (loop / "versions" / "served.json").write_text("{torn")
+    with pytest.raises(versions.VersionError, match="cannot be read"):
+        versions.state()
+
+
+def test_a_training_case_never_counts_as_fixed(loop):
+    ((case, _),) = edge_cases.save_cases([{"ticket": {"text": MISROUTED}, "expected": {"category": "returns_refunds"}, "train": True}])
+    (result,) = [r for r in edge_cases.check_cases() if r["id"] == case.id]
+    assert result["verdict"] == "training" and edge_cases.verdict_counts([result])["training"] == 1
+    assert edge_cases.load_cases()[-1].train  # kept in the suite file, read back
+
+
+def test_cases_fix_refuses_a_case_that_still_fails(loop):
+    ((case, _),) = edge_cases.save_cases([{"ticket": {"text": MISROUTED}, "expected": {"category": "returns_refunds"}}])
+    assert case.status == "open"
+    done = cli("cases", "fix", case.id)
+    assert done.returncode == 1 and f"still failing {case.id}" in done.stderr and "nothing marked" in done.stderr
+    assert edge_cases.load_cases()[-1].status == "open"
+
+
+def test_flag_train_gate_promote_serve_roll_back(loop):
+    assert model.run(MISROUTED).category == "feedback"
+    texts = [MISROUTED, "Gorgeous lamp but the colour clashes with everything, so I'm sending it back for my money"]
+    flags = review.flag([{"ticket": {"text": t}, "expected": {"category": "returns_refunds"}} for t in texts], client="owner")
+    (flagged, _), (also, _) = flags  # one case alone moves two rows of eval.csv and fails the gate; with a second, none move
+    done = cli("cases", "accept", flagged.id, also.id, "--train", "--by", "ana")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert versions.listing() == []  # nothing built yet
+
+    version = candidate()
+    assert json.loads((loop / "versions" / version / "manifest.json").read_text())["training_cases"] == sorted([flagged.id, also.id])
+    assert versions.state()["served"] is None  # building served nothing new
+    refused = cli("promote", version)
+    assert refused.returncode == 1 and "has not been through the gate" in refused.stderr
+    gated = cli("gate", version)
+    assert gated.returncode == 0 and "passes the gate against artifacts" in gated.stdout, gated.stdout + gated.stderr
+    verdict = json.loads((loop / "versions" / version / "gate.json").read_text())
+    assert flagged.id in [c["id"] for c in verdict["cases"]["training_learned"]] and verdict["cases"]["would_break"] == []
+    assert "Training cases it learned" in (loop / "versions" / version / "gate.html").read_text()
+    assert cli("promote", version).returncode == 0 and versions.state()["served"] == version
+
+    server = Server()
+    try:
+        info = requests.get(f"{server.url}/info", timeout=30).json()
+        assert info["model"]["version"] == version
+        answer = requests.post(f"{server.url}/predict", json={"text": MISROUTED}, timeout=60).json()
+        assert answer["category"] == "returns_refunds"
+        assert f'triage_version_info{{version="{version}"}} 1.0' in requests.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        server.stop()
+
+    assert cli("rollback").returncode == 0 and versions.state()["served"] is None
+    server = Server()
+    try:
+        assert requests.get(f"{server.url}/info", timeout=30).json()["model"]["version"] == "artifacts"
+        assert requests.post(f"{server.url}/predict", json={"text": MISROUTED}, timeout=60).json()["category"] == "feedback"
+    finally:
+        server.stop()
+    assert (loop / "versions" / version / "manifest.json").exists()  # kept, to promote again
+
+
+def test_a_candidate_trained_on_broken_labels_fails_the_gate_and_cannot_be_promoted(loop):
+    train = pd.read_csv(model.DATA_DIR / "train.csv", dtype=str).sample(120, random_state=1)
+    classes = [c.value for c in model.Category]
+    wrong = [classes[(classes.index(c) + 1) % len(classes)] for c in train.category]  # every label moved one class on
+    edge_cases.save_cases(
+        [{"ticket": {"text": t}, "expected": {"category": w}, "train": True} for t, w in zip(train.text, wrong, strict=True)]
+    )
+    version = candidate()
+    gated = cli("gate", version)
+    assert gated.returncode == 1 and "FAILS eval: macro-F1 down" in gated.stderr and "max_macro_f1_drop" in gated.stderr
+    refused = cli("promote", version)
+    assert refused.returncode == 1 and "did not pass its gate" in refused.stderr
+    assert versions.state()["served"] is None and os.path.exists(loop / "versions" / version / "gate.html")
