@@ -14,6 +14,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# The tests run on artifacts/ (built from data/), whatever version a developer promoted here; a test sets its own folder
+os.environ.setdefault("TRIAGE_VERSIONS_DIR", tempfile.mkdtemp(prefix="triage-versions-"))
 
 
 def free_port() -> int:
