@@ -66,6 +66,19 @@ def side(folder: Path, batches: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def one_ticket(version: str, ticket: dict, flags: dict) -> "model.Triage":
+    """One ticket answered by `version` (with its trace), in a process of its own: the app's Compare tab."""
+    folder = versions.folder(version)
+    code = "import json, sys, model; print(model.run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), debug=True).model_dump_json())"
+    env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder), "PYTHONPATH": str(model.ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(ticket), json.dumps(flags)], cwd=model.ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise versions.VersionError(f"version {version} could not answer: {done.stderr.strip().splitlines()[-1:]}")
+    return model.Triage.model_validate_json(done.stdout)
+
+
 # --- the comparison ---------------------------------------------------------------------------------------------
 def scores(labelled: dict) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score

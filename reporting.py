@@ -22,6 +22,7 @@ import model
 MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
 HISTOGRAM_BINS = 20
 COMPARE_PREFIX = "compare_"  # the second variant's columns in a scored CSV
+INTENT_COLUMN = "intent"  # an input column naming each labelled row's intent (data/INTENTS.md): accuracy per intent
 
 
 class BatchInputError(ValueError):
@@ -114,6 +115,7 @@ class _Tally:
         self.needs_human = 0
         self.misclassified: list[dict] = []
         self.misclassified_total = 0
+        self.intents = Counter()  # (category expected, intent, right) -> rows, when the input has an intent column
 
     def add(self, chunk: pd.DataFrame, prefix: str, text_column: str) -> None:
         self.rows += len(chunk)
@@ -130,6 +132,10 @@ class _Tally:
             self.pairs.update(zip(ok[self.label_column], ok[prefix + "category"], strict=True))
             wrong = ok[ok[self.label_column] != ok[prefix + "category"]]
             self.misclassified_total += len(wrong)
+            if INTENT_COLUMN in ok and self.label_column != INTENT_COLUMN:
+                right = ok[self.label_column] == ok[prefix + "category"]
+                named = ok[INTENT_COLUMN] != ""
+                self.intents.update(zip(ok[self.label_column][named], ok[INTENT_COLUMN][named], right[named], strict=True))
             for i, row in wrong.head(MAX_LISTED_ROWS - len(self.misclassified)).iterrows():
                 self.misclassified.append(_listed(row, i, text_column, self.label_column, prefix=prefix))
 
@@ -148,7 +154,20 @@ class _Tally:
             out["metrics"] = metrics(self.pairs)
             out["misclassified_rows"] = self.misclassified
             out["misclassified_total"] = self.misclassified_total
+            if self.intents:
+                out["per_intent"] = per_intent(self.intents)
         return out
+
+
+def per_intent(counts: Counter) -> list[dict[str, Any]]:
+    """Accuracy for each (expected category, intent) from counts of (category, intent, right): rows, right, accuracy."""
+    keys = sorted({(category, intent) for category, intent, _ in counts})
+    rows = []
+    for category, intent in keys:
+        right, wrong = counts[(category, intent, True)], counts[(category, intent, False)]
+        accuracy = round(right / (right + wrong), 4)
+        rows.append({"intent": intent, "category": category, "rows": right + wrong, "correct": right, "accuracy": accuracy})
+    return rows
 
 
 def _listed(row: pd.Series, index: int, text_column: str, label_column: str | None, prefix: str = "", with_compare=False) -> dict:
@@ -288,6 +307,8 @@ def report_html(summary: dict[str, Any]) -> str:
     if summary.get("metrics"):
         per_class = [{"category": c, **m} for c, m in summary["metrics"]["per_class"].items()]
         tables.append(table("Per category", per_class, len(per_class)))
+    if summary.get("per_intent"):
+        tables.append(table("Per intent", summary["per_intent"], len(summary["per_intent"])))
     if "misclassified_rows" in summary:
         tables.append(table("Misclassified rows", summary["misclassified_rows"], summary["misclassified_total"]))
     if "compare" in summary:

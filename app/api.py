@@ -227,6 +227,7 @@ class Decision(BaseModel):
     ids: list[str] = Field(min_length=1, max_length=500, description="Ids of pending cases (from GET /cases?state=pending).")
     accept: bool = Field(description="true: into the regression suite; false: rejected.")
     expected: model.Expected | None = Field(None, description="Accept only: the right answer as the reviewer sets it.")
+    train: bool = Field(False, description="Accept only: as training examples (candidates learn from them; never counted as fixed).")
     reviewer: str | None = Field(None, max_length=100, description="The reviewer's name, kept with the decision.")
 
 
@@ -335,7 +336,7 @@ def add_case_routes(server: ls.LitServer) -> None:
         reviewer = decision.reviewer or "api"
         try:
             if decision.accept:
-                accepted = review.accept(decision.ids, reviewer, expected=decision.expected)
+                accepted = review.accept(decision.ids, reviewer, expected=decision.expected, train=decision.train)
                 return Reviewed(changed=len(accepted), accepted=[c.id for c in accepted], counts=review.counts())
             return Reviewed(changed=review.reject(decision.ids, reviewer), counts=review.counts())
         except review.QueueUnavailable as error:

@@ -207,6 +207,7 @@ def check_all() -> tuple[str, list[dict]]:
     headline = (
         f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
         f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed (mark them: `python model.py cases fix ID`)"
+        + (f" · {counts['training']} training examples (never counted as fixed)" if counts["training"] else "")
     )
     if store.skipped:  # lines of the store that are no edge case: named, for someone to mend by hand
         lines = ", ".join(str(s["line"]) for s in store.skipped[:10]) + (" ..." if len(store.skipped) > 10 else "")

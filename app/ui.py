@@ -27,9 +27,11 @@ from pydantic import BaseModel, ValidationError
 
 import batch
 import edge_cases
+import gate
 import model
 import reporting
 import review
+import versions
 from app.render import (
     api_examples,
     articles_table,
@@ -132,10 +134,20 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
 
 def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     """One ticket under two sets of flags, A and B, and flagging the case with either."""
-    with gr.Tab("Compare"):
-        gr.Markdown("The same ticket under two sets of flags, A and B: what a flag changes, field by field and step by step.")
+    with gr.Tab("Compare") as tab:
+        gr.Markdown(
+            "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `python model.py "
+            "candidate`): what changes, field by field and step by step."
+        )
         text = gr.Textbox(label="text", lines=3, placeholder="Type or paste a customer message")
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
+        version_b = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
+            ["served", *versions.listing()],
+            value="served",
+            label="B runs on",
+            info="the served version, or a candidate version",
+            allow_custom_value=True,
+        )
         go = gr.Button("Compare", variant="primary")
         headline = gr.Markdown()
         fields = gr.Dataframe(label="Fields", interactive=False, wrap=True, column_widths=["14%", "38%", "38%", "10%"])
@@ -149,14 +161,22 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
             flagged = gr.Markdown()
 
     def compare(data):
+        on = data.get(version_b) or "served"
         try:
-            a, b = run({"text": data[text]}, values(flags_a, data), True), run({"text": data[text]}, values(flags_b, data), True)
+            a = run({"text": data[text]}, values(flags_a, data), True)
+            if on == "served":
+                b = run({"text": data[text]}, values(flags_b, data), True)
+            else:
+                b = gate.one_ticket(on, {"text": data[text]}, values(flags_b, data))
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
+        except versions.VersionError as error:
+            raise gr.Error(str(error)) from None
         by_field, by_step = differences(a, b)
         n_diff = int((by_field.differs != "").sum())
+        sides = "A and B" if on == "served" else f"A (served) and B (version {on})"
         return {
-            headline: f"**{n_diff} of {len(by_field)} fields differ** between A and B; steps that differ are marked below.",
+            headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}; steps that differ are marked below.",
             fields: by_field,
             steps: by_step,
             result_a: a.model_dump(mode="json"),
@@ -170,7 +190,10 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         flags = values(flags_a if data[variant] == "A" else flags_b, data)
         return save_flagged({"text": data[text]}, flags, values(expected, data), request)
 
-    go.click(compare, {text, *flags_a.values(), *flags_b.values()}, [headline, fields, steps, result_a, result_b], api_name="compare")
+    go.click(
+        compare, {text, *flags_a.values(), *flags_b.values(), version_b}, [headline, fields, steps, result_a, result_b], api_name="compare"
+    )
+    tab.select(lambda: gr.Dropdown(choices=["served", *versions.listing()]), None, version_b, api_visibility="private")
     result_a.change(lambda a: (a or {}).get("category"), result_a, expected["category"], api_visibility="private")
     flag_go.click(flag, flag_inputs, flagged, api_name="flag_compare_case")
 
@@ -260,7 +283,7 @@ def cases_tab() -> None:
             "pipeline as it is now. A *fixed* case the pipeline now gets wrong is **newly broken**: a regression."
         )
         with gr.Row():
-            verdict = gr.Dropdown(["all", "broken", "newly fixed", "open", "fixed"], value="all", label="verdict")
+            verdict = gr.Dropdown(["all", "broken", "newly fixed", "open", "fixed", "training"], value="all", label="verdict")
             source = gr.Dropdown(["all", *[s.value for s in model.CaseSource]], value="all", label="source")
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
@@ -285,6 +308,7 @@ def cases_tab() -> None:
                 review_key = gr.Textbox(type="password", label="reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             with gr.Row():
                 accept = gr.Button("Accept into the suite", variant="primary")
+                train = gr.Button("Accept as a training example")
                 reject = gr.Button("Reject", variant="stop")
             decided = gr.Markdown()
 
@@ -306,7 +330,7 @@ def cases_tab() -> None:
             chosen: gr.Dropdown(choices=choices, value=[]),
         }
 
-    def decide(data, request: gr.Request, accepting: bool):
+    def decide(data, request: gr.Request, accepting: bool, training: bool = False):
         reviewer = getattr(request, "username", None)
         key = os.environ.get("TRIAGE_REVIEW_KEY")
         if reviewer is None or (key and not secrets.compare_digest(data[review_key] or "", key)):
@@ -316,7 +340,8 @@ def cases_tab() -> None:
         expected = None if data[answer] == "as flagged" else {"category": data[answer]}
         try:
             if accepting:
-                said = f"{len(review.accept(data[chosen], reviewer, expected=expected))} cases accepted into the suite."
+                accepted = review.accept(data[chosen], reviewer, expected=expected, train=training)
+                said = f"{len(accepted)} cases accepted into the suite{' as training examples' if training else ''}."
             else:
                 said = f"{review.reject(data[chosen], reviewer)} cases rejected."
         except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
@@ -325,6 +350,9 @@ def cases_tab() -> None:
 
     def accept_cases(data, request: gr.Request):
         return decide(data, request, accepting=True)
+
+    def train_cases(data, request: gr.Request):
+        return decide(data, request, accepting=True, training=True)
 
     def reject_cases(data, request: gr.Request):
         return decide(data, request, accepting=False)
@@ -339,6 +367,7 @@ def cases_tab() -> None:
         event(show_queue, {state}, queue_outputs, api_visibility="private")
     deciding = {state, chosen, answer, review_key}
     accept.click(accept_cases, deciding, [decided, *queue_outputs], api_visibility="private")  # the handler checks the login
+    train.click(train_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     reject.click(reject_cases, deciding, [decided, *queue_outputs], api_visibility="private")
 
 

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import requests
-from conftest import Server
+from conftest import Server, free_port
 
 import edge_cases
 import model
@@ -86,6 +86,7 @@ def test_flag_train_gate_promote_serve_roll_back(loop):
     verdict = json.loads((loop / "versions" / version / "gate.json").read_text())
     assert flagged.id in [c["id"] for c in verdict["cases"]["training_learned"]] and verdict["cases"]["would_break"] == []
     assert "Training cases it learned" in (loop / "versions" / version / "gate.html").read_text()
+    compare_on_the_app(version)
     assert cli("promote", version).returncode == 0 and versions.state()["served"] == version
 
     server = Server()
@@ -121,3 +122,24 @@ def test_a_candidate_trained_on_broken_labels_fails_the_gate_and_cannot_be_promo
     refused = cli("promote", version)
     assert refused.returncode == 1 and "did not pass its gate" in refused.stderr
     assert versions.state()["served"] is None and os.path.exists(loop / "versions" / version / "gate.html")
+
+
+def compare_on_the_app(version: str) -> None:
+    """The Compare tab puts the served version (A) and the candidate (B) side by side on one ticket."""
+    from gradio_client import Client
+
+    from app import ui
+
+    demo = ui.build()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    try:
+        flags = list(model.Flags().model_dump().values())
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        headline, _, _, a, b = client.submit(MISROUTED, *flags, *flags, version, api_name="/compare").result(timeout=120)
+        assert f"between A (served) and B (version {version})" in headline
+        assert (a["category"], b["category"]) == ("feedback", "returns_refunds")
+        with pytest.raises(Exception, match="not a version name"):  # a path is never run as a version
+            client.submit(MISROUTED, *flags, *flags, "../artifacts", api_name="/compare").result(timeout=120)
+    finally:
+        demo.close()
