@@ -37,6 +37,16 @@ rule eval:
         "python model.py eval > {output}"
 
 
+rule candidate:
+    """A candidate version from data/ and the suite's training examples, in versions/ beside the served one; then
+    judge it: python model.py gate NAME (promote and rollback are commands, never a side effect of a workflow)."""
+    input:
+        ARTIFACTS,
+        "data/edge_cases.csv",
+    shell:
+        "python model.py candidate"
+
+
 rule test:
     """The test suite (the README's test command)."""
     shell:
