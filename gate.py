@@ -149,7 +149,7 @@ def html(verdict: dict[str, Any]) -> str:
     groups = [
         reporting.cards(
             "Verdict",
-            [("passes the gate" if verdict["passed"] else "fails the gate", ""), ("against", verdict["against"])],
+            [("verdict", "passes the gate" if verdict["passed"] else "fails the gate"), ("against", verdict["against"])],
             verdict["failures"],
         )
     ]
