@@ -3,7 +3,7 @@ import os
 
 configfile: "config.yaml"
 
-DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/orders.py"]
+DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/eval_style.csv", "data/orders.py"]
 ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.npz", "orders.bloom")
 if os.environ.get("TRIAGE_ENCODER", "onnx-int8") != "torch":  # the ONNX encoders' files (model.ENCODER_FILES)
     ARTIFACTS += multiext("artifacts/", "encoder.onnx", "tokenizer.json")

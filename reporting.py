@@ -85,6 +85,7 @@ def summary(
         "label_column": label_column,
         **run,
         "pipeline_version": manifest["pipeline_version"],
+        "version": manifest.get("version", "artifacts"),  # the version that answered (versions.py)
         "model": manifest["model"],
         "encoder": manifest["encoder"],
         "data": manifest["data"],
@@ -349,7 +350,7 @@ def cards(title: str, items: list[tuple[str, Any]], notes: list[str] = ()) -> di
     return {"title": title, "cards": items, "notes": list(notes)}
 
 
-_METADATA = ["input", "flags", "compare_flags", "pipeline_version", "model", "encoder", "data", "artifacts_built_at"]
+_METADATA = ["input", "flags", "compare_flags", "pipeline_version", "version", "model", "encoder", "data", "artifacts_built_at"]
 _METADATA += ["text_column", "label_column"]
 
 
@@ -426,6 +427,7 @@ def cases_summary(rows: list[dict[str, Any]], counts: dict[str, int], store: str
         "store": str(store),
         "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
         **{k: manifest[k] for k in ("pipeline_version", "model", "encoder", "data")},
+        "version": manifest.get("version", "artifacts"),
         "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
     }
 

@@ -217,6 +217,26 @@ def check_all() -> tuple[str, list[dict]]:
     return headline, rows
 
 
+def under_both(rows: list[dict], version: str) -> pd.DataFrame:
+    """Each suite case's verdict on the served version (`rows`, from check_all) and on `version`, run in a process of
+    its own (gate.side); the cases whose verdicts differ first."""
+    import gate
+    import versions
+
+    try:
+        other = {c["id"]: c for c in gate.side(versions.folder(version), [])["cases"]}
+    except versions.VersionError as error:
+        raise gr.Error(str(error)) from None
+    both = []
+    for r in rows:
+        if r["id"] in other:
+            theirs = other[r["id"]]
+            both.append({"text": r["text"], "expected": r["expected"], "served": r["verdict"], version: theirs["verdict"]})
+            both[-1].update(answer=theirs["now"], id=r["id"])
+    both.sort(key=lambda r: r["served"] == r[version])
+    return pd.DataFrame(both, columns=["text", "expected", "served", version, "answer", "id"])
+
+
 def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
     keep = [r for r in rows if verdict in ("all", r["verdict"]) and source in ("all", r["source"])]
     return pd.DataFrame(keep, columns=["verdict", "text", "expected", "when flagged", "now", "source", "status", "id", "note"])

@@ -45,6 +45,7 @@ from app.render import (
     orders_table,
     review_queue,
     step_panels,
+    under_both,
 )
 from app.uploads import only_uploads, report_dir
 
@@ -290,6 +291,14 @@ def cases_tab() -> None:
         rows = gr.State([])
         widths = ["8%", "30%", "12%", "10%", "12%", "6%", "6%", "7%", "9%"]  # every column on the screen
         table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths)
+        with gr.Row():
+            other = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
+                ["none", *versions.listing()], value="none", label="each case's verdict on a candidate too", allow_custom_value=True
+            )
+            go_both = gr.Button("Run every case on both")
+        both = gr.Dataframe(
+            interactive=False, wrap=True, label="Under both versions", column_widths=["40%", "14%", "12%", "12%", "12%", "10%"]
+        )
 
         gr.Markdown(
             "### Review queue\nCases flagged from the Triage, Compare and Batch tabs, the API (`POST /cases`) or a file wait "
@@ -318,6 +327,17 @@ def cases_tab() -> None:
 
     def refilter(data):
         return filter_cases(data[rows], data[verdict], data[source])
+
+    def run_both(data):
+        if data[other] == "none":
+            raise gr.Error("Choose a candidate version first (python model.py candidate makes one).")
+        counts, every = check_all()
+        return {
+            headline: counts,
+            rows: every,
+            table: filter_cases(every, data[verdict], data[source]),
+            both: under_both(every, data[other]),
+        }
 
     def show_queue(data, request: gr.Request):
         said, listed = review_queue(data[state])
@@ -361,6 +381,8 @@ def cases_tab() -> None:
     tab.select(run_cases, {verdict, source}, [headline, rows, table], api_visibility="private")
     for control in (verdict, source):
         control.change(refilter, {rows, verdict, source}, table, api_visibility="private")
+    go_both.click(run_both, {verdict, source, other}, [headline, rows, table, both], api_name="edge_cases_on_both")
+    tab.select(lambda: gr.Dropdown(choices=["none", *versions.listing()]), None, other, api_visibility="private")
     queue_outputs = [queue_headline, queue, reviewing, chosen]
     show.click(show_queue, {state}, queue_outputs, api_name="review_queue")
     for event in (state.change, tab.select):

@@ -89,6 +89,10 @@ def test_flag_train_gate_promote_serve_roll_back(loop):
     compare_on_the_app(version)
     assert cli("promote", version).returncode == 0 and versions.state()["served"] == version
 
+    pd.DataFrame({"text": [MISROUTED], "expected_category": ["returns_refunds"]}).to_csv(loop / "one.csv", index=False)
+    done = subprocess.run([sys.executable, "batch.py", loop / "one.csv", "-o", loop / "one-report.csv", "--quiet"], cwd=ROOT, timeout=300)
+    assert done.returncode == 0 and json.loads((loop / "one-report.json").read_text())["version"] == version  # reports name it
+
     server = Server()
     try:
         info = requests.get(f"{server.url}/info", timeout=30).json()
@@ -139,6 +143,10 @@ def compare_on_the_app(version: str) -> None:
         headline, _, _, a, b = client.submit(MISROUTED, *flags, *flags, version, api_name="/compare").result(timeout=120)
         assert f"between A (served) and B (version {version})" in headline
         assert (a["category"], b["category"]) == ("feedback", "returns_refunds")
+        *_, table, both = client.submit("all", "all", version, api_name="/edge_cases_on_both").result(timeout=180)
+        assert both["headers"] == ["text", "expected", "served", version, "answer", "id"]
+        learned = [row for row in both["data"] if row[0] == MISROUTED]
+        assert [row[2:4] for row in learned] == [["training", "training"]] and len(both["data"]) == len(table["data"])
         with pytest.raises(Exception, match="not a version name"):  # a path is never run as a version
             client.submit(MISROUTED, *flags, *flags, "../artifacts", api_name="/compare").result(timeout=120)
     finally:
