@@ -18,6 +18,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRIAGE_VERSIONS_DIR", tempfile.mkdtemp(prefix="triage-versions-"))
 
 
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]  # through the running interpreter, not PATH (the venv need not be active)
+
+
+def with_this_python(**env) -> dict:
+    """The environment with this interpreter's folder first on PATH: the Snakefile's rules call `python`."""
+    return {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 for a server a test starts."""
     with socket.socket() as s:

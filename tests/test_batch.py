@@ -8,6 +8,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from conftest import SNAKEMAKE, with_this_python
 
 import batch
 import encoders
@@ -282,8 +283,8 @@ def test_snakemake_report_and_scatter_gather(tmp_path):
     write_csv(tmp_path / "in" / "tiny.csv", TICKETS)
     config = [f"inputs={tmp_path}/in", f"reports={tmp_path}/out", f"shards_dir={tmp_path}/shards"]
     targets = [f"{tmp_path}/out/tiny.csv", f"{tmp_path}/out/tiny.sharded.csv"]
-    command = ["snakemake", "-c2", *targets, "--set-scatter", "split=2", "--config", *config, "--quiet", "all"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    command = [*SNAKEMAKE, "-c2", *targets, "--set-scatter", "split=2", "--config", *config, "--quiet", "all"]
+    result = subprocess.run(command, cwd=ROOT, env=with_this_python(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = read(tmp_path / "out" / "tiny.csv"), read(tmp_path / "out" / "tiny.sharded.csv")
     assert list(a.category) == list(b.category) and list(a.text) == [t for t, _ in TICKETS]
@@ -299,8 +300,8 @@ def test_cluster_profiles_dry_run(tmp_path):
         ("slurm", f"{tmp_path}/out/tiny.sharded.csv", local),
         ("kubernetes", "reports/tiny.sharded.csv", ["--default-storage-prefix", str(tmp_path)]),  # the shared volume
     ]:
-        command = ["snakemake", "--profile", f"profiles/{name}", "-n", target, "--set-scatter", "split=4", *extra]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        command = [*SNAKEMAKE, "--profile", f"profiles/{name}", "-n", target, "--set-scatter", "split=4", *extra]
+        result = subprocess.run(command, cwd=ROOT, env=with_this_python(), capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (name, result.stderr[-3000:])
         assert "score_shard        4" in result.stdout + result.stderr, name
 

@@ -5,6 +5,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from conftest import SNAKEMAKE, with_this_python
 from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
@@ -89,8 +90,8 @@ def test_cases_report_and_snakemake_regressions(tmp_path):
     assert (scored.verdict == "open").sum() == summary["open"] > 0
     assert "Still open" in out.with_suffix(".html").read_text()
 
-    command = ["snakemake", "-c1", "regressions", "--config", f"reports={tmp_path / 'reports'}", "-q"]
-    done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, timeout=600)
+    command = [*SNAKEMAKE, "-c1", "regressions", "--config", f"reports={tmp_path / 'reports'}", "-q"]
+    done = subprocess.run(command, cwd=model.ROOT, env=with_this_python(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert pd.read_csv(tmp_path / "reports" / "edge_cases.csv").shape[0] == summary["cases"]
     assert json.loads((tmp_path / "reports" / "edge_cases.json").read_text())["broken"] == 0

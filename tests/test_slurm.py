@@ -12,6 +12,7 @@ import subprocess
 import pandas as pd
 import psutil
 import pytest
+from conftest import SNAKEMAKE, with_this_python
 
 import model
 
@@ -36,8 +37,8 @@ def cluster(tmp_path_factory):
 
 
 def snakemake(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    command = ["timeout", "-s", "KILL", str(timeout), "snakemake", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    command = ["timeout", "-s", "KILL", str(timeout), *SNAKEMAKE, *args]
+    return subprocess.run(command, cwd=ROOT, env=with_this_python(), capture_output=True, text=True)
 
 
 def folders(tmp_path) -> list[str]:
