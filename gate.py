@@ -136,9 +136,9 @@ def run(version: str, batches: list[str] = ()) -> dict[str, Any]:
     served_name = versions.state()["served"] or "artifacts"
     served_folder = versions.served_dir() or model.ROOT / "artifacts"
     limits = thresholds()
-    verdict = compare(side(served_folder, list(batches)), candidate := side(folder, list(batches)), limits)
-    verdict |= {"candidate": version, "against": served_name, "batches": [str(b) for b in batches], "sides": {}}
-    verdict["sides"] = {"candidate": candidate["about"]}
+    served, candidate = side(served_folder, list(batches)), side(folder, list(batches))
+    verdict = compare(served, candidate, limits) | {"candidate": version, "against": served_name, "batches": [str(b) for b in batches]}
+    verdict["sides"] = {"served": served["about"], "candidate": candidate["about"]}  # version, pipeline, data hashes, encoder
     (folder / "gate.html").write_text(html(verdict))
     (folder / "gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
     return verdict

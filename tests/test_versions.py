@@ -86,6 +86,8 @@ def test_flag_train_gate_promote_serve_roll_back(loop):
     verdict = json.loads((loop / "versions" / version / "gate.json").read_text())
     assert flagged.id in [c["id"] for c in verdict["cases"]["training_learned"]] and verdict["cases"]["would_break"] == []
     assert "Training cases it learned" in (loop / "versions" / version / "gate.html").read_text()
+    assert verdict["sides"]["candidate"]["version"] == version and verdict["sides"]["served"]["version"] is None  # artifacts/
+    assert verdict["sides"]["served"]["data"]["train"] == verdict["sides"]["candidate"]["data"]["train"]
     compare_on_the_app(version)
     assert cli("promote", version).returncode == 0 and versions.state()["served"] == version
 
