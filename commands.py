@@ -50,8 +50,12 @@ def cmd_cases_check(args) -> int:
 
 
 def cmd_cases_import(args) -> int:
-    """Into the review queue (today's CSV stores migrate this way); with --accept, straight into the suite."""
-    cases = [case for path in args.args for case in edge_cases.cases_in_csv(Path(path))]
+    """Into the review queue (today's CSV stores migrate this way); with --accept, straight into the suite. A file that
+    cannot be read or a row that is no edge case stops it before anything is saved, named in one line."""
+    try:
+        cases = [case for path in args.args for case in edge_cases.cases_in_csv(Path(path))]
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        sys.exit(f"nothing imported: {error}")
     if args.accept:
         saved = edge_cases.save_cases(cases, args.by)
         print(f"{sum(new for _, new in saved)} new cases, {sum(not new for _, new in saved)} already there -> {edge_cases.cases_file()}")
@@ -75,14 +79,24 @@ def cmd_cases_accept(args) -> int:
     answer = {k: getattr(args, k) for k in ("category", "needs_human", "team", "urgency") if getattr(args, k) is not None}
     if answer and "category" not in answer:
         sys.exit("--category is needed with --needs-human, --team or --urgency: the answer is set whole")
+    not_pending(args.args)
     accepted = review.accept(args.args, args.by, expected=answer or None, train=args.train)
-    print(f"{len(accepted)} of {len(args.args)} cases accepted into {edge_cases.cases_file()} (the others were not pending)")
+    print(f"{len(accepted)} cases accepted into {edge_cases.cases_file()}")
     return 0
 
 
 def cmd_cases_reject(args) -> int:
-    print(f"{review.reject(args.args, args.by)} of {len(args.args)} cases rejected (the others were not pending)")
+    not_pending(args.args)
+    print(f"{review.reject(args.args, args.by)} cases rejected")
     return 0
+
+
+def not_pending(ids: list[str]) -> None:
+    """Stop, naming them, when some ids are no pending case (a typo, or decided already): nothing is changed."""
+    pending = {f.case.id for f in review.cases("pending", limit=10**6)[0]}
+    missing = [i for i in ids if i not in pending]
+    if missing:
+        sys.exit(f"nothing changed: no pending case {', '.join(missing)} (see python model.py cases queue --state all)")
 
 
 def cmd_cases_status(args) -> int:

@@ -110,7 +110,7 @@ def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> lis
                 "ticket": ticket,
                 "id": _case_id(ticket, case.flags, case.expected),
                 "status": CaseStatus.fixed if case.expected.matches(answer) else CaseStatus.open,
-                "created_at": stamp,
+                "created_at": case.created_at or stamp,  # a flag accepted from the queue keeps the time it was flagged
                 "created_by": created_by,
                 "answer": answer.model_dump(mode="json", include=set(ANSWER_FIELDS)),
                 "pipeline_version": PIPELINE_VERSION,

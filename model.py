@@ -603,9 +603,14 @@ def resources() -> Resources:
 
                 start = time.perf_counter()
                 _resources = builder.load_or_build()
-                accuracy = _resources.manifest["eval"]["accuracy"]
+                took, saved = time.perf_counter() - start, _resources.manifest
+                version = saved.get("version", "artifacts/, built from data/")
                 log.info(
-                    "pipeline ready in %.1f s (%s encoder, accuracy %s on eval.csv)", time.perf_counter() - start, encoder_name(), accuracy
+                    "pipeline ready in %.1f s: version %s, %s encoder, accuracy %s on eval.csv",
+                    took,
+                    version,
+                    encoder_name(),
+                    saved["eval"]["accuracy"],
                 )
     return _resources
 

@@ -167,8 +167,8 @@ def flag(cases: list[EdgeCase | dict], created_by: str | None = None, client: st
 
     Untrusted clients (no key) cannot keep PII and are held to the rate limit and the queue's cap; a case a reviewer
     already rejected stays rejected. One transaction: every case is kept, or none."""
-    if not trusted:
-        cases = [EdgeCase.model_validate(c).model_copy(update={"keep_pii": False}) for c in cases]
+    cases = [EdgeCase.model_validate(c) for c in cases]
+    cases = [c.model_copy(update={"created_at": None, **({} if trusted else {"keep_pii": False})}) for c in cases]  # the store's to set
     kept = edge_cases.recorded(cases, created_by)
     rate, cap = limits()
     now = time.time()

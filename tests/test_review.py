@@ -41,6 +41,12 @@ def test_a_flag_waits_for_review_and_never_touches_the_suite(queue):
     assert total == 1 and page[0].case == flagged and page[0].client == "a"
 
 
+def test_what_the_store_sets_cannot_be_sent(queue):
+    forged = case("Refund me now", "returns_refunds", created_at="1999-01-01T00:00:00Z", status="fixed", id="abc", answer={})
+    ((kept, _),) = review.flag([forged], client="a")
+    assert kept.created_at != "1999-01-01T00:00:00Z" and kept.id != "abc" and kept.answer["category"]
+
+
 def test_without_a_key_pii_is_masked_even_when_asked_to_keep_it(queue):
     text = "Call me on +44 7700 900123 about my refund"
     ((anonymous, _),) = review.flag([case(text, "returns_refunds", keep_pii=True)], client="a")
@@ -84,6 +90,7 @@ def test_accepting_exports_the_case_to_the_suite_with_the_reviewers_answer(queue
     assert review.counts() == {"pending": 0, "accepted": 1, "rejected": 1}
     (in_suite,) = edge_cases.load_cases()
     assert in_suite == accepted and in_suite.expected.needs_human is True and in_suite.created_by == "reviewer"
+    assert in_suite.created_at == saved[0][0].created_at  # when it was flagged, not when it was accepted
     assert review.accept([keep, junk], "reviewer") == []  # neither is pending any more: the suite is unchanged
     assert len(edge_cases.load_cases()) == 1
     review.flag([case("junk junk", "feedback")], client="z")  # flagged again after a rejection: it stays rejected
@@ -164,8 +171,18 @@ def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     ids = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("pending")]
     assert len(ids) == 2 and json.loads(listed.stdout.splitlines()[-1])["pending"] == 2
     done = cli("accept", ids[0], "--category", "billing", "--needs-human", "yes", "--by", "ana", env=env)
-    assert done.returncode == 0 and "1 of 1 cases accepted" in done.stdout, done.stderr[-2000:]
-    assert "2 of 2 cases rejected" not in cli("reject", *ids, "--by", "ana", env=env).stdout  # one was no longer pending
+    assert done.returncode == 0 and "1 cases accepted" in done.stdout, done.stderr[-2000:]
+    refused = cli("reject", *ids, "--by", "ana", env=env)  # the first is no longer pending: nothing changes, and it is named
+    assert refused.returncode == 1 and f"no pending case {ids[0]}" in refused.stderr, refused.stderr
+    assert "1 cases rejected" in cli("reject", ids[1], "--by", "ana", env=env).stdout
+    typo = cli("accept", "nosuchcase", env=env)
+    assert typo.returncode == 1 and "no pending case nosuchcase" in typo.stderr
+    broken = tmp_path / "broken.csv"
+    broken.write_text("text,expected_category\nfine,billing\nbad,lottery\n")
+    done = cli("import", str(broken), env=env)
+    assert done.returncode == 1 and "nothing imported" in done.stderr and "line 3" in done.stderr and "Traceback" not in done.stderr
+    done = cli("import", str(tmp_path / "missing.csv"), env=env)
+    assert done.returncode == 1 and "nothing imported" in done.stderr and "missing.csv" in done.stderr
     (kept,) = edge_cases.load_cases(tmp_path / "suite.csv")
     assert kept.created_by == "ana" and kept.expected.needs_human is True
     assert json.loads(cli("queue", "--state", "all", env=env).stdout.splitlines()[-1]) | {"database": None} == {
