@@ -397,7 +397,7 @@ def _append_cases(path: Path, cases: list[EdgeCase]) -> None:
         raise _store_error(error) from None
     try:
         size = os.fstat(fd).st_size
-        header = _header(os.pread(fd, 1 << 16, 0).split(b"\n")[0])[0] if size else CASE_COLUMNS  # an older file keeps its columns
+        header = _header(os.pread(fd, 4096, 0).split(b"\n")[0])[0] if size else CASE_COLUMNS  # an older file keeps its columns
         if any(c.train for c in cases) and "train" not in header:
             raise StoreUnavailable(f"{path} has no `train` column for a training example: add it to the header (and a cell to each row)")
         data = b"".join(_csv_line(_case_row(c, header)) for c in cases)

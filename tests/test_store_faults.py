@@ -68,7 +68,7 @@ def bad_lines(good_row: str) -> list[tuple[bytes, str]]:
     return [
         (good_row.encode()[:50] + b"\n", "cells"),  # torn: the first 50 bytes of a row
         (b"\x89PNG\r\n\x1a\n", "UTF-8"),  # binary (and its \r\n\x1a\n ends two lines: the second is \x1a alone)
-        (line(missing), "20 cells"),
+        (line(missing), f"{len(missing)} cells"),  # one fewer than the header's
         (line(unknown), "category"),
     ]
 
