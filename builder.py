@@ -258,7 +258,7 @@ def build_artifacts() -> dict[str, Any]:
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
     A promoted version is never rebuilt (build a candidate instead).
     """
-    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+    if versions.name_of(model.ARTIFACTS_DIR):
         raise versions.VersionError(f"{model.ARTIFACTS_DIR} is a version, served as it was built: python model.py candidate")
     with files.file_lock(model.ARTIFACTS_DIR / "build"):
         return _build().manifest
@@ -335,7 +335,7 @@ def evaluate(path: Path | None = None) -> dict[str, Any]:
 def served() -> dict[str, Any]:
     """What is served, without loading it: the version's name ("artifacts" for artifacts/, built from data/) and the
     model, encoder and data it was built from (artifacts/: what it is built from now)."""
-    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+    if versions.name_of(model.ARTIFACTS_DIR):
         saved = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
         return {"version": saved["version"], **{k: saved[k] for k in ("model", "encoder", "data")}}
     return {"version": "artifacts", **{k: v for k, v in fingerprint().items() if k in ("model", "encoder", "data")}}
@@ -351,7 +351,7 @@ def load_or_build() -> model.Resources:
     """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
     process may be running, and looking again). A version's folder is loaded as it was built, or refused, never
     rebuilt. `model.resources()` calls this once per process."""
-    if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name):
+    if versions.name_of(model.ARTIFACTS_DIR):
         return load_version(model.ARTIFACTS_DIR)
     loaded = _load_checked()
     if loaded is None:

@@ -93,7 +93,7 @@ def cmd_cases_reject(args) -> int:
 
 def not_pending(ids: list[str]) -> None:
     """Stop, naming them, when some ids are no pending case (a typo, or decided already): nothing is changed."""
-    pending = {f.case.id for f in review.cases("pending", limit=10**6)[0]}
+    pending = {f.case.id for f in review.pending(ids)}
     missing = [i for i in ids if i not in pending]
     if missing:
         sys.exit(f"nothing changed: no pending case {', '.join(missing)} (see python model.py cases queue --state all)")

@@ -35,14 +35,15 @@ def thresholds() -> dict[str, float]:
 
 
 # --- one side's answers, in its own process ---------------------------------------------------------------------
-def answers(batches: list[str]) -> dict[str, Any]:
-    """What the pipeline of this process (TRIAGE_ARTIFACTS_DIR) answers: evaluation sets, suite cases, batches."""
+def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
+    """What the pipeline of this process (TRIAGE_ARTIFACTS_DIR) answers: evaluation sets and batches (unless `sets` is
+    false: the suite's cases alone), and the suite's cases."""
     import pandas as pd
 
-    sets = {name: path for name, path in model.data_files().items() if name in ("eval", "eval_style")}
-    sets.update({f"batch {Path(b).name}": Path(b) for b in batches})
+    named = {name: path for name, path in model.data_files().items() if name in ("eval", "eval_style")} if sets else {}
+    named.update({f"batch {Path(b).name}": Path(b) for b in batches})
     labelled = {}
-    for name, path in sets.items():
+    for name, path in named.items():
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         label = "expected_category" if "expected_category" in frame else "category"
         predicted = [r.category.value for r in model.run_batch(list(frame.text))]
@@ -57,26 +58,25 @@ def answers(batches: list[str]) -> dict[str, Any]:
     return {"about": about, "sets": labelled, "cases": cases}
 
 
-def side(folder: Path, batches: list[str]) -> dict[str, Any]:
+def in_version(folder: Path, code: str, *args: str) -> str:
+    """What `code` prints, run in a process of its own on the version in `folder`; VersionError with its last line."""
     env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder), "PYTHONPATH": str(model.ROOT)}
-    command = [sys.executable, "-c", "import gate, json, sys; json.dump(gate.answers(sys.argv[1:]), sys.stdout)", *batches]
-    done = subprocess.run(command, cwd=model.ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=model.ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise versions.VersionError(f"{folder} could not answer: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)
+        raise versions.VersionError(f"{folder.name} could not answer: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+def side(folder: Path, batches: list[str], sets: bool = True) -> dict[str, Any]:
+    """`answers` of the version in `folder`."""
+    code = "import gate, json, sys; json.dump(gate.answers(sys.argv[2:], sets=sys.argv[1] == 'sets'), sys.stdout)"
+    return json.loads(in_version(folder, code, "sets" if sets else "cases", *batches))
 
 
 def one_ticket(version: str, ticket: dict, flags: dict) -> "model.Triage":
     """One ticket answered by `version` (with its trace), in a process of its own: the app's Compare tab."""
-    folder = versions.folder(version)
     code = "import json, sys, model; print(model.run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), debug=True).model_dump_json())"
-    env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder), "PYTHONPATH": str(model.ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(ticket), json.dumps(flags)], cwd=model.ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise versions.VersionError(f"version {version} could not answer: {done.stderr.strip().splitlines()[-1:]}")
-    return model.Triage.model_validate_json(done.stdout)
+    return model.Triage.model_validate_json(in_version(versions.folder(version), code, json.dumps(ticket), json.dumps(flags)))
 
 
 # --- the comparison ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -204,7 +204,7 @@ def cases(state: str | None = None, offset: int = 0, limit: int = 50) -> tuple[l
     with _reading() as connection:
         total = connection.execute(sa.select(sa.func.count()).select_from(flags).where(*where)).scalar()
         rows = connection.execute(sa.select(flags).where(*where).order_by(flags.c.flagged_at, flags.c.id).offset(offset).limit(limit))
-        page = [Flagged(EdgeCase.model_validate_json(r.case_json), r.state, r.times_flagged, r.client, r.reviewed_by) for r in rows]
+        page = [_flagged(r) for r in rows]
     return page, total
 
 
@@ -213,7 +213,7 @@ def accept(ids: list[str], reviewer: str | None, expected: Expected | dict | Non
     reviewer's answer) or the flagged one, as training examples with `train` (candidates learn from them; they never
     count as fixed); returns them as the suite keeps them. An id that is not pending is skipped. The suite is written
     first: if marking them accepted then fails, accepting again adds nothing twice."""
-    waiting = [f.case.model_copy(update={"train": train}) for f in _pending(ids)]
+    waiting = [f.case.model_copy(update={"train": train}) for f in pending(ids)]
     chosen = [c.model_copy(update={"expected": Expected.model_validate(expected)}) for c in waiting] if expected else waiting
     saved = [case for case, _ in edge_cases.save_cases(chosen, created_by=reviewer)] if chosen else []
     _review([c.id for c in waiting], "accepted", reviewer)
@@ -225,11 +225,12 @@ def reject(ids: list[str], reviewer: str | None) -> int:
     return _review(ids, "rejected", reviewer)
 
 
-def _pending(ids: list[str]) -> list[Flagged]:
+def pending(ids: list[str]) -> list[Flagged]:
+    """Those of `ids` that are pending cases, oldest first."""
     with _reading() as connection:
         chosen = sa.select(flags).where(flags.c.id.in_(ids), flags.c.state == "pending")
         rows = connection.execute(chosen.order_by(flags.c.flagged_at, flags.c.id))
-        return [Flagged(EdgeCase.model_validate_json(r.case_json), r.state, r.times_flagged, r.client, r.reviewed_by) for r in rows]
+        return [_flagged(r) for r in rows]
 
 
 def _review(ids: list[str], state: str, reviewer: str | None) -> int:
@@ -243,6 +244,5 @@ def _review(ids: list[str], state: str, reviewer: str | None) -> int:
     return done.rowcount
 
 
-def summary(flagged: Flagged) -> dict[str, Any]:
-    """A queue entry as the API and the app show it."""
-    return {**flagged.case.model_dump(mode="json"), "state": flagged.state, "times_flagged": flagged.times_flagged}
+def _flagged(row) -> Flagged:
+    return Flagged(EdgeCase.model_validate_json(row.case_json), row.state, row.times_flagged, row.client, row.reviewed_by)

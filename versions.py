@@ -25,6 +25,11 @@ class VersionError(RuntimeError):
     """A version that does not exist, was not gated, or a rollback with nothing to return to."""
 
 
+def name_of(folder: Path) -> str | None:
+    """The version whose folder this is, or None (artifacts/ or any other folder): a version is served as built."""
+    return folder.name if NAME.fullmatch(folder.name) else None
+
+
 def versions_dir() -> Path:
     return Path(os.environ.get("TRIAGE_VERSIONS_DIR", ROOT / "versions"))
 

@@ -140,7 +140,7 @@ class ServedVersion:
         import model
 
         info = GaugeMetricFamily("triage_version_info", "The version this server serves.", labels=["version"])
-        info.add_metric([model.ARTIFACTS_DIR.name if versions.NAME.fullmatch(model.ARTIFACTS_DIR.name) else "artifacts"], 1)
+        info.add_metric([versions.name_of(model.ARTIFACTS_DIR) or "artifacts"], 1)
         yield info
 
 

@@ -224,7 +224,7 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     import versions
 
     try:
-        other = {c["id"]: c for c in gate.side(versions.folder(version), [])["cases"]}
+        other = {c["id"]: c for c in gate.side(versions.folder(version), [], sets=False)["cases"]}
     except versions.VersionError as error:
         raise gr.Error(str(error)) from None
     both = []
