@@ -53,6 +53,21 @@ rule test:
         "python -m pytest -q"
 
 
+def smoke_url(wildcards):
+    """Checked before any job starts: which deployment to smoke-test."""
+    if not config.get("url"):
+        raise WorkflowError("which deployment? snakemake -c1 smoke --config url=https://<user>-<space>.hf.space")
+    return config["url"]
+
+
+rule smoke:
+    """The smoke tests against a deployment (--config url=...; LIT_SERVER_API_KEY from the environment when it has one)."""
+    params:
+        url=smoke_url,
+    shell:
+        "TRIAGE_SMOKE_URL={params.url:q} python -m pytest -m smoke"
+
+
 rule serve:
     """The one server: API and app on http://localhost:7860 (blocks until Ctrl-C)."""
     input:
