@@ -1,5 +1,10 @@
-# Every command of the project, in one place. `snakemake -c2 <rule or file>`; `snakemake -l` lists them.
+# Every command of the project, in one place. `.venv/bin/snakemake -c2 <rule or file>`; `-l` lists them.
 import os
+import shutil
+import sys
+
+# The rules call `python`: the interpreter running Snakemake (the venv's) comes first, activated or not.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 configfile: "config.yaml"
 
@@ -117,10 +122,18 @@ rule bench_batch:
         "python bench/bench_batch.py > {output}"
 
 
+def needs_wrk(wildcards):
+    """Checked before any job starts: the API benchmarks load the server with wrk."""
+    if not shutil.which("wrk"):
+        raise WorkflowError("the API benchmarks need wrk: apt-get install -y wrk")
+    return []
+
+
 rule bench_api:
     """The LitServe API under 32 concurrent clients against run_batch, run and a plain FastAPI wrapper."""
     input:
         ARTIFACTS,
+        needs_wrk,
     output:
         "bench/out/api.json",
     shell:

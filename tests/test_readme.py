@@ -5,7 +5,12 @@ the pipeline on data/eval.csv, the speed and memory figures from bench/RESULTS.m
 benchmarks' output). A figure may be off by one ticket of 160 at most: another CPU's float rounding can flip one.
 """
 
+import os
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -68,3 +73,54 @@ def test_the_torch_cpu_index_is_the_same_everywhere():
     assert index in setup and "python3 -m venv .venv" in setup
     assert index in (model.ROOT / "Dockerfile").read_text()
     assert index in (model.ROOT / ".github" / "workflows" / "smoke.yml").read_text()
+
+
+def readme_commands() -> list[str]:
+    """Every shell command README shows: each line of a ```bash block (continuations joined, `&&` split) and each
+    inline code span that starts like one."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL):
+        lines += [re.sub(r"\s+#.*$", "", line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    lines += re.findall(r"`((?:\.venv/bin/|python3? |snakemake |pytest |pip |jupyter)[^`]*)`", README)
+    return [part.strip() for line in lines for part in line.split("&&")]
+
+
+def test_every_readme_command_names_a_program_the_set_up_installs():
+    """A new user copies README's commands without activating the venv: each must name the venv's programs (or a
+    system one the set-up line installs), and each script it runs must exist."""
+    setup = next(line for line in README.splitlines() if line.rstrip().endswith("# set-up"))
+    debian = set(re.search(r"apt-get install -y ([\w\s-]+?) &&", setup).group(1).split()) | {"apt-get", "python3", "timeout", "git", "kill"}
+    venv_bin = Path(sys.executable).parent  # where the set-up's pip put the requirements' programs (.venv/bin)
+    commands = readme_commands()
+    assert len(commands) > 30 and any("snakemake" in c for c in commands), commands
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "timeout":  # timeout -s KILL 600 <command>
+            words = words[4:]
+        program = words[0]
+        if program.startswith(".venv/bin/"):
+            assert (venv_bin / program.removeprefix(".venv/bin/")).exists(), f"{command}: the set-up installs no {program}"
+            scripts = [w for w in words[1:2] if w.endswith((".py", ".ipynb"))]
+            assert all((model.ROOT / s).exists() for s in scripts), f"{command}: no such file {scripts}"
+        elif "/" in program:  # a script of this repository
+            assert os.access(model.ROOT / program, os.X_OK), f"{command}: {program} is not an executable file here"
+        else:
+            assert program in debian, f"{command}: {program} is neither in .venv/bin nor installed by the set-up line"
+
+
+def test_snakemake_runs_its_rules_with_its_own_python_unactivated(tmp_path):
+    """`.venv/bin/snakemake -c2 reports/...` with the venv not activated: the rules' `python` is the venv's."""
+    (tmp_path / "in").mkdir()
+    pd.DataFrame({"text": ["I was charged twice", "How do I reset my password?"]}).to_csv(tmp_path / "in" / "t.csv", index=False)
+    command = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-c1",
+        f"{tmp_path}/out/t.csv",
+        "--config",
+        f"inputs={tmp_path}/in",
+        f"reports={tmp_path}/out",
+    ]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # a shell that never activated the venv
+    result = subprocess.run(command, cwd=model.ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert list(pd.read_csv(tmp_path / "out" / "t.csv").category) == ["billing", "account_access"]
