@@ -4,10 +4,11 @@
 
 /health; /predict with the README's example and one plain ticket per category, each answer a valid `model.Triage`; a
 422 naming the field; /info naming a version; /metrics counting these calls; the app through gradio_client (Triage by
-named parameters, Compare, a small Batch upload whose report downloads). With LIT_SERVER_API_KEY set, the key is sent
-as X-API-Key (the API and the app alike). Nothing is written to the deployment unless TRIAGE_SMOKE_FLAG=1: then one
-case is flagged, and it must wait in the review queue (pending), never reach the regression suite. TRIAGE_SMOKE_WAIT
-(default 300 s) is how long a sleeping Space may take to wake. Without TRIAGE_SMOKE_URL the smoke tests are skipped.
+named parameters, Compare, a small Batch upload whose report downloads). LIT_SERVER_API_KEY, when set, is sent as
+X-API-Key (the API and the app alike); HF_TOKEN (a private Space) as a bearer token. Nothing is written to the
+deployment unless TRIAGE_SMOKE_FLAG=1: then one case is flagged, and it must wait in the review queue (pending), never
+reach the regression suite. TRIAGE_SMOKE_WAIT (default 300 s) is how long a sleeping Space may take to wake. Without
+TRIAGE_SMOKE_URL the smoke tests are skipped.
 
 The last tests here are not smoke tests: they run the smoke tests against a server the suite starts, so they cannot rot.
 """
@@ -33,7 +34,10 @@ import model
 
 URL = os.environ.get("TRIAGE_SMOKE_URL", "").rstrip("/")
 HEADERS = {"X-API-Key": key} if (key := os.environ.get("LIT_SERVER_API_KEY")) else {}
+if token := os.environ.get("HF_TOKEN"):  # a private Space: Hugging Face's own access check, in front of the app
+    HEADERS["Authorization"] = f"Bearer {token}"
 TIMEOUT = 120  # seconds for one call: a deployment on a small machine, batching with other clients
+HEADER_VARIABLES = ("LIT_SERVER_API_KEY", "HF_TOKEN")
 SMOKE_TESTS = 17  # how many the self-test below expects to run
 
 smoke = pytest.mark.smoke
@@ -133,8 +137,9 @@ def test_metrics_count_the_calls(api):
 
 
 @smoke
-@pytest.mark.skipif(os.environ.get("TRIAGE_SMOKE_FLAG") != "1", reason="TRIAGE_SMOKE_FLAG is not 1: nothing is flagged")
 def test_a_flag_waits_in_the_review_queue(api):
+    if os.environ.get("TRIAGE_SMOKE_FLAG") != "1":
+        pytest.skip("TRIAGE_SMOKE_FLAG is not 1: nothing is flagged")
     when = datetime.now(UTC).isoformat(timespec="seconds")  # a new case every run, so the answer is always "pending"
     case = {"ticket": {"text": f"Smoke test at {when}: where is my order 75983714?"}, "expected": {"category": "order_status"}}
     response = api.post(f"{URL}/cases", json={**case, "note": "smoke test: reject it"}, timeout=TIMEOUT)
@@ -181,7 +186,7 @@ def test_app_batch_report_downloads(app, tmp_path):
 def run_smoke(tmp_path, **env) -> tuple[subprocess.CompletedProcess, dict[str, int]]:
     """`python -m pytest -m smoke` on this file in a subprocess, with `env`: its output and junit counts."""
     report = tmp_path / "smoke.xml"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_SMOKE") and k != "LIT_SERVER_API_KEY"}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_SMOKE") and k not in HEADER_VARIABLES}
     command = [sys.executable, "-m", "pytest", "-m", "smoke", "-p", "no:cacheprovider", f"--junitxml={report}", __file__]
     run = subprocess.run(command, cwd=model.ROOT, env={**environment, **env}, capture_output=True, text=True, timeout=600)
     suite = ElementTree.parse(report).getroot().find("testsuite")
@@ -192,13 +197,13 @@ def run_smoke(tmp_path, **env) -> tuple[subprocess.CompletedProcess, dict[str, i
 def test_the_smoke_tests_pass_against_a_server_started_here(tmp_path):
     """By the same code path as against a real URL, with an API key (sent by both the HTTP and the app's client) and a flag
     (into the server's temporary review queue: conftest's Server keeps its state out of the checkout)."""
-    server = Server(LIT_SERVER_API_KEY="smoke-key")
+    server = Server(log=tmp_path / "server.log", LIT_SERVER_API_KEY="smoke-key")
     try:
         run, counts = run_smoke(tmp_path, TRIAGE_SMOKE_URL=server.url, LIT_SERVER_API_KEY="smoke-key", TRIAGE_SMOKE_FLAG="1")
     finally:
         server.stop()
-    assert run.returncode == 0, run.stdout[-5000:]
-    assert counts == {"tests": SMOKE_TESTS, "failed": 0, "skipped": 0}, run.stdout[-5000:]
+    said = f"{run.stdout[-5000:]}\nthe server's log:\n{server.log.read_text()[-3000:]}"
+    assert run.returncode == 0 and counts == {"tests": SMOKE_TESTS, "failed": 0, "skipped": 0}, said
 
 
 @pytest.mark.parametrize(
