@@ -40,6 +40,15 @@ class ModelError(RuntimeError):
     """The embedding model is missing or is not the one it claims to be."""
 
 
+def ort_threads() -> int:
+    """ONNX Runtime's threads per process: `TRIAGE_ORT_THREADS`, else the cores this process may use shared among the
+    `TRIAGE_WORKERS` inference workers (at least one each), so that workers x threads never oversubscribes the machine.
+    On a big machine workers scale and threads do not (bench/RESULTS.md, section 5)."""
+    if os.environ.get("TRIAGE_ORT_THREADS"):
+        return int(os.environ["TRIAGE_ORT_THREADS"])
+    return max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("TRIAGE_WORKERS") or 1)))
+
+
 class OnnxEncoder:
     """all-MiniLM-L6-v2 on ONNX Runtime: the model's own tokenizer, then mean pooling and L2 normalisation in numpy.
 
@@ -55,6 +64,7 @@ class OnnxEncoder:
         options.log_severity_level = 3  # errors only
         # Idle threads spin for work by default: fastest alone, but in the server they take CPU from the HTTP process
         options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TRIAGE_ORT_SPINNING", "1"))
+        options.intra_op_num_threads = ort_threads()
         self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.dims = self.session.get_outputs()[0].shape[-1]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))

@@ -99,3 +99,23 @@ def test_batch_py_never_imports_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(source), str(tmp_path / "out.csv")], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
     assert Path(tmp_path / "out.csv").is_file()
+
+
+def test_workers_times_threads_fit_the_cores_the_process_may_use(monkeypatch):
+    """By default each of TRIAGE_WORKERS workers gets its share of the usable cores (at least one); TRIAGE_ORT_THREADS overrides."""
+    cores = len(os.sched_getaffinity(0))
+    files = model.ARTIFACTS_DIR / "encoder.onnx", model.ARTIFACTS_DIR / "tokenizer.json"
+    model.resources()  # the artifacts exist
+    for workers, threads in ((None, cores), ("1", cores), ("2", max(1, cores // 2)), (str(cores * 4), 1)):
+        monkeypatch.delenv("TRIAGE_ORT_THREADS", raising=False)
+        if workers is None:
+            monkeypatch.delenv("TRIAGE_WORKERS", raising=False)
+        else:
+            monkeypatch.setenv("TRIAGE_WORKERS", workers)
+        assert encoders.OnnxEncoder(*files).session.get_session_options().intra_op_num_threads == threads, (workers, cores)
+    monkeypatch.setenv("TRIAGE_ORT_THREADS", "3")
+    assert encoders.OnnxEncoder(*files).session.get_session_options().intra_op_num_threads == 3
+    code = "import os, encoders; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(encoders.ort_threads())"
+    env = {k: v for k, v in os.environ.items() if k not in ("TRIAGE_WORKERS", "TRIAGE_ORT_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1", done.stdout + done.stderr  # a process pinned to one core runs one thread
