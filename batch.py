@@ -209,7 +209,7 @@ def report(
                 limit=limit,
                 progress=progress,
             )
-            run = {"input": str(input_path), "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
+            run = {"input": Path(input_path).name, "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
             if state["resumed_from_row"]:
                 run["resumed_from_row"] = state["resumed_from_row"]
             summary = summarize(partial, text_column, label_column, state["elapsed_s"], run, html_report, output_path, baseline)
@@ -506,7 +506,8 @@ def summarize(
 ) -> dict[str, Any]:
     """The scored CSV's summary (`reporting.summary`), written as .json (and the .html report) beside `output_path`
     (default: the scored CSV itself), each under a temporary name first. `baseline`: an earlier scored CSV of the same
-    input, compared row by row. Returns the summary."""
+    input, compared row by row. Returns the summary, its `outputs` the paths of the files written (the files
+    themselves name each other by name only: they are shared, their folder is not)."""
     output_path = Path(output_path or scored_csv)
     summary = reporting.summary(
         scored_csv, text_column, label_column, elapsed_s=elapsed_s, run=run, output_path=output_path, baseline=baseline
@@ -514,7 +515,7 @@ def summarize(
     files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
         files.write_atomic(output_path.with_suffix(".html"), reporting.report_html(summary))
-    return summary
+    return {**summary, "outputs": {kind: str(output_path.with_suffix(kind)) for kind in summary["outputs"]}}
 
 
 def check_output(output_path: Path, inputs: list[str | Path]) -> None:

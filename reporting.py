@@ -3,7 +3,11 @@ comparison of two variants or against a baseline), its figures, and the HTML pag
 
 Nothing here writes a file: `batch.py` streams, scores and writes; it calls `summary()`, `report_html()` and, for the
 edge cases, `case_rows()`, `cases_summary()` and `cases_html()`. Because a summary needs only the scored CSV, shards
-scored apart merge into the same report (`batch.merge`), and the app's Batch tab draws the same `figures()`.
+scored apart merge into the same report (`batch.merge`), and the app's Batch tab draws the same figures (plotly's,
+`figures()`; the HTML page draws `charts()` in HTML and CSS, a few kilobytes where plotly's script weighs 4.8 MB).
+
+A report names files by their names, never by a path: a report made on a server (the app's uploads) or from
+`batch.py /abs/path/x.csv` is shared, and its folders are nobody's business.
 """
 
 import itertools
@@ -57,7 +61,7 @@ def summary(
 ) -> dict[str, Any]:
     """The summary of a scored CSV, read in chunks: counts, distributions and, when labelled, metrics and misclassified
     rows; with a `compare_` variant, the same for it and the rows where the two differ; `run` (what was run) and the
-    pipeline's identity; `outputs` named after `output_path`. `baseline`: an earlier scored CSV of the same input,
+    pipeline's identity; `outputs`, the names of the files written beside each other. `baseline`: an earlier scored CSV of the same input,
     compared row by row (`compare_baseline`)."""
     scored_csv, output_path = Path(scored_csv), Path(output_path)
     variants = {"": _Tally(label_column), COMPARE_PREFIX: _Tally(label_column)}
@@ -90,7 +94,7 @@ def summary(
         "encoder": manifest["encoder"],
         "data": manifest["data"],
         "artifacts_built_at": manifest["built_at"],
-        "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
+        "outputs": {kind: output_path.with_suffix(kind).name for kind in (".csv", ".html", ".json")},
     }
     if compared:
         out["compare"] = {
@@ -237,7 +241,7 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: st
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
         raise BatchInputError(f"{baseline_csv.name}: cannot read the baseline ({error})") from None
     out = {
-        "baseline": str(baseline_csv),
+        "baseline": baseline_csv.name,
         "changed": sum(counts.values()),
         **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong")},
         "rows": rows,
@@ -266,13 +270,49 @@ def _change(label: str, before: str, now: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Shown: figures and the HTML page
 # ---------------------------------------------------------------------------------------------
+def _variants(summary: dict[str, Any]) -> dict[str, dict]:
+    """The summaries to draw, by name: the pipeline's, or A and B when comparing."""
+    return {"A (flags)": summary, "B (compare flags)": summary["compare"]} if "compare" in summary else {"pipeline": summary}
+
+
+def charts(summary: dict[str, Any]) -> list[dict]:
+    """The HTML page's figures as numbers that templates/report.html draws in HTML and CSS, no script: bars of the
+    categories, columns of the confidence histogram and, when labelled, the confusion matrix; B beside A when comparing.
+    Lengths are percentages of the largest value; a matrix cell's shade is its count over the matrix's largest."""
+    variants = _variants(summary)
+    counts = {c.value: [v["category_distribution"].get(c.value, 0) for v in variants.values()] for c in model.Category}
+    top = max(max(row) for row in counts.values()) or 1
+    bars = [{"label": c, "values": [(n, round(90 * n / top, 1)) for n in row]} for c, row in counts.items()]
+    histograms = [v["confidence_histogram"]["counts"] for v in variants.values()]
+    top = max(max(h) for h in histograms) or 1
+    edges = summary["confidence_histogram"]["bin_edges"]
+    columns = [
+        {"label": f"{lo:.2f} to {hi:.2f}", "values": [(h[k], round(100 * h[k] / top, 1)) for h in histograms]}
+        for k, (lo, hi) in enumerate(itertools.pairwise(edges))
+    ]
+    out = [
+        {"kind": "bars", "title": "Category distribution", "series": list(variants), "rows": bars},
+        {"kind": "columns", "title": "Confidence", "series": list(variants), "columns": columns, "top": top},
+    ]
+    if summary.get("metrics"):
+        matrices = []
+        for name, v in variants.items():
+            cm = v["metrics"]["confusion_matrix"]
+            cells = cm["rows_expected_columns_predicted"]
+            top = max(max(row) for row in cells) or 1
+            rows = [(label, [(n, round(n / top, 2)) for n in row]) for label, row in zip(cm["labels"], cells, strict=True)]
+            matrices.append({"name": name, "labels": cm["labels"], "rows": rows})
+        out.append({"kind": "matrix", "title": "Confusion matrix (rows: expected, columns: predicted)", "matrices": matrices})
+    return out
+
+
 def figures(summary: dict[str, Any]) -> list:
-    """Plotly figures from a summary alone (so the app's batch tab draws the same ones): categories,
-    confidence, and the confusion matrix when labelled; variant B beside A when comparing."""
+    """Plotly figures from a summary alone, for the app's Batch tab: categories, confidence, and the confusion matrix
+    when labelled; variant B beside A when comparing. The HTML page draws the same from `charts()`."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    variants = {"A (flags)": summary, "B (compare flags)": summary["compare"]} if "compare" in summary else {"pipeline": summary}
+    variants = _variants(summary)
     categories = [c.value for c in model.Category]
     bars = go.Figure(
         [go.Bar(name=n, x=categories, y=[v["category_distribution"].get(c, 0) for c in categories]) for n, v in variants.items()]
@@ -299,11 +339,8 @@ def figures(summary: dict[str, Any]) -> list:
 
 
 def report_html(summary: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (templates/report.html): figures (plotly, its JavaScript inlined
-    once), cards, tables and run metadata."""
-    figures_html = [
-        fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}) for i, fig in enumerate(figures(summary))
-    ]
+    """The report as one self-contained HTML page (templates/report.html): cards, figures drawn in HTML and CSS
+    (`charts()`), tables and run metadata; no script but the sort on a column header, nothing fetched."""
     tables = []
     if summary.get("metrics"):
         per_class = [{"category": c, **m} for c, m in summary["metrics"]["per_class"].items()]
@@ -323,21 +360,27 @@ def report_html(summary: dict[str, Any]) -> str:
         title=Path(summary["input"]).name,
         card_groups=_summary_cards(summary),
         notes=[f"{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s)."],
-        figures=figures_html,
+        charts=charts(summary),
         tables=tables,
         metadata=_metadata(summary),
     )
 
 
-def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, figures: list[str] = (), notes: list[str] = ()) -> str:
-    """templates/report.html filled in: every value escaped but the figures (plotly's own HTML)."""
+def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, charts: list[dict] = (), notes: list[str] = ()) -> str:
+    """templates/report.html filled in, every value escaped."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(model.ROOT / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    environment.tests["unbreakable"] = _unbreakable
     return environment.get_template("report.html").render(
-        title=title, card_groups=card_groups, notes=notes, figures=figures, tables=tables,
+        title=title, card_groups=card_groups, notes=notes, charts=charts, tables=tables,
         metadata=json.dumps(metadata, indent=2, default=str),
     )  # fmt: skip
+
+
+def _unbreakable(value: Any) -> bool:
+    """A cell holding a word too long for a column (a URL, a long id): the page lets it wrap anywhere."""
+    return isinstance(value, str) and any(len(word) > 20 for word in value.split())
 
 
 def table(title: str, rows: list[dict], total: int) -> dict:
@@ -358,7 +401,7 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
     """What the run was: input, flags, pipeline, model and data (and, with a baseline, where each side came from)."""
     out = {k: summary[k] for k in _METADATA if k in summary}
     if "baseline" in summary:
-        out["baseline"] = {"file": summary["baseline"]["baseline"], **summary["baseline"]["sides"]}
+        out["baseline"] = {"file": Path(summary["baseline"]["baseline"]).name, **summary["baseline"]["sides"]}
     return out
 
 
@@ -416,6 +459,22 @@ def case_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _case_shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A case's row as the HTML table shows it: what it expects and what the pipeline says now, field by field."""
+    expected = {k.removeprefix("expected_"): v for k, v in row.items() if k.startswith("expected_") and v is not None}
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "text": row["text"],
+        "expected": ", ".join(f"{k}: {v}" for k, v in expected.items()),
+        "now": ", ".join(f"{k}: {row.get(f'now_{k}')}" for k in expected),
+        "confidence now": row.get("now_confidence"),
+        "category when flagged": row["category_when_flagged"],
+        "note": row["note"],
+        "flagged": f"{row['created_at'][:16].replace('T', ' ')} ({row['source']})",  # 2026-11-26 21:10 (file)
+    }
+
+
 def cases_summary(rows: list[dict[str, Any]], counts: dict[str, int], store: str | Path, output_path: str | Path) -> dict[str, Any]:
     """How many cases have each verdict (`counts`, from `edge_cases.verdict_counts`), the first rows of each that
     needs a look, the store and the pipeline they were run against."""
@@ -424,19 +483,20 @@ def cases_summary(rows: list[dict[str, Any]], counts: dict[str, int], store: str
     return {
         "cases": len(rows),
         **counts,
-        "store": str(store),
+        "store": Path(store).name,
         "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
         **{k: manifest[k] for k in ("pipeline_version", "model", "encoder", "data")},
         "version": manifest.get("version", "artifacts"),
-        "outputs": {kind: str(output_path.with_suffix(kind)) for kind in (".csv", ".html", ".json")},
+        "outputs": {kind: output_path.with_suffix(kind).name for kind in (".csv", ".html", ".json")},
     }
 
 
 def cases_html(summary: dict[str, Any], counts: dict[str, int]) -> str:
-    """The edge-case report as one HTML page: the counts as cards, a table for each verdict that needs a look."""
+    """The edge-case report as one HTML page: the counts as cards, a table for each verdict that needs a look, one
+    column a question (what was expected, what the pipeline says now) where the CSV has one a field."""
     return page(
         title="edge cases",
         card_groups=[cards("Edge cases now", list(counts.items()))],
-        tables=[table(title, summary["listed"][v], counts[v]) for v, title in CASE_TABLES.items()],
+        tables=[table(title, [_case_shown(r) for r in summary["listed"][v]], counts[v]) for v, title in CASE_TABLES.items()],
         metadata={k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")},
     )

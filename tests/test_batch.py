@@ -63,16 +63,52 @@ def test_cli_writes_csv_html_and_json_in_input_order(tickets_csv, tmp_path):
     summary = json.loads((tmp_path / "out" / "scored.json").read_text())
     assert summary["rows"] == 8 and summary["errors"] == 0 and summary["label_column"] == "expected_category"
     assert summary["model"]["sha256"] == encoders.OFFICIAL_MODEL_SHA256 and set(summary["data"]) >= {"train", "eval", "articles"}
-    assert (tmp_path / "out" / "scored.html").stat().st_size > 100_000
+    assert "Category distribution" in (tmp_path / "out" / "scored.html").read_text()
 
 
 def test_html_report_holds_the_figures(tickets_csv, tmp_path):
-    batch.report(tickets_csv, tmp_path / "r.csv", progress=False)
+    summary = batch.report(tickets_csv, tmp_path / "r.csv", progress=False)
     page = (tmp_path / "r.html").read_text()
-    assert page.count('class="plotly-graph-div"') == 3  # categories, confidence, confusion matrix
+    assert page.count('<figure class="chart') == 3  # categories, confidence, confusion matrix: HTML and CSS, no library
     assert "Category distribution" in page and "Confusion matrix" in page and "Misclassified rows" in page
-    assert 'src="http' not in page and len(page) > 3_000_000  # plotly.js is inlined: no network needed to view it
+    assert "src=" not in page and "plotly" not in page.lower() and len(page) < 40_000  # nothing to fetch, kilobytes not MB
     assert encoders.OFFICIAL_MODEL_SHA256 in page
+    counts = summary["metrics"]["confusion_matrix"]
+    diagonal = sum(counts["rows_expected_columns_predicted"][k][k] for k in range(len(counts["labels"])))
+    matrix = page[page.index('<table class="matrix">') : page.index("</table>", page.index('<table class="matrix">'))]
+    cells = [int(c.split(">")[1].split("<")[0]) for c in matrix.split("<td")[1:]]
+    assert sum(cells) == 8 and sum(cells[k * (len(counts["labels"]) + 1)] for k in range(len(counts["labels"]))) == diagonal
+
+
+def test_html_report_grows_with_its_rows(tmp_path):
+    """No fixed weight (plotly.js was 4.8 MB whatever the rows): the page is its figures and the rows it lists."""
+    small = write_csv(tmp_path / "small.csv", [(t, "feedback") for t, _ in TICKETS[:2]])
+    large = write_csv(tmp_path / "large.csv", [(f"{t} ({i})", "feedback") for i, (t, _) in enumerate(TICKETS * 5)])
+    batch.report(small, tmp_path / "small-report.csv", progress=False)
+    batch.report(large, tmp_path / "large-report.csv", progress=False)
+    sizes = [(tmp_path / f"{name}-report.html").stat().st_size for name in ("small", "large")]
+    assert sizes[0] < 25_000 and sizes[1] - sizes[0] > 35 * 50  # 38 more misclassified rows listed, 50 bytes or more each
+
+
+def test_reports_name_the_input_never_its_folder(tmp_path):
+    """A report is shared: it names its input (and a baseline) by file name, whether the path was absolute (the app's
+    uploads live in /tmp/gradio/<hash>/) or relative; none of its files holds the folders' paths."""
+    inputs, outputs = tmp_path / "uploads" / "f00d1e" / "in", tmp_path / "s3rv3d" / "reports"
+    inputs.mkdir(parents=True)
+    source = write_csv(inputs / "eval_slice.csv", TICKETS)
+    result = run_cli(source.resolve(), "-o", outputs / "first.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
+    shutil.copy(outputs / "first.csv", inputs / "earlier.csv")
+    summary = batch.report(source, outputs / "second.csv", baseline=inputs / "earlier.csv", compare={"top_k": 1}, progress=False)
+    assert summary["outputs"][".html"] == str(outputs / "second.html")  # the caller (the app) gets where the files are
+    for name in ("first", "second"):
+        written = json.loads((outputs / f"{name}.json").read_text())
+        assert written["input"] == "eval_slice.csv" and written["outputs"][".html"] == f"{name}.html"
+        for suffix in (".csv", ".json", ".html"):
+            text = (outputs / name).with_suffix(suffix).read_text()
+            assert str(tmp_path) not in text and "f00d1e" not in text and "s3rv3d" not in text, (name, suffix)
+    assert written["baseline"]["baseline"] == "earlier.csv"
+    assert "Triage report: eval_slice.csv" in (outputs / "second.html").read_text()
 
 
 def test_library_report_summary(tickets_csv, tmp_path):
