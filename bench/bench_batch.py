@@ -1,7 +1,7 @@
 """batch.py against in-process run_batch, its memory as the input grows, and the sharded Snakemake run.
 
     python bench/bench_batch.py [--rows 20000] [--rounds 2] [--memory-rows 10000 100000] [--shard-rows 10000]
-                                [--parts throughput memory scale_out]
+                                [--parts throughput memory scale_out report_size] [--size-rows 40 1000]
 
 Method (one run, one machine, side by side):
 - throughput: the same N-row CSV (texts of data/eval.csv and data/train.csv, cycled) scored by one
@@ -10,6 +10,10 @@ Method (one run, one machine, side by side):
   for reference, rows / wall seconds of the whole command including start-up.
 - memory: peak RSS (ru_maxrss) of a fresh process running batch.main() on each size.
 - scale-out: `snakemake -c2 <name>.sharded.csv` with split=1 and split=2 on the same rows, wall time.
+- report_size: the HTML report of N labelled rows, compared with B (top_k=1, min_confidence=0.9), in bytes, drawn
+  three ways from the same summary: plotly's figures with plotly.js inlined (before issue 19), the same with plotly.js
+  gzipped and base64-encoded (a page would decode it with the browser's DecompressionStream before drawing), and
+  the figures in HTML and CSS (`reporting.charts`, what batch.py writes now).
 Prints one JSON object.
 """
 
@@ -89,13 +93,39 @@ def sharded_wall_s(rows: int, shards: int) -> float:
     return round(time.perf_counter() - start, 1)
 
 
+def report_sizes(rows: int) -> dict:
+    import base64
+    import gzip
+
+    import plotly.offline
+
+    import batch
+    import reporting
+
+    summary = batch.report(make_csv(rows), OUT / f"size{rows}.csv", compare={"top_k": 1, "min_confidence": 0.9}, progress=False)
+    page = (OUT / f"size{rows}.html").read_bytes()
+    charts = len(page[page.index(b"<figure") : page.rindex(b"</figure>") + len(b"</figure>")])
+    plotly_js = plotly.offline.get_plotlyjs().encode()
+    figures = sum(len(f.to_html(full_html=False, include_plotlyjs=False).encode()) for f in reporting.figures(summary))
+    loader = 400  # a script that decodes the base64, decompresses it, then draws each figure
+    packed = len(base64.b64encode(gzip.compress(plotly_js, 9)))
+    return {
+        "rows": rows,
+        "plotly_inlined": len(page) - charts + figures + len(plotly_js),
+        "plotly_gzip_base64": len(page) - charts + figures + packed + loader,
+        "html_css": len(page),
+        "of_which_figures": {"plotly_divs": figures, "html_css": charts},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--memory-rows", type=int, nargs=2, default=[10_000, 100_000])
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--parts", nargs="+", default=["throughput", "memory", "scale_out"])
+    parser.add_argument("--parts", nargs="+", default=["throughput", "memory", "scale_out", "report_size"])
+    parser.add_argument("--size-rows", type=int, nargs="+", default=[40, 1000])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     model.resources()
@@ -108,6 +138,8 @@ def main() -> None:
     if "scale_out" in args.parts:
         one, two = sharded_wall_s(args.shard_rows, 1), sharded_wall_s(args.shard_rows, 2)
         result["scale_out"] = {"rows": args.shard_rows, "wall_s_1_shard": one, "wall_s_2_shards": two, "speedup": round(one / two, 3)}
+    if "report_size" in args.parts:
+        result["report_size"] = [report_sizes(n) for n in args.size_rows]
     print(json.dumps(result, indent=2))
 
 
