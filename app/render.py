@@ -51,23 +51,24 @@ LONG_TEXT = 80  # characters: a longer string is shown in a text box, not a tabl
 
 
 def show_value(value: Any, label: str) -> None:
-    """A step's output or details, readably: tables for records and for flat mappings, text, or JSON."""
+    """A step's output or details, readably: tables for records and for flat mappings, text, or JSON. Never a Markdown:
+    inside gr.render, a Markdown that the next ticket's render puts a table in its place was handed that table's value
+    in the browser (`TypeError: e.trim is not a function`, Gradio 6.31, tests/test_browser.py)."""
     value = rounded(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         gr.Dataframe(pd.DataFrame(value), label=label, interactive=False, wrap=True)
     elif isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values()):
         short = {k: v for k, v in value.items() if not (isinstance(v, str) and len(v) > LONG_TEXT)}
         if short:
-            gr.Dataframe(
-                pd.DataFrame({"name": list(short), "value": [str(v) for v in short.values()]}), label=label, interactive=False, wrap=True
-            )
-        for key, text in value.items():  # long texts (a reply) in a box of their own, not cut in a table cell
-            if key not in short:
-                show_value(text, f"{label}: {key}")
+            rows = pd.DataFrame({"name": list(short), "value": [str(v) for v in short.values()]})
+            gr.Dataframe(rows, label=label, interactive=False, wrap=True)
+        for name, text in value.items():  # long texts (a reply) in a box of their own, not cut in a table cell
+            if name not in short:
+                show_value(text, f"{label}: {name}")
     elif isinstance(value, str):
         gr.Textbox(value=value, label=label, interactive=False, lines=min(10, 2 + len(value) // 100))
     elif value in (None, {}, []):
-        gr.Markdown(f"*{label}: nothing*")
+        gr.Textbox(value="nothing", label=label, interactive=False)
     else:
         gr.JSON(value=value if isinstance(value, (dict, list)) else {label: value}, label=label)
 
@@ -75,22 +76,22 @@ def show_value(value: Any, label: str) -> None:
 def step_panels(trace: list[dict] | None) -> None:
     """One closed accordion per step of the trace, titled with its name and time; called inside gr.render."""
     if not trace:
-        gr.Markdown("*Run a ticket to see each step of the pipeline here.*")
+        gr.Textbox(value="Triage a ticket to see each step of the pipeline here.", show_label=False, interactive=False)
         return
     for number, step in enumerate(trace, start=1):
         title = f"{number}. {step['step']} · {step['ms']:.1f} ms" + (" · skipped" if step.get("skipped") else "")
         with gr.Accordion(title, open=False, elem_classes=["step-panel"]):
             if step.get("skipped"):
-                gr.Markdown(f"Skipped by a flag: `{step['skipped']}`")
+                gr.Textbox(value=step["skipped"], label="skipped by a flag", interactive=False)
                 continue
             show_value(step["output"], "output")
             details = step.get("details") or {}
             plain = {k: v for k, v in details.items() if not isinstance(v, (dict, list))}
             if plain:  # the scalar details together in one small table
                 show_value(plain, "details")
-            for key, value in details.items():
-                if key not in plain:
-                    show_value(value, key)
+            for name, value in details.items():
+                if name not in plain:
+                    show_value(value, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,10 +122,15 @@ def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.Data
 
 
 def _short(value: Any) -> str:
+    """A value as a cell a person reads: words, a tick, or nothing; never `None`, `True` or JSON."""
+    if value is None or value == [] or value == {}:
+        return ""
+    if isinstance(value, bool):
+        return "✓ yes" if value else "no"
     if isinstance(value, list):
-        value = ", ".join(v["id"] if isinstance(v, dict) and "id" in v else str(v) for v in value)
+        value = ", ".join(v["id"] if isinstance(v, dict) and "id" in v else _short(v) for v in value)
     elif isinstance(value, dict):
-        value = json.dumps(value)
+        value = "; ".join(f"{k.replace('_', ' ')}: {_short(v)}" for k, v in value.items() if _short(v))
     text = str(rounded(value))
     return text if len(text) <= 120 else text[:117] + "..."
 
@@ -147,6 +153,20 @@ def api_examples(base_url: str = "http://localhost:7860") -> tuple[str, str]:
     return curl, python
 
 
+def client_example(base_url: str = "http://localhost:7860") -> str:
+    """A gradio_client example for the page's own Triage button, with named parameters (tests/test_ui.py runs it)."""
+    ticket = model.Ticket.model_config["json_schema_extra"]["examples"][0]
+    named = "".join(f"    {k}={v!r},\n" for k, v in {**ticket, "top_k": 2}.items())
+    return (
+        "from gradio_client import Client\n\n"
+        f'client = Client("{base_url}/")\n'
+        "glance, probabilities, reply, orders, articles, answer = client.predict(\n"
+        f'{named}    api_name="/triage",\n'
+        ")\n"
+        'print(answer["category"], answer["team"], answer["needs_human"])\n'
+    )
+
+
 def flags_table(schema: type[BaseModel]) -> pd.DataFrame:
     """Each flag with its default (as JSON) and description."""
     rows = [{"flag": name, "default": json.dumps(f.default), "description": f.description} for name, f in schema.model_fields.items()]
@@ -160,7 +180,11 @@ def batch_headline(summary: dict) -> str:
     if summary.get("needs_human_share") is not None:
         parts.append(f"{summary['needs_human_share']:.0%} need a person")
     if "compare" in summary:
-        parts.append(f"A and B agree on **{summary['compare']['agreement']}** of rows")
+        b = summary["compare"]
+        if b.get("agreement") is not None:
+            parts.append(f"A and B agree on the category of **{b['agreement']:.0%}** of rows")
+        if b.get("needs_human_share") is not None:
+            parts.append(f"with B {b['needs_human_share']:.0%} need a person")
     if "baseline" in summary:
         b = summary["baseline"]
         parts.append(
@@ -195,7 +219,7 @@ def check_all() -> tuple[str, list[dict]]:
                 "verdict": r["verdict"],
                 "text": case.ticket.text,
                 "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
-                "when flagged": (case.answer or {}).get("category", ""),
+                "category when flagged": (case.answer or {}).get("category", ""),
                 "now": f"{now['category']} ({now['confidence']:.2f})",
                 "source": case.source.value,
                 "status": case.status.value,
@@ -206,7 +230,7 @@ def check_all() -> tuple[str, list[dict]]:
     counts = edge_cases.verdict_counts(rows)
     headline = (
         f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
-        f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed (mark them: `python model.py cases fix ID`)"
+        f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed"
         + (f" · {counts['training']} training examples (never counted as fixed)" if counts["training"] else "")
     )
     if store.skipped:  # lines of the store that are no edge case: named, for someone to mend by hand
@@ -239,10 +263,10 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
 
 def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
     keep = [r for r in rows if verdict in ("all", r["verdict"]) and source in ("all", r["source"])]
-    return pd.DataFrame(keep, columns=["verdict", "text", "expected", "when flagged", "now", "source", "status", "id", "note"])
+    return pd.DataFrame(keep, columns=["verdict", "text", "expected", "category when flagged", "now", "source", "status", "id", "note"])
 
 
-QUEUE_COLUMNS = ["state", "text", "expected", "when flagged", "times", "source", "by", "id", "note"]
+QUEUE_COLUMNS = ["state", "text", "expected", "category when flagged", "times", "source", "by", "id", "note"]
 
 
 def review_queue(state: str) -> tuple[str, pd.DataFrame]:
@@ -261,7 +285,7 @@ def review_queue(state: str) -> tuple[str, pd.DataFrame]:
                 "state": f.state,
                 "text": case.ticket.text,
                 "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
-                "when flagged": (case.answer or {}).get("category", ""),
+                "category when flagged": (case.answer or {}).get("category", ""),
                 "times": f.times_flagged,
                 "source": case.source.value,
                 "by": case.created_by or "",

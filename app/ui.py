@@ -4,11 +4,12 @@
     python app/main.py                      # the UI and the HTTP API in one server
 
 `build()` is the page: a title, then one function per tab, each laying out its components, then wiring its
-listeners. A handler reads its inputs by component (`inputs={a, b}` hands it `data[a]`) and returns
-`{component: value}`. A public endpoint takes its inputs in the order of the page (tests/test_ui.py calls them by
-position); where clients' order differs from the page's, the listener says so and lists it. What a result looks like
-is in app/render.py, the upload guards in app/uploads.py. Every control and panel is derived from the pipeline's
-own schemas and trace: a new flag gets a control, a new step gets a panel, and nothing here changes.
+listeners. A public endpoint takes its inputs by name (`inputs_kwargs={"text": box, ...}` hands the handler
+`data["text"]`), and those names are what gradio_client sees: a ticket's fields and the flags by their schema names
+(model.Ticket, model.Flags), variant B's flags as `b_<flag>`, an expected answer as `expected_<field>`. Positional
+calls still work, in the order listed. A handler returns `{component: value}`. What a result looks like is in
+app/render.py, the upload guards in app/uploads.py. Every control and panel is derived from the pipeline's own
+schemas and trace: a new flag gets a control (and a parameter), a new step gets a panel, and nothing here changes.
 """
 
 import argparse
@@ -38,6 +39,7 @@ from app.render import (
     at_a_glance,
     batch_headline,
     check_all,
+    client_example,
     differences,
     filter_cases,
     flags_table,
@@ -55,7 +57,12 @@ INTRO = (
     "and answers from the help centre when that is safe. Every step of the pipeline is shown below."
 )
 THEME = gr.themes.Soft(primary_hue="indigo")
-CSS = ".step-panel .label-wrap span { font-family: ui-monospace, monospace; } footer { display: none !important; }"
+CSS = """
+.step-panel .label-wrap span { font-family: ui-monospace, monospace; }
+footer { display: none !important; }
+.cases td, .cases th { word-break: normal !important; overflow-wrap: normal !important; }
+.legend, .confirmation { font-size: var(--text-sm); }
+"""
 
 
 def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = "http://localhost:7860") -> gr.Blocks:
@@ -104,10 +111,9 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
 
         with gr.Accordion("Flag this case: the pipeline got it wrong, or must keep getting it right", open=False):
             expected = expected_controls()
-            flag_go = gr.Button("Flag this case")
-            flagged = gr.Markdown()
+            flag_go, flagged = flag_button()
 
-    def triage(data):
+    def triage(**data):
         try:
             result = run(values(ticket, data), values(flags, data), True)
         except ValidationError as error:
@@ -124,13 +130,13 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
             answer: result.model_dump(mode="json", exclude={"trace"}),
         }
 
-    def flag(data, request: gr.Request):
-        return save_flagged(values(ticket, data), values(flags, data), values(expected, data), request)
+    def flag(request: gr.Request, **data):
+        return save_flagged(values(ticket, data), values(flags, data), data, request)
 
-    given = {*ticket.values(), *flags.values()}
-    go.click(triage, given, [glance, probabilities, reply, orders, articles, trace, answer], api_name="triage")
-    answer.change(lambda a: (a or {}).get("category"), answer, expected["category"], api_visibility="private")  # preset: the answer given
-    flag_go.click(flag, given | set(expected.values()), flagged, api_name="flag_case")
+    given = {**ticket, **flags}
+    go.click(triage, inputs_kwargs=given, outputs=[glance, probabilities, reply, orders, articles, trace, answer], api_name="triage")
+    answer.change(lambda a: (a or {}).get("category"), answer, expected["expected_category"], api_visibility="private")  # preset
+    flag_go.click(flag, inputs_kwargs=given | expected, outputs=flagged, api_name="flag_case")
 
 
 def compare_tab(run, flags_schema: type[BaseModel]) -> None:
@@ -138,37 +144,38 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     with gr.Tab("Compare") as tab:
         gr.Markdown(
             "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `python model.py "
-            "candidate`): what changes, field by field and step by step."
+            "candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
         )
-        text = gr.Textbox(label="text", lines=3, placeholder="Type or paste a customer message")
+        text = control("text", model.Ticket.model_fields["text"])
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
         version_b = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
             ["served", *versions.listing()],
             value="served",
             label="B runs on",
-            info="the served version, or a candidate version",
+            info="b_version · the served version, or a candidate version",
             allow_custom_value=True,
         )
         go = gr.Button("Compare", variant="primary")
         headline = gr.Markdown()
-        fields = gr.Dataframe(label="Fields", interactive=False, wrap=True, column_widths=["14%", "38%", "38%", "10%"])
-        steps = gr.Dataframe(label="Steps", interactive=False)
-        with gr.Row():
+        with gr.Column(visible=False) as compared:  # shown once there is something to compare: no placeholder headers
+            fields = gr.Dataframe(label="Fields", interactive=False, wrap=True, column_widths=["14%", "38%", "38%", "10%"])
+            steps = gr.Dataframe(label="Steps", interactive=False)
+        with gr.Accordion("Both answers in full (JSON)", open=False), gr.Row():
             result_a, result_b = gr.JSON(label="A"), gr.JSON(label="B")
         with gr.Accordion("Flag this case, with the flags of A or B", open=False):
-            variant = gr.Radio(["A", "B"], value="A", label="variant")
+            variant = gr.Radio(["A", "B"], value="A", label="Variant", info="variant · whose flags the case keeps")
             expected = expected_controls()
-            flag_go = gr.Button("Flag this case")
-            flagged = gr.Markdown()
+            flag_go, flagged = flag_button()
 
-    def compare(data):
-        on = data.get(version_b) or "served"
+    def compare(**data):
+        on = data["b_version"] or "served"
+        ticket = {"text": data["text"]}
         try:
-            a = run({"text": data[text]}, values(flags_a, data), True)
+            a = run(ticket, values(flags_a, data), True)
             if on == "served":
-                b = run({"text": data[text]}, values(flags_b, data), True)
+                b = run(ticket, values(flags_b, data, "b_"), True)
             else:
-                b = gate.one_ticket(on, {"text": data[text]}, values(flags_b, data))
+                b = gate.one_ticket(on, ticket, values(flags_b, data, "b_"))
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         except versions.VersionError as error:
@@ -176,27 +183,35 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         by_field, by_step = differences(a, b)
         n_diff = int((by_field.differs != "").sum())
         sides = "A and B" if on == "served" else f"A (served) and B (version {on})"
+        same = (
+            " (B's flags are A's: change one of B's to compare variants)"
+            if on == "served" and values(flags_a, data) == values(flags_b, data, "b_")
+            else ""
+        )
         return {
-            headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}; steps that differ are marked below.",
+            headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}{same}; steps that differ are marked below.",
             fields: by_field,
             steps: by_step,
+            compared: gr.Column(visible=True),
             result_a: a.model_dump(mode="json"),
             result_b: b.model_dump(mode="json"),
         }
 
-    flag_inputs = [text, variant, *flags_a.values(), *flags_b.values(), *expected.values()]  # clients' order: the variant second
+    def flag(request: gr.Request, **data):
+        flags = values(flags_a, data) if data["variant"] == "A" else values(flags_b, data, "b_")
+        return save_flagged({"text": data["text"]}, flags, data, request)
 
-    def flag(request: gr.Request, *inputs):
-        data = dict(zip(flag_inputs, inputs, strict=True))
-        flags = values(flags_a if data[variant] == "A" else flags_b, data)
-        return save_flagged({"text": data[text]}, flags, values(expected, data), request)
-
+    both = {"text": text, **flags_a, **prefixed(flags_b, "b_")}
     go.click(
-        compare, {text, *flags_a.values(), *flags_b.values(), version_b}, [headline, fields, steps, result_a, result_b], api_name="compare"
+        compare,
+        inputs_kwargs=both | {"b_version": version_b},
+        outputs=[headline, fields, steps, result_a, result_b, compared],
+        api_name="compare",
     )
     tab.select(lambda: gr.Dropdown(choices=["served", *versions.listing()]), None, version_b, api_visibility="private")
-    result_a.change(lambda a: (a or {}).get("category"), result_a, expected["category"], api_visibility="private")
-    flag_go.click(flag, flag_inputs, flagged, api_name="flag_compare_case")
+    result_a.change(lambda a: (a or {}).get("category"), result_a, expected["expected_category"], api_visibility="private")
+    flag_inputs = {"text": text, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
+    flag_go.click(flag, inputs_kwargs=flag_inputs, outputs=flagged, api_name="flag_compare_case")
 
 
 def batch_tab(flags_schema: type[BaseModel]) -> None:
@@ -210,7 +225,9 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             )
             with gr.Column():
                 use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
-                with_compare = gr.Checkbox(label="Also score variant B and compare", value=False)
+                with_compare = gr.Checkbox(
+                    label="Also score variant B and compare", value=False, info="B starts as A without automatic replies"
+                )
         flags_a, flags_b = flag_sets(flags_schema, "Flags B (used when comparing)", is_open=False)
         go = gr.Button("Run batch report", variant="primary")
         headline = gr.Markdown()
@@ -219,34 +236,32 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         with gr.Row():
             save_wrong = gr.Button("Save the misclassified rows as edge cases")
             saved_wrong = gr.Markdown()
-        summary = gr.JSON(label="Summary")
+        with gr.Accordion("Summary (JSON)", open=False):
+            summary = gr.JSON(label="Summary")
         last_report = gr.State(None)  # the scored CSV's path lives on the server, never sent by a client
 
-    report_inputs = [upload, use_eval, with_compare, baseline, *flags_a.values(), *flags_b.values()]  # clients' order: baseline fourth
     report_outputs = [headline, *plots, files, summary, last_report]
 
-    def report(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        data = dict(zip(report_inputs, inputs, strict=True))
+    def report(file=None, baseline=None, progress=gr.Progress(track_tqdm=True), **data):  # noqa: B008  (files: optional for clients)
         flags = values(flags_a, data)
-        if not data[use_eval] and not data[upload]:  # a message for the person, not an error for the server's log
+        if not data["use_eval"] and not file:  # a message for the person where the eye is, not an error for the server's log
             message = "Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'."
-            gr.Warning(message)
             return {headline: message} | dict.fromkeys(report_outputs[1:])  # and the last report's outputs cleared
-        source, base = model.DATA_DIR / "eval.csv" if data[use_eval] else data[upload], data[baseline]
+        source = model.DATA_DIR / "eval.csv" if data["use_eval"] else file
         out_dir = report_dir()
         try:
             scored = batch.report(
                 source,
                 out_dir / f"{Path(source).stem}-report.csv",
                 flags=flags,
-                compare=values(flags_b, data) if data[with_compare] else None,
+                compare=values(flags_b, data, "b_") if data["compare"] else None,
                 progress=True,
-                baseline=base,
+                baseline=baseline,
             )
         except batch.BatchInputError as error:
             shutil.rmtree(out_dir, ignore_errors=True)
             message = str(error).replace(str(source), Path(source).name)
-            raise gr.Error(message.replace(str(base), Path(base).name) if base else message) from None
+            raise gr.Error(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
@@ -271,8 +286,16 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         new = sum(is_new for _, is_new in saved)
         return f"{new} misclassified rows flagged for review ({len(saved) - new} were already flagged); see the Edge cases tab."
 
-    go.click(report, report_inputs, report_outputs, api_name="batch_report")
+    report_inputs = {"file": upload, "use_eval": use_eval, "compare": with_compare, "baseline": baseline}
+    go.click(report, inputs_kwargs=report_inputs | flags_a | prefixed(flags_b, "b_"), outputs=report_outputs, api_name="batch_report")
     save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
+
+
+CASE_COLUMNS = {  # column: what it says (the Edge cases tab's legend)
+    "verdict": "what the pipeline does with the case now: fixed, open (still wrong), newly broken, newly fixed, training",
+    "status": "what the suite file records (fixed or open) until someone marks it again",
+    "category when flagged": "the pipeline's answer when the case was flagged",
+}
 
 
 def cases_tab() -> None:
@@ -284,89 +307,112 @@ def cases_tab() -> None:
             "pipeline as it is now. A *fixed* case the pipeline now gets wrong is **newly broken**: a regression."
         )
         with gr.Row():
-            verdict = gr.Dropdown(["all", "broken", "newly fixed", "open", "fixed", "training"], value="all", label="verdict")
-            source = gr.Dropdown(["all", *[s.value for s in model.CaseSource]], value="all", label="source")
+            verdict = gr.Dropdown(
+                ["all", "broken", "newly fixed", "open", "fixed", "training"], value="all", label="Verdict", info="verdict"
+            )
+            source = gr.Dropdown(["all", *[s.value for s in model.CaseSource]], value="all", label="Source", info="source")
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
         rows = gr.State([])
-        widths = ["8%", "30%", "12%", "10%", "12%", "6%", "6%", "7%", "9%"]  # every column on the screen
-        table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths)
+        widths = ["8%", "26%", "12%", "10%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and categories whole
+        table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"])
+        gr.Markdown(" · ".join(f"**{k}**: {v}" for k, v in CASE_COLUMNS.items()), elem_classes=["legend"])
+        with gr.Group(visible=False) as marking:  # shown to a logged-in user only; the handler checks again
+            with gr.Row():
+                mark_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
+                mark = gr.Button("Mark the newly fixed cases fixed", variant="primary")
+            marked = gr.Markdown()
         with gr.Row():
             other = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
-                ["none", *versions.listing()], value="none", label="each case's verdict on a candidate too", allow_custom_value=True
+                ["none", *versions.listing()],
+                value="none",
+                label="Each case's verdict on a candidate too",
+                info="version",
+                allow_custom_value=True,
             )
             go_both = gr.Button("Run every case on both")
-        both = gr.Dataframe(
-            interactive=False, wrap=True, label="Under both versions", column_widths=["40%", "14%", "12%", "12%", "12%", "10%"]
-        )
+        with gr.Column(visible=False) as shown_both:  # no placeholder headers before a run
+            both = gr.Dataframe(
+                interactive=False,
+                wrap=True,
+                label="Under both versions",
+                column_widths=["40%", "14%", "12%", "12%", "12%", "10%"],
+                max_height=900,
+            )
 
         gr.Markdown(
             "### Review queue\nCases flagged from the Triage, Compare and Batch tabs, the API (`POST /cases`) or a file wait "
             "here: a flag is not a test until a reviewer accepts it into the suite (with the answer they set) or rejects it."
         )
         with gr.Row():
-            state = gr.Dropdown(list(review.STATES), value="pending", label="state")
+            state = gr.Dropdown(list(review.STATES), value="pending", label="State", info="state")
             show = gr.Button("Show the queue")
         queue_headline = gr.Markdown()
-        queue_widths = ["7%", "31%", "12%", "9%", "5%", "6%", "7%", "9%", "14%"]
-        queue = gr.Dataframe(interactive=False, wrap=True, label="Review queue", column_widths=queue_widths)
+        queue_widths = ["7%", "28%", "12%", "10%", "5%", "6%", "7%", "10%", "15%"]
+        queue = gr.Dataframe(
+            interactive=False, wrap=True, label="Review queue", column_widths=queue_widths, max_height=900, elem_classes=["cases"]
+        )
         with gr.Group(visible=False) as reviewing:  # shown to a logged-in user only; the handler checks again
             with gr.Row():
-                chosen = gr.Dropdown([], multiselect=True, label="pending cases to decide on")
-                answer = gr.Dropdown(["as flagged", *[c.value for c in model.Category]], value="as flagged", label="expected category")
-                review_key = gr.Textbox(type="password", label="reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
+                chosen = gr.Dropdown([], multiselect=True, label="Pending cases to decide on")
+                answer = gr.Dropdown(["as flagged", *[c.value for c in model.Category]], value="as flagged", label="Expected category")
+                review_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             with gr.Row():
                 accept = gr.Button("Accept into the suite", variant="primary")
                 train = gr.Button("Accept as a training example")
                 reject = gr.Button("Reject", variant="stop")
             decided = gr.Markdown()
 
-    def run_cases(data):
-        counts, every = check_all()
-        return {headline: counts, rows: every, table: filter_cases(every, data[verdict], data[source])}
-
-    def refilter(data):
-        return filter_cases(data[rows], data[verdict], data[source])
-
-    def run_both(data):
-        if data[other] == "none":
-            raise gr.Error("Choose a candidate version first (python model.py candidate makes one).")
+    def run_cases(verdict, source, request: gr.Request):
         counts, every = check_all()
         return {
             headline: counts,
             rows: every,
-            table: filter_cases(every, data[verdict], data[source]),
-            both: under_both(every, data[other]),
+            table: filter_cases(every, verdict, source),
+            marking: gr.Group(visible=reviewer_of(request) is not None),
         }
 
-    def show_queue(data, request: gr.Request):
-        said, listed = review_queue(data[state])
-        pending = listed if data[state] == "pending" else review_queue("pending")[1]
+    def refilter(data):
+        return filter_cases(data[rows], data[verdict], data[source])
+
+    def run_both(verdict, source, version, request: gr.Request):
+        if version == "none":
+            raise gr.Error("Choose a candidate version first (python model.py candidate makes one).")
+        listed = run_cases(verdict, source, request)
+        return listed | {both: under_both(listed[rows], version), shown_both: gr.Column(visible=True)}
+
+    def show_queue(state, request: gr.Request):
+        said, listed = review_queue(state)
+        pending = listed if state == "pending" else review_queue("pending")[1]
         choices = [(f"{i} · {t[:60]}", i) for i, t in zip(pending["id"], pending["text"], strict=True)]
         return {
             queue_headline: said,
             queue: listed,
-            reviewing: gr.Group(visible=getattr(request, "username", None) is not None),
+            reviewing: gr.Group(visible=reviewer_of(request) is not None),
             chosen: gr.Dropdown(choices=choices, value=[]),
         }
 
-    def decide(data, request: gr.Request, accepting: bool, training: bool = False):
-        reviewer = getattr(request, "username", None)
-        key = os.environ.get("TRIAGE_REVIEW_KEY")
-        if reviewer is None or (key and not secrets.compare_digest(data[review_key] or "", key)):
+    def reviewer(request: gr.Request, key: str | None) -> str:
+        """The logged-in reviewer, when the reviewer key (where the server sets one) is right; else an error."""
+        name, wanted = reviewer_of(request), os.environ.get("TRIAGE_REVIEW_KEY")
+        if name is None or (wanted and not secrets.compare_digest(key or "", wanted)):
             raise gr.Error("Reviewing needs a logged-in reviewer (and the reviewer key, where the server sets one).")
+        return name
+
+    def decide(data, request: gr.Request, accepting: bool, training: bool = False):
+        who = reviewer(request, data[review_key])
         if not data[chosen]:
             raise gr.Error("Choose the pending cases to decide on first.")
         expected = None if data[answer] == "as flagged" else {"category": data[answer]}
         try:
             if accepting:
-                accepted = review.accept(data[chosen], reviewer, expected=expected, train=training)
+                accepted = review.accept(data[chosen], who, expected=expected, train=training)
                 said = f"{len(accepted)} cases accepted into the suite{' as training examples' if training else ''}."
             else:
-                said = f"{review.reject(data[chosen], reviewer)} cases rejected."
+                said = f"{review.reject(data[chosen], who)} cases rejected."
         except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
             raise gr.Error(str(error)) from None
-        return {decided: said, **show_queue(data, request)}
+        return {decided: said, **show_queue(data[state], request)}
 
     def accept_cases(data, request: gr.Request):
         return decide(data, request, accepting=True)
@@ -377,26 +423,43 @@ def cases_tab() -> None:
     def reject_cases(data, request: gr.Request):
         return decide(data, request, accepting=False)
 
-    go.click(run_cases, {verdict, source}, [headline, rows, table], api_name="edge_cases")
-    tab.select(run_cases, {verdict, source}, [headline, rows, table], api_visibility="private")
-    for control in (verdict, source):
-        control.change(refilter, {rows, verdict, source}, table, api_visibility="private")
-    go_both.click(run_both, {verdict, source, other}, [headline, rows, table, both], api_name="edge_cases_on_both")
+    def mark_fixed(data, request: gr.Request):
+        """`cases fix` as a button: only the cases the pipeline gets right now (verdict newly fixed) are marked."""
+        reviewer(request, data[mark_key])
+        _, every = check_all()
+        ids = [r["id"] for r in every if r["verdict"] == "newly fixed"]
+        try:
+            n = edge_cases.set_case_status(ids, model.CaseStatus.fixed) if ids else 0
+        except edge_cases.StoreUnavailable as error:
+            raise gr.Error(str(error)) from None
+        return {
+            marked: f"{n} cases marked fixed." if n else "No newly fixed case to mark.",
+            **run_cases(data[verdict], data[source], request),
+        }
+
+    listing = [headline, rows, table, marking]
+    go.click(run_cases, inputs_kwargs={"verdict": verdict, "source": source}, outputs=listing, api_name="edge_cases")
+    tab.select(run_cases, [verdict, source], listing, api_visibility="private")
+    for control_ in (verdict, source):
+        control_.change(refilter, {rows, verdict, source}, table, api_visibility="private")
+    both_inputs = {"verdict": verdict, "source": source, "version": other}
+    go_both.click(run_both, inputs_kwargs=both_inputs, outputs=[*listing, both, shown_both], api_name="edge_cases_on_both")
     tab.select(lambda: gr.Dropdown(choices=["none", *versions.listing()]), None, other, api_visibility="private")
     queue_outputs = [queue_headline, queue, reviewing, chosen]
-    show.click(show_queue, {state}, queue_outputs, api_name="review_queue")
+    show.click(show_queue, inputs_kwargs={"state": state}, outputs=queue_outputs, api_name="review_queue")
     for event in (state.change, tab.select):
-        event(show_queue, {state}, queue_outputs, api_visibility="private")
+        event(show_queue, [state], queue_outputs, api_visibility="private")
     deciding = {state, chosen, answer, review_key}
     accept.click(accept_cases, deciding, [decided, *queue_outputs], api_visibility="private")  # the handler checks the login
     train.click(train_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     reject.click(reject_cases, deciding, [decided, *queue_outputs], api_visibility="private")
+    mark.click(mark_fixed, {mark_key, verdict, source}, [marked, *listing], api_visibility="private")
 
 
 def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
-    """How to call the same pipeline over HTTP."""
+    """How to call the same pipeline over HTTP, or through the page's own endpoints with gradio_client."""
     with gr.Tab("API"):
-        curl, python = api_examples(url)
+        (curl, python), client = api_examples(url), client_example(url)
         gr.Markdown(
             f"The same pipeline is served over HTTP by the one server (`python app/main.py`). "
             f"Interactive documentation: [{url}/docs]({url}/docs) · schema: `{url}/openapi.json` · "
@@ -404,49 +467,69 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
         )
         gr.Code(curl, language="shell", label="curl")
         gr.Code(python, language="python", label="Python (requests)")
-        gr.Markdown("Flags, all optional:")
+        gr.Code(client, language="python", label="Python (gradio_client): this page's buttons, by name")
+        gr.Markdown(
+            "gradio_client takes a ticket's fields and the flags by name (`text`, `channel`, `customer_tier`, `top_k`, ...); "
+            "on `/compare` and `/batch_report` variant B's flags are `b_top_k`, `b_auto_reply`, ... "
+            "`client.view_api()` lists every endpoint and its parameters. Flags, all optional:"
+        )
         gr.Dataframe(flags_table(flags_schema), interactive=False, wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------
 # Parts of the page: controls derived from pydantic fields, the expected answer of a case
 # ---------------------------------------------------------------------------------------------
-def control(name: str, field) -> gr.components.Component:
-    """A Gradio input for one pydantic field: checkbox, slider, number, dropdown or textbox."""
-    label = field.description or name
-    annotation, default = field.annotation, field.default
+ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs"}
+B_DEFAULTS = {"auto_reply": False}  # variant B starts as A with this changed, where the schema has the flag
+
+
+def label_of(name: str) -> str:
+    """A field's name as words: `customer_tier` -> "Customer tier", `mask_pii` -> "Mask PII"."""
+    return " ".join(ACRONYMS.get(w, w) for w in name.split("_")).capitalize().replace(" pii", " PII")
+
+
+def control(name: str, field, value=None) -> gr.components.Component:
+    """A Gradio input for one pydantic field: checkbox, slider, number, dropdown or textbox. The label is the name in
+    words; the name itself (what gradio_client calls the parameter) and the description are the small print."""
+    info, label = f"{name} · {field.description}" if field.description else name, label_of(name)
+    annotation, default = field.annotation, field.default if value is None else value
     bounds = {type(m).__name__: m for m in field.metadata}
     if annotation is bool:
-        return gr.Checkbox(value=default, label=name, info=label)
+        return gr.Checkbox(value=default, label=label, info=info)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return gr.Dropdown(choices=[e.value for e in annotation], value=default.value, label=name, info=label)
+        return gr.Dropdown(choices=[e.value for e in annotation], value=annotation(default).value, label=label, info=info)
     if annotation in (int, float):
         low, high = getattr(bounds.get("Ge"), "ge", None), getattr(bounds.get("Le"), "le", None)
         if low is not None and high is not None:
             step = 1 if annotation is int else 0.05
-            return gr.Slider(minimum=low, maximum=high, step=step, value=default, label=name, info=label)
-        return gr.Number(value=default, label=name, info=label, precision=0 if annotation is int else None)
+            return gr.Slider(minimum=low, maximum=high, step=step, value=default, label=label, info=info)
+        return gr.Number(value=default, label=label, info=info, precision=0 if annotation is int else None)
     if typing.get_origin(annotation) is typing.Annotated or annotation is str:
-        return gr.Textbox(label=name, info=label, lines=4, placeholder="Type or paste a customer message")
+        return gr.Textbox(label=label, info=info, lines=4, placeholder="Type or paste a customer message")
     raise TypeError(f"no control for field {name!r} of type {annotation!r}")
 
 
-def controls(schema: type[BaseModel]) -> dict[str, gr.components.Component]:
-    return {name: control(name, field) for name, field in schema.model_fields.items()}
+def controls(schema: type[BaseModel], **values) -> dict[str, gr.components.Component]:
+    """One control per field of `schema`, keyed by the field's name; `values` overrides defaults."""
+    return {name: control(name, field, values.get(name)) for name, field in schema.model_fields.items()}
 
 
-def values(components: dict[str, gr.components.Component], data: dict) -> dict:
-    """What a handler's `data` holds for `components` (from `controls` or `expected_controls`), by name."""
-    return {name: data[component] for name, component in components.items()}
+def prefixed(components: dict[str, gr.components.Component], prefix: str) -> dict[str, gr.components.Component]:
+    return {prefix + name: component for name, component in components.items()}
+
+
+def values(components: dict[str, gr.components.Component], data: dict, prefix: str = "") -> dict:
+    """What a handler's `data` (its keyword arguments) holds for `components` (from `controls`), by field name."""
+    return {name: data[prefix + name] for name in components}
 
 
 def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dict, dict]:
-    """Two sets of flag controls side by side, A and B, for comparing variants."""
+    """Two sets of flag controls side by side, A and B, for comparing variants; B starts as A with B_DEFAULTS."""
     with gr.Row():
         with gr.Column(), gr.Accordion("Flags A", open=is_open):
             a = controls(schema)
         with gr.Column(), gr.Accordion(title_b, open=is_open):
-            b = controls(schema)
+            b = controls(schema, **{k: v for k, v in B_DEFAULTS.items() if k in schema.model_fields})
     return a, b
 
 
@@ -459,25 +542,44 @@ EITHER, ANY = "either", "any"
 
 
 def expected_controls() -> dict[str, gr.components.Component]:
-    """The expected answer of a case (model.Expected): category, and optionally needs_human and urgency; a note."""
+    """The expected answer of a case (model.Expected): category, and optionally needs_human and urgency; a note. Keyed by
+    the parameter names clients use."""
     with gr.Row():
-        category = gr.Dropdown([c.value for c in model.Category], value=None, label="expected category")
-        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="a person must answer")
-        urgency = gr.Dropdown([ANY, *[u.value for u in model.Urgency]], value=ANY, label="expected urgency")
-    note = gr.Textbox(label="note", placeholder="why this case matters", lines=1)
-    keep_pii = gr.Checkbox(value=False, label="save the text as written (by default e-mail, phone and card numbers are masked first)")
-    return {"category": category, "needs_human": needs_human, "urgency": urgency, "note": note, "keep_pii": keep_pii}
+        category = gr.Dropdown([c.value for c in model.Category], value=None, label="Expected category", info="expected_category")
+        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="A person must answer", info="expected_needs_human")
+        urgency = gr.Dropdown([ANY, *[u.value for u in model.Urgency]], value=ANY, label="Expected urgency", info="expected_urgency")
+    note = gr.Textbox("", label="Note", info="note", placeholder="why this case matters", lines=1)
+    keep_pii = gr.Checkbox(
+        value=False,
+        label="Save the text as written",
+        info="keep_pii · by default e-mail, phone and card numbers are masked first",
+    )
+    return {
+        "expected_category": category,
+        "expected_needs_human": needs_human,
+        "expected_urgency": urgency,
+        "note": note,
+        "keep_pii": keep_pii,
+    }
+
+
+def flag_button() -> tuple[gr.Button, gr.Markdown]:
+    """The flag button with its confirmation right beside it, where the eye is."""
+    with gr.Row(equal_height=True):
+        go = gr.Button("Flag this case", scale=1)
+        said = gr.Markdown(elem_classes=["confirmation"])
+    return go, said
 
 
 def save_flagged(ticket: dict, flags: dict, expected: dict, request: gr.Request) -> str:
-    """Save one case flagged on the Triage or Compare tab (`expected`: the values of `expected_controls`); says what
-    was saved."""
-    if not expected["category"]:
+    """Save one case flagged on the Triage or Compare tab (`expected`: the values of `expected_controls`, by name); says
+    what was saved."""
+    if not expected["expected_category"]:
         raise gr.Error("Choose the expected category first.")
     answer = {
-        "category": expected["category"],
-        "needs_human": {"yes": True, "no": False}.get(expected["needs_human"]),
-        "urgency": None if expected["urgency"] == ANY else expected["urgency"],
+        "category": expected["expected_category"],
+        "needs_human": {"yes": True, "no": False}.get(expected["expected_needs_human"]),
+        "urgency": None if expected["expected_urgency"] in (ANY, None) else expected["expected_urgency"],
     }
     case = {
         "ticket": ticket,
@@ -499,6 +601,10 @@ def save_flagged(ticket: dict, flags: dict, expected: dict, request: gr.Request)
         state = "the pipeline gets it right today; accepted, a change that breaks it is a regression"
     said = "Flagged" if new else "Already flagged"
     return f"{said} as case `{saved.id}`: it waits for a reviewer ({state}). Text kept: {literal(saved.ticket.text[:120])}"
+
+
+def reviewer_of(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None)
 
 
 def who_flags(request: gr.Request | None) -> dict:

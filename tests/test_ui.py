@@ -34,11 +34,48 @@ def client():
 
 
 def triage_args(text, channel="web_form", tier="standard", **flags):
+    """The Triage endpoint's arguments by position: the ticket's fields, then the flags (as on the page)."""
     return [text, channel, tier, *model.Flags(**flags).model_dump().values()]
 
 
-def call(client, *args, api_name):
-    return client.submit(*args, api_name=api_name).result(timeout=TIMEOUT)
+def call(client, *args, api_name, **named):
+    return client.submit(*args, api_name=api_name, **named).result(timeout=TIMEOUT)
+
+
+def test_every_public_endpoint_names_its_parameters_as_the_schemas_do(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = {api: [p["parameter_name"] for p in e["parameters"]] for api, e in endpoints.items()}
+    ticket, flags = list(model.Ticket.model_fields), list(model.Flags.model_fields)
+    expected = ["expected_category", "expected_needs_human", "expected_urgency", "note", "keep_pii"]
+    assert names["/triage"] == ticket + flags
+    assert names["/flag_case"] == ticket + flags + expected
+    assert names["/compare"] == ["text", *flags, *[f"b_{f}" for f in flags], "b_version"]
+    assert names["/flag_compare_case"] == ["text", "variant", *flags, *[f"b_{f}" for f in flags], *expected]
+    assert names["/batch_report"] == ["file", "use_eval", "compare", "baseline", *flags, *[f"b_{f}" for f in flags]]
+    assert names["/edge_cases"] == ["verdict", "source"] and names["/review_queue"] == ["state"]
+    assert not any(n.startswith(("param_", "data")) for ns in names.values() for n in ns), names
+    defaults = {p["parameter_name"]: p for p in endpoints["/compare"]["parameters"]}
+    assert not defaults["text"]["parameter_has_default"] and defaults["b_auto_reply"]["parameter_default"] is False  # B differs
+
+
+def test_the_api_tabs_gradio_client_example_runs_as_written(client, capsys):
+    """The example on the API tab, run as a user would paste it, against this server."""
+    example = ui.client_example(client.src.rstrip("/"))
+    assert "text=" in example and "top_k=2" in example and 'api_name="/triage"' in example
+    exec(compile(example, "api-tab-example", "exec"), {})  # the example as written
+    category, team, needs_human = capsys.readouterr().out.splitlines()[-1].split()  # after "Loaded as API: ..."
+    ticket = model.Ticket.model_config["json_schema_extra"]["examples"][0]
+    expected = model.run(ticket, {"top_k": 2})
+    assert (category, team, needs_human) == (expected.category.value, expected.team, str(expected.needs_human))
+
+
+def test_named_parameters_left_out_keep_their_defaults(client):
+    *_, answer = call(client, text="How do I reset my password?", api_name="/triage")
+    assert answer == model.run("How do I reset my password?").model_dump(mode="json", exclude={"trace"})
+    *_, fewer = call(client, text="How do I reset my password?", top_k=1, channel="chat", api_name="/triage")
+    assert len(fewer["articles"]) == 1
+    with pytest.raises(TypeError, match="not a valid key-word argument"):
+        client.predict(text="x", flavour="mint", api_name="/triage")
 
 
 def test_triage_endpoint_matches_model_run(client):
@@ -80,23 +117,28 @@ def test_compare_endpoint_marks_what_differs(client):
     flags_a = model.Flags().model_dump().values()
     flags_b = model.Flags(auto_reply=False).model_dump().values()
     headline, fields, steps, a, b = call(client, "How do I reset my password?", *flags_a, *flags_b, api_name="/compare")
+    assert call(client, text="How do I reset my password?", api_name="/compare")[1] == fields  # B's default: no automatic reply
     marked = {row[0] for row in fields["data"] if row[3]}
     assert marked == {"reply", "needs_human"}
     assert [row[0] for row in steps["data"]] == [s.step for s in model.run("x", debug=True).trace]
     assert {row[0] for row in steps["data"] if row[3]} == {"decide"}
     assert a["reply"] and b["reply"] is None and "2 of" in headline
+    cells = [cell for row in fields["data"] for cell in row[1:3]]
+    assert not {"None", "True", "False"} & set(cells) and not any(c.startswith("{") for c in cells), cells  # words, not JSON
+    _, same, *_ = call(client, text="hello", b_auto_reply=True, api_name="/compare")
+    assert not any(row[3] for row in same["data"])
 
 
 def batch_args(path, compare=False, **flags):
-    values = model.Flags(**flags).model_dump().values()
-    return [handle_file(str(path)) if path else None, False, compare, None, *values, *values]
+    """The Batch endpoint's arguments by name: the file, then A's flags; B's keep their defaults."""
+    return {"file": handle_file(str(path)) if path else None, "compare": compare, **flags}
 
 
 def test_batch_endpoint_files_match_batch_py(client, tmp_path):
     rows = [("Where is my parcel 75983714?", "order_status"), ("", "billing"), ("I can't log in", "account_access")]
     source = tmp_path / "tickets.csv"
     pd.DataFrame(rows, columns=["text", "expected_category"]).to_csv(source, index=False)
-    headline, *_plots, files, summary = call(client, *batch_args(source), api_name="/batch_report")
+    headline, *_plots, files, summary = call(client, **batch_args(source), api_name="/batch_report")
     assert sorted(p.rsplit(".", 1)[1] for p in files) == ["csv", "html", "json"]
     scored = pd.read_csv(next(p for p in files if p.endswith(".csv")), dtype=str, keep_default_na=False)
     batch.report(source, tmp_path / "cli.csv", progress=False)
@@ -107,11 +149,9 @@ def test_batch_endpoint_files_match_batch_py(client, tmp_path):
 
 
 def test_batch_endpoint_on_the_bundled_evaluation_set_with_a_comparison(client):
-    values = model.Flags().model_dump().values()
-    b_values = model.Flags(auto_reply=False).model_dump().values()
-    headline, *_plots, files, summary = call(client, None, True, True, None, *values, *b_values, api_name="/batch_report")
+    headline, *_plots, files, summary = call(client, use_eval=True, compare=True, api_name="/batch_report")  # B: no auto reply
     assert len(files) == 3 and summary["rows"] == 160 and summary["metrics"]["accuracy"] >= 0.8
-    assert summary["compare"]["needs_human_share"] == 1.0 and "agree" in headline
+    assert summary["compare"]["needs_human_share"] == 1.0 and "with B 100% need a person" in headline
 
 
 @pytest.mark.parametrize(
@@ -126,12 +166,12 @@ def test_batch_endpoint_bad_files_give_a_clear_error(client, tmp_path, content, 
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     with pytest.raises(Exception, match=message):
-        call(client, *batch_args(path), api_name="/batch_report")
+        call(client, **batch_args(path), api_name="/batch_report")
 
 
 def test_batch_endpoint_without_a_file_says_what_to_do(client, capfd):
     capfd.readouterr()
-    headline, *_, summary = call(client, *batch_args(None), api_name="/batch_report")
+    headline, *_, summary = call(client, api_name="/batch_report")
     assert headline.startswith("Upload a CSV") and summary is None
     assert "Traceback" not in capfd.readouterr().err  # a message for the person, not an error in the server's log
 
@@ -144,7 +184,8 @@ def test_controls_follow_the_flag_schema():
     assert list(controls) == list(model.Flags.model_fields)
     assert isinstance(controls["mask_pii"], gr.Checkbox) and controls["mask_pii"].value is True
     assert isinstance(controls["top_k"], gr.Slider) and (controls["top_k"].minimum, controls["top_k"].maximum) == (1, 10)
-    assert controls["min_confidence"].info == model.Flags.model_fields["min_confidence"].description
+    assert controls["min_confidence"].info == f"min_confidence · {model.Flags.model_fields['min_confidence'].description}"
+    assert (ticket["customer_tier"].label, controls["mask_pii"].label) == ("Customer tier", "Mask PII")  # words; the name is small print
     assert isinstance(ticket["text"], gr.Textbox) and isinstance(ticket["channel"], gr.Dropdown)
     assert [c[0] for c in ticket["channel"].choices] == [c.value for c in model.Channel]
 
@@ -196,39 +237,42 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, queue):
     text = "Mail jo@example.com: your billing team fixed my problem within a day. Thank you"
     said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", True, api_name="/flag_case")
     (case,) = queued()
+    assert f"Flagged as case `{case.id}`" in said
     assert f"Flagged as case `{case.id}`: it waits for a reviewer" in said and case.source == "ui"
     assert case.note == "praise that mentions billing" and not (queue / "cases.csv").exists()  # a flag is not yet a test
     assert case.ticket.text.startswith("Mail [EMAIL]:") and case.expected.urgency == "low" and case.expected.needs_human is None
     assert not case.keep_pii  # asked for, but nobody is logged in: masked all the same
     assert case.answer["category"] == model.run(case.ticket.text).category.value
-    again = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", True, api_name="/flag_case")
+    again = call(
+        client,
+        text=text,
+        expected_category="feedback",
+        expected_urgency="low",
+        note="praise that mentions billing",
+        keep_pii=True,
+        api_name="/flag_case",
+    )
     assert again.startswith("Already flagged") and len(queued()) == 1 and review.cases()[0][0].times_flagged == 2
 
-    flags_a, flags_b = model.Flags().model_dump().values(), model.Flags(auto_reply=False).model_dump().values()
     said = call(
         client,
-        "How do I reset my password?",
-        "B",
-        *flags_a,
-        *flags_b,
-        "account_access",
-        "yes",
-        "any",
-        "",
-        False,
+        text="How do I reset my password?",
+        variant="B",
+        expected_category="account_access",
+        expected_needs_human="yes",
         api_name="/flag_compare_case",
     )
     case = queued()[-1]
     assert case.flags.auto_reply is False and case.expected.needs_human is True and case.status == "fixed" and "right today" in said
     with pytest.raises(Exception, match="expected category"):
-        call(client, *triage_args(text), None, "either", "any", "", False, api_name="/flag_case")
+        call(client, text=text, expected_category=None, api_name="/flag_case")
 
 
 def test_the_review_queue_is_shown_by_state(client, queue):
     review.flag([{"ticket": {"text": f"Charged twice, take {i}"}, "expected": {"category": "billing"}} for i in range(3)], client="x")
     (rejected,) = [f.case.id for f in review.cases()[0][:1]]
     review.reject([rejected], "ana")
-    headline, table, *_ = call(client, "pending", api_name="/review_queue")
+    headline, table, *_ = call(client, state="pending", api_name="/review_queue")
     assert "**Review queue: 2 pending** · 0 accepted into the suite · 1 rejected" in headline
     assert [row[0] for row in table["data"]] == ["pending", "pending"] and rejected not in str(table["data"])
     _, table, *_ = call(client, "rejected", api_name="/review_queue")
@@ -241,12 +285,12 @@ def test_edge_cases_tab_runs_every_case(client, tmp_path, monkeypatch):
     edge_cases.save_cases(
         [{"ticket": {"text": "How do I reset my password?"}, "expected": {"category": c}} for c in ("account_access", "billing")]
     )
-    headline, table = call(client, "all", "all", api_name="/edge_cases")
+    headline, table, *_ = call(client, api_name="/edge_cases")
     assert "**2 cases**: 1 fixed · 1 still open · **0 newly broken**" in headline
     assert sorted(row[0] for row in table["data"]) == ["fixed", "open"]
-    _, only_open = call(client, "open", "all", api_name="/edge_cases")
+    _, only_open, *_ = call(client, verdict="open", api_name="/edge_cases")
     assert [row[2] for row in only_open["data"]] == ["billing"]
-    _, none_from_ui = call(client, "all", "ui", api_name="/edge_cases")
+    _, none_from_ui, *_ = call(client, "all", "ui", api_name="/edge_cases")  # by position too
     assert none_from_ui["data"] in ([], [[None] * 9])  # an empty table
 
 
@@ -254,14 +298,13 @@ def test_batch_endpoint_compares_with_a_baseline(client, tmp_path):
     rows = [("Where is my parcel 75983714?", "order_status"), ("I was charged twice", "billing"), ("I can't log in", "account_access")]
     source = pd.DataFrame(rows, columns=["text", "expected_category"])
     source.to_csv(tmp_path / "mine.csv", index=False)
-    *_, files, _ = call(client, *batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
+    *_, files, _ = call(client, **batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
     earlier = pd.read_csv(files[0], dtype=str, keep_default_na=False)
     assert (earlier.category == earlier.expected_category).all()
     earlier.loc[1, "category"] = "feedback"  # an earlier version got the second row wrong
     earlier.to_csv(tmp_path / "earlier.csv", index=False)
-    args = batch_args(tmp_path / "mine.csv")
-    args[3] = handle_file(str(tmp_path / "earlier.csv"))
-    headline, *_, summary = call(client, *args, api_name="/batch_report")
+    args = batch_args(tmp_path / "mine.csv") | {"baseline": handle_file(str(tmp_path / "earlier.csv"))}
+    headline, *_, summary = call(client, **args, api_name="/batch_report")
     assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (1, 0)
     assert "against the baseline: **1 fixed, 0 broken**" in headline
 
@@ -272,7 +315,7 @@ def test_batch_tab_flags_the_misclassified_rows_for_review(client, tmp_path, que
     assert said.startswith("Run a report on a labelled CSV first")
     rows = [("Where is my parcel 75983714?", "feedback"), ("I was charged twice", "billing")]  # the first is labelled wrongly on purpose
     pd.DataFrame(rows, columns=["text", "expected_category"]).to_csv(tmp_path / "mine.csv", index=False)
-    job = client.submit(*batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
+    job = client.submit(**batch_args(tmp_path / "mine.csv"), api_name="/batch_report")
     job.result(timeout=TIMEOUT)
     said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
     (case,) = queued()
