@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import litserve as ls
-from fastapi import Depends, HTTPException, Query, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,11 +49,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 import builder
 import edge_cases
 import model
-import review
 from app import observe
 from app.guards import RequestGuard, WorkerWatch
 from app.health import HEALTH_FRESH, Watch, watch_parent
-from app.litserve_internals import TriageServer, ask_worker, name_the_queue_timeout, take_routes
+from app.litserve_internals import TriageServer, ask_worker, key_dependencies, name_the_queue_timeout, take_routes
 
 SETTINGS = {
     "max_batch_size": int(os.environ.get("TRIAGE_MAX_BATCH_SIZE", "32")),
@@ -96,6 +95,7 @@ class TriageAPI(ls.LitAPI):
         # Stopped by the server (SIGTERM): exit like a program, so that what this process holds (tqdm's lock, a
         # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process stops this one
         watch_parent(multiprocessing.parent_process().pid)
         name_the_queue_timeout(SETTINGS["timeout"])
         model.resources()  # load the model and artifacts (built if missing) before /health says ready
@@ -279,7 +279,7 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
         api.api_path,
         predict,
         methods=["POST"],
-        dependencies=[Depends(server.setup_auth(api))],
+        dependencies=key_dependencies(server, api),
         summary="Triage one ticket",
         description="The pipeline's answer for one customer message: category, team, urgency, order numbers found, "
         "help-centre articles, and an automatic reply when every rule allows one. Requests that arrive together are "
@@ -291,10 +291,13 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
 
 def add_case_routes(server: ls.LitServer) -> None:
     """POST /cases flags an edge case into the review queue (review.py); GET /cases lists the suite or the queue;
-    POST /cases/review accepts or rejects flagged cases, with the reviewer's key."""
-    auth = [Depends(server.setup_auth())]  # the API key, when one is set
+    POST /cases/review accepts or rejects flagged cases, with the reviewer's key. review.py (SQLAlchemy) is imported
+    at the first call: neither /predict nor the inference workers need it, and it weighs half a second at start."""
+    auth = key_dependencies(server)  # the API key, when one is set
 
     def post_case(case: model.EdgeCase, request: Request, response: Response) -> CaseSaved:
+        import review
+
         trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
         try:
             flagged = review.flag([case.model_copy(update={"source": model.CaseSource.api})], client=client_of(request), trusted=trusted)
@@ -315,6 +318,8 @@ def add_case_routes(server: ls.LitServer) -> None:
         offset: int = Query(0, ge=0, le=2**62),  # a database takes a 64-bit offset, not any integer
         limit: int = Query(50, ge=1, le=500),
     ) -> CasePage | QueuePage:
+        import review
+
         try:
             if state == CaseState.suite:
                 store = edge_cases.read_cases()
@@ -327,6 +332,8 @@ def add_case_routes(server: ls.LitServer) -> None:
             raise HTTPException(503, detail=str(error)) from None
 
     def post_review(decision: Decision, request: Request) -> Reviewed:
+        import review
+
         key = os.environ.get("TRIAGE_REVIEW_KEY") or os.environ.get("LIT_SERVER_API_KEY")
         if not key:
             raise HTTPException(403, detail="reviewing over HTTP is off: set TRIAGE_REVIEW_KEY (or LIT_SERVER_API_KEY) on the "

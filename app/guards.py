@@ -143,7 +143,8 @@ class WorkerWatch:
     """A request in flight when an inference worker dies gets a JSON 503 at once instead of waiting for its deadline.
 
     LitServe (restart_workers=True) replaces a dead worker; `watch` (app/health.py) sees its end of the queue close or
-    its status turn to starting, and sets its `lost` event, which fails the requests that were in flight then.
+    its status turn to starting, and cancels the requests in flight then (`watch.holding`: their tasks, no new task
+    per request), which get the 503 here.
     """
 
     def __init__(self, app: ASGIApp, watch, paths: tuple[str, ...] = ("/predict",)):
@@ -152,21 +153,21 @@ class WorkerWatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             return await self.app(scope, receive, send)
-        lost = self.watch.lost
-        started = False
+        task, started = asyncio.current_task(), False
 
         async def tracked_send(message: dict) -> None:
             nonlocal started
             started = True
             await send(message)
 
-        request = asyncio.ensure_future(self.app(scope, receive, tracked_send))
-        worker_lost = asyncio.ensure_future(lost.wait())
-        await asyncio.wait({request, worker_lost}, return_when=asyncio.FIRST_COMPLETED)
-        if request.done():
-            worker_lost.cancel()
-            return request.result()
-        request.cancel()
-        if not started:
-            detail = "the inference worker handling this request stopped; it is being replaced: retry in a few seconds"
-            await send_json(send, 503, {"detail": detail})
+        self.watch.holding[task] = False
+        try:
+            await self.app(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            if not self.watch.holding.get(task) or task.uncancel():  # cancelled for another reason: as it was
+                raise
+            if not started:
+                detail = "the inference worker handling this request stopped; it is being replaced: retry in a few seconds"
+                await send_json(send, 503, {"detail": detail})
+        finally:
+            self.watch.holding.pop(task, None)

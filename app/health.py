@@ -19,14 +19,15 @@ HEALTH_FRESH = 3  # seconds: /health is 200 while an answer (a request's, or the
 class Watch:
     """The HTTP process's view of the workers, kept fresh in the background so that /health answers at once, even
     under load: whether every worker is ready (LitServe's shared status, read off the event loop), whether answers
-    come back (a client's, or else `canary`, a ticket sent through the same queue every second), and an event set
-    each time a worker is lost, which fails the requests it held (guards.WorkerWatch)."""
+    come back (a client's, or else `canary`, a ticket sent through the same queue every second), and the requests in
+    flight (`holding`: task -> cancelled for a lost worker), which it cancels each time a worker is lost: WorkerWatch
+    answers them 503."""
 
     probe_address: tuple[str, int] | None = None  # (host, TRIAGE_PROBE_PORT): main.py sets it when that is set
 
     def __init__(self, server, canary, interval: float = 0.2):
         self.server, self.canary, self.interval = server, canary, interval
-        self.lost = asyncio.Event()
+        self.holding: dict[asyncio.Task, bool] = {}
         self.workers_ready, self.last_answer, self.next_canary, self.beat = False, -math.inf, -math.inf, time.monotonic()
 
     @asynccontextmanager
@@ -60,8 +61,9 @@ class Watch:
             except (OSError, EOFError):  # LitServe's manager is gone: shutting down, or the main process stops the server
                 ready = False
             if self.workers_ready and not ready:
-                self.lost.set()
-                self.lost = asyncio.Event()
+                for task in self.holding:
+                    self.holding[task] = True
+                    task.cancel()
             self.workers_ready = ready
             now = time.monotonic()
             if ready and now - self.last_answer >= 1 and now >= self.next_canary and (canary is None or canary.done()):

@@ -3,9 +3,10 @@ touches a LitServe name that starts with `_` or a route LitServe registers; test
 version and each name below, so that an upgrade fails there, naming what to re-read here, instead of in the server.
 
 Overridden (TriageServer), each calling LitServe's own first or last:
-    _init_manager               its Manager's request queue replaced by RequestQueue (ZeroMQ): see RequestQueue
+    _init_manager               its Manager's request queue replaced by RequestQueue, its answer transport by
+                                AnswerTransport (both ZeroMQ): see each; + starts `meanwhile` (the UI's import)
     lifespan                    + in the HTTP process: the queue's end bound, then the health watch running
-    _start_server               + the `ready:` log line, once LitServe has waited for the workers
+    _start_server               + waits for `meanwhile` before the HTTP process forks; + the `ready:` log line
     _start_worker_monitoring    + a supervisor: a dead HTTP process or manager ends the server with status 1
     _perform_graceful_shutdown  the HTTP process drains before the workers stop; a dead manager is the supervisor's case
 Read or written:
@@ -13,13 +14,15 @@ Read or written:
     response_buffer, ResponseBufferItem, LitAPIStatus, app.response_queue_id, the queue item
         (response_queue_id, uid, timestamp, request)  ask_worker(): what LitServe's request handler does, with a deadline
     litapi_request_queues, _get_request_queue         RequestQueue stands in for the Manager's queue
+    _transport, MessageTransport (send, areceive, close)   AnswerTransport stands in for the Manager's answer queues
     inference_workers, manager._process (stdlib)      the supervisor's watch and kill
     _shutdown_event                                   request_shutdown(): what LitServe's /shutdown does, for SIGTERM
     monitor_internal, uvicorn_graceful_timeout        attributes with no constructor argument, set in TriageServer
     the routes "/", "/health", "/info", POST /predict take_routes(): replaced by app/api.py's own
     the workers' log line "waiting in the queue for too long"   name_the_queue_timeout()
 Public hooks used instead: model_metadata= (/info), restart_workers=, timeout=, LitAPI(max_batch_size=, batch_timeout=,
-api_path=), setup_auth() for the key. LitServe registers its POST /predict itself (firing ON_SERVER_START) and
+api_path=), setup_auth() for the key (key_dependencies(): none at all when LitServe's is `no_auth`, a sync function
+FastAPI would run in its thread pool for every request). LitServe registers its POST /predict itself (firing ON_SERVER_START) and
 take_routes() swaps it for this server's. Not used: fast_queue=True does nothing in 0.2.19 (a misspelt field), and
 LitServe's /health reads the Manager on the event loop (blocked under load); `middlewares=` would put LitServe's GZip
 outside the guards, so they are added with FastAPI's add_middleware as before.
@@ -38,12 +41,15 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import litserve as ls
 import zmq
+import zmq.asyncio
 import zmq.utils.monitor
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException
+from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 PINNED = "0.2.19"  # the LitServe version every name here was read in (requirements.txt pins it)
@@ -103,6 +109,41 @@ class RequestQueue:
         return self.get(block=False)
 
 
+class AnswerTransport(MessageTransport):
+    """The answers' way back on ZeroMQ: each inference worker pushes, the HTTP process (consumer `n`) pulls on a Unix
+    socket of its own, awaited on its event loop. It replaces LitServe's Manager queues, where every answer was a round
+    trip from the worker to the Manager's process and, in the HTTP process, a blocking get in a thread (py-spy, bench/
+    RESULTS.md section 3). A killed worker takes only the answers it had not sent; those requests get a 503 (WorkerWatch).
+    """
+
+    def __init__(self, address: str):
+        self.address, self._sockets, self._pid, self._closed = address, {}, None, False
+
+    def __getstate__(self) -> dict:  # sockets are made in the process that uses them
+        return {"address": self.address, "_sockets": {}, "_pid": None, "_closed": False}
+
+    def _socket(self, consumer_id: int, kind: int, context: zmq.Context) -> zmq.Socket:
+        if self._pid != os.getpid():  # first use in this process: nothing inherited over a fork is used
+            self._sockets, self._pid = {}, os.getpid()
+        if consumer_id not in self._sockets:
+            socket = context.socket(kind)
+            socket.setsockopt(zmq.LINGER, 0)
+            (socket.bind if kind == zmq.PULL else socket.connect)(f"{self.address}-{consumer_id}")
+            self._sockets[consumer_id] = socket
+        return self._sockets[consumer_id]
+
+    def send(self, item, consumer_id: int) -> None:
+        self._socket(consumer_id, zmq.PUSH, zmq.Context.instance()).send(pickle.dumps(item))
+
+    async def areceive(self, consumer_id: int, timeout: float | None = None, block: bool = True):
+        if self._closed:
+            raise asyncio.CancelledError("transport closed")
+        return pickle.loads(await self._socket(consumer_id, zmq.PULL, zmq.asyncio.Context.instance()).recv())
+
+    def close(self, send_sentinel: bool = True) -> None:
+        self._closed = True
+
+
 class TriageServer(ls.LitServer):
     """LitServer with this server's request queue, a ready line, a supervisor of its helpers and a draining shutdown.
 
@@ -117,10 +158,13 @@ class TriageServer(ls.LitServer):
         self.temporary: list[str] = []  # folders to remove even when the server stops with os._exit (main.py adds its own)
         self.uvicorn_graceful_timeout = graceful_timeout  # LitServe's attribute: what a SIGTERM waits for requests in flight
         self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
+        self.meanwhile: list = []  # functions run in a thread while the inference workers start (main.py: the UI's import)
+        self._meanwhile, self._meanwhile_done = ThreadPoolExecutor(1), []
 
     def _init_manager(self, num_api_servers: int):
-        """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps).
-        With: RequestQueue, in every slot LitServe reads it from (litapi_request_queues, via _get_request_queue)."""
+        """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps), and its
+        answer queues. With: RequestQueue, in every slot LitServe reads it from (litapi_request_queues, via
+        _get_request_queue), and AnswerTransport as `_transport` (the workers get it as an argument)."""
         manager = super()._init_manager(num_api_servers)
         folder = tempfile.mkdtemp(prefix="triage-queue-")  # private (0700): only this user's processes reach the socket
         self.temporary.append(folder)
@@ -128,6 +172,11 @@ class TriageServer(ls.LitServer):
         self.request_queue = RequestQueue(f"ipc://{folder}/requests")
         for path in self.litapi_request_queues:
             self.litapi_request_queues[path] = self.request_queue
+        self._transport = AnswerTransport(f"ipc://{folder}/answers")
+        # LitServe spawns the workers next and waits for them: `meanwhile` runs now, in this process, on the other core.
+        # Started after the Manager's fork, joined before the HTTP process's: no fork happens while its thread runs.
+        self._meanwhile = ThreadPoolExecutor(1, thread_name_prefix="triage-meanwhile")
+        self._meanwhile_done = [self._meanwhile.submit(function) for function in self.meanwhile]
         return manager
 
     @asynccontextmanager
@@ -140,7 +189,11 @@ class TriageServer(ls.LitServer):
                 yield
 
     def _start_server(self, *args, **kwargs):
-        """Adds the `ready:` line: LitServe calls this once the workers are ready; no callback fires then."""
+        """Adds the wait for `meanwhile` (its error raised here), and the `ready:` line: LitServe calls this once the
+        workers are ready; no callback fires then."""
+        for future in self._meanwhile_done:
+            future.result()
+        self._meanwhile.shutdown()
         started = super()._start_server(*args, **kwargs)
         log.info(self.ready_message)
         return started
@@ -215,6 +268,12 @@ async def ask_worker(server: ls.LitServer, request, timeout: float):
             raise error
         raise HTTPException(503, "the inference worker handling this request stopped; it is being replaced: retry in a few seconds")
     return answer
+
+
+def key_dependencies(server: ls.LitServer, api: ls.LitAPI | None = None) -> list:
+    """The route dependencies that check the API key: LitServe's (setup_auth), or none when it has no check to make."""
+    auth = server.setup_auth(api)
+    return [] if auth is ls.server.no_auth else [Depends(auth)]
 
 
 def take_routes(server: ls.LitServer) -> dict:

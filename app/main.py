@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
         server.watch.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
-    gradio_app = None
-    if not args.no_ui:
+    gate = {"key": key, "gradio_app": None} if key or ui_password else None
+
+    def mount_ui() -> None:  # in a thread while the inference worker starts: importing Gradio alone takes seconds
         import gradio as gr
 
         from app import ui
 
-        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
+        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if gate else None
         upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
         blocks = ui.build(api_url=public)
         gr.mount_gradio_app(
@@ -88,23 +89,28 @@ def main(argv: list[str] | None = None) -> None:
             max_file_size=f"{upload_mb}mb",
             show_error=False,  # an unexpected error's message may name server paths: clients get gr.Error messages only
         )
-        gradio_app = server.app.routes[-1].app  # the mounted Gradio app: its login sessions
-    if key or ui_password:
-        server.app.add_middleware(KeyGate, key=key, gradio_app=gradio_app)
+        if gate:  # the mounted Gradio app's login sessions
+            server.app.add_middleware(KeyGate, **{**gate, "gradio_app": server.app.routes[-1].app})
+
+    if not args.no_ui:
+        server.meanwhile.append(mount_ui)
+    elif gate:
+        server.app.add_middleware(KeyGate, **gate)
 
     main_pid = os.getpid()
     # Every process forked from this one (the HTTP process, LitServe's manager) ends when this one dies, however it
     # dies; the spawned inference workers watch it themselves (TriageAPI.setup). A restart on the same port then works.
     os.register_at_fork(after_in_child=lambda: watch_parent(main_pid) if os.getppid() == main_pid else None)
 
-    def on_sigterm(signum, frame):  # drain, then stop the whole tree: no orphans, no traceback
+    def on_stop(signum, frame):  # drain, then stop the whole tree: no orphans, no traceback
         if os.getpid() != main_pid:  # a forked helper (multiprocessing's manager) inherited this handler: end quietly
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
         elif not request_shutdown(server):  # still starting
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)  # Ctrl-C: the same (a terminal sends it to the workers too: they ignore it)
     server.run(
         host=args.host,
         port=args.port,
@@ -115,5 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__mp_main__":  # an inference worker (spawned: it imports this file): Ctrl-C is for the main process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+elif __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C before the server was up: one line, no traceback
+        log.info("stopped before the server was ready")
+        sys.exit(130)

@@ -2,8 +2,11 @@
 read, error bodies, stalled bodies, schemathesis against /openapi.json, a killed worker, SIGTERM under load."""
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 import requests
 import schemathesis
 import yaml
-from conftest import Server
+from conftest import ROOT, Server, free_port
 from gradio_client import Client, handle_file
 from schemathesis.generation import GenerationMode
 
@@ -293,6 +296,38 @@ def test_sigterm_drains_requests_in_flight_and_exits_cleanly(tmp_path):
     assert not alive and server.process.wait() == 0
     output = log.read_text()
     assert "Traceback" not in output and "leaked" not in output and "Warning" not in output, output[-2000:]
+
+
+def test_ctrl_c_stops_the_whole_tree_with_no_traceback(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to the whole process group (the workers too): one stop, no traceback."""
+    log, port = tmp_path / "server.log", free_port()
+    process = subprocess.Popen(
+        [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while not healthy(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.25)
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, alive
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    assert output.count("stopping:") == 1, output[-3000:]
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def test_the_kubernetes_manifest_covers_the_drain_and_the_scrape():

@@ -10,6 +10,7 @@ import litserve
 import pytest
 from litserve.loops import base as loops_base
 from litserve.loops import simple_loops
+from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from app import litserve_internals
@@ -40,6 +41,7 @@ ATTRIBUTES = {
     "monitor_internal": "__init__",  # TriageServer.__init__ (no constructor argument)
     "uvicorn_graceful_timeout": "__init__",  # TriageServer.__init__ (no constructor argument)
     "inference_workers": "run",  # TriageServer._die
+    "_transport": "_init_manager",  # TriageServer._init_manager puts AnswerTransport there
 }
 
 
@@ -124,3 +126,22 @@ def test_the_shutdown_event_is_what_run_waits_on():
         what="what run() waits on", where="request_shutdown"
     )
     assert "self._process" in inspect.getsource(multiprocessing.managers.BaseManager.start)
+
+
+def test_the_answers_transport_is_what_the_workers_and_the_http_process_use():
+    """AnswerTransport stands in for the Manager's queues: the workers call send(item, consumer_id=), the HTTP process
+    areceive(consumer_id) in its lifespan; a new abstract method would be left out."""
+    assert MessageTransport.__abstractmethods__ == {"send", "areceive"}, REREAD.format(what="MessageTransport", where="AnswerTransport")
+    assert "transport.send((uid, (response_data, status, response_type, self.worker_id)), consumer_id=response_queue_id)" in (
+        inspect.getsource(loops_base.LitLoop.put_response)
+    ), REREAD.format(what="how workers send answers", where="AnswerTransport")
+    assert "await transport.areceive(consumer_id)" in inspect.getsource(litserve.server.response_queue_to_buffer)
+    assert "self._transport = create_transport_from_config" in inspect.getsource(litserve.LitServer._init_manager)
+    for worker_start in (litserve.LitServer.launch_inference_worker, litserve.LitServer.launch_single_inference_worker):
+        assert "self._transport," in inspect.getsource(worker_start), REREAD.format(what="what workers get", where="AnswerTransport")
+
+
+def test_no_auth_is_litserve_s_check_when_there_is_no_key():
+    """key_dependencies() leaves it out: a sync dependency costs a thread-pool hop per request."""
+    server = litserve.LitServer(litserve.test_examples.SimpleLitAPI(), accelerator="cpu")
+    assert server.setup_auth() is litserve.server.no_auth and litserve_internals.key_dependencies(server) == []
