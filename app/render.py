@@ -156,7 +156,7 @@ def api_examples(base_url: str = "http://localhost:7860") -> tuple[str, str]:
 def client_example(base_url: str = "http://localhost:7860") -> str:
     """A gradio_client example for the page's own Triage button, with named parameters (tests/test_ui.py runs it)."""
     ticket = model.Ticket.model_config["json_schema_extra"]["examples"][0]
-    named = "".join(f"    {k}={v!r},\n" for k, v in {**ticket, "top_k": 2}.items())
+    named = "".join(f"    {k}={json.dumps(v)},\n" for k, v in {**ticket, "top_k": 2}.items())
     return (
         "from gradio_client import Client\n\n"
         f'client = Client("{base_url}/")\n'

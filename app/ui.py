@@ -314,14 +314,13 @@ def cases_tab() -> None:
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
         rows = gr.State([])
-        widths = ["8%", "26%", "12%", "10%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and categories whole
+        widths = ["8%", "24%", "12%", "12%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and categories whole
         table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"])
         gr.Markdown(" · ".join(f"**{k}**: {v}" for k, v in CASE_COLUMNS.items()), elem_classes=["legend"])
-        with gr.Group(visible=False) as marking:  # shown to a logged-in user only; the handler checks again
-            with gr.Row():
-                mark_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
-                mark = gr.Button("Mark the newly fixed cases fixed", variant="primary")
-            marked = gr.Markdown()
+        with gr.Row(visible=False, equal_height=True) as marking:  # shown to a logged-in user only; the handler checks again
+            mark_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
+            mark = gr.Button("Mark the newly fixed cases fixed", variant="primary")
+            marked = gr.Markdown(elem_classes=["confirmation"])
         with gr.Row():
             other = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
                 ["none", *versions.listing()],
@@ -348,7 +347,7 @@ def cases_tab() -> None:
             state = gr.Dropdown(list(review.STATES), value="pending", label="State", info="state")
             show = gr.Button("Show the queue")
         queue_headline = gr.Markdown()
-        queue_widths = ["7%", "28%", "12%", "10%", "5%", "6%", "7%", "10%", "15%"]
+        queue_widths = ["7%", "26%", "12%", "12%", "5%", "6%", "7%", "10%", "15%"]
         queue = gr.Dataframe(
             interactive=False, wrap=True, label="Review queue", column_widths=queue_widths, max_height=900, elem_classes=["cases"]
         )
@@ -369,7 +368,7 @@ def cases_tab() -> None:
             headline: counts,
             rows: every,
             table: filter_cases(every, verdict, source),
-            marking: gr.Group(visible=reviewer_of(request) is not None),
+            marking: gr.Row(visible=reviewer_of(request) is not None),
         }
 
     def refilter(data):
@@ -470,7 +469,7 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
         gr.Code(client, language="python", label="Python (gradio_client): this page's buttons, by name")
         gr.Markdown(
             "gradio_client takes a ticket's fields and the flags by name (`text`, `channel`, `customer_tier`, `top_k`, ...); "
-            "on `/compare` and `/batch_report` variant B's flags are `b_top_k`, `b_auto_reply`, ... "
+            "on `/compare` and `/batch_report` variant B's flags are `b_top_k`, `b_auto_reply` and so on. "
             "`client.view_api()` lists every endpoint and its parameters. Flags, all optional:"
         )
         gr.Dataframe(flags_table(flags_schema), interactive=False, wrap=True)

@@ -389,6 +389,8 @@ def test_an_anonymous_call_to_the_hidden_review_endpoint_is_refused(queue):
         assert b'"success":true' in run("show_queue", ["pending"])  # the session now knows the pending ids
         refused = run("accept_cases", ["pending", [flagged.id], "as flagged", ""])
         assert b"Reviewing needs a logged-in reviewer" in refused, refused
+        refused = run("mark_fixed", ["all", "all", ""])  # cases fix, as a button: for reviewers too
+        assert b"Reviewing needs a logged-in reviewer" in refused, refused
         assert review.counts() == {"pending": 1, "accepted": 0, "rejected": 0} and not (queue / "cases.csv").exists()
     finally:
         demo.close()
