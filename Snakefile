@@ -1,6 +1,7 @@
 # Every command of the project, in one place. `.venv/bin/snakemake -c2 <rule or file>`; `-l` lists them.
 import os
 import shutil
+import signal
 import sys
 
 # The rules call `python`: the interpreter running Snakemake (the venv's) comes first, activated or not.
@@ -71,6 +72,10 @@ rule smoke:
         url=smoke_url,
     shell:
         "TRIAGE_SMOKE_URL={params.url:q} python -m pytest -m smoke"
+
+
+if "serve" in sys.argv[1:]:  # Ctrl-C belongs to the server (it drains and stops with one line), so the rule ends done
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 rule serve:

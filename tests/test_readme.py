@@ -5,15 +5,19 @@ the pipeline on data/eval.csv, the speed and memory figures from bench/RESULTS.m
 benchmarks' output). A figure may be off by one ticket of 160 at most: another CPU's float rounding can flip one.
 """
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_port
 
 import model
 
@@ -126,3 +130,33 @@ def test_snakemake_runs_its_rules_with_its_own_python_unactivated(tmp_path):
     result = subprocess.run(command, cwd=model.ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(pd.read_csv(tmp_path / "out" / "t.csv").category) == ["billing", "account_access"]
+
+
+def test_ctrl_c_ends_snakemake_serve_cleanly(tmp_path):
+    """README's `.venv/bin/snakemake -c2 serve` blocks until Ctrl-C: then the server drains, the rule ends done, no
+    traceback, no WorkflowError, nothing left running."""
+    log = tmp_path / "log"
+    command = [str(Path(sys.executable).parent / "snakemake"), "-c1", "serve", "--config", f"port={free_port()}"]
+    env = {**os.environ, "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path}/review.sqlite3", "TRIAGE_VERSIONS_DIR": str(tmp_path / "v")}
+    with log.open("w") as out:  # a terminal's Ctrl-C: SIGINT to the whole foreground process group
+        server = subprocess.Popen(
+            command,
+            cwd=model.ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while "ready:" not in log.read_text() and server.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert "ready:" in log.read_text(), log.read_text()[-3000:]
+            os.killpg(server.pid, signal.SIGINT)
+            assert server.wait(timeout=60) == 0, log.read_text()[-3000:]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "1 of 1 steps (100%) done" in text and "Traceback" not in text and "WorkflowError" not in text, text[-3000:]
