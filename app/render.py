@@ -261,9 +261,12 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     return pd.DataFrame(both, columns=["text", "expected", "served", version, "answer", "id"])
 
 
+SUITE_COLUMNS = ["verdict", "text", "expected", "category when flagged", "now", "source", "status", "id", "note"]
+
+
 def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
     keep = [r for r in rows if verdict in ("all", r["verdict"]) and source in ("all", r["source"])]
-    return pd.DataFrame(keep, columns=["verdict", "text", "expected", "category when flagged", "now", "source", "status", "id", "note"])
+    return pd.DataFrame(keep, columns=SUITE_COLUMNS)
 
 
 QUEUE_COLUMNS = ["state", "text", "expected", "category when flagged", "times", "source", "by", "id", "note"]

@@ -34,6 +34,8 @@ import reporting
 import review
 import versions
 from app.render import (
+    QUEUE_COLUMNS,
+    SUITE_COLUMNS,
     api_examples,
     articles_table,
     at_a_glance,
@@ -315,9 +317,11 @@ def cases_tab() -> None:
         headline = gr.Markdown()
         rows = gr.State([])
         widths = ["8%", "24%", "12%", "12%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and categories whole
-        table = gr.Dataframe(interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"])
+        table = gr.Dataframe(
+            headers=SUITE_COLUMNS, interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"]
+        )
         gr.Markdown(" · ".join(f"**{k}**: {v}" for k, v in CASE_COLUMNS.items()), elem_classes=["legend"])
-        with gr.Row(visible=False, equal_height=True) as marking:  # shown to a logged-in user only; the handler checks again
+        with gr.Row(visible=False) as marking:  # shown to a logged-in user only; the handler checks again
             mark_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             mark = gr.Button("Mark the newly fixed cases fixed", variant="primary")
             marked = gr.Markdown(elem_classes=["confirmation"])
@@ -349,7 +353,13 @@ def cases_tab() -> None:
         queue_headline = gr.Markdown()
         queue_widths = ["7%", "26%", "12%", "12%", "5%", "6%", "7%", "10%", "15%"]
         queue = gr.Dataframe(
-            interactive=False, wrap=True, label="Review queue", column_widths=queue_widths, max_height=900, elem_classes=["cases"]
+            headers=QUEUE_COLUMNS,
+            interactive=False,
+            wrap=True,
+            label="Review queue",
+            column_widths=queue_widths,
+            max_height=900,
+            elem_classes=["cases"],
         )
         with gr.Group(visible=False) as reviewing:  # shown to a logged-in user only; the handler checks again
             with gr.Row():
@@ -564,7 +574,7 @@ def expected_controls() -> dict[str, gr.components.Component]:
 
 def flag_button() -> tuple[gr.Button, gr.Markdown]:
     """The flag button with its confirmation right beside it, where the eye is."""
-    with gr.Row(equal_height=True):
+    with gr.Row():
         go = gr.Button("Flag this case", scale=1)
         said = gr.Markdown(elem_classes=["confirmation"])
     return go, said
