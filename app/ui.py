@@ -272,7 +272,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             headline: batch_headline(scored),
             **dict(zip(plots, figures[:3], strict=True)),
             files: paths,
-            summary: scored,
+            summary: scored | {"outputs": {k: Path(v).name for k, v in scored["outputs"].items()}},  # names, never server paths
             last_report: (paths[0], scored, flags),  # stays on the server
         }
 

@@ -160,3 +160,11 @@ def test_ctrl_c_ends_snakemake_serve_cleanly(tmp_path):
                 os.killpg(server.pid, signal.SIGKILL)
     text = log.read_text()
     assert "1 of 1 steps (100%) done" in text and "Traceback" not in text and "WorkflowError" not in text, text[-3000:]
+
+
+def test_the_gradio_client_example_is_the_one_the_app_shows_and_the_tests_run():
+    """README's gradio_client example is, letter for letter, the API tab's (tests/test_ui.py runs that one)."""
+    from app import render
+
+    shown = re.search(r"<!-- api-example:gradio_client -->\n```python\n(.*?)```", README, re.S)
+    assert shown and shown.group(1) == render.client_example()

@@ -146,6 +146,7 @@ def test_batch_endpoint_files_match_batch_py(client, tmp_path):
     assert list(scored.columns) == list(expected.columns)
     pd.testing.assert_frame_equal(scored.drop(columns=["confidence"]), expected.drop(columns=["confidence"]))
     assert summary["rows"] == 3 and summary["errors"] == 1 and "3 rows" in headline
+    assert summary["outputs"][".csv"] == "tickets-report.csv" and "/tmp" not in str(summary)  # names, never server paths
 
 
 def test_batch_endpoint_on_the_bundled_evaluation_set_with_a_comparison(client):
