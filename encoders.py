@@ -15,7 +15,8 @@ from files import sha256_file
 
 # The official SHA-256 of all-MiniLM-L6-v2's model.safetensors (revision 1110a243).
 OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-EMBED_BATCH_SIZE = 64
+EMBED_BATCH_SIZE = 64  # PyTorch's batches
+ONNX_BATCH_SIZE = 16  # ONNX Runtime's: texts sorted by token count, batches of 16 pad least (bench/RESULTS.md, section 0)
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: longer texts are truncated
 
 
@@ -69,23 +70,30 @@ class OnnxEncoder:
         self.dims = self.session.get_outputs()[0].shape[-1]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.enable_padding()  # to the longest text of each batch
 
     def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
-        tokens = self.tokenizer.encode_batch(texts)
+        return self.feed(self.tokenizer.encode_batch(texts))
+
+    @staticmethod
+    def feed(tokens: list) -> dict[str, np.ndarray]:
+        """The model's inputs for tokenized texts, padded to the longest of them (padding is masked)."""
+        width = max(len(t) for t in tokens)
+        for t in tokens:
+            t.pad(width)
         ids = np.array([t.ids for t in tokens], dtype=np.int64)
         mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
     def encode(self, texts: list[str]) -> np.ndarray:
         vectors = np.empty((len(texts), self.dims), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
-        for start in range(0, len(texts), EMBED_BATCH_SIZE):
-            rows = order[start : start + EMBED_BATCH_SIZE]
-            feed = self.inputs([texts[i] for i in rows])
-            (tokens,) = self.session.run(None, feed)
+        tokens = self.tokenizer.encode_batch(texts)
+        order = np.argsort([len(t) for t in tokens], kind="stable")  # by token count, in small batches: least padding
+        for start in range(0, len(texts), ONNX_BATCH_SIZE):
+            rows = order[start : start + ONNX_BATCH_SIZE]
+            feed = self.feed([tokens[i] for i in rows])
+            (out,) = self.session.run(None, feed)
             mask = feed["attention_mask"][:, :, None].astype(np.float32)
-            mean = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)  # the mean over real tokens
+            mean = (out * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)  # the mean over real tokens
             vectors[rows] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         return vectors
 
