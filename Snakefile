@@ -94,6 +94,7 @@ rule bench:
         "bench/out/batch.json",
         "bench/out/api.json",
         "bench/out/health.json",
+        "bench/out/scaling.md",
 
 
 rule bench_encoders:
@@ -143,6 +144,17 @@ rule bench_api:
         "bench/out/api.json",
     shell:
         "python bench/bench_api.py > {output}"
+
+
+rule bench_scaling:
+    """API throughput against TRIAGE_WORKERS (1 and 2 here; --workers 1 2 4 8 16 on a bigger machine), beside run_batch."""
+    input:
+        ARTIFACTS,
+        needs_wrk,
+    output:
+        "bench/out/scaling.md",
+    shell:
+        "python bench/bench_scaling.py > {output}"
 
 
 rule bench_health:
