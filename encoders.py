@@ -70,6 +70,7 @@ class OnnxEncoder:
         self.dims = self.session.get_outputs()[0].shape[-1]
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.no_padding()  # the saved tokenizer pads every text to 128 tokens: feed() pads each batch to its longest
 
     def inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
         return self.feed(self.tokenizer.encode_batch(texts))

@@ -62,6 +62,15 @@ def test_an_embedding_does_not_depend_on_its_batch(eval_texts):
         assert np.array_equal(alone, encoder.encode([eval_texts[i], longest])[0])
 
 
+def test_a_batch_is_padded_to_its_longest_text_only():
+    """Padding costs: a batch of short tickets runs at their length, never at the saved tokenizer's 128 tokens
+    (an encoder that padded every batch to 128 ran 9x slower, with the same answers)."""
+    encoder = model.resources().encoder
+    texts = ["hi", "where is my parcel"]
+    lengths = [len(encoder.tokenizer.encode(t)) for t in texts]
+    assert encoder.inputs(texts)["input_ids"].shape == (2, max(lengths)) and max(lengths) < 16, lengths
+
+
 def test_run_equals_run_batch_for_every_eval_ticket_in_a_shuffled_batch():
     tickets = list(pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str).text)
     order = list(range(len(tickets)))
