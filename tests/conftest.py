@@ -19,6 +19,22 @@ os.environ.setdefault("TRIAGE_VERSIONS_DIR", tempfile.mkdtemp(prefix="triage-ver
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]  # through the running interpreter, not PATH (the venv need not be active)
+CHROMIUM = "/usr/bin/chromium"  # Debian's, never a downloaded browser
+SHOTS = Path(tempfile.gettempdir()) / "ui-shots"  # the browser tests' screenshots at 1400 px, to look at; never committed
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium"
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        yield browser
+        browser.close()
 
 
 def with_this_python(**env) -> dict:

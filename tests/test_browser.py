@@ -1,13 +1,10 @@
 """A real browser (Debian's Chromium through Playwright) drives the app as a project owner would. Every page collects
 the browser's console and page errors: a test fails on any error it did not expect (`allowed`)."""
 
-import tempfile
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from conftest import Server, free_port
-from playwright.sync_api import expect, sync_playwright
+from conftest import SHOTS, Server, free_port
+from playwright.sync_api import expect
 from pydantic import Field
 
 import edge_cases
@@ -15,25 +12,11 @@ import model
 import review
 from app import ui
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(tempfile.gettempdir()) / "ui-shots"  # every tab at 1400 px, to look at; never committed
-
 
 def serve(demo):
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=ui.THEME, css=ui.CSS)
     return f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium"
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -5,27 +5,13 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
-from playwright.sync_api import sync_playwright
+from conftest import SHOTS
 
 import batch
 import edge_cases
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent / "screenshots"  # not committed (.gitignore)
 WIDTH = 1400
 LONG = "https://example.com/orders/" + "x7" * 60  # one 147-character word: it can only wrap inside its cell
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install -y chromium"
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        yield browser
-        browser.close()
 
 
 def opened(browser, path: Path, shot: str) -> tuple:
