@@ -65,20 +65,25 @@ class Server:
             [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env=environment,
-            stdout=open(log, "w") if log else subprocess.DEVNULL,  # noqa: SIM115  (the child owns it)
+            stdout=open(log or scratch / "server.log", "w"),  # noqa: SIM115  (the child owns it; a failure shows its end)
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 180
+        deadline, output = time.time() + 180, Path(log or scratch / "server.log")
         while time.time() < deadline:
-            assert self.process.poll() is None, "the server exited while starting"
+            assert self.process.poll() is None, f"the server exited while starting; its output ends:\n{output.read_text()[-3000:]}"
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.5)
+        processes = [f"{p.pid} {p.status()} cpu {sum(p.cpu_times()[:2]):.1f} s: {' '.join(p.cmdline())[:80]}" for p in self.tree()]
         self.stop()
-        raise TimeoutError("the server did not become healthy in 180 s")
+        raise TimeoutError(
+            "the server did not become healthy in 180 s; its processes:\n"
+            + "\n".join(processes)
+            + f"\nits output ends:\n{output.read_text()[-3000:]}"
+        )
 
     def tree(self) -> list[psutil.Process]:
         parent = psutil.Process(self.process.pid)
