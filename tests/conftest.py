@@ -68,19 +68,21 @@ class Server:
             stdout=open(log or scratch / "server.log", "w"),  # noqa: SIM115  (the child owns it; a failure shows its end)
             stderr=subprocess.STDOUT,
         )
-        deadline, output = time.time() + 180, Path(log or scratch / "server.log")
+        deadline, output, last = time.time() + 180, Path(log or scratch / "server.log"), "/health never asked"
         while time.time() < deadline:
             assert self.process.poll() is None, f"the server exited while starting; its output ends:\n{output.read_text()[-3000:]}"
             try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                health = requests.get(f"{self.url}/health", timeout=2)
+                if health.status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+                last = f"/health answered {health.status_code}: {health.text[:300]}"
+            except requests.RequestException as error:
+                last = f"/health: {type(error).__name__}"
             time.sleep(0.5)
         processes = [f"{p.pid} {p.status()} cpu {sum(p.cpu_times()[:2]):.1f} s: {' '.join(p.cmdline())[:80]}" for p in self.tree()]
         self.stop()
         raise TimeoutError(
-            "the server did not become healthy in 180 s; its processes:\n"
+            f"the server did not become healthy in 180 s ({last}); its processes:\n"
             + "\n".join(processes)
             + f"\nits output ends:\n{output.read_text()[-3000:]}"
         )
