@@ -156,7 +156,9 @@ def test_health_answers_within_the_probe_timeout_under_load(server):
 
 # --- what cannot be replaced: the server exits, its supervisor restarts it -----------------------------------
 def port_is_free(port: int) -> bool:
+    """Nothing listens there: a new server (uvicorn sets SO_REUSEADDR, as here) can bind it."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
