@@ -9,8 +9,9 @@ from http.cookies import CookieError, SimpleCookie
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
-async def send_json(send: Send, status: int, body: dict) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
+    start = {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), *(headers or [])]}
+    await send(start)
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
@@ -27,11 +28,16 @@ class KeyGate:
     )
     OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/gradio_api/theme.css", "/manifest.json", "/pwa_icon", "/docs-static/")
 
-    def __init__(self, app: ASGIApp, key: str | None, gradio_app=None):
-        self.app, self.key, self.gradio = app, key, gradio_app
+    def __init__(self, app: ASGIApp, key: str | None, ui=None):
+        self.app, self.key, self.ui = app, key, ui  # ui: app/late_ui.py's LateUI (its Gradio app once loaded), or None
         self.token = secrets.token_urlsafe(24)  # the UI session that a valid X-API-Key stands for
-        if gradio_app is not None:
-            gradio_app.tokens[self.token] = "api-key"
+
+    @property
+    def gradio(self):
+        gradio = self.ui and self.ui.gradio
+        if gradio is not None:
+            gradio.tokens.setdefault(self.token, "api-key")
+        return gradio
 
     @staticmethod
     def login_check(key: str | None, user: str, password: str | None):
@@ -48,8 +54,8 @@ class KeyGate:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if self.key is not None and secrets.compare_digest(headers.get(b"x-api-key", b""), self.key.encode()):
-            if self.gradio is not None:  # Gradio checks its own cookie: give it the session the key stands for
-                cookie = f"access-token-unsecure-{self.gradio.cookie_id}={self.token}".encode()
+            if (gradio := self.gradio) is not None:  # Gradio checks its own cookie: give it the session the key stands for
+                cookie = f"access-token-unsecure-{gradio.cookie_id}={self.token}".encode()
                 rest = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
                 scope = {**scope, "headers": [*rest, (b"cookie", b"; ".join(filter(None, [headers.get(b"cookie"), cookie])))]}
             return await self.app(scope, receive, send)
@@ -60,15 +66,16 @@ class KeyGate:
         await send_json(send, 401, {"detail": "credentials required: the header X-API-Key, or log in to the app at /"})
 
     def _session(self, cookie_header: str) -> bool:
-        if self.gradio is None or not cookie_header:
+        gradio = self.gradio
+        if gradio is None or not cookie_header:
             return False
         cookies = SimpleCookie()
         try:
             cookies.load(cookie_header)
         except CookieError:
             return False
-        names = (f"access-token-{self.gradio.cookie_id}", f"access-token-unsecure-{self.gradio.cookie_id}")
-        return any(name in cookies and self.gradio.tokens.get(cookies[name].value) for name in names)
+        names = (f"access-token-{gradio.cookie_id}", f"access-token-unsecure-{gradio.cookie_id}")
+        return any(name in cookies and gradio.tokens.get(cookies[name].value) for name in names)
 
 
 class RequestGuard:

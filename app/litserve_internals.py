@@ -4,9 +4,10 @@ version and each name below, so that an upgrade fails there, naming what to re-r
 
 Overridden (TriageServer), each calling LitServe's own first or last:
     _init_manager               its Manager's request queue replaced by RequestQueue, its answer transport by
-                                AnswerTransport (both ZeroMQ): see each; + starts `meanwhile` (the UI's import)
-    lifespan                    + in the HTTP process: the queue's end bound, then the health watch running
-    _start_server               + waits for `meanwhile` before the HTTP process forks; + the `ready:` log line
+                                AnswerTransport (both ZeroMQ): see each
+    lifespan                    + in the HTTP process: the queue's end bound, the health watch running, then
+                                `alongside` (main.py: the UI, loaded while the API already answers)
+    _start_server               + the `ready:` log line
     _start_worker_monitoring    + a supervisor: a dead HTTP process or manager ends the server with status 1
     _perform_graceful_shutdown  the HTTP process drains before the workers stop; a dead manager is the supervisor's case
 Read or written:
@@ -41,8 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import litserve as ls
 import zmq
@@ -158,8 +158,7 @@ class TriageServer(ls.LitServer):
         self.temporary: list[str] = []  # folders to remove even when the server stops with os._exit (main.py adds its own)
         self.uvicorn_graceful_timeout = graceful_timeout  # LitServe's attribute: what a SIGTERM waits for requests in flight
         self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
-        self.meanwhile: list = []  # functions run in a thread while the inference workers start (main.py: the UI's import)
-        self._meanwhile, self._meanwhile_done = ThreadPoolExecutor(1), []
+        self.alongside: list = []  # async context managers the HTTP process runs while it serves (main.py: the UI)
 
     def _init_manager(self, num_api_servers: int):
         """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps), and its
@@ -173,27 +172,22 @@ class TriageServer(ls.LitServer):
         for path in self.litapi_request_queues:
             self.litapi_request_queues[path] = self.request_queue
         self._transport = AnswerTransport(f"ipc://{folder}/answers")
-        # LitServe spawns the workers next and waits for them: `meanwhile` runs now, in this process, on the other core.
-        # Started after the Manager's fork, joined before the HTTP process's: no fork happens while its thread runs.
-        self._meanwhile = ThreadPoolExecutor(1, thread_name_prefix="triage-meanwhile")
-        self._meanwhile_done = [self._meanwhile.submit(function) for function in self.meanwhile]
         return manager
 
     @asynccontextmanager
     async def lifespan(self, app):
-        """Adds to LitServe's lifespan (its response reader), in the HTTP process: the queue's end, then the watch behind
-        /health. No public hook runs code in the HTTP process once it starts (ON_SERVER_START fires in __init__)."""
+        """Adds to LitServe's lifespan (its response reader), in the HTTP process: the queue's end, the watch behind
+        /health, then `alongside`. No public hook runs code in the HTTP process once it starts (ON_SERVER_START fires in
+        __init__)."""
         async with super().lifespan(app):
             self.request_queue.open()
-            async with self.watch.running():
+            async with self.watch.running(), AsyncExitStack() as stack:
+                for context in self.alongside:
+                    await stack.enter_async_context(context())
                 yield
 
     def _start_server(self, *args, **kwargs):
-        """Adds the wait for `meanwhile` (its error raised here), and the `ready:` line: LitServe calls this once the
-        workers are ready; no callback fires then."""
-        for future in self._meanwhile_done:
-            future.result()
-        self._meanwhile.shutdown()
+        """Adds the `ready:` line: LitServe calls this once the workers are ready; no callback fires then."""
         started = super()._start_server(*args, **kwargs)
         log.info(self.ready_message)
         return started

@@ -40,10 +40,13 @@ logging.getLogger("triage.access").handlers[:] = [logging.StreamHandler()]  # th
 logging.getLogger("triage.access").propagate = False
 log = logging.getLogger("triage")
 
+from fastapi import FastAPI  # noqa: E402
+
 import model  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
+from app.late_ui import LateUI  # noqa: E402
 from app.litserve_internals import request_shutdown  # noqa: E402
 
 
@@ -65,22 +68,20 @@ def main(argv: list[str] | None = None) -> None:
     server = build_server()
     if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)
-    server.ready_message = f"ready: {'the app at ' + public + '/, ' if not args.no_ui else ''}the API docs at {public}/docs"
+    server.ready_message = f"ready: the API at {public}/predict, its docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
         server.watch.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
-    gate = {"key": key, "gradio_app": None} if key or ui_password else None
 
-    def mount_ui() -> None:  # in a thread while the inference worker starts: importing Gradio alone takes seconds
+    def build_ui() -> FastAPI:  # in the HTTP process, in a thread, while the API already answers: Gradio takes seconds
         import gradio as gr
 
         from app import ui
 
-        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if gate else None
+        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
         upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
-        blocks = ui.build(api_url=public)
-        gr.mount_gradio_app(
-            server.app,
-            blocks,
+        return gr.mount_gradio_app(
+            FastAPI(),
+            ui.build(api_url=public),
             path="/",
             theme=ui.THEME,
             css=ui.CSS,
@@ -89,13 +90,13 @@ def main(argv: list[str] | None = None) -> None:
             max_file_size=f"{upload_mb}mb",
             show_error=False,  # an unexpected error's message may name server paths: clients get gr.Error messages only
         )
-        if gate:  # the mounted Gradio app's login sessions
-            server.app.add_middleware(KeyGate, **{**gate, "gradio_app": server.app.routes[-1].app})
 
-    if not args.no_ui:
-        server.meanwhile.append(mount_ui)
-    elif gate:
-        server.app.add_middleware(KeyGate, **gate)
+    late = None if args.no_ui else LateUI(build_ui, ready_message=f"ready: the app at {public}/")
+    if late:
+        server.app.mount("/", late)
+        server.alongside.append(late.serving)
+    if key or ui_password:
+        server.app.add_middleware(KeyGate, key=key, ui=late)
 
     main_pid = os.getpid()
     # Every process forked from this one (the HTTP process, LitServe's manager) ends when this one dies, however it

@@ -4,13 +4,15 @@
 
 Method (one run, one machine, side by side): the same tickets (texts of data/eval.csv and
 data/train.csv, cycled) are
-- scored in-process by one `model.run_batch` call (tickets/s, best of 3), and one by one by `model.run`
-  (p50 latency);
+- scored in-process by one `model.run_batch` call (tickets/s, best of 3), by `model.run_batch` on the
+  same tickets shuffled, in chunks of `--concurrency` (the most one of the server's dynamic batches can
+  hold with that many connections: the ceiling for the server, best of 3), and one by one by
+  `model.run` (p50 latency);
 - sent to `python app/main.py` (LitServe, batching on, the UI mounted) by wrk (Debian's `wrk`, a C
   load generator, with bench/wrk_predict.lua) with `--concurrency` connections for `--seconds`
   (requests/s: wrk runs for a fixed time, not a fixed count), then one at a time by httpx for
   `--latency-requests` requests (p50 latency); its start-up time is from launch to the first 200
-  from /health;
+  from /health (the API answers), and to the first answer from / other than 503 (the UI is loaded);
 - sent the same way to `bench/plain_fastapi.py` (FastAPI calling model.run once per request).
 Also: the server's memory (RSS of every process of its tree, after the load), and its start-up to a
 ready /health: cold (an empty artifacts folder: export, quantization and build included), then warm
@@ -23,6 +25,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,6 +58,7 @@ def free_port() -> int:
 
 
 def launch(command: list[str], port: int, env: dict | None = None) -> tuple[subprocess.Popen, float]:
+    """The server, and the seconds from launch to the first 200 from /health."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     while True:
@@ -65,7 +69,14 @@ def launch(command: list[str], port: int, env: dict | None = None) -> tuple[subp
             pass
         if process.poll() is not None or time.perf_counter() - started > 300:
             raise RuntimeError(f"{command} did not start")
-        time.sleep(0.2)
+        time.sleep(0.1)
+
+
+def ui_loaded(port: int, started: float) -> float:
+    """Seconds from `started` (perf_counter) until / answers other than 503 (the UI loads after the API)."""
+    while httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 503:
+        time.sleep(0.1)
+    return time.perf_counter() - started
 
 
 def tree_memory_mb(process: subprocess.Popen) -> dict:
@@ -80,12 +91,15 @@ def tree_memory_mb(process: subprocess.Popen) -> dict:
     }
 
 
-def start_up(extra: list[str], artifacts: Path) -> float:
+def start_up(extra: list[str], artifacts: Path) -> tuple[float, float | None]:
+    """Seconds from launch to a ready /health, and to the UI's page (None with --no-ui)."""
     port = free_port()
     env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(artifacts)}
+    started = time.perf_counter()
     process, seconds = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port), *extra], port, env)
+    page = None if "--no-ui" in extra else round(ui_loaded(port, started), 2)
     stop(process)
-    return round(seconds, 2)
+    return round(seconds, 2), page
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -151,6 +165,13 @@ def main() -> None:
         model.run_batch(texts)
         rounds.append(time.perf_counter() - start)
     in_process = args.requests / min(rounds)
+    shuffled, chunked = random.Random(0).sample(texts, len(texts)), []
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(0, len(shuffled), args.concurrency):
+            model.run_batch(shuffled[i : i + args.concurrency])
+        chunked.append(time.perf_counter() - start)
+    in_process_chunks = args.requests / min(chunked)
     run_latencies = []
     for text in few:
         start = time.perf_counter()
@@ -172,8 +193,8 @@ def main() -> None:
 
     fresh = OUT / "cold-artifacts"
     shutil.rmtree(fresh, ignore_errors=True)
-    cold = start_up([], fresh)
-    warm, warm_api_only = start_up([], fresh), start_up(["--no-ui"], fresh)
+    cold, cold_ui = start_up([], fresh)
+    (warm, warm_ui), (warm_api_only, _) = start_up([], fresh), start_up(["--no-ui"], fresh)
 
     port = free_port()
     fastapi_server, plain_startup = launch([sys.executable, "bench/plain_fastapi.py", str(port)], port)
@@ -194,7 +215,10 @@ def main() -> None:
                 "in_process_run_batch_per_s": round(in_process, 1),
                 "litserve_per_s": round(lit["per_s"], 1),
                 "plain_fastapi_per_s": round(plain["per_s"], 1),
+                "in_process_run_batch_in_chunks_per_s": round(in_process_chunks, 1),
                 "litserve_vs_run_batch": round(lit["per_s"] / in_process, 3),
+                "litserve_vs_run_batch_in_chunks": round(lit["per_s"] / in_process_chunks, 3),
+                "run_batch_in_chunks_vs_whole": round(in_process_chunks / in_process, 3),
                 "litserve_vs_plain_fastapi": round(lit["per_s"] / plain["per_s"], 3),
                 "p50_ms_litserve_concurrency_32": lit["p50_ms"],
                 "p50_ms_plain_fastapi_concurrency_32": plain["p50_ms"],
@@ -204,7 +228,9 @@ def main() -> None:
                 "startup_s_litserve_to_health": round(startup, 2),
                 "startup_s_plain_fastapi_to_health": round(plain_startup, 2),
                 "startup_s_cold_empty_artifacts": cold,
+                "startup_s_cold_to_ui": cold_ui,
                 "startup_s_warm": warm,
+                "startup_s_warm_to_ui": warm_ui,
                 "startup_s_warm_api_only": warm_api_only,
                 "encoder": model.encoder_name(),
                 "server_memory_mb_after_load": memory,

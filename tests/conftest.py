@@ -50,9 +50,10 @@ def free_port() -> int:
 
 
 class Server:
-    """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so."""
+    """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so and the UI is loaded
+    (`/` past its 503; `wait_for_ui=False`: /health alone)."""
 
-    def __init__(self, log: Path | None = None, port: int | None = None, **env):
+    def __init__(self, log: Path | None = None, port: int | None = None, wait_for_ui: bool = True, **env):
         self.port, self.log = port or free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, **env}
@@ -73,9 +74,12 @@ class Server:
             assert self.process.poll() is None, f"the server exited while starting; its output ends:\n{output.read_text()[-3000:]}"
             try:
                 health = requests.get(f"{self.url}/health", timeout=2)
-                if health.status_code == 200:
-                    return
                 last = f"/health answered {health.status_code}: {health.text[:300]}"
+                if health.status_code == 200:  # the API answers; the UI loads after it: / says 503 until then
+                    ui = requests.get(f"{self.url}/", timeout=5) if wait_for_ui else health
+                    if ui.status_code != 503:
+                        return
+                    last = f"/health ok, / answered 503: {ui.text[:300]}"
             except requests.RequestException as error:
                 last = f"/health: {type(error).__name__}"
             time.sleep(0.5)

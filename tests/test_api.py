@@ -204,7 +204,9 @@ def test_request_ids_are_echoed_and_logged_as_json(server):
 
 def test_start_up_talks(server):
     log = server.log.read_text()
-    assert "pipeline ready in" in log and f"ready: the app at http://127.0.0.1:{server.port}/, the API docs at" in log
+    url = f"http://127.0.0.1:{server.port}"
+    assert "pipeline ready in" in log and f"ready: the API at {url}/predict, its docs at {url}/docs" in log
+    assert log.index("ready: the API") < log.index(f"ready: the app at {url}/")  # the UI loads while the API answers
 
 
 def test_a_ticket_the_pipeline_fails_on_gets_a_500_alone(monkeypatch):

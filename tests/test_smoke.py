@@ -71,7 +71,11 @@ def api() -> requests.Session:
 
 @pytest.fixture(scope="module")
 def app(api, tmp_path_factory) -> Client:
-    """The Gradio app through gradio_client; report files download into a temporary folder."""
+    """The Gradio app through gradio_client, once / is past its 503 "starting" (the UI loads after the API); report files
+    download into a temporary folder."""
+    deadline = time.time() + float(os.environ.get("TRIAGE_SMOKE_WAIT", "300"))
+    while time.time() < deadline and api.get(f"{URL}/", timeout=TIMEOUT).status_code == 503:
+        time.sleep(1)
     return Client(f"{URL}/", headers=HEADERS, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
