@@ -4,6 +4,7 @@ full disk, artifacts that match their manifest but not each other. Real processe
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -19,12 +20,14 @@ import psutil
 import pytest
 import requests
 import yaml
+import zmq
 from conftest import ROOT, Server, free_port
 
 import files
 import model
 from app import api, observe, ui
 from app.health import HEALTH_FRESH
+from app.litserve_internals import RequestQueue
 
 TIMEOUT = 4  # TRIAGE_TIMEOUT of the servers here: a request's deadline is TIMEOUT + api.RUN_SECONDS
 DEADLINE = TIMEOUT + api.RUN_SECONDS
@@ -89,6 +92,36 @@ def role(server, name: str) -> psutil.Process:
 
 
 # --- the inference worker -------------------------------------------------------------------------------
+def test_a_worker_that_connects_while_the_queue_binds_is_counted(tmp_path, monkeypatch):
+    """The workers retry their connect (every 100 ms) long before the HTTP process binds the request queue. One accepted
+    between the bind and the start of the monitor that counts them was never counted: /health said 503 for good (one
+    start in about a hundred, under load). Here the monitor's start is slowed, as a loaded machine deschedules the HTTP
+    process, while a worker's connect is pending."""
+    address = f"ipc://{tmp_path}/requests"
+    requests_queue = RequestQueue(address)
+    worker = zmq.Context.instance().socket(zmq.PULL)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(address)  # retrying: nothing is bound yet
+    monitor = zmq.Socket.get_monitor_socket
+
+    def descheduled(socket, *args, **kwargs):
+        time.sleep(0.5)
+        return monitor(socket, *args, **kwargs)
+
+    monkeypatch.setattr(zmq.Socket, "get_monitor_socket", descheduled)
+    requests_queue.open()
+    deadline = time.time() + 5
+    while requests_queue.connected() < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        assert requests_queue.connected() == 1
+        requests_queue.put({"ticket": 1})
+        assert worker.poll(5000) and pickle.loads(worker.recv()) == {"ticket": 1}
+    finally:
+        worker.close()
+        requests_queue._socket.close()
+
+
 def test_a_worker_killed_while_idle_is_replaced_and_later_requests_are_answered(server):
     """Killed while it waits on its queue (an idle worker's whole life): with LitServe's multiprocessing queue the
     killed reader kept the queue's lock and every later request hung while /health said ok."""
