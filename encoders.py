@@ -16,7 +16,8 @@ from files import sha256_file
 # The official SHA-256 of all-MiniLM-L6-v2's model.safetensors (revision 1110a243).
 OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 EMBED_BATCH_SIZE = 64  # PyTorch's batches
-ONNX_BATCH_SIZE = 16  # ONNX Runtime's: texts sorted by token count, batches of 16 pad least (bench/RESULTS.md, section 0)
+ONNX_BATCH_SIZE = 16  # ONNX Runtime's batches hold at most 16 texts of similar token counts (bench/RESULTS.md, section 0)
+ONNX_PADDING = 1.2  # ... and at most 1.2 times their real tokens once padded to their longest
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length: longer texts are truncated
 
 
@@ -48,6 +49,21 @@ def ort_threads() -> int:
     if os.environ.get("TRIAGE_ORT_THREADS"):
         return int(os.environ["TRIAGE_ORT_THREADS"])
     return max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("TRIAGE_WORKERS") or 1)))
+
+
+def length_groups(lengths: list[int], most: int = ONNX_BATCH_SIZE, padding: float = ONNX_PADDING) -> list[list[int]]:
+    """The texts (by index) to run together: sorted by token count, a group ends at `most` texts or where the next text
+    would pad the group past `padding` times its real tokens. Padding is work for nothing (a text's embedding is the
+    same in any group), and the few mixed tickets of one server batch pad most in fixed-size groups."""
+    groups: list[list[int]] = []
+    real = 0  # the last group's tokens
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if not groups or len(groups[-1]) == most or (len(groups[-1]) + 1) * lengths[i] > padding * (real + lengths[i]):
+            groups.append([])
+            real = 0
+        groups[-1].append(i)
+        real += lengths[i]
+    return groups
 
 
 class OnnxEncoder:
@@ -88,9 +104,7 @@ class OnnxEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         vectors = np.empty((len(texts), self.dims), dtype=np.float32)
         tokens = self.tokenizer.encode_batch(texts)
-        order = np.argsort([len(t) for t in tokens], kind="stable")  # by token count, in small batches: least padding
-        for start in range(0, len(texts), ONNX_BATCH_SIZE):
-            rows = order[start : start + ONNX_BATCH_SIZE]
+        for rows in length_groups([len(t) for t in tokens]):
             feed = self.feed([tokens[i] for i in rows])
             (out,) = self.session.run(None, feed)
             mask = feed["attention_mask"][:, :, None].astype(np.float32)

@@ -62,6 +62,21 @@ def test_an_embedding_does_not_depend_on_its_batch(eval_texts):
         assert np.array_equal(alone, encoder.encode([eval_texts[i], longest])[0])
 
 
+def test_texts_run_in_groups_of_similar_length():
+    """Sorted by token count; a group holds at most ONNX_BATCH_SIZE texts and pads at most ONNX_PADDING times its real
+    tokens; four short and four long tickets (a server batch) run as two groups, not one padded to the longest."""
+    assert encoders.length_groups([90, 8, 100, 9, 95, 10, 100, 8]) == [[1, 7, 3, 5], [0, 4, 2, 6]]
+    lengths = np.random.default_rng(0).integers(3, 200, 500).tolist()
+    groups = encoders.length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(500))
+    assert [lengths[i] for g in groups for i in g] == sorted(lengths)
+    for group in groups:
+        tokens = [lengths[i] for i in group]
+        assert len(group) <= encoders.ONNX_BATCH_SIZE
+        assert len(group) == 1 or len(group) * max(tokens) <= encoders.ONNX_PADDING * sum(tokens)
+    assert encoders.length_groups([7] * 40) == [list(range(16)), list(range(16, 32)), list(range(32, 40))]
+
+
 def test_a_batch_is_padded_to_its_longest_text_only():
     """Padding costs: a batch of short tickets runs at their length, never at the saved tokenizer's 128 tokens
     (an encoder that padded every batch to 128 ran 9x slower, with the same answers)."""
