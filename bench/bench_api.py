@@ -183,6 +183,7 @@ def main() -> None:
     litserve, startup = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)], port)
     try:
         asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
+        ui_loaded(port, time.perf_counter())
         ui = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)  # the UI's own copy of the pipeline loads now
         ui.predict(few[0], "email", "standard", *model.Flags().model_dump().values(), api_name="/triage")
         lit = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
