@@ -3,7 +3,8 @@
     python app/main.py [--host 0.0.0.0] [--port 7860] [--no-ui]
     python -m app.main
 
-The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. Host and port default to
+The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The API answers first; the UI
+loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those few seconds). Host and port default to
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM drains
 and stops the whole process tree.
 
