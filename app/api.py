@@ -414,7 +414,8 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
         methods=["GET"],
         summary="Ready?",
         description=f"`ok` while requests go through end to end: every inference worker is ready and an answer (a client's, or "
-        f"a canary ticket's, sent every second) came back within the last {HEALTH_FRESH} s. 503 `not ready` otherwise: starting, "
+        f"a canary ticket's, sent every second) came back within the last {HEALTH_FRESH} s ({RUN_SECONDS} s while clients' requests are in "
+        "flight: a batch may take that long). 503 `not ready` otherwise: starting, "
         "replacing a worker, or stuck. Answered at once, even under load (nothing is queued). No key needed.",
         tags=["service"],
         responses={200: {"content": {"text/plain": {"example": "ok"}}}, 503: {"content": {"text/plain": {"example": "not ready"}}}},
@@ -504,7 +505,7 @@ def build_server() -> TriageServer:
         restart_workers=True,  # a dead inference worker is replaced, not the end of the server
         graceful_timeout=SETTINGS["graceful_timeout"],  # what a SIGTERM waits for requests in flight
     )
-    server.watch = Watch(server, canary=Canary(text="Where is my order 75983714?"))
+    server.watch = Watch(server, canary=Canary(text="Where is my order 75983714?"), busy_fresh=RUN_SECONDS)
     litserve_routes = take_routes(server)  # "/" becomes the UI; /predict, /health and /info are this server's
     add_predict_route(server, api)
     add_case_routes(server)

@@ -25,8 +25,8 @@ class Watch:
 
     probe_address: tuple[str, int] | None = None  # (host, TRIAGE_PROBE_PORT): main.py sets it when that is set
 
-    def __init__(self, server, canary, interval: float = 0.2):
-        self.server, self.canary, self.interval = server, canary, interval
+    def __init__(self, server, canary, busy_fresh: float, interval: float = 0.2):
+        self.server, self.canary, self.busy_fresh, self.interval = server, canary, busy_fresh, interval
         self.holding: dict[asyncio.Task, bool] = {}
         self.workers_ready, self.last_answer, self.next_canary, self.beat = False, -math.inf, -math.inf, time.monotonic()
 
@@ -45,7 +45,11 @@ class Watch:
 
     @property
     def ok(self) -> bool:
-        return self.workers_ready and time.monotonic() - self.last_answer < HEALTH_FRESH and self.alive
+        """Every worker ready, the event loop turning, and an answer back within HEALTH_FRESH seconds; while clients'
+        requests are in flight, within `busy_fresh` (the time a request's deadline allows its batch): one batch of 32
+        long tickets takes 2.6 s on two quiet cores, and a busy worker is not a stuck one."""
+        fresh = self.busy_fresh if self.holding else HEALTH_FRESH
+        return self.workers_ready and time.monotonic() - self.last_answer < fresh and self.alive
 
     @property
     def alive(self) -> bool:

@@ -26,7 +26,7 @@ from conftest import ROOT, Server, free_port
 import files
 import model
 from app import api, observe, ui
-from app.health import HEALTH_FRESH
+from app.health import HEALTH_FRESH, Watch
 from app.litserve_internals import RequestQueue
 
 TIMEOUT = 4  # TRIAGE_TIMEOUT of the servers here: a request's deadline is TIMEOUT + api.RUN_SECONDS
@@ -180,6 +180,20 @@ def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
         worker.resume()
     wait_for_health(server, 200, within=30)
     assert post(server) == (200, "application/json")
+
+
+def test_health_gives_a_busy_worker_the_time_a_batch_may_take():
+    """Idle, /health wants an answer (the canary's) within HEALTH_FRESH; with clients' requests in flight, within the
+    RUN_SECONDS a request's deadline allows its batch: 32 long tickets take 2.6 s on two quiet cores, more under load,
+    and /health said 503 between two batches of a busy server."""
+    watch = Watch(server=None, canary=None, busy_fresh=api.RUN_SECONDS)
+    watch.workers_ready, watch.beat = True, time.monotonic() + 60  # ready, and the event loop turning
+    watch.last_answer = time.monotonic() - (HEALTH_FRESH + 1)
+    assert not watch.ok  # idle: the canary should have come back by now
+    watch.holding[object()] = False  # a client's request in flight
+    assert watch.ok
+    watch.last_answer = time.monotonic() - (api.RUN_SECONDS + 1)
+    assert not watch.ok  # longer than any batch may take: stuck
 
 
 def test_health_answers_within_the_probe_timeout_under_load(server):
