@@ -4,6 +4,7 @@ is mounted, / and Gradio's routes answer 503 "the app is starting" with Retry-Af
 itself). A UI that fails to load ends the server (exit status 1, its error in the log), as a failed start did before."""
 
 import asyncio
+import html
 import logging
 import os
 import threading
@@ -15,9 +16,9 @@ from starlette.types import Receive, Scope, Send
 from app.guards import send_json
 
 log = logging.getLogger("triage")
-STARTING = b"""<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="1"><title>Starting</title>
+STARTING = """<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="1"><title>Starting</title>
 <body style="font-family:sans-serif;margin:4em">The app is starting: this page reloads itself in a second.
-The API (<a href="docs">docs</a>) already answers."""
+The API (<a href="{root}/docs">docs</a>) already answers."""
 
 
 class LateUI:
@@ -37,7 +38,8 @@ class LateUI:
         headers = [(b"retry-after", b"1"), (b"cache-control", b"no-store")]
         if b"text/html" in dict(scope["headers"]).get(b"accept", b""):
             await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/html"), *headers]})
-            return await send({"type": "http.response.body", "body": STARTING})
+            page = STARTING.format(root=html.escape(scope.get("root_path", ""), quote=True))
+            return await send({"type": "http.response.body", "body": page.encode()})
         await send_json(send, 503, {"detail": "the app is starting: retry in a second (the API already answers)"}, headers)
 
     @asynccontextmanager
