@@ -80,22 +80,24 @@ class RequestQueue:
         return {"address": self.address, "_socket": None, "_pid": None, "_events": None, "workers": 0, "_empty_since": None}
 
     def _connected(self, kind: int) -> zmq.Socket:
+        """This process's end: the HTTP process binds (PUSH), a worker connects (PULL). The binding end's monitor, which
+        counts the workers, starts before the bind: the workers are already retrying their connect, and one accepted
+        between a bind and a later monitor was never counted (/health said 503 for good: one start in about a hundred
+        under load)."""
         if self._pid != os.getpid():  # first use in this process (the HTTP process is forked: nothing inherited is used)
             self._socket = zmq.Context.instance().socket(kind)
             self._socket.setsockopt(zmq.LINGER, 0)
-            (self._socket.bind if kind == zmq.PUSH else self._socket.connect)(self.address)
+            if kind == zmq.PUSH:
+                self._events = self._socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+                self._socket.bind(self.address)
+            else:
+                self._socket.connect(self.address)
             self._pid = os.getpid()
         return self._socket
 
     def open(self) -> None:
-        """Bind the HTTP process's end before the first request, so that the workers are connected by then. The monitor
-        comes first: the workers are already retrying their connect, and one accepted between a bind and a later
-        monitor was never counted (/health said 503 for good: one start in about a hundred under load)."""
-        socket = zmq.Context.instance().socket(zmq.PUSH)
-        socket.setsockopt(zmq.LINGER, 0)
-        self._events = socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        socket.bind(self.address)
-        self._socket, self._pid = socket, os.getpid()
+        """Bind the HTTP process's end before the first request, so that the workers are connected by then."""
+        self._connected(zmq.PUSH)
 
     def connected(self) -> int:
         """In the HTTP process: how many workers are connected now. The kernel closes a dead worker's end at once,

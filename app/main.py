@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     key, ui_user, ui_password = (os.environ.get(v) or None for v in ("LIT_SERVER_API_KEY", "TRIAGE_UI_USER", "TRIAGE_UI_PASSWORD"))
+    guarded = bool(key or ui_password)  # KeyGate in front, and the UI behind a login
     public = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     log.info(
         "starting: %d inference worker(s) on the %s encoder%s",
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from app import ui
 
-        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if key or ui_password else None
+        login = KeyGate.login_check(key, ui_user or "triage", ui_password) if guarded else None
         upload_mb = int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50"))
         return gr.mount_gradio_app(
             FastAPI(),
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     if late:
         server.app.mount("/", late)
         server.alongside.append(late.serving)
-    if key or ui_password:
+    if guarded:
         server.app.add_middleware(KeyGate, key=key, ui=late)
 
     main_pid = os.getpid()

@@ -75,6 +75,8 @@ def launch(command: list[str], port: int, env: dict | None = None) -> tuple[subp
 def ui_loaded(port: int, started: float) -> float:
     """Seconds from `started` (perf_counter) until / answers other than 503 (the UI loads after the API)."""
     while httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 503:
+        if time.perf_counter() - started > 300:
+            raise RuntimeError("the UI did not load in 300 s")
         time.sleep(0.1)
     return time.perf_counter() - started
 
