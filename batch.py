@@ -70,7 +70,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("input", nargs="*", help="the input CSV (with --merge: the scored shards, in order)")
     parser.add_argument("-o", "--output", required=True, help="the scored CSV to write; .html and .json go beside it")
     parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default=None, help="expected category column (default: expected_category when present)")
+    label = model.expected_column()
+    parser.add_argument("--label-column", default=None, help=f"the right {model.LABEL}'s column (default: {label} when present)")
     parser.add_argument("--flag", action="append", default=[], metavar="KEY=VALUE", help="a pipeline flag, repeatable")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE", help="score a variant with these flags changed")
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
@@ -323,24 +324,26 @@ def flatten(triage: model.Triage) -> dict[str, Any]:
     return {column: "" if row.get(column) is None else row[column] for column in OUTPUT_COLUMNS}  # None is empty, not "nan"
 
 
-def score_chunk(texts: list[str], flags: model.Flags) -> list[dict[str, Any]]:
-    """Output columns for each text; a row that fails gets `error` and empty outputs, the others go on."""
-    rows: list[dict[str, Any] | None] = [None] * len(texts)
+def score_chunk(rows: list[dict[str, str]], flags: model.Flags, text_column: str = "text", first_row: int = 1) -> list[dict[str, Any]]:
+    """Output columns for each input row (its cells by column name), numbered from `first_row`. The ticket is every field
+    of `model.Ticket` (`model.ticket_from_row`: the text from `text_column`, the others from the columns of their names,
+    an empty cell the field's default). A row that fails gets `error` (its number and the field) and empty outputs."""
+    scored: list[dict[str, Any] | None] = [None] * len(rows)
     valid: dict[int, model.Ticket] = {}
-    for i, text in enumerate(texts):
+    for i, row in enumerate(rows):
         try:
-            valid[i] = model.Ticket(text=text)
+            valid[i] = model.ticket_from_row(row, text_column)
         except ValidationError as error:
-            rows[i] = _error_row(error)
+            scored[i] = _error_row(error, first_row + i)
     results = model.run_each(list(valid.values()), flags)  # a failing row cannot cost the chunk
     for i, result in zip(valid, results, strict=True):
-        rows[i] = _error_row(result) if isinstance(result, Exception) else flatten(result)
-    return rows
+        scored[i] = _error_row(result, first_row + i) if isinstance(result, Exception) else flatten(result)
+    return scored
 
 
-def _error_row(error: Exception) -> dict[str, Any]:
+def _error_row(error: Exception, row: int) -> dict[str, Any]:
     message = model.error_message(error) if isinstance(error, ValidationError) else f"{type(error).__name__}: {error}"
-    return {**dict.fromkeys(OUTPUT_COLUMNS, ""), "error": message}
+    return {**dict.fromkeys(OUTPUT_COLUMNS, ""), "error": f"row {row}: {message}"}
 
 
 def _score(input_path, partial, state, written, *, text_column, label_column, flags, compare, chunk_size, limit, progress):
@@ -363,7 +366,7 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
     ):
         out.truncate(state["bytes_done"])  # drop whatever the killed run wrote after its last complete chunk
         out.seek(state["bytes_done"])
-        seen = 0
+        seen, ticket_text = 0, text_column  # the text's column as the input names it
         for chunk in read_chunks(input_path, chunk_size):
             if columns is None:
                 columns = list(chunk.columns)
@@ -375,7 +378,6 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
                 if not done:
                     header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
                     _write_rows(out, written, [header + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else [])])
-            chunk = chunk.rename(columns=renamed)
             if limit is not None:
                 chunk = chunk.iloc[: max(limit - seen, 0)]
             if chunk.empty:
@@ -383,12 +385,12 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
             seen += len(chunk)
             if seen <= done:  # scored by the run that was killed
                 continue
-            texts = chunk[text_column].tolist()
-            scored = pd.DataFrame(score_chunk(texts, flags), index=chunk.index)
+            rows, first = chunk.to_dict("records"), int(chunk.index[0]) + 1  # by the input's own column names
+            scored = pd.DataFrame(score_chunk(rows, flags, ticket_text, first), index=chunk.index)
             if compare is not None:
-                variant = pd.DataFrame(score_chunk(texts, compare), index=chunk.index).add_prefix(COMPARE_PREFIX)
+                variant = pd.DataFrame(score_chunk(rows, compare, ticket_text, first), index=chunk.index).add_prefix(COMPARE_PREFIX)
                 scored = scored.join(variant)
-            _write_rows(out, written, chunk.join(scored).itertuples(index=False))
+            _write_rows(out, written, chunk.rename(columns=renamed).join(scored).itertuples(index=False))
             out.flush()
             os.fsync(out.fileno())
             elapsed = elapsed_before + time.perf_counter() - started
@@ -411,7 +413,7 @@ def _check_columns(path, columns: list[str], text_column: str, label_column: str
 def _label(columns: list[str], label_column: str | None) -> str | None:
     if label_column is not None:
         return label_column
-    return "expected_category" if "expected_category" in columns else None
+    return model.expected_column() if model.expected_column() in columns else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -637,16 +639,16 @@ def save_misclassified(
     one transaction. From the app without a key (`trusted=False`) the queue's rate and cap apply (review.py)."""
     label, text = summary.get("label_column"), summary["text_column"]
     if not label:
-        raise BatchInputError("--save-misclassified needs a label column (expected_category, or --label-column)")
+        raise BatchInputError(f"--save-misclassified needs a label column ({model.expected_column()}, or --label-column)")
     categories = {c.value for c in model.Category}
     note = f"misclassified in the batch report of {Path(summary['input']).name}"
     cases = []
     for chunk in read_report(scored_csv, CHUNK_SIZE):
-        wrong = chunk[(chunk.error == "") & (chunk[label] != chunk.category) & chunk[label].isin(categories)]
-        cases += [
-            {"ticket": {"text": t}, "flags": flags, "expected": {"category": e}, "note": note, "source": "file"}
-            for t, e in zip(wrong[text], wrong[label], strict=True)
-        ]
+        wrong = chunk[(chunk.error == "") & (chunk[label] != chunk[model.LABEL]) & chunk[label].isin(categories)]
+        for row in wrong.to_dict("records"):
+            row |= {name.removeprefix("input_"): value for name, value in row.items() if name.startswith("input_")}  # as given
+            ticket = model.ticket_from_row(row, text)
+            cases.append({"ticket": ticket, "flags": flags, "expected": {model.LABEL: row[label]}, "note": note, "source": "file"})
     return review.flag(cases, created_by, client=client, trusted=trusted) if cases else []
 
 

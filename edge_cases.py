@@ -29,8 +29,6 @@ from model import (
     PIPELINE_VERSION,
     CaseSource,
     CaseStatus,
-    Channel,
-    CustomerTier,
     EdgeCase,
     Expected,
     Flags,
@@ -40,7 +38,7 @@ from model import (
 )
 
 CASE_COLUMNS = [
-    *("id", "status", "source", "created_at", "created_by", "text", "channel", "customer_tier", "flags"),
+    *("id", "status", "source", "created_at", "created_by", *Ticket.model_fields, "flags"),  # a ticket's fields by name
     *("expected_category", "expected_needs_human", "expected_team", "expected_urgency", "note"),
     *("answer_category", "answer_confidence", "answer_needs_human", "answer_team", "answer_urgency", "pipeline_version", "artifacts"),
     "train",
@@ -132,6 +130,7 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
     recorded_now = recorded(cases, created_by)
     try:
         with file_lock(path):
+            _widen(path)
             saved = {c.id: c for c in read_cases(path).cases}
             out = []
             for case in recorded_now:
@@ -214,16 +213,7 @@ def mark_cases(ids: list[str], path: Path | None = None, **update) -> int:
                 lines[number] = _csv_line(_case_row(case.model_copy(update=update), header)).removesuffix(b"\n")
                 changed += 1
         if changed:
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(temporary, "wb") as f:
-                    f.write(b"\n".join(lines))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(temporary, path)
-            except OSError as error:
-                temporary.unlink(missing_ok=True)
-                raise _store_error(error) from None
+            _replace(path, b"\n".join(lines))
     return changed
 
 
@@ -289,9 +279,7 @@ def _case_from_row(row: dict[str, str]) -> EdgeCase:
     if answer["category"] is not None:
         answer.update(confidence=float(answer["confidence"] or "nan"), needs_human=boolean("answer_needs_human"))
     return EdgeCase(
-        ticket=Ticket(
-            text=row["text"], channel=value("channel") or Channel.web_form, customer_tier=value("customer_tier") or CustomerTier.standard
-        ),
+        ticket=model.ticket_from_row(row),
         flags=Flags.model_validate(json.loads(value("flags") or "{}")),
         expected=Expected(
             category=row["expected_category"],
@@ -383,6 +371,44 @@ def _store_error(error: OSError) -> StoreUnavailable:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreFull(f"the edge-case store is full: {reason}; nothing was saved")
     return StoreUnavailable(f"the edge-case store cannot be used: {reason}")
+
+
+def _widen(path: Path) -> None:
+    """Give an older store a column for each field the ticket has gained since (model.Ticket), so that a new case keeps
+    it: the file is rewritten atomically, each whole row with an empty cell there (its default), every other line kept."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise _store_error(error) from None
+    header, problem = _header(lines[0])
+    missing = [name for name in Ticket.model_fields if name not in header]
+    if problem or not missing:
+        return
+    lines[0] = _csv_line([*header, *missing]).removesuffix(b"\n")
+    for number, raw in enumerate(lines[1:], start=1):
+        try:
+            whole = len(_fields(raw)) == len(header)
+        except ValueError:
+            whole = False
+        if whole:
+            lines[number] = raw.removesuffix(b"\r") + b"," * len(missing)
+    _replace(path, b"\n".join(lines))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """`path` holds `data` from now on, all at once: written under a temporary name, flushed, renamed over it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise _store_error(error) from None
 
 
 def _append_cases(path: Path, cases: list[EdgeCase]) -> None:

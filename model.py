@@ -195,6 +195,26 @@ class Triage(BaseModel):
     trace: list[StepTrace] | None = Field(None, description="One entry per step, in order; only when debug was asked.")
 
 
+# What the faces read by name, from here: the answer labelled data judges, where a table keeps the right answer, and
+# where a debug trace keeps every class's probability. Every other field, input or output, they take from the schemas.
+LABEL = "category"  # the Triage field an evaluation set labels
+EXPECTED_PREFIX = "expected_"  # a CSV column expected_<field> holds a ticket's right <field>: expected_category, ...
+PROBABILITIES = ("classify", "probabilities")  # (step, key in its debug details)
+
+
+def expected_column(field: str = LABEL) -> str:
+    """The column of a labelled table that holds the right answer for `field`: `expected_category`."""
+    return EXPECTED_PREFIX + field
+
+
+def ticket_from_row(row: dict[str, Any], text_column: str = "text") -> Ticket:
+    """A ticket from one row of a table (a CSV's cells, all strings): the text from `text_column`, every other field of
+    `Ticket` from the column of its name. A missing column or an empty cell takes the field's default; a bad value
+    raises pydantic's ValidationError naming the field."""
+    given = {name: row.get(text_column if name == "text" else name) for name in Ticket.model_fields}
+    return Ticket.model_validate({name: value for name, value in given.items() if name == "text" or value not in (None, "")})
+
+
 class CaseSource(StrEnum):
     ui = "ui"
     api = "api"

@@ -37,6 +37,26 @@ def at_a_glance(result: model.Triage) -> str:
     )
 
 
+ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs", "vip": "VIP", "url": "URL"}
+
+
+def label_of(name: str, field=None) -> str:
+    """A field's or a value's label in words: a pydantic field's `title` where it has one, else its name: `customer_tier`
+    -> "Customer tier", `mask_pii` -> "Mask PII", `web_form` -> "Web form", `vip` -> "VIP"."""
+    if field is not None and field.title:
+        return field.title
+    words = " ".join(ACRONYMS.get(w, w) for w in name.split("_"))
+    return words[:1].upper() + words[1:]
+
+
+def answer_table(answer: BaseModel) -> pd.DataFrame:
+    """Every field of an answer (its trace aside), labelled in words, each value as a person reads it: a field added to
+    the schema is a new row, with nothing to change here."""
+    shown = answer.model_dump(mode="json", exclude={"trace"})
+    labels = [label_of(k, type(answer).model_fields[k]) for k in shown]
+    return pd.DataFrame({"field": labels, "value": [_short(v) for v in shown.values()]})
+
+
 def orders_table(result: model.Triage) -> pd.DataFrame:
     rows = [(o, "known order") for o in result.order_ids.known] + [(o, "no such order") for o in result.order_ids.unknown]
     return pd.DataFrame(rows, columns=["order number", "status"])
@@ -101,8 +121,8 @@ def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.Data
     """Field by field and step by step, with what differs marked."""
     da, db = a.model_dump(mode="json", exclude={"trace"}), b.model_dump(mode="json", exclude={"trace"})
     fields = [
-        {"field": k, "A": _short(da[k]), "B": _short(db[k]), "differs": "◆ differs" if da[k] != db[k] else ""}
-        for k in model.Triage.model_fields
+        {"field": label_of(k, field), "A": _short(da[k]), "B": _short(db[k]), "differs": "◆ differs" if da[k] != db[k] else ""}
+        for k, field in type(a).model_fields.items()
         if k != "trace"
     ]
     steps = []
@@ -160,7 +180,7 @@ def client_example(base_url: str = "http://localhost:7860") -> str:
     return (
         "from gradio_client import Client\n\n"
         f'client = Client("{base_url}/")\n'
-        "glance, probabilities, reply, orders, articles, answer = client.predict(\n"
+        "glance, fields, probabilities, reply, orders, articles, answer = client.predict(\n"
         f'{named}    api_name="/triage",\n'
         ")\n"
         'print(answer["category"], answer["team"], answer["needs_human"])\n'

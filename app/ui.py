@@ -36,6 +36,7 @@ import versions
 from app.render import (
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
+    answer_table,
     api_examples,
     articles_table,
     at_a_glance,
@@ -45,6 +46,7 @@ from app.render import (
     differences,
     filter_cases,
     flags_table,
+    label_of,
     literal,
     orders_table,
     review_queue,
@@ -56,7 +58,7 @@ from app.uploads import only_uploads, report_dir
 TITLE = "Support-ticket triage"
 INTRO = (
     "Routes an online shop's customer messages to the right team, links the order numbers they mention, "
-    "and answers from the help centre when that is safe. Every step of the pipeline is shown below."
+    "and answers from the help centre when that is safe."
 )
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = """
@@ -84,6 +86,7 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
 def triage_tab(run, flags_schema: type[BaseModel]) -> None:
     """One ticket: the answer, each step in its own panel, and flagging the case."""
     with gr.Tab("Triage"):
+        gr.Markdown("One ticket through the pipeline: the answer, then every step in its own panel.")
         with gr.Row():
             with gr.Column(scale=3):
                 ticket = controls(model.Ticket)
@@ -93,6 +96,7 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
                 gr.Examples(examples(), inputs=[ticket["text"]], label="Example tickets")
             with gr.Column(scale=4):
                 glance = gr.Markdown("### Triage a ticket to see the answer")
+                fields = gr.Dataframe(label="The answer, field by field", interactive=False, wrap=True, column_widths=["30%", "70%"])
                 probabilities = gr.Label(label="Category (class probabilities)", num_top_classes=4)
                 reply = gr.Textbox(label="Reply", lines=5, interactive=False)
                 articles = gr.Dataframe(
@@ -121,9 +125,11 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         steps = [s.model_dump(mode="json") for s in result.trace]
-        labels = next((s["details"].get("probabilities") for s in steps if s["step"] == "classify"), None)
+        step, key = model.PROBABILITIES
+        labels = next((s["details"].get(key) for s in steps if s["step"] == step), None)
         return {
             glance: at_a_glance(result),
+            fields: answer_table(result),
             probabilities: labels or {result.category.value: result.confidence},
             reply: result.reply or "(no automatic reply: a person answers)",
             orders: orders_table(result),
@@ -136,8 +142,10 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
         return save_flagged(values(ticket, data), values(flags, data), data, request)
 
     given = {**ticket, **flags}
-    go.click(triage, inputs_kwargs=given, outputs=[glance, probabilities, reply, orders, articles, trace, answer], api_name="triage")
-    answer.change(lambda a: (a or {}).get("category"), answer, expected["expected_category"], api_visibility="private")  # preset
+    outputs = [glance, fields, probabilities, reply, orders, articles, trace, answer]
+    go.click(triage, inputs_kwargs=given, outputs=outputs, api_name="triage")
+    label = model.expected_column()  # the expected answer starts as the pipeline's
+    answer.change(lambda a: (a or {}).get(model.LABEL), answer, expected[label], api_visibility="private")
     flag_go.click(flag, inputs_kwargs=given | expected, outputs=flagged, api_name="flag_case")
 
 
@@ -148,13 +156,13 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
             "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `python model.py "
             "candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
         )
-        text = control("text", model.Ticket.model_fields["text"])
+        ticket = controls(model.Ticket)
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
         version_b = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
             ["served", *versions.listing()],
             value="served",
             label="B runs on",
-            info="b_version · the served version, or a candidate version",
+            info="the served version, or a candidate version",
             allow_custom_value=True,
         )
         go = gr.Button("Compare", variant="primary")
@@ -165,19 +173,15 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         with gr.Accordion("Both answers in full (JSON)", open=False), gr.Row():
             result_a, result_b = gr.JSON(label="A"), gr.JSON(label="B")
         with gr.Accordion("Flag this case, with the flags of A or B", open=False):
-            variant = gr.Radio(["A", "B"], value="A", label="Variant", info="variant · whose flags the case keeps")
+            variant = gr.Radio(["A", "B"], value="A", label="Variant", info="whose flags the case keeps")
             expected = expected_controls()
             flag_go, flagged = flag_button()
 
     def compare(**data):
-        on = data["b_version"] or "served"
-        ticket = {"text": data["text"]}
+        on, given = data["b_version"] or "served", values(ticket, data)
         try:
-            a = run(ticket, values(flags_a, data), True)
-            if on == "served":
-                b = run(ticket, values(flags_b, data, "b_"), True)
-            else:
-                b = gate.one_ticket(on, ticket, values(flags_b, data, "b_"))
+            a, flags = run(given, values(flags_a, data), True), values(flags_b, data, "b_")
+            b = run(given, flags, True) if on == "served" else gate.one_ticket(on, given, flags)
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         except versions.VersionError as error:
@@ -201,9 +205,9 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
 
     def flag(request: gr.Request, **data):
         flags = values(flags_a, data) if data["variant"] == "A" else values(flags_b, data, "b_")
-        return save_flagged({"text": data["text"]}, flags, data, request)
+        return save_flagged(values(ticket, data), flags, data, request)
 
-    both = {"text": text, **flags_a, **prefixed(flags_b, "b_")}
+    both = {**ticket, **flags_a, **prefixed(flags_b, "b_")}
     go.click(
         compare,
         inputs_kwargs=both | {"b_version": version_b},
@@ -211,15 +215,19 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         api_name="compare",
     )
     tab.select(lambda: gr.Dropdown(choices=["served", *versions.listing()]), None, version_b, api_visibility="private")
-    result_a.change(lambda a: (a or {}).get("category"), result_a, expected["expected_category"], api_visibility="private")
-    flag_inputs = {"text": text, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
+    result_a.change(lambda a: (a or {}).get(model.LABEL), result_a, expected[model.expected_column()], api_visibility="private")
+    flag_inputs = {**ticket, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
     flag_go.click(flag, inputs_kwargs=flag_inputs, outputs=flagged, api_name="flag_compare_case")
 
 
 def batch_tab(flags_schema: type[BaseModel]) -> None:
     """A CSV of tickets scored into report files, optionally against variant B or a baseline."""
     with gr.Tab("Batch"):
-        gr.Markdown("Score a CSV of tickets (a `text` column; an `expected_category` column adds accuracy and a confusion matrix).")
+        others = ", ".join(f"`{name}`" for name in model.Ticket.model_fields if name != "text")
+        gr.Markdown(
+            f"Score a CSV of tickets: a `text` column, and optionally the ticket's other fields by name ({others}; an empty "
+            f"cell takes the default). An `{model.expected_column()}` column adds accuracy and a confusion matrix."
+        )
         with gr.Row():
             upload = only_uploads(gr.File(label="CSV file", file_types=[".csv"], type="filepath"))
             baseline = only_uploads(
@@ -278,7 +286,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
 
     def save_misclassified(last, request: gr.Request):
         if last is None or not Path(last[0]).exists():
-            return "Run a report on a labelled CSV first (an `expected_category` column)."
+            return f"Run a report on a labelled CSV first (an `{model.expected_column()}` column)."
         path, scored, flags = last
         who = who_flags(request)
         try:
@@ -310,9 +318,13 @@ def cases_tab() -> None:
         )
         with gr.Row():
             verdict = gr.Dropdown(
-                ["all", "broken", "newly fixed", "open", "fixed", "training"], value="all", label="Verdict", info="verdict"
+                ["all", "broken", "newly fixed", "open", "fixed", "training"],
+                value="all",
+                label="Verdict",
+                info="what the pipeline does with a case now",
             )
-            source = gr.Dropdown(["all", *[s.value for s in model.CaseSource]], value="all", label="Source", info="source")
+            sources = ["all", *[s.value for s in model.CaseSource]]
+            source = gr.Dropdown(sources, value="all", label="Source", info="where the case was flagged")
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
         rows = gr.State([])
@@ -330,7 +342,7 @@ def cases_tab() -> None:
                 ["none", *versions.listing()],
                 value="none",
                 label="Each case's verdict on a candidate too",
-                info="version",
+                info="a candidate version to run every case on too",
                 allow_custom_value=True,
             )
             go_both = gr.Button("Run every case on both")
@@ -348,7 +360,7 @@ def cases_tab() -> None:
             "here: a flag is not a test until a reviewer accepts it into the suite (with the answer they set) or rejects it."
         )
         with gr.Row():
-            state = gr.Dropdown(list(review.STATES), value="pending", label="State", info="state")
+            state = gr.Dropdown(list(review.STATES), value="pending", label="State", info="which cases of the queue to show")
             show = gr.Button("Show the queue")
         queue_headline = gr.Markdown()
         queue_widths = ["7%", "26%", "12%", "12%", "5%", "6%", "7%", "10%", "15%"]
@@ -470,7 +482,7 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
     with gr.Tab("API"):
         (curl, python), client = api_examples(url), client_example(url)
         gr.Markdown(
-            f"The same pipeline is served over HTTP by the one server (`python app/main.py`). "
+            f"The same pipeline is served over HTTP by the one server (`.venv/bin/python app/main.py`). "
             f"Interactive documentation: [{url}/docs]({url}/docs) · schema: `{url}/openapi.json` · "
             f"readiness: `{url}/health` · settings: `{url}/info`."
         )
@@ -478,7 +490,8 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
         gr.Code(python, language="python", label="Python (requests)")
         gr.Code(client, language="python", label="Python (gradio_client): this page's buttons, by name")
         gr.Markdown(
-            "gradio_client takes a ticket's fields and the flags by name (`text`, `channel`, `customer_tier`, `top_k`, ...); "
+            f"gradio_client takes a ticket's fields and the flags by name ({', '.join(f'`{n}`' for n in model.Ticket.model_fields)}, "
+            f"`{next(iter(flags_schema.model_fields))}`, ...); "
             "on `/compare` and `/batch_report` variant B's flags are `b_top_k`, `b_auto_reply` and so on. "
             "`client.view_api()` lists every endpoint and its parameters. Flags, all optional:"
         )
@@ -488,25 +501,20 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Parts of the page: controls derived from pydantic fields, the expected answer of a case
 # ---------------------------------------------------------------------------------------------
-ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs"}
 B_DEFAULTS = {"auto_reply": False}  # variant B starts as A with this changed, where the schema has the flag
-
-
-def label_of(name: str) -> str:
-    """A field's name as words: `customer_tier` -> "Customer tier", `mask_pii` -> "Mask PII"."""
-    return " ".join(ACRONYMS.get(w, w) for w in name.split("_")).capitalize().replace(" pii", " PII")
 
 
 def control(name: str, field, value=None) -> gr.components.Component:
     """A Gradio input for one pydantic field: checkbox, slider, number, dropdown or textbox. The label is the name in
-    words; the name itself (what gradio_client calls the parameter) and the description are the small print."""
-    info, label = f"{name} · {field.description}" if field.description else name, label_of(name)
+    words (`label_of`), the description the small print; a dropdown shows its values in words. gradio_client calls the
+    parameter by the field's name (the API tab lists them)."""
+    info, label = field.description, label_of(name, field)
     annotation, default = field.annotation, field.default if value is None else value
     bounds = {type(m).__name__: m for m in field.metadata}
     if annotation is bool:
         return gr.Checkbox(value=default, label=label, info=info)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return gr.Dropdown(choices=[e.value for e in annotation], value=annotation(default).value, label=label, info=info)
+        return gr.Dropdown(choices=words(annotation), value=annotation(default).value, label=label, info=info)
     if annotation in (int, float):
         low, high = getattr(bounds.get("Ge"), "ge", None), getattr(bounds.get("Le"), "le", None)
         if low is not None and high is not None:
@@ -544,27 +552,32 @@ def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dic
 
 def examples(n_per_category: int = 1) -> list[str]:
     frame = pd.read_csv(model.DATA_DIR / "eval.csv")
-    return frame.groupby("expected_category").head(n_per_category).text.tolist()
+    return frame.groupby(model.expected_column()).head(n_per_category).text.tolist()
 
 
 EITHER, ANY = "either", "any"
+
+
+def words(kind: type[Enum]) -> list[tuple[str, str]]:
+    """A dropdown's choices for an enum: each value shown in words (`order_status` -> "Order status")."""
+    return [(label_of(e.value), e.value) for e in kind]
 
 
 def expected_controls() -> dict[str, gr.components.Component]:
     """The expected answer of a case (model.Expected): category, and optionally needs_human and urgency; a note. Keyed by
     the parameter names clients use."""
     with gr.Row():
-        category = gr.Dropdown([c.value for c in model.Category], value=None, label="Expected category", info="expected_category")
-        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="A person must answer", info="expected_needs_human")
-        urgency = gr.Dropdown([ANY, *[u.value for u in model.Urgency]], value=ANY, label="Expected urgency", info="expected_urgency")
-    note = gr.Textbox("", label="Note", info="note", placeholder="why this case matters", lines=1)
+        category = gr.Dropdown(words(model.Category), value=None, label="Expected category", info="the right answer")
+        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="A person must answer", info="or either is right")
+        urgency = gr.Dropdown([ANY, *words(model.Urgency)], value=ANY, label="Expected urgency", info="or any is right")
+    note = gr.Textbox("", label="Note", placeholder="why this case matters", lines=1)
     keep_pii = gr.Checkbox(
         value=False,
         label="Save the text as written",
-        info="keep_pii · by default e-mail, phone and card numbers are masked first",
+        info="by default e-mail, phone and card numbers are masked first",
     )
     return {
-        "expected_category": category,
+        model.expected_column(): category,
         "expected_needs_human": needs_human,
         "expected_urgency": urgency,
         "note": note,
@@ -583,10 +596,10 @@ def flag_button() -> tuple[gr.Button, gr.Markdown]:
 def save_flagged(ticket: dict, flags: dict, expected: dict, request: gr.Request) -> str:
     """Save one case flagged on the Triage or Compare tab (`expected`: the values of `expected_controls`, by name); says
     what was saved."""
-    if not expected["expected_category"]:
-        raise gr.Error("Choose the expected category first.")
+    if not expected[model.expected_column()]:
+        raise gr.Error(f"Choose the expected {model.LABEL} first.")
     answer = {
-        "category": expected["expected_category"],
+        model.LABEL: expected[model.expected_column()],
         "needs_human": {"yes": True, "no": False}.get(expected["expected_needs_human"]),
         "urgency": None if expected["expected_urgency"] in (ANY, None) else expected["expected_urgency"],
     }
