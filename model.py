@@ -141,7 +141,9 @@ class Ticket(BaseModel):
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_encodable)] = (
         Field(description=f"The customer's message, 1 to {MAX_TEXT_CHARS} characters after stripping whitespace.")
     )
-    channel: Channel = Field(Channel.web_form, description="Where the message came from.")
+    channel: Channel = Field(
+        Channel.web_form, description="Where the message came from; on phone and chat the customer waits live, so never low urgency."
+    )
     customer_tier: CustomerTier = Field(CustomerTier.standard, description="The customer's loyalty tier; vip raises urgency.")
 
 
@@ -405,11 +407,13 @@ def classify(vectors: np.ndarray, debug: bool = False) -> tuple[list[Prediction]
 # ---------------------------------------------------------------------------------------------
 # Step 6: decide
 # ---------------------------------------------------------------------------------------------
-URGENT = re.compile(  # urgent words, "!!", or shouting (two or more words in capitals)
-    r"(?i:\b(urgent|asap|immediately|right now|today|hack(ed)?|fraud|stolen|unauthori[sz]ed|lawyer|chargeback)\b)"
+URGENT = re.compile(  # urgent words in their usual forms, "!!", or shouting (two or more words in capitals)
+    r"(?i:\b(urgent(ly)?|urgency|asap|a\.s\.a\.p|immediate(ly)?|right (now|away)|straight ?away|as soon as possible|at once"
+    r"|emergency|today|hack(ed|er|ers)?|fraud(ulent)?|stolen|unauthori[sz]ed|lawyers?|chargebacks?)\b)"
     r"|!!|\b[A-Z]{2,}\b(?:\s+[A-Z]{2,}\b)+"
 )
 ORDER_CATEGORIES = {Category.order_status, Category.cancel_order, Category.returns_refunds}
+LIVE_CHANNELS = {Channel.phone, Channel.chat}  # the customer waits on the line
 
 
 class Decision(NamedTuple):
@@ -427,6 +431,8 @@ def decide(
         urgency, why_urgency = Urgency.high, "urgent wording or a security risk in the message"
     elif ticket.customer_tier == CustomerTier.vip and category != Category.feedback:
         urgency, why_urgency = Urgency.high, "vip customer"
+    elif category in (Category.feedback, Category.product_info) and ticket.channel in LIVE_CHANNELS:
+        urgency, why_urgency = Urgency.normal, f"{category} on {ticket.channel}: the customer waits live, so not low"
     elif category in (Category.feedback, Category.product_info):
         urgency, why_urgency = Urgency.low, f"{category} is never urgent by itself"
     else:

@@ -51,9 +51,9 @@ def free_port() -> int:
 
 class Server:
     """`python app/main.py` as a subprocess on a free 127.0.0.1 port, ready once /health says so and the UI is loaded
-    (`/` past its 503; `wait_for_ui=False`: /health alone)."""
+    (`/` past its 503; `wait_for_ui=False`: /health alone). `root`: the project to serve (a copy, say)."""
 
-    def __init__(self, log: Path | None = None, port: int | None = None, wait_for_ui: bool = True, **env):
+    def __init__(self, log: Path | None = None, port: int | None = None, wait_for_ui: bool = True, root: Path = ROOT, **env):
         self.port, self.log = port or free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {**os.environ, **env}
@@ -64,7 +64,7 @@ class Server:
         environment.setdefault("TRIAGE_DATABASE_URL", f"sqlite:///{scratch / 'review.sqlite3'}")
         self.process = subprocess.Popen(
             [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=root,
             env=environment,
             stdout=open(log or scratch / "server.log", "w"),  # noqa: SIM115  (the child owns it; a failure shows its end)
             stderr=subprocess.STDOUT,

@@ -237,8 +237,8 @@ def test_a_failing_row_does_not_cost_the_others(monkeypatch):
         return real_run_batch(tickets, flags, debug)
 
     monkeypatch.setattr(model, "run_batch", run_batch)
-    rows = batch.score_chunk(["Where is my parcel?", "boom", "I can't log in"], model.Flags())
-    assert [r["error"] for r in rows] == ["", "RuntimeError: boom inside the pipeline", ""]
+    rows = batch.score_chunk([{"text": t} for t in ("Where is my parcel?", "boom", "I can't log in")], model.Flags())
+    assert [r["error"] for r in rows] == ["", "row 2: RuntimeError: boom inside the pipeline", ""]
     assert rows[2]["category"] == "account_access" and rows[1]["category"] == ""
 
 

@@ -413,3 +413,29 @@ def test_concurrent_first_builds_in_several_processes_are_safe(tmp_path):
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
         [*model.artifact_files(), "manifest.json"]
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "please fix it urgently",
+        "I need this ASAP",
+        "refund me immediately",
+        "sort it out right now",
+        "answer me as soon as possible",
+        "this is an emergency",
+        "please do it right away",
+    ],
+)
+def test_urgent_wording_in_its_usual_forms_is_high_urgency(text):
+    assert model.decide(model.Ticket(text=text), model.Flags(), _prediction("billing", 0.9), [], model.OrderIds())[0].urgency == "high"
+    calm = model.decide(model.Ticket(text="please fix it"), model.Flags(), _prediction("billing", 0.9), [], model.OrderIds())
+    assert calm[0].urgency == "normal"
+
+
+@pytest.mark.parametrize(("channel", "urgency"), [("phone", "normal"), ("chat", "normal"), ("email", "low"), ("web_form", "low")])
+def test_a_customer_waiting_live_is_never_low_urgency(channel, urgency):
+    ticket = model.Ticket(text="I love the new jumper", channel=channel)
+    decision, details = model.decide(ticket, model.Flags(), _prediction("feedback", 0.9), [], model.OrderIds(), debug=True)
+    assert decision.urgency == urgency and (channel in details["urgency_rule"]) == (urgency == "normal")
+    assert model.run({"text": "I love the new jumper, thank you", "channel": channel}).urgency == urgency

@@ -49,8 +49,8 @@ def test_every_public_endpoint_names_its_parameters_as_the_schemas_do(client):
     expected = ["expected_category", "expected_needs_human", "expected_urgency", "note", "keep_pii"]
     assert names["/triage"] == ticket + flags
     assert names["/flag_case"] == ticket + flags + expected
-    assert names["/compare"] == ["text", *flags, *[f"b_{f}" for f in flags], "b_version"]
-    assert names["/flag_compare_case"] == ["text", "variant", *flags, *[f"b_{f}" for f in flags], *expected]
+    assert names["/compare"] == [*ticket, *flags, *[f"b_{f}" for f in flags], "b_version"]
+    assert names["/flag_compare_case"] == [*ticket, "variant", *flags, *[f"b_{f}" for f in flags], *expected]
     assert names["/batch_report"] == ["file", "use_eval", "compare", "baseline", *flags, *[f"b_{f}" for f in flags]]
     assert names["/edge_cases"] == ["verdict", "source"] and names["/review_queue"] == ["state"]
     assert not any(n.startswith(("param_", "data")) for ns in names.values() for n in ns), names
@@ -80,8 +80,10 @@ def test_named_parameters_left_out_keep_their_defaults(client):
 
 def test_triage_endpoint_matches_model_run(client):
     text = "I was charged twice for order 75983714"
-    glance, label, reply, orders, articles, answer = call(client, *triage_args(text), api_name="/triage")
+    glance, fields, label, reply, orders, articles, answer = call(client, *triage_args(text), api_name="/triage")
     expected = model.run(text)
+    assert fields["data"] == render.answer_table(expected).values.tolist()  # every field of the answer, in words
+    assert ["Order IDs", "known: 75983714"] in fields["data"] and ["Category", expected.category.value] in fields["data"]
     assert label["label"] == expected.category.value == answer["category"]
     assert answer["team"] == expected.team and answer["needs_human"] == expected.needs_human
     assert expected.team in glance and (reply == expected.reply or expected.reply is None)
@@ -116,10 +118,11 @@ def test_out_of_range_flag_gives_an_error(client):
 def test_compare_endpoint_marks_what_differs(client):
     flags_a = model.Flags().model_dump().values()
     flags_b = model.Flags(auto_reply=False).model_dump().values()
-    headline, fields, steps, a, b = call(client, "How do I reset my password?", *flags_a, *flags_b, api_name="/compare")
+    ticket = model.Ticket(text="How do I reset my password?").model_dump().values()
+    headline, fields, steps, a, b = call(client, *ticket, *flags_a, *flags_b, api_name="/compare")
     assert call(client, text="How do I reset my password?", api_name="/compare")[1] == fields  # B's default: no automatic reply
     marked = {row[0] for row in fields["data"] if row[3]}
-    assert marked == {"reply", "needs_human"}
+    assert marked == {"Reply", "Needs human"}  # labelled in words
     assert [row[0] for row in steps["data"]] == [s.step for s in model.run("x", debug=True).trace]
     assert {row[0] for row in steps["data"] if row[3]} == {"decide"}
     assert a["reply"] and b["reply"] is None and "2 of" in headline
@@ -185,10 +188,11 @@ def test_controls_follow_the_flag_schema():
     assert list(controls) == list(model.Flags.model_fields)
     assert isinstance(controls["mask_pii"], gr.Checkbox) and controls["mask_pii"].value is True
     assert isinstance(controls["top_k"], gr.Slider) and (controls["top_k"].minimum, controls["top_k"].maximum) == (1, 10)
-    assert controls["min_confidence"].info == f"min_confidence · {model.Flags.model_fields['min_confidence'].description}"
-    assert (ticket["customer_tier"].label, controls["mask_pii"].label) == ("Customer tier", "Mask PII")  # words; the name is small print
+    assert controls["min_confidence"].info == model.Flags.model_fields["min_confidence"].description  # words, not code names
+    assert (ticket["customer_tier"].label, controls["mask_pii"].label) == ("Customer tier", "Mask PII")  # words
     assert isinstance(ticket["text"], gr.Textbox) and isinstance(ticket["channel"], gr.Dropdown)
-    assert [c[0] for c in ticket["channel"].choices] == [c.value for c in model.Channel]
+    assert [c[1] for c in ticket["channel"].choices] == [c.value for c in model.Channel]  # what a client sends
+    assert ("Web form", "web_form") in ticket["channel"].choices and ("VIP", "vip") in ticket["customer_tier"].choices  # what a person sees
 
 
 def test_a_new_flag_gets_a_control_without_changing_the_ui():
