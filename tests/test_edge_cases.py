@@ -1,6 +1,7 @@
 """Edge cases: the regression suite over data/edge_cases.csv, the store (masking, duplicates, concurrency,
 import, status), and POST/GET /cases over HTTP."""
 
+import csv
 import subprocess
 import sys
 import warnings
@@ -85,6 +86,22 @@ def test_save_masks_pii_records_the_answer_and_merges_duplicates(tmp_path):
     assert "jo@example.com" in kept.ticket.text and len(edge_cases.load_cases(store)) == 2
     loaded = edge_cases.load_cases(store)[0]
     assert loaded.model_dump(exclude={"keep_pii"}) == first.model_dump(exclude={"keep_pii"})
+
+
+def test_an_older_store_gains_a_column_for_a_new_ticket_field_and_keeps_its_rows(tmp_path):
+    store = tmp_path / "cases.csv"
+    case = {"ticket": {"text": "How do I reset my password?"}, "expected": {"category": "account_access"}}
+    ((old, _),) = edge_cases.save_cases([case], path=store)
+    header, row = store.read_text().splitlines()
+    columns, cells = header.split(","), next(csv.reader([row]))
+    keep = [i for i, c in enumerate(columns) if c != "customer_tier"]  # the store as written before the field existed
+    store.write_text(",".join(columns[i] for i in keep) + "\n" + ",".join(f'"{cells[i]}"' for i in keep) + "\n")
+    assert edge_cases.load_cases(store)[0].ticket.customer_tier == "standard"  # a missing column: the default
+    vip = {"ticket": {"text": "I cannot log in", "customer_tier": "vip"}, "expected": {"category": "account_access"}}
+    edge_cases.save_cases([vip], path=store)
+    assert store.read_text().splitlines()[0].endswith(",customer_tier")
+    assert [c.ticket.customer_tier for c in edge_cases.load_cases(store)] == ["standard", "vip"]
+    assert edge_cases.load_cases(store)[0].id == old.id and not edge_cases.read_cases(store).skipped
 
 
 def test_an_open_case_and_its_status(tmp_path):
