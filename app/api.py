@@ -44,6 +44,7 @@ import litserve as ls
 from fastapi import HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import builder
@@ -126,7 +127,10 @@ class TriageAPI(ls.LitAPI):
 
 # --- schemas: errors, /info, edge cases -----------------------------------------------------------------
 class Problem(BaseModel):
-    detail: str = Field(description="What is wrong, in one sentence.", examples=["Invalid or missing X-API-Key header"])
+    detail: str = Field(
+        description="What is wrong, in one sentence.",
+        examples=["credentials missing or wrong: send the header X-API-Key, or log in to the app at /"],
+    )
 
 
 class FieldProblem(BaseModel):
@@ -238,14 +242,30 @@ class Reviewed(BaseModel):
 
 
 # --- routes ---------------------------------------------------------------------------------------------
-def validation_error(request, error: RequestValidationError) -> JSONResponse:
-    """422 naming each field, with long or unprintable inputs shortened (never a 500, never the whole body echoed)."""
-    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"], "input": shorten(e.get("input"))} for e in error.errors()]
+def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each field, with long or unprintable inputs shortened (never a 500, never the whole body echoed). A body
+    that is no JSON says so: where it broke and what was sent (FastAPI gives `{}`), or the Content-Type it came with (FastAPI
+    gives a bytes repr)."""
+    detail = []
+    for e in error.errors():
+        problem = {"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"], "input": shorten(e.get("input"))}
+        if e["type"] == "json_invalid":  # loc ("body", position), input {}: the body as sent instead
+            problem |= {
+                "loc": ["body"],
+                "msg": f"invalid JSON: {e['ctx']['error']} at character {e['loc'][1]}",
+                "input": shorten(error.body),
+            }
+        elif isinstance(e.get("input"), bytes):  # not sent as JSON: FastAPI passed the raw bytes on
+            kind = request.headers.get("content-type") or "no Content-Type"
+            problem["msg"] = f"the body must be a JSON object sent as Content-Type: application/json, not {kind}"
+        detail.append(problem)
     return JSONResponse({"detail": detail}, status_code=422)
 
 
 def shorten(value, limit: int = 100):
     """A JSON-safe, short copy of a client's input for an error body."""
+    if isinstance(value, bytes):  # a body that is no JSON: as text, not a Python repr
+        value = value.decode("utf-8", "backslashreplace")
     if isinstance(value, str):
         value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates become visible escapes
         return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
@@ -256,6 +276,26 @@ def shorten(value, limit: int = 100):
     if isinstance(value, (list, tuple)):
         return [shorten(v, limit) for v in value[:20]]
     return value if value is None or isinstance(value, (bool, int, float)) else shorten(str(value), limit)
+
+
+def refuse_other_methods(app) -> None:
+    """Each route's path answers the methods it does not take with 405, `Allow` and a JSON body. Without this, the UI
+    mounted at / takes them: GET /predict was Gradio's 404 page."""
+    allowed: dict[str, set[str]] = {}
+    for route in app.router.routes:
+        if isinstance(route, APIRoute):
+            allowed.setdefault(route.path, set()).update(route.methods)
+
+    def refusal(allow: str):
+        def refuse():
+            raise HTTPException(405, detail=f"method not allowed here; allowed: {allow}", headers={"Allow": allow})
+
+        return refuse
+
+    for path, methods in allowed.items():
+        allow = ", ".join(sorted(methods))
+        others = sorted({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} - methods)
+        app.add_api_route(path, refusal(allow), methods=others, include_in_schema=False)
 
 
 def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
@@ -511,6 +551,7 @@ def build_server() -> TriageServer:
     add_case_routes(server)
     self_hosted_docs(server.app)
     add_service_routes(server, litserve_routes["/info"])
+    refuse_other_methods(server.app)  # last: every route is in
     server.app.add_middleware(WorkerWatch, watch=server.watch)
     server.app.add_middleware(  # outside WorkerWatch
         RequestGuard, max_size=SETTINGS["max_body_bytes"], timeout=SETTINGS["body_timeout"], paths=API_PATHS

@@ -63,7 +63,7 @@ class KeyGate:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        await send_json(send, 401, {"detail": "credentials required: the header X-API-Key, or log in to the app at /"})
+        await send_json(send, 401, {"detail": "credentials missing or wrong: send the header X-API-Key, or log in to the app at /"})
 
     def _session(self, cookie_header: str) -> bool:
         gradio = self.gradio

@@ -19,6 +19,8 @@ Read or written:
     inference_workers, manager._process (stdlib)      the supervisor's watch and kill
     _shutdown_event                                   request_shutdown(): what LitServe's /shutdown does, for SIGTERM
     monitor_internal, uvicorn_graceful_timeout        attributes with no constructor argument, set in TriageServer
+    _disable_openapi_url                              set after __init__ built the app with /openapi.json: run() then
+                                                      leaves out its "Swagger UI is available" line (`ready:` names /docs)
     the routes "/", "/health", "/info", POST /predict take_routes(): replaced by app/api.py's own
     the workers' log line "waiting in the queue for too long"   name_the_queue_timeout()
 Public hooks used instead: model_metadata= (/info), restart_workers=, timeout=, LitAPI(max_batch_size=, batch_timeout=,
@@ -182,6 +184,7 @@ class TriageServer(ls.LitServer):
         self.temporary: list[str] = []  # folders to remove even when the server stops with os._exit (main.py adds its own)
         self.uvicorn_graceful_timeout = graceful_timeout  # LitServe's attribute: what a SIGTERM waits for requests in flight
         self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
+        self._disable_openapi_url = True  # the app has its /openapi.json: this only drops run()'s Swagger line (`ready:` names /docs)
         self.alongside: list = []  # async context managers the HTTP process runs while it serves (main.py: the UI)
 
     def _init_manager(self, num_api_servers: int):

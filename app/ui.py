@@ -89,7 +89,7 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
         gr.Markdown("One ticket through the pipeline: the answer, then every step in its own panel.")
         with gr.Row():
             with gr.Column(scale=3):
-                ticket = controls(model.Ticket)
+                ticket = ticket_controls()
                 with gr.Accordion("Feature flags", open=False):
                     flags = controls(flags_schema)
                 go = gr.Button("Triage", variant="primary")
@@ -156,7 +156,7 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
             "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `python model.py "
             "candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
         )
-        ticket = controls(model.Ticket)
+        ticket = ticket_controls()
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
         version_b = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
             ["served", *versions.listing()],
@@ -529,6 +529,14 @@ def control(name: str, field, value=None) -> gr.components.Component:
 def controls(schema: type[BaseModel], **values) -> dict[str, gr.components.Component]:
     """One control per field of `schema`, keyed by the field's name; `values` overrides defaults."""
     return {name: control(name, field, values.get(name)) for name, field in schema.model_fields.items()}
+
+
+def ticket_controls() -> dict[str, gr.components.Component]:
+    """A ticket's controls (model.Ticket): the text, then its other fields side by side."""
+    fields = model.Ticket.model_fields
+    text = control("text", fields["text"])
+    with gr.Row():
+        return {"text": text} | {name: control(name, field) for name, field in fields.items() if name != "text"}
 
 
 def prefixed(components: dict[str, gr.components.Component], prefix: str) -> dict[str, gr.components.Component]:

@@ -84,6 +84,25 @@ def test_bad_input_is_422_naming_the_field(server, body, field):
 def test_malformed_json_is_422(server):
     response = requests.post(f"{server.url}/predict", data=b'{"text": "hi"', headers={"Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 422 and "json" in response.text.lower()
+    (problem,) = response.json()["detail"]  # where it broke and what was sent, not FastAPI's `"input": {}`
+    assert problem["loc"] == ["body"] and problem["input"] == '{"text": "hi"' and "at character 13" in problem["msg"], problem
+
+
+def test_a_form_encoded_body_is_422_naming_the_content_type(server):
+    response = requests.post(f"{server.url}/predict", data={"text": "hi there"}, timeout=30)
+    (problem,) = response.json()["detail"]
+    assert response.status_code == 422 and problem["input"] == "text=hi+there", problem  # text, never a bytes repr "b'...'"
+    assert "application/json" in problem["msg"] and "application/x-www-form-urlencoded" in problem["msg"], problem
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"), [("GET", "/predict", "POST"), ("DELETE", "/cases", "GET, POST"), ("POST", "/health", "GET")]
+)
+def test_a_method_a_path_does_not_take_is_405_with_allow(server, method, path, allow):
+    """The UI mounted at / must not take them (GET /predict was Gradio's 404)."""
+    response = requests.request(method, f"{server.url}{path}", timeout=30)
+    assert response.status_code == 405 and response.headers["Allow"] == allow, (response.status_code, response.text[:200])
+    assert allow in response.json()["detail"]
 
 
 def test_a_body_over_the_limit_is_413(server):
@@ -206,6 +225,7 @@ def test_start_up_talks(server):
     log = server.log.read_text()
     url = f"http://127.0.0.1:{server.port}"
     assert "pipeline ready in" in log and f"ready: the API at {url}/predict, its docs at {url}/docs" in log
+    assert log.count(f"{url}/docs") == 1, log  # LitServe's own "Swagger UI is available at" line is left out
     assert log.index("ready: the API") < log.index(f"ready: the app at {url}/")  # the UI loads while the API answers
 
 
@@ -277,8 +297,9 @@ def test_readme_python_example_runs_as_written(server, capsys):
 
 # --- API key, timeouts, shutdown ----------------------------------------------------------------------
 def test_api_key(strict_server):
-    assert predict(strict_server, {"text": "hi"}).status_code == 401
-    assert predict(strict_server, {"text": "hi"}, headers={"X-API-Key": "wrong"}).status_code == 401
+    for headers in ({}, {"X-API-Key": "wrong"}):  # the same answer for both, and it says so
+        refused = predict(strict_server, {"text": "hi"}, headers=headers)
+        assert refused.status_code == 401 and "missing or wrong" in refused.json()["detail"], refused.text
     assert predict(strict_server, {"text": "hi"}, headers={"X-API-Key": "sesame"}).status_code == 200
     assert requests.get(f"{strict_server.url}/health", timeout=5).status_code == 200  # open to load balancers
     assert requests.get(f"{strict_server.url}/info", timeout=5).status_code == 401

@@ -33,7 +33,9 @@ def changed(source: str, edits: list[tuple[str, str, str]]) -> str:
         at = [i for i, line in enumerate(lines) if line.strip().startswith(start)]
         assert len(at) == 1, f"README's edit anchor {start!r} is on {len(at)} lines of model.py, not one"
         position = at[0] + (where == "after")
-        lines[position:position] = block.split("\n")[:-1]
+        added = block.split("\n")[:-1]
+        top_level = not added[0].startswith(" ")  # a class or function: two blank lines after it, as ruff formats model.py
+        lines[position:position] = added + ["", ""] * top_level
     return "\n".join(lines)
 
 

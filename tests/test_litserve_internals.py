@@ -42,6 +42,7 @@ ATTRIBUTES = {
     "uvicorn_graceful_timeout": "__init__",  # TriageServer.__init__ (no constructor argument)
     "inference_workers": "run",  # TriageServer._die
     "_transport": "_init_manager",  # TriageServer._init_manager puts AnswerTransport there
+    "_disable_openapi_url": "__init__",  # TriageServer.__init__ (after the app is built: only the Swagger log line)
 }
 
 
@@ -118,6 +119,14 @@ def test_the_queue_timeout_line_is_still_logged_where_it_is_renamed():
     assert "waiting in the queue for too long" in inspect.getsource(simple_loops), REREAD.format(
         what="its queue-timeout log line", where="name_the_queue_timeout"
     )
+
+
+def test_disable_openapi_url_after_init_only_silences_the_swagger_line():
+    """TriageServer sets it once the app is built with /openapi.json: run() reads it for its log line, nothing else."""
+    source = inspect.getsource(litserve.LitServer)
+    assert source.count("_disable_openapi_url") == 2 and "if not self._disable_openapi_url:" in inspect.getsource(litserve.LitServer.run)
+    server = TriageServer(litserve.test_examples.SimpleLitAPI(), accelerator="cpu", graceful_timeout=1)
+    assert server.app.openapi_url == "/openapi.json"
 
 
 def test_the_shutdown_event_is_what_run_waits_on():
