@@ -11,7 +11,7 @@ configfile: "config.yaml"
 
 DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/eval_style.csv", "data/orders.py"]
 ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.npz", "orders.bloom")
-if os.environ.get("TRIAGE_ENCODER", "onnx-int8") != "torch":  # the ONNX encoders' files (model.ENCODER_FILES)
+if os.environ.get("TRIAGE_ENCODER", "onnx-int8") != "torch":  # the ONNX encoders' files (building/builder.py: ENCODER_FILES)
     ARTIFACTS += multiext("artifacts/", "encoder.onnx", "tokenizer.json")
 
 
@@ -25,11 +25,11 @@ rule artifacts:
     """The faiss index, classifier, Bloom filter and manifest, built from data/."""
     input:
         DATA,
-        local(["model.py", "builder.py", "encoders.py"]),  # code ships with the container image, not through cluster storage
+        local(["model.py", "building/builder.py", "building/encoders.py"]),  # code ships with the container image, not through cluster storage
     output:
         ARTIFACTS,
     shell:
-        "python model.py build"
+        "python -m building build"
 
 
 rule eval:
@@ -40,17 +40,17 @@ rule eval:
     output:
         "reports/eval_metrics.json",
     shell:
-        "python model.py eval > {output}"
+        "python -m building eval > {output}"
 
 
 rule candidate:
     """A candidate version from data/ and the suite's training examples, in versions/ beside the served one; then
-    judge it: python model.py gate NAME (promote and rollback are commands, never a side effect of a workflow)."""
+    judge it: python -m loop gate NAME (promote and rollback are commands, never a side effect of a workflow)."""
     input:
         ARTIFACTS,
         "data/edge_cases.csv",
     shell:
-        "python model.py candidate"
+        "python -m loop candidate"
 
 
 rule test:

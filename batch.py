@@ -8,7 +8,7 @@ app's Batch tab), streaming the input, scoring it, the state that lets a killed 
 is streamed in chunks through `model.run_batch` (debug off), so memory stays flat however long the file is. Every
 input row gives exactly one output row, in order; a row the pipeline cannot take (empty text, too long, ...) keeps
 its columns and gets an `error`. What the report says and shows (tallies, metrics, comparisons, figures, the HTML
-page) is computed from the scored CSV alone by `reporting.py`, which is what lets `merge()` join shards scored in
+page) is computed from the scored CSV alone by `reports.py`, which is what lets `merge()` join shards scored in
 parallel into the same report.
 
 Nothing is destroyed: the input is never an output; every file is written under a temporary name and
@@ -36,13 +36,11 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 from tqdm import tqdm
 
-import builder
-import edge_cases
-import files
 import model
-import reporting
-import review
-from reporting import COMPARE_PREFIX, BatchInputError, read_report
+from building import builder, files
+from loop import edge_cases, review
+from reporting import reports
+from reporting.reports import COMPARE_PREFIX, BatchInputError, read_report
 
 CHUNK_SIZE = 2048  # rows per run_batch call: big enough to batch well, small enough to keep memory flat
 
@@ -121,7 +119,7 @@ def cmd_cases(args) -> int:
     """Every edge case against the pipeline now, as a report; 0 whatever the verdicts."""
     summary = cases_report(args.output)
     print(json.dumps({k: summary[k] for k in ("cases", "fixed", "open", "broken", "newly fixed")}) + f" -> {args.output}")
-    return 0  # the report is the product; `python model.py cases check` exits 1 on a broken case
+    return 0  # the report is the product; `python -m loop cases check` exits 1 on a broken case
 
 
 def _finished(summary: dict[str, Any], args) -> int:
@@ -195,7 +193,7 @@ def report(
             {**identity, "rows_done": 0, "bytes_done": 0, "sha256": "", "elapsed_s": 0.0},
             hashlib.sha256(),
         )
-        model.resources()  # load the model before the clock starts: elapsed_s is scoring time
+        builder.ready()  # load the artifacts before the clock starts: elapsed_s is scoring time
         try:
             text_column, label_column = _score(
                 input_path,
@@ -506,17 +504,17 @@ def summarize(
     output_path: str | Path | None = None,
     baseline: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The scored CSV's summary (`reporting.summary`), written as .json (and the .html report) beside `output_path`
+    """The scored CSV's summary (`reports.summary`), written as .json (and the .html report) beside `output_path`
     (default: the scored CSV itself), each under a temporary name first. `baseline`: an earlier scored CSV of the same
     input, compared row by row. Returns the summary, its `outputs` the paths of the files written (the files
     themselves name each other by name only: they are shared, their folder is not)."""
     output_path = Path(output_path or scored_csv)
-    summary = reporting.summary(
+    summary = reports.summary(
         scored_csv, text_column, label_column, elapsed_s=elapsed_s, run=run, output_path=output_path, baseline=baseline
     )
     files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
-        files.write_atomic(output_path.with_suffix(".html"), reporting.report_html(summary))
+        files.write_atomic(output_path.with_suffix(".html"), reports.report_html(summary))
     return {**summary, "outputs": {kind: str(output_path.with_suffix(kind)) for kind in summary["outputs"]}}
 
 
@@ -658,13 +656,13 @@ def cases_report(output_path: str | Path) -> dict[str, Any]:
     output_path = Path(output_path)
     check_output(output_path, [edge_cases.cases_file()])
     results = edge_cases.check_cases()
-    rows, counts = reporting.case_rows(results), edge_cases.verdict_counts(results)
-    summary = reporting.cases_summary(rows, counts, edge_cases.cases_file(), output_path)
+    rows, counts = reports.case_rows(results), edge_cases.verdict_counts(results)
+    summary = reports.cases_summary(rows, counts, edge_cases.cases_file(), output_path)
     with writing(output_path):
         cells = pd.DataFrame(rows).fillna("").map(files.spreadsheet_safe)  # the store's texts and notes run no formula
         files.write_atomic(output_path, cells.rename(columns=files.spreadsheet_safe).to_csv(index=False))
         files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
-        files.write_atomic(output_path.with_suffix(".html"), reporting.cases_html(summary, counts))
+        files.write_atomic(output_path.with_suffix(".html"), reports.cases_html(summary, counts))
     return summary
 
 

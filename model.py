@@ -13,22 +13,21 @@ An online shop's customer message goes through six steps:
 
 Every step is a plain function that can be called on its own; with `debug=True` it also returns
 what it saw and did. `run()` and `run_batch()` compose them, driven by `Flags`. The schemas below
-are the single source of truth for the UI, the API and the batch report. What the steps load
-(index, classifier, Bloom filter, encoder) is built from data/ into artifacts/ by builder.py, on
-first use when missing or stale (`resources()`, at the bottom). Beside this file: encoders.py
-runs the embedding model, edge_cases.py keeps the flagged cases, commands.py is the command line.
+are the single source of truth for the UI, the API and the batch report. What the steps run on
+(index, classifier, Bloom filter, encoder: `resources()`, at the bottom) is built from data/ by the
+build (building/), which loads it: this file imports nothing of the project, everything else imports it.
 
     >>> import model
+    >>> from building import builder
+    >>> builder.ready()  # load the artifacts, or build them when missing or stale
     >>> model.run("Where is my parcel? Order 75983714").category
     <Category.order_status: 'order_status'>
 """
 
 import hashlib
-import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 import unicodedata
@@ -39,41 +38,14 @@ from typing import Annotated, Any, NamedTuple
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-import encoders
-import files
-import versions
-
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
 # ---------------------------------------------------------------------------------------------
 PIPELINE_VERSION = "1.0.0"
 ROOT = Path(__file__).resolve().parent
-DATA_DIR = Path(os.environ.get("TRIAGE_DATA_DIR", ROOT / "data"))
-# What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/)
-ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR") or versions.served_dir() or ROOT / "artifacts")
-# The encoder that runs the embedding model (TRIAGE_ENCODER); bench/RESULTS.md compares them:
-#   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
-#   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
-#   torch      PyTorch through sentence-transformers (the reference; imports torch)
-ENCODERS = ("onnx-int8", "onnx", "torch")
+DATA_DIR = Path(os.environ.get("TRIAGE_DATA_DIR", ROOT / "data"))  # what the artifacts are built from (building/builder.py)
 MAX_TEXT_CHARS = 5000
 log = logging.getLogger("triage")
-
-
-def encoder_name() -> str:
-    """The encoder chosen by TRIAGE_ENCODER (default onnx-int8); an unknown name raises `ModelError`."""
-    name = os.environ.get("TRIAGE_ENCODER", ENCODERS[0])
-    if name not in ENCODERS:
-        raise encoders.ModelError(f"TRIAGE_ENCODER={name!r} is not an encoder: choose one of {', '.join(ENCODERS)}")
-    return name
-
-
-def data_files() -> dict[str, Path]:
-    """The inputs the artifacts are built from; their hashes decide when to rebuild."""
-    paths = {name: DATA_DIR / f"{name}.csv" for name in ("articles", "train", "eval", "eval_style")}
-    paths = {name: path for name, path in paths.items() if name != "eval_style" or path.exists()}  # a second voice, when there
-    paths["orders"] = Path(os.environ.get("TRIAGE_ORDERS_FILE", DATA_DIR / "orders.py"))
-    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +461,7 @@ def run_batch(
     flag_list = [Flags.model_validate(f or {}) for f in flag_list]
     if not tickets:
         return []
-    resources()  # load (or build) before the clock starts for the first step
+    resources()  # loaded before the clock starts for the first step (or a clear error)
     traces: list[list[StepTrace]] = [[] for _ in tickets]
 
     timings = {} if timings is None else timings
@@ -590,25 +562,16 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The artifacts the steps run on: built from data/ into artifacts/ by builder.py, loaded once per process
+# What the steps run on: built from data/ by building/builder.py, which loads them into this process
 # ---------------------------------------------------------------------------------------------
-ARTIFACT_FILES = ("articles.faiss", "articles.json", "classifier.npz", "orders.bloom")  # and manifest.json, written last
-ENCODER_FILES = ("encoder.onnx", "tokenizer.json")  # the ONNX encoders' model and tokenizer
-
-
-def artifact_files(encoder: str | None = None) -> tuple[str, ...]:
-    """The files a build writes for `encoder` (default: the chosen one), manifest.json aside."""
-    return ARTIFACT_FILES + (ENCODER_FILES if (encoder or encoder_name()) != "torch" else ())
-
-
 class Resources(NamedTuple):
-    encoder: Any
-    index: Any
+    encoder: Any  # .encode(texts) -> unit-length vectors
+    index: Any  # faiss: the articles' vectors
     articles: list[dict]
     articles_by_id: dict[str, dict]
-    classifier: Any
-    bloom: Any
-    manifest: dict
+    classifier: LinearClassifier
+    bloom: Any  # rbloom: every order number, hashed by order_hash
+    manifest: dict  # what they were built from, and their evaluation
 
 
 _resources: Resources | None = None
@@ -616,102 +579,16 @@ _lock = threading.RLock()
 
 
 def resources() -> Resources:
-    """Everything the steps need, loaded once per process.
-
-    The first call asks builder.py for the artifacts: it loads the saved ones, or builds them when they are missing,
-    stale (new data, model, encoder or code) or damaged. That is the one place the pipeline calls the builder.
-    """
-    global _resources
+    """What the steps run on in this process: installed by `building.builder.ready()`, which every face calls first
+    (it loads the saved artifacts, or builds them when they are missing or stale). This file imports nothing of the
+    project: the build and the loop import it, never the other way round."""
     if _resources is None:
-        with _lock:
-            if _resources is None:
-                import builder  # imported here, not at the top: the builder imports this module
-
-                start = time.perf_counter()
-                _resources = builder.load_or_build()
-                took, saved = time.perf_counter() - start, _resources.manifest
-                version = saved.get("version", "artifacts/, built from data/")
-                log.info(
-                    "pipeline ready in %.1f s: version %s, %s encoder, accuracy %s on eval.csv",
-                    took,
-                    version,
-                    encoder_name(),
-                    saved["eval"]["accuracy"],
-                )
+        raise RuntimeError("the pipeline has no artifacts loaded: call `from building import builder; builder.ready()` first")
     return _resources
 
 
 def install(loaded: Resources | None) -> None:
-    """Run the steps on `loaded` from now on (None: load afresh on next use); the builder evaluates its builds this way."""
+    """Run the steps on `loaded` from now on (None: nothing loaded); `building.builder` installs what it loads or builds."""
     global _resources
     with _lock:
         _resources = loaded
-
-
-def artifact_problem(manifest: dict, folder: Path | None = None) -> str | None:
-    """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
-    recorded = manifest.get("artifacts")
-    if not isinstance(recorded, dict) or set(recorded) != set(artifact_files(manifest.get("encoder", {}).get("name"))):
-        return "manifest.json records no checksums for the artifact files (an older or foreign build)"
-    for name, expected in recorded.items():
-        path = (folder or ARTIFACTS_DIR) / name
-        if not path.is_file():
-            return f"{path} is missing"
-        if path.stat().st_size != expected["bytes"]:
-            return f"{path} has {path.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
-        if files.sha256_file(path) != expected["sha256"]:
-            return f"{path} does not match its SHA-256 in the manifest (damaged or tampered with)"
-    return None
-
-
-def load(manifest: dict, encoder=None, folder: Path | None = None) -> Resources:
-    """The artifacts that `manifest` describes, read from `folder` (default ARTIFACTS_DIR; `encoder`: one already made);
-    a ValueError when they do not fit together. A folder holds all it needs: a version outlives the data it came from."""
-    import faiss
-    import rbloom
-
-    faiss.omp_set_num_threads(1)  # 48 articles: a search takes microseconds; OpenMP threads would only spin against the encoder's
-    folder = folder or ARTIFACTS_DIR
-    saved_articles = json.loads((folder / "articles.json").read_text())  # with their bodies, for the replies
-    articles = [{k: a[k] for k in ("id", "title", "category")} for a in saved_articles]
-    with np.load(folder / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
-        classifier = LinearClassifier(saved["coef"], saved["intercept"], saved["classes"])
-    if encoder is None:
-        on_onnx = manifest["encoder"]["name"] != "torch"
-        on_disk = (folder / f for f in ENCODER_FILES)
-        encoder = encoders.OnnxEncoder(*on_disk) if on_onnx else encoders.TorchEncoder(*encoders.model_source())
-    loaded = Resources(
-        encoder=encoder,
-        index=faiss.read_index(str(folder / "articles.faiss")),
-        articles=articles,
-        articles_by_id={a["id"]: a for a in saved_articles},
-        classifier=classifier,
-        bloom=rbloom.Bloom.load(str(folder / "orders.bloom"), order_hash),
-        manifest=manifest,
-    )
-    problem = shape_problem(loaded)
-    if problem:  # hashes prove the files are the ones the manifest names, not that they fit together
-        raise ValueError(problem)
-    return loaded
-
-
-def shape_problem(res: Resources) -> str | None:
-    """None when the artifacts fit together; else what does not, named: the encoder's width, the index's and the
-    classifier's, the classifier's classes against `Category`, the index's size against the articles."""
-    width = res.encoder.encode(["shape check"]).shape[-1]
-    coef, intercept, classes = res.classifier
-    if res.index.d != width:
-        return f"articles.faiss holds {res.index.d}-dimensional vectors, the encoder makes {width}"
-    if coef.ndim != 2 or coef.shape[1] != width or intercept.shape != (coef.shape[0],) or len(classes) != coef.shape[0]:
-        return f"classifier.npz has weights {coef.shape}, intercept {intercept.shape} and {len(classes)} classes; the encoder makes {width}"
-    if sorted(map(str, classes)) != sorted(c.value for c in Category):
-        return f"classifier.npz knows the classes {sorted(map(str, classes))}, the pipeline {sorted(c.value for c in Category)}"
-    if res.index.ntotal != len(res.articles) or len(res.articles_by_id) != len(res.articles):
-        return f"articles.faiss holds {res.index.ntotal} vectors for {len(res.articles)} articles in articles.json"
-    return None
-
-
-if __name__ == "__main__":  # `python model.py build|eval|cases ...`: the commands live in commands.py
-    import commands
-
-    sys.exit(commands.main())

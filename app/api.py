@@ -47,13 +47,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-import builder
-import edge_cases
 import model
 from app import observe
 from app.guards import RequestGuard, WorkerWatch
 from app.health import HEALTH_FRESH, Watch, watch_parent
 from app.litserve_internals import TriageServer, ask_worker, key_dependencies, name_the_queue_timeout, take_routes
+from building import builder
+from loop import edge_cases
 
 SETTINGS = {
     "max_batch_size": int(os.environ.get("TRIAGE_MAX_BATCH_SIZE", "32")),
@@ -99,7 +99,7 @@ class TriageAPI(ls.LitAPI):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process stops this one
         watch_parent(multiprocessing.parent_process().pid)
         name_the_queue_timeout(SETTINGS["timeout"])
-        model.resources()  # load the model and artifacts (built if missing) before /health says ready
+        builder.ready()  # load the artifacts (built if missing) before /health says ready
         observe.safely(observe.WORKER_STARTS.inc)
 
     def decode_request(self, request: TriageRequest):
@@ -336,7 +336,7 @@ def add_case_routes(server: ls.LitServer) -> None:
     auth = key_dependencies(server)  # the API key, when one is set
 
     def post_case(case: model.EdgeCase, request: Request, response: Response) -> CaseSaved:
-        import review
+        from loop import review
 
         trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
         try:
@@ -358,7 +358,7 @@ def add_case_routes(server: ls.LitServer) -> None:
         offset: int = Query(0, ge=0, le=2**62),  # a database takes a 64-bit offset, not any integer
         limit: int = Query(50, ge=1, le=500),
     ) -> CasePage | QueuePage:
-        import review
+        from loop import review
 
         try:
             if state == CaseState.suite:
@@ -372,12 +372,12 @@ def add_case_routes(server: ls.LitServer) -> None:
             raise HTTPException(503, detail=str(error)) from None
 
     def post_review(decision: Decision, request: Request) -> Reviewed:
-        import review
+        from loop import review
 
         key = os.environ.get("TRIAGE_REVIEW_KEY") or os.environ.get("LIT_SERVER_API_KEY")
         if not key:
             raise HTTPException(403, detail="reviewing over HTTP is off: set TRIAGE_REVIEW_KEY (or LIT_SERVER_API_KEY) on the "
-                                "server, or run python model.py cases accept|reject on its machine")  # fmt: skip
+                                "server, or run python -m loop cases accept|reject on its machine")  # fmt: skip
         if not secrets.compare_digest(request.headers.get("x-review-key", ""), key):
             raise HTTPException(401, detail="the header X-Review-Key is missing or wrong")
         reviewer = decision.reviewer or "api"

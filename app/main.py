@@ -43,12 +43,12 @@ log = logging.getLogger("triage")
 
 from fastapi import FastAPI  # noqa: E402
 
-import model  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
 from app.late_ui import LateUI  # noqa: E402
 from app.litserve_internals import request_shutdown  # noqa: E402
+from building import builder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "starting: %d inference worker(s) on the %s encoder%s",
         SETTINGS["workers"],
-        model.encoder_name(),
+        builder.encoder_name(),
         "" if args.no_ui else ", and the UI",
     )
     server = build_server()

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import versions
+from building import versions
 
 LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -115,7 +115,7 @@ class ReviewQueue:
     every replica's flags); `triage_review_database_up` is 0 when the database did not answer."""
 
     def collect(self):
-        import review
+        from loop import review
 
         up = GaugeMetricFamily("triage_review_database_up", "1 when the review queue's database answered this scrape.")
         try:
@@ -136,10 +136,10 @@ class ServedVersion:
     """A collector: which version this server serves (versions.py; "artifacts" for artifacts/, built from data/)."""
 
     def collect(self):
-        import model
+        from building import builder
 
         info = GaugeMetricFamily("triage_version_info", "The version this server serves.", labels=["version"])
-        info.add_metric([versions.name_of(model.ARTIFACTS_DIR) or "artifacts"], 1)
+        info.add_metric([versions.name_of(builder.ARTIFACTS_DIR) or "artifacts"], 1)
         yield info
 
 

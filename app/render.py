@@ -10,9 +10,8 @@ import gradio as gr
 import pandas as pd
 from pydantic import BaseModel
 
-import edge_cases
 import model
-import review
+from loop import edge_cases, review
 
 
 def rounded(value: Any) -> Any:
@@ -255,17 +254,15 @@ def check_all() -> tuple[str, list[dict]]:
     )
     if store.skipped:  # lines of the store that are no edge case: named, for someone to mend by hand
         lines = ", ".join(str(s["line"]) for s in store.skipped[:10]) + (" ..." if len(store.skipped) > 10 else "")
-        headline += (
-            f"\n\n{len(store.skipped)} lines of the store skipped as no edge case (lines {lines}): see `python model.py cases check`"
-        )
+        headline += f"\n\n{len(store.skipped)} lines of the store skipped as no edge case (lines {lines}): see `python -m loop cases check`"
     return headline, rows
 
 
 def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     """Each suite case's verdict on the served version (`rows`, from check_all) and on `version`, run in a process of
     its own (gate.side); the cases whose verdicts differ first."""
-    import gate
-    import versions
+    from building import versions
+    from loop import gate
 
     try:
         other = {c["id"]: c for c in gate.side(versions.folder(version), [], sets=False)["cases"]}

@@ -27,12 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 import batch
-import edge_cases
-import gate
 import model
-import reporting
-import review
-import versions
 from app.render import (
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
@@ -54,6 +49,9 @@ from app.render import (
     under_both,
 )
 from app.uploads import only_uploads, report_dir
+from building import builder, versions
+from loop import edge_cases, gate, review
+from reporting import reports
 
 TITLE = "Support-ticket triage"
 INTRO = (
@@ -69,9 +67,14 @@ footer { display: none !important; }
 """
 
 
+def pipeline(ticket: dict, flags: dict, debug: bool) -> model.Triage:
+    builder.ready()  # loaded in this process on first use
+    return model.run(ticket, flags, debug=debug)
+
+
 def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = "http://localhost:7860") -> gr.Blocks:
     """The Blocks app. `run` and `flags_schema` default to the pipeline's own (tests pass variants)."""
-    run = run or (lambda ticket, flags, debug: model.run(ticket, flags, debug=debug))
+    run = run or pipeline
     flags_schema = flags_schema or model.Flags
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # uploads and reports go after an hour: the disk never fills
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -275,7 +278,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         except ValidationError as error:
             raise gr.Error(model.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
-        figures = reporting.figures(scored) + [None] * 3  # a plot without its figure is emptied
+        figures = reports.figures(scored) + [None] * 3  # a plot without its figure is emptied
         return {
             headline: batch_headline(scored),
             **dict(zip(plots, figures[:3], strict=True)),
@@ -398,7 +401,7 @@ def cases_tab() -> None:
 
     def run_both(verdict, source, version, request: gr.Request):
         if version == "none":
-            raise gr.Error("Choose a candidate version first (python model.py candidate makes one).")
+            raise gr.Error("Choose a candidate version first (python -m loop candidate makes one).")
         listed = run_cases(verdict, source, request)
         return listed | {both: under_both(listed[rows], version), shown_both: gr.Column(visible=True)}
 

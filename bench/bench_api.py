@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 import model  # noqa: E402
+from building import builder  # noqa: E402
 
 
 def tickets(n: int) -> list[str]:
@@ -235,7 +236,7 @@ def main() -> None:
                 "startup_s_warm": warm,
                 "startup_s_warm_to_ui": warm_ui,
                 "startup_s_warm_api_only": warm_api_only,
-                "encoder": model.encoder_name(),
+                "encoder": builder.encoder_name(),
                 "server_memory_mb_after_load": memory,
             },
             indent=2,

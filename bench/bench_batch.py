@@ -13,7 +13,7 @@ Method (one run, one machine, side by side):
 - report_size: the HTML report of N labelled rows, compared with B (top_k=1, min_confidence=0.9), in bytes, drawn
   three ways from the same summary: plotly's figures with plotly.js inlined (before issue 19), the same with plotly.js
   gzipped and base64-encoded (a page would decode it with the browser's DecompressionStream before drawing), and
-  the figures in HTML and CSS (`reporting.charts`, what batch.py writes now).
+  the figures in HTML and CSS (`reports.charts`, what batch.py writes now).
 Prints one JSON object.
 """
 
@@ -100,13 +100,13 @@ def report_sizes(rows: int) -> dict:
     import plotly.offline
 
     import batch
-    import reporting
+    from reporting import reports
 
     summary = batch.report(make_csv(rows), OUT / f"size{rows}.csv", compare={"top_k": 1, "min_confidence": 0.9}, progress=False)
     page = (OUT / f"size{rows}.html").read_bytes()
     charts = len(page[page.index(b"<figure") : page.rindex(b"</figure>") + len(b"</figure>")])
     plotly_js = plotly.offline.get_plotlyjs().encode()
-    figures = sum(len(f.to_html(full_html=False, include_plotlyjs=False).encode()) for f in reporting.figures(summary))
+    figures = sum(len(f.to_html(full_html=False, include_plotlyjs=False).encode()) for f in reports.figures(summary))
     loader = 400  # a script that decodes the base64, decompresses it, then draws each figure
     packed = len(base64.b64encode(gzip.compress(plotly_js, 9)))
     return {

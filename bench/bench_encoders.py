@@ -2,7 +2,7 @@
 
     python bench/bench_encoders.py [--tickets 512] [--rounds 3]
 
-Method: for each encoder (TRIAGE_ENCODER = torch, onnx, onnx-int8), `python model.py build` into an
+Method: for each encoder (TRIAGE_ENCODER = torch, onnx, onnx-int8), `python -m building build` into an
 artifacts folder of its own under bench/out/ (cold: ONNX export and quantization included; its
 wall time is the cold build) gives the accuracy and macro-F1 on data/eval.csv. Then, in rounds that
 alternate the encoders (the machine is shared and noisy), a fresh process per encoder imports
@@ -55,7 +55,7 @@ def main() -> None:
         for old in (OUT / encoder).iterdir():
             old.unlink()
         start = time.perf_counter()
-        subprocess.run([sys.executable, "model.py", "build"], cwd=ROOT, env=env(encoder), check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "building", "build"], cwd=ROOT, env=env(encoder), check=True, capture_output=True)
         manifest = json.loads((OUT / encoder / "manifest.json").read_text())
         results[encoder] = {
             "cold_build_s": round(time.perf_counter() - start, 1),

@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_api import free_port, launch, stop, tickets, wrk  # noqa: E402
 
-import encoders  # noqa: E402
-import model  # noqa: E402
+from building import builder, encoders  # noqa: E402
 
 SCORE = """
 import json, sys, time, pandas as pd, model
+from building import builder
+builder.ready()
 texts = json.loads(sys.stdin.readline())
 model.run_batch(texts[:64])
 print("ready", flush=True)
@@ -106,7 +107,7 @@ def main() -> None:
             }
         )
     one_process = in_process(texts, 1, {**base, "TRIAGE_WORKERS": "1"})
-    result = {"cores": cores, "encoder": model.encoder_name(), "tickets": args.tickets, "wrk_seconds": args.seconds}
+    result = {"cores": cores, "encoder": builder.encoder_name(), "tickets": args.tickets, "wrk_seconds": args.seconds}
     result.update(concurrency=args.concurrency, in_process_one_process_all_cores_per_s=round(one_process, 1), rows=rows)
     print(json.dumps(result, indent=2))
     for r in rows:

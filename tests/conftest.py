@@ -23,6 +23,14 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's, never a downloaded browser
 SHOTS = Path(tempfile.gettempdir()) / "ui-shots"  # the browser tests' screenshots at 1400 px, to look at; never committed
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pipeline_ready():
+    """The pipeline's artifacts loaded in the test process (built first when missing or stale), as every face does."""
+    from building import builder
+
+    return builder.ready()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium, headless, driven by Playwright."""

@@ -14,9 +14,9 @@ import requests
 from conftest import Server
 from gradio_client import Client
 
-import encoders
 import model
 from app import ui
+from building import builder, encoders
 
 ROOT = model.ROOT
 
@@ -248,7 +248,7 @@ def test_info_and_health(server):
     assert info["categories"]["billing"] == "billing" and len(info["categories"]) == 8
     assert info["flags"]["top_k"]["default"] == 3 and info["flags"]["top_k"]["maximum"] == 10
     assert info["batching"]["max_batch_size"] >= 8
-    assert info["encoder"]["name"] == model.encoder_name()
+    assert info["encoder"]["name"] == builder.encoder_name()
     assert requests.get(f"{server.url}/health", timeout=5).text == "ok"
 
 

@@ -11,9 +11,9 @@ import pytest
 from conftest import SNAKEMAKE, with_this_python
 
 import batch
-import encoders
 import model
-import reporting
+from building import encoders
+from reporting import reports
 
 ROOT = model.ROOT
 TICKETS = [
@@ -125,7 +125,7 @@ def test_library_report_summary(tickets_csv, tmp_path):
 
 def test_metrics_against_a_hand_computed_example():
     pairs = Counter({("billing", "billing"): 3, ("billing", "feedback"): 1, ("feedback", "feedback"): 2, ("feedback", "billing"): 2})
-    m = reporting.metrics(pairs)
+    m = reports.metrics(pairs)
     assert m["accuracy"] == round(5 / 8, 4)
     # billing: precision 3/5, recall 3/4, F1 = 2*.6*.75/1.35 = 0.6667; feedback: precision 2/3, recall 2/4, F1 = 0.5714
     assert m["per_class"]["billing"] == {"precision": 0.6, "recall": 0.75, "f1": 0.6667, "support": 4}

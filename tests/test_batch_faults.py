@@ -16,9 +16,9 @@ import pytest
 from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
-import edge_cases
-import files
 import model
+from building import files
+from loop import edge_cases
 
 ROOT = model.ROOT
 

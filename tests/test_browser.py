@@ -7,10 +7,9 @@ from conftest import SHOTS, Server, free_port
 from playwright.sync_api import expect
 from pydantic import Field
 
-import edge_cases
 import model
-import review
 from app import ui
+from loop import edge_cases, review
 
 
 def serve(demo):

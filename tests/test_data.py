@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import builder
 import model
+from building import builder
 
 DATA = model.DATA_DIR
 CATEGORIES = {c.value for c in model.Category}

@@ -12,8 +12,8 @@ import requests
 from conftest import Server
 from pydantic import ValidationError
 
-import edge_cases
 import model
+from loop import edge_cases
 from model import CaseStatus, EdgeCase
 
 ROOT = model.ROOT
@@ -36,7 +36,7 @@ def test_no_fixed_edge_case_is_broken():
     assert not regressions(results), "\n".join(regressions(results))
     newly_fixed = [r["id"] for r in results if r["verdict"] == "newly fixed"]
     if newly_fixed:  # good news, said where the engineer sees it
-        warnings.warn(f"open edge cases now pass (mark them fixed: python model.py cases fix {' '.join(newly_fixed)})", stacklevel=1)
+        warnings.warn(f"open edge cases now pass (mark them fixed: python -m loop cases fix {' '.join(newly_fixed)})", stacklevel=1)
 
 
 def test_the_starter_set_has_open_and_fixed_cases():
@@ -68,7 +68,7 @@ def test_cases_check_command_exits_1_on_a_regression(tmp_path):
     text = store.read_text().replace(",account_access,,,,", ",billing,,,,", 1)  # the expected answer, edited by hand to a wrong one
     store.write_text(text)
     env = {"TRIAGE_EDGE_CASES": str(store), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "model.py", "cases", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "loop", "cases", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "broken" in out.stdout and '"broken": 1' in out.stdout, out.stdout + out.stderr
 
 
@@ -141,7 +141,7 @@ def test_import_a_csv_of_cases(tmp_path, monkeypatch):
         'text,expected_category,expected_urgency,note\n"I want my money back, the shoes pinch",returns_refunds,,from an expert\n'
     )
     out = subprocess.run(
-        [sys.executable, "model.py", "cases", "import", "--accept", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "loop", "cases", "import", "--accept", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )  # --accept: straight into the suite, as a reviewer (without it, into the review queue: tests/test_review.py)
     assert out.returncode == 0 and "1 new cases" in out.stdout, out.stderr
     (case,) = edge_cases.load_cases(tmp_path / "cases.csv")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import encoders
 import model
+from building import builder, encoders
 
 ROOT = model.ROOT
 
@@ -30,27 +30,27 @@ def torch_vectors(eval_texts) -> np.ndarray:
 
 def test_the_default_encoder_is_int8_onnx_and_recorded():
     assert os.environ.get("TRIAGE_ENCODER") in (None, "onnx-int8"), "run the suite with the default encoder"
-    manifest = model.resources().manifest
-    assert manifest["encoder"]["name"] == "onnx-int8" and isinstance(model.resources().encoder, encoders.OnnxEncoder)
+    manifest = builder.ready().manifest
+    assert manifest["encoder"]["name"] == "onnx-int8" and isinstance(builder.ready().encoder, encoders.OnnxEncoder)
     assert {"encoder.onnx", "tokenizer.json"} <= set(manifest["artifacts"])
     assert manifest["encoder"]["model_sha256"] == encoders.OFFICIAL_MODEL_SHA256
 
 
 def test_float32_onnx_gives_pytorchs_embeddings(tmp_path, eval_texts, torch_vectors):
-    subprocess.run([sys.executable, "model.py", "export-onnx", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "building", "export-onnx", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
     vectors = encoders.OnnxEncoder(tmp_path / "encoder.onnx", tmp_path / "tokenizer.json").encode(eval_texts)
     cosine = (vectors * torch_vectors).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine.min()
 
 
 def test_int8_embeddings_stay_close_to_pytorchs(eval_texts, torch_vectors):
-    cosine = (model.resources().encoder.encode(eval_texts) * torch_vectors).sum(axis=1)
+    cosine = (builder.ready().encoder.encode(eval_texts) * torch_vectors).sum(axis=1)
     assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, (cosine.mean(), cosine.min())
 
 
 def test_an_embedding_does_not_depend_on_its_batch(eval_texts):
     """Bit for bit: alone, in a shuffled batch of all eval tickets, and padded beside the longest ticket."""
-    encoder = model.resources().encoder
+    encoder = builder.ready().encoder
     together = encoder.encode(eval_texts)
     order = list(range(len(eval_texts)))
     random.Random(7).shuffle(order)
@@ -80,7 +80,7 @@ def test_texts_run_in_groups_of_similar_length():
 def test_a_batch_is_padded_to_its_longest_text_only():
     """Padding costs: a batch of short tickets runs at their length, never at the saved tokenizer's 128 tokens
     (an encoder that padded every batch to 128 ran 9x slower, with the same answers)."""
-    encoder = model.resources().encoder
+    encoder = builder.ready().encoder
     texts = ["hi", "where is my parcel"]
     lengths = [len(encoder.tokenizer.encode(t)) for t in texts]
     assert encoder.inputs(texts)["input_ids"].shape == (2, max(lengths)) and max(lengths) < 16, lengths
@@ -97,7 +97,11 @@ def test_run_equals_run_batch_for_every_eval_ticket_in_a_shuffled_batch():
 
 def test_an_unknown_encoder_is_refused_naming_the_choices():
     done = subprocess.run(
-        [sys.executable, "model.py", "eval"], cwd=ROOT, env={**os.environ, "TRIAGE_ENCODER": "tensorflow"}, capture_output=True, text=True
+        [sys.executable, "-m", "building", "eval"],
+        cwd=ROOT,
+        env={**os.environ, "TRIAGE_ENCODER": "tensorflow"},
+        capture_output=True,
+        text=True,
     )
     assert done.returncode != 0 and "TRIAGE_ENCODER='tensorflow'" in done.stderr and "onnx-int8, onnx, torch" in done.stderr
 
@@ -105,11 +109,11 @@ def test_an_unknown_encoder_is_refused_naming_the_choices():
 def test_the_torch_encoder_builds_its_own_artifacts_and_the_default_is_as_accurate(tmp_path):
     """TRIAGE_ENCODER=torch still works (the reference), and the default's accuracy is within 0.01 of it."""
     env = {**os.environ, "TRIAGE_ENCODER": "torch", "TRIAGE_ARTIFACTS_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "model.py", "build"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "building", "build"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     torch_manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert torch_manifest["encoder"]["name"] == "torch" and "encoder.onnx" not in torch_manifest["artifacts"]
     assert not (tmp_path / "encoder.onnx").exists()
-    default = model.resources().manifest["eval"]
+    default = builder.ready().manifest["eval"]
     assert abs(default["accuracy"] - torch_manifest["eval"]["accuracy"]) <= 0.01, (default, torch_manifest["eval"])
 
 
@@ -128,8 +132,8 @@ def test_batch_py_never_imports_torch(tmp_path):
 def test_workers_times_threads_fit_the_cores_the_process_may_use(monkeypatch):
     """By default each of TRIAGE_WORKERS workers gets its share of the usable cores (at least one); TRIAGE_ORT_THREADS overrides."""
     cores = len(os.sched_getaffinity(0))
-    files = model.ARTIFACTS_DIR / "encoder.onnx", model.ARTIFACTS_DIR / "tokenizer.json"
-    model.resources()  # the artifacts exist
+    files = builder.ARTIFACTS_DIR / "encoder.onnx", builder.ARTIFACTS_DIR / "tokenizer.json"
+    builder.ready()  # the artifacts exist
     for workers, threads in ((None, cores), ("1", cores), ("2", max(1, cores // 2)), (str(cores * 4), 1)):
         monkeypatch.delenv("TRIAGE_ORT_THREADS", raising=False)
         if workers is None:

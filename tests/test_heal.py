@@ -23,11 +23,10 @@ import yaml
 import zmq
 from conftest import ROOT, Server, free_port
 
-import files
-import model
 from app import api, observe, ui
 from app.health import HEALTH_FRESH, Watch
 from app.litserve_internals import RequestQueue
+from building import builder, files
 
 TIMEOUT = 4  # TRIAGE_TIMEOUT of the servers here: a request's deadline is TIMEOUT + api.RUN_SECONDS
 DEADLINE = TIMEOUT + api.RUN_SECONDS
@@ -341,9 +340,9 @@ def tamper(folder: Path, name: str) -> None:
     ("artifact", "named"), [("classifier.npz", "classifier.npz has weights"), ("classes", "lottery"), ("articles.faiss", "16-dimensional")]
 )
 def test_artifacts_of_the_wrong_shape_are_named_and_never_served(tmp_path, artifact, named):
-    model.resources()  # built
+    builder.ready()  # built
     folder = tmp_path / "artifacts"
-    shutil.copytree(model.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
     tamper(folder, artifact)
     check = "import builder, sys; sys.exit(0 if builder._load_checked() is None else 3)"
     done = subprocess.run(

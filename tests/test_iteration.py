@@ -9,9 +9,8 @@ from conftest import SNAKEMAKE, with_this_python
 from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
-import edge_cases
 import model
-import review
+from loop import edge_cases, review
 
 
 @pytest.fixture(scope="module")

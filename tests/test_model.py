@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-import builder
-import encoders
-import files
 import model
+from building import builder, encoders, files
 from model import Category, Flags, Ticket
 
 KNOWN_ORDER = "75983714"  # in the seeded order set (data/orders.py)
@@ -82,7 +80,7 @@ def _prediction(category, confidence):
 
 
 def _article(category, score):
-    article = next(a for a in model.resources().articles if a["category"] == category)
+    article = next(a for a in builder.ready().articles if a["category"] == category)
     return model.ArticleHit(**article, score=score)
 
 
@@ -214,7 +212,7 @@ def test_accuracy_on_the_evaluation_set():
     metrics = builder.evaluate()
     assert metrics["rows"] >= 160
     assert metrics["accuracy"] >= 0.80, metrics
-    assert model.resources().manifest["eval"]["accuracy"] == metrics["accuracy"]
+    assert builder.ready().manifest["eval"]["accuracy"] == metrics["accuracy"]
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -263,7 +261,7 @@ def test_answering_loads_neither_torch_nor_scikit_learn():
 def test_the_plain_classifier_computes_what_scikit_learn_does():
     from sklearn.linear_model import LogisticRegression
 
-    plain = model.resources().classifier
+    plain = builder.ready().classifier
     reference = LogisticRegression()
     reference.coef_, reference.intercept_, reference.classes_ = plain.coef, plain.intercept, plain.classes_
     vectors, _ = model.embed([model.normalize(t)[0] for t in pd.read_csv(model.DATA_DIR / "eval.csv").text])
@@ -294,11 +292,11 @@ def test_model_checksum_is_the_official_one_and_configurable(monkeypatch):
 @pytest.fixture
 def own_artifacts(tmp_path, monkeypatch):
     """A copy of data/ and artifacts/ in tmp_path that the pipeline uses instead (rebuilds reuse the ONNX encoder)."""
-    model.resources()
+    builder.ready()
     shutil.copytree(model.DATA_DIR, tmp_path / "data")
-    shutil.copytree(model.ARTIFACTS_DIR, tmp_path / "artifacts")
+    shutil.copytree(builder.ARTIFACTS_DIR, tmp_path / "artifacts")
     monkeypatch.setattr(model, "DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(model, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    monkeypatch.setattr(builder, "ARTIFACTS_DIR", tmp_path / "artifacts")
     monkeypatch.setattr(model, "_resources", None)
     return tmp_path / "artifacts"
 
@@ -306,11 +304,11 @@ def own_artifacts(tmp_path, monkeypatch):
 def reload() -> dict:
     """Load the artifacts afresh, as a new process would; returns the manifest in use."""
     model._resources = None
-    return model.resources().manifest
+    return builder.ready().manifest
 
 
 def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
-    before = model.resources().manifest
+    before = builder.ready().manifest
     assert before["built_at"] == json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["built_at"]  # loaded, not rebuilt
 
     with open(tmp_path / "data" / "train.csv", "a") as f:
@@ -323,14 +321,14 @@ def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
 
 # --- artifacts hold no pickle and are checked by hash -------------------------------------------------
 def test_artifacts_are_plain_files_recorded_with_size_and_sha256():
-    manifest = model.resources().manifest
-    assert set(manifest["artifacts"]) == set(model.artifact_files())
+    manifest = builder.ready().manifest
+    assert set(manifest["artifacts"]) == set(builder.artifact_files())
     for name, recorded in manifest["artifacts"].items():
-        path = model.ARTIFACTS_DIR / name
+        path = builder.ARTIFACTS_DIR / name
         assert recorded == {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
-    with np.load(model.ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # raises if anything is pickled
+    with np.load(builder.ARTIFACTS_DIR / "classifier.npz", allow_pickle=False) as saved:  # raises if anything is pickled
         assert set(saved.files) == {"coef", "intercept", "classes"}
-    assert not [p.name for p in model.ARTIFACTS_DIR.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
+    assert not [p.name for p in builder.ARTIFACTS_DIR.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
 
 
 class _Payload:
@@ -391,7 +389,7 @@ def test_a_damaged_artifact_is_detected_named_and_rebuilt(own_artifacts, tmp_pat
         manifest = reload()
     assert name in caplog.text and "rebuilding" in caplog.text
     assert not (tmp_path / "pwned").exists()  # no pickle was ever loaded
-    assert model.artifact_problem(manifest) is None  # rebuilt, and now intact
+    assert builder.artifact_problem(manifest) is None  # rebuilt, and now intact
     assert model.run(text) == expected
 
 
@@ -399,19 +397,22 @@ def test_a_damaged_manifest_is_rebuilt(own_artifacts):
     (own_artifacts / "manifest.json").write_text('{"pipeline_version": ')
     manifest = reload()
     assert json.loads((own_artifacts / "manifest.json").read_text())["built_at"] == manifest["built_at"]
-    assert model.artifact_problem(manifest) is None
+    assert builder.artifact_problem(manifest) is None
 
 
 def test_concurrent_first_builds_in_several_processes_are_safe(tmp_path):
     """Two processes start on an empty artifacts folder at once: one builds, the other waits and loads that build."""
-    code = "import json, model; m = model.resources().manifest; print(json.dumps([m['built_at'], model.artifact_problem(m)]))"
+    code = (
+        "import json; from building import builder; m = builder.ready().manifest; "
+        "print(json.dumps([m['built_at'], builder.artifact_problem(m)]))"
+    )
     env = {**__import__("os").environ, "TRIAGE_ARTIFACTS_DIR": str(tmp_path / "artifacts")}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=model.ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1] and outputs[0][1] is None  # one build, seen by both, intact
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
-        [*model.artifact_files(), "manifest.json"]
+        [*builder.artifact_files(), "manifest.json"]
     )
 
 

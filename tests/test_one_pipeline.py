@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 
 import batch
 import model
-from reporting import read_report
+from reporting.reports import read_report
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import pytest
 from conftest import free_port
 
 import model
+from building import builder
 
 README = (model.ROOT / "README.md").read_text()
 RESULTS = (model.ROOT / "bench" / "RESULTS.md").read_text()
@@ -34,13 +35,13 @@ def quoted(pattern: str) -> tuple[str, ...]:
 
 def test_accuracy_and_macro_f1_are_the_builds():
     accuracy, macro_f1 = map(float, quoted(r"category accuracy is \*\*(0\.\d+)\*\* \(macro-F1 (0\.\d+)"))
-    built = model.resources().manifest["eval"]
+    built = builder.ready().manifest["eval"]
     assert abs(accuracy - built["accuracy"]) <= ONE_TICKET and abs(macro_f1 - built["macro_f1"]) <= ONE_TICKET, built
 
 
 def test_the_second_voice_figures_are_the_builds():
     accuracy, macro_f1 = map(float, quoted(r"in a story; [^*]*\)\s+it is \*\*(0\.\d+)\*\* \(macro-F1 (0\.\d+)\)"))
-    built = model.resources().manifest["eval_style"]
+    built = builder.ready().manifest["eval_style"]
     assert abs(accuracy - built["accuracy"]) <= 1 / built["rows"] and abs(macro_f1 - built["macro_f1"]) <= 1 / built["rows"], built
 
 
@@ -59,10 +60,57 @@ def test_automatic_answer_counts_are_the_pipelines(pattern, flags):
     assert abs(answered - len(auto)) <= 1 and abs(wrong - sum(auto)) <= 1, (len(auto), sum(auto))
 
 
+def data_figures() -> dict[str, int]:
+    """What data/ holds, counted the way each file lists it: an intent of data/INTENTS.md is a line "- `name`: ..."."""
+    train, articles = pd.read_csv(model.DATA_DIR / "train.csv", dtype=str), pd.read_csv(model.DATA_DIR / "articles.csv", dtype=str)
+    plain, style = pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str), pd.read_csv(model.DATA_DIR / "eval_style.csv", dtype=str)
+    listed = re.findall(r"^- `(\w+)`: ", (model.DATA_DIR / "INTENTS.md").read_text(), flags=re.MULTILINE)
+    assert set(train.intent) == set(listed), "train.csv and INTENTS.md name different intents"
+    (per_category,) = set(plain.expected_category.value_counts())  # as many of each category
+    (style_per_category,) = set(style.expected_category.value_counts())
+    orders = re.search(r"^COUNT = ([\d_]+)$", (model.DATA_DIR / "orders.py").read_text(), flags=re.MULTILINE)
+    return {
+        "categories": len(model.Category),
+        "intents": len(listed),
+        "train": len(train),
+        "articles": len(articles),
+        "eval": len(plain),
+        "eval per category": per_category,
+        "eval hard": int((plain.difficulty == "hard").sum()),
+        "eval_style": len(style),
+        "eval_style per category": style_per_category,
+        "orders (millions)": int(orders.group(1)) // 1_000_000,
+    }
+
+
+README_DATA_FIGURES = [  # (where README gives figures, which counts of data_figures() they are)
+    (r"one of (\d+) ", ["categories"]),
+    (r"of (\d+)M orders", ["orders (millions)"]),
+    (r"`data/INTENTS.md` \((\d+):", ["intents"]),
+    (r"`data/train.csv` \((\d+) tickets", ["train"]),
+    (r"train\.csv \((\d+) labelled tickets", ["train"]),
+    (r"articles\.csv \((\d+) help-centre articles", ["articles"]),
+    (r"`data/eval.csv`, (\d+) tickets, (\d+) per category, (\d+) of them hard cases", ["eval", "eval per category", "eval hard"]),
+    (r"eval\.csv \((\d+) held-out tickets", ["eval"]),
+    (r"\d+ of the (\d+) tickets are answered automatically", ["eval"]),
+    (r"`data/eval_style.csv`, (\d+) tickets, (\d+) per category", ["eval_style", "eval_style per category"]),
+]
+
+
+@pytest.mark.parametrize(("pattern", "figures"), README_DATA_FIGURES, ids=[", ".join(f) for _, f in README_DATA_FIGURES])
+def test_the_data_figures_are_the_data(pattern, figures):
+    """Every count README gives of data/ (categories, intents, tickets, articles, orders) is what the files hold."""
+    found = re.search(pattern, " ".join(README.split()))  # a figure and its words may be on two lines
+    assert found, f"README.md no longer says: {pattern}"
+    actual = data_figures()
+    for quoted_figure, name in zip(found.groups(), figures, strict=True):
+        assert int(quoted_figure) == actual[name], f"README says {quoted_figure} for {name}; data/ holds {actual[name]}"
+
+
 def test_the_encoder_table_is_the_benchmarks():
     """Each row of README's encoder table appears, figure for figure, in bench/RESULTS.md's table."""
     rows = re.findall(r"^\| `(onnx-int8|onnx|torch)` \|(.+)\|$", README, flags=re.MULTILINE)
-    assert {name for name, _ in rows} == set(model.ENCODERS)
+    assert {name for name, _ in rows} == set(builder.ENCODERS)
     for name, cells in rows:
         figures = re.findall(r"\d+(?:\.\d+)?", cells)
         result_row = re.search(rf"^\| `{re.escape(name)}` \|(.+)\|$", RESULTS, flags=re.MULTILINE)
@@ -70,11 +118,15 @@ def test_the_encoder_table_is_the_benchmarks():
         assert figures and all(f in re.findall(r"\d+(?:\.\d+)?", result_row.group(1)) for f in figures), (name, figures)
 
 
-def test_the_torch_cpu_index_is_the_same_everywhere():
-    """README's set-up line, the Dockerfile and the GitHub workflow all take torch from PyTorch's CPU index."""
+def test_the_set_up_line_needs_only_the_ordinary_package_index():
+    """README's set-up line installs from the index pip is set to use and no other (an extra index that cannot be reached
+    stalls pip for many minutes); PyTorch's CPU index is the variant README names for the real PyPI, where torch is the
+    CUDA build, and the one the Dockerfile and the GitHub workflow use."""
     index = "--extra-index-url https://download.pytorch.org/whl/cpu"
     setup = next(line for line in README.splitlines() if line.rstrip().endswith("# set-up"))
-    assert index in setup and "python3 -m venv .venv" in setup
+    assert "index-url" not in setup and "python3 -m venv .venv" in setup and ".venv/bin/pip install -r requirements.txt" in setup
+    assert f"`.venv/bin/pip install {index} -r requirements.txt`" in " ".join(README.split())
+    assert re.search(r"^torch==\d", (model.ROOT / "requirements.txt").read_text(), flags=re.MULTILINE), "torch is no longer pinned"
     assert index in (model.ROOT / "Dockerfile").read_text()
     assert index in (model.ROOT / ".github" / "workflows" / "suite.yml").read_text()
 

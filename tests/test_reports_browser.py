@@ -8,7 +8,7 @@ import pandas as pd
 from conftest import SHOTS
 
 import batch
-import edge_cases
+from loop import edge_cases
 
 WIDTH = 1400
 LONG = "https://example.com/orders/" + "x7" * 60  # one 147-character word: it can only wrap inside its cell

@@ -11,9 +11,8 @@ import pytest
 import requests
 from conftest import Server
 
-import edge_cases
 import model
-import review
+from loop import edge_cases, review
 
 ROOT = model.ROOT
 
@@ -115,7 +114,7 @@ def test_a_newer_schema_is_refused(queue):
 
 FLAGGER = """
 import json, sys
-import review
+from loop import review
 name = sys.argv[1]
 cases = [{"ticket": {"text": f"{name} was charged twice, case {i}"}, "expected": {"category": "billing"}} for i in range(8)]
 cases += [{"ticket": {"text": f"Shared complaint {i}"}, "expected": {"category": "feedback"}} for i in range(4)]
@@ -158,7 +157,9 @@ def test_postgresql_going_down_is_named_and_the_queue_recovers(postgres, monkeyp
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "model.py", "cases", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "loop", "cases", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True
+    )
 
 
 def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):

@@ -15,8 +15,8 @@ import requests
 from conftest import Server
 from pydantic import ValidationError
 
-import edge_cases
 import model
+from loop import edge_cases
 from model import CaseStatus
 
 ROOT = model.ROOT
@@ -130,7 +130,7 @@ def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
     assert edge_cases.set_case_status([third.id], CaseStatus.open, path=store) == 1 and edge_cases.load_cases(store) == [*saved, third]
 
     out = subprocess.run(
-        [sys.executable, "model.py", "cases", "check"],
+        [sys.executable, "-m", "loop", "cases", "check"],
         cwd=ROOT,
         env={**os.environ, "TRIAGE_EDGE_CASES": str(store)},
         capture_output=True,
@@ -150,7 +150,7 @@ def test_a_store_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(edge_cases.StoreUnavailable, match="is a directory"):
         edge_cases.save_cases([case("Where is order 75983714?")], path=store)
     out = subprocess.run(
-        [sys.executable, "model.py", "cases", "fix", "abc"],
+        [sys.executable, "-m", "loop", "cases", "fix", "abc"],
         cwd=ROOT,
         env={**os.environ, "TRIAGE_EDGE_CASES": str(store)},
         capture_output=True,

@@ -16,10 +16,9 @@ from gradio_client import Client, handle_file
 from pydantic import Field
 
 import batch
-import edge_cases
 import model
-import review
 from app import render, ui, uploads
+from loop import edge_cases, review
 
 TIMEOUT = 120
 

@@ -11,10 +11,9 @@ import pytest
 import requests
 from conftest import Server, free_port
 
-import edge_cases
 import model
-import review
-import versions
+from building import versions
+from loop import edge_cases, review
 
 ROOT = model.ROOT
 MISROUTED = "Lovely toaster, just far too noisy for our kitchen, so it is going back"  # a return the model calls feedback

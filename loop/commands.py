@@ -1,7 +1,7 @@
-"""The command line, one function per command (`python model.py COMMAND` runs this file's `main`).
+"""The loop's command line, one function per command (`python -m loop COMMAND` runs this file's `main`; the build's own
+commands are `python -m building build|eval`).
 
-Pipeline: `eval` (accuracy and macro-F1 on data/eval.csv, the default), `build` (artifacts/ from data/, builder.py),
-`export-onnx DIR [--int8]` (the build runs it). Edge cases: `cases check` (the regression suite, edge_cases.py),
+Edge cases: `cases check` (the regression suite, edge_cases.py),
 `cases queue|accept|reject` (the review queue, review.py), `cases import FILE.csv [--accept]`, `cases fix|reopen|train
 ID ...`. Versions: `candidate`, `gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions`
 (versions.py).
@@ -13,26 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-import builder
-import edge_cases
-import review
-import versions
+from building import builder, versions
+from loop import edge_cases, review
 from model import CaseStatus, Category, Urgency
-
-
-def cmd_eval(args) -> int:
-    print(json.dumps(builder.evaluate(), indent=2))
-    return 0
-
-
-def cmd_build(args) -> int:
-    print(json.dumps(builder.build_artifacts()["eval"], indent=2))
-    return 0
-
-
-def cmd_export_onnx(args) -> int:
-    builder.export_onnx(args.dir, args.int8)
-    return 0
 
 
 def cmd_cases_check(args) -> int:
@@ -96,7 +79,7 @@ def not_pending(ids: list[str]) -> None:
     pending = {f.case.id for f in review.pending(ids)}
     missing = [i for i in ids if i not in pending]
     if missing:
-        sys.exit(f"nothing changed: no pending case {', '.join(missing)} (see python model.py cases queue --state all)")
+        sys.exit(f"nothing changed: no pending case {', '.join(missing)} (see python -m loop cases queue --state all)")
 
 
 def cmd_cases_status(args) -> int:
@@ -116,20 +99,20 @@ def cmd_cases_status(args) -> int:
 
 
 def cmd_cases_train(args) -> int:
-    """Mark suite cases as training examples: candidates learn from them (`python model.py candidate`)."""
+    """Mark suite cases as training examples: candidates learn from them (`python -m loop candidate`)."""
     print(f"{edge_cases.mark_cases(args.args, train=True)} cases marked as training examples")
     return 0
 
 
 def cmd_candidate(args) -> int:
-    built = builder.build_candidate()
+    built = builder.build_candidate([c for c in edge_cases.load_cases() if c.train])
     print(json.dumps({k: built.get(k) for k in ("version", "based_on", "training_cases", "eval", "eval_style")}, indent=2))
-    print(f"next: python model.py gate {built['version']}", file=sys.stderr)
+    print(f"next: python -m loop gate {built['version']}", file=sys.stderr)
     return 0
 
 
 def cmd_gate(args) -> int:
-    import gate
+    from loop import gate
 
     verdict = gate.run(args.version, args.batch)
     for name, s in verdict["sets"].items():
@@ -145,7 +128,7 @@ def cmd_gate(args) -> int:
 
 def cmd_promote(args) -> int:
     before = versions.promote(args.version, force=args.force)
-    print(f"{args.version} is served from the next start of each server (was {before}); undo: python model.py rollback")
+    print(f"{args.version} is served from the next start of each server (was {before}); undo: python -m loop rollback")
     return 0
 
 
@@ -182,11 +165,8 @@ CASE_ACTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python model.py", description="Build, evaluate and check the triage pipeline.")
-    parser.set_defaults(run=cmd_eval)
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("eval", help="accuracy on data/eval.csv (the default command)").set_defaults(run=cmd_eval)
-    commands.add_parser("build", help="build the artifacts from data/ and print the evaluation").set_defaults(run=cmd_build)
+    parser = argparse.ArgumentParser(prog="python -m loop", description="The loop: edge cases, review, candidates, the gate, versions.")
+    commands = parser.add_subparsers(dest="command", required=True)
     cases = commands.add_parser("cases", help="the edge cases: check the suite, review the queue, import a CSV, mark fixed or open")
     cases.add_argument("action", choices=list(CASE_ACTIONS), nargs="?", default="check")
     cases.add_argument("args", nargs="*", help="import: CSV files; accept, reject, fix, reopen: case ids")
@@ -210,10 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     promoting.set_defaults(run=cmd_promote)
     commands.add_parser("rollback", help="serve again what was served before the last promotion").set_defaults(run=cmd_rollback)
     commands.add_parser("versions", help="the versions kept, which is served, their gates").set_defaults(run=cmd_versions)
-    export = commands.add_parser("export-onnx", help="export the embedding model to ONNX into DIR (the build runs this)")
-    export.add_argument("dir", type=Path)
-    export.add_argument("--int8", action="store_true", help="static int8 quantization, calibrated on data/train.csv")
-    export.set_defaults(run=cmd_export_onnx)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command == "cases" and not any(r.startswith("-") for r in rest):
         args.args += rest  # `cases import --accept FILE`: argparse leaves positionals that come after an option

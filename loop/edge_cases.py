@@ -1,8 +1,8 @@
 """The edge-case store: cases flagged from every face, kept in one append-only CSV, run as a regression suite.
 
-    python model.py cases check              # every case against the pipeline as it is now (exit 1 on a regression)
-    python model.py cases import FILE.csv     # add cases from a CSV (text, expected_category, ...)
-    python model.py cases fix|reopen ID ...   # mark cases fixed or open
+    python -m loop cases check              # every case against the pipeline as it is now (exit 1 on a regression)
+    python -m loop cases import FILE.csv     # add cases from a CSV (text, expected_category, ...)
+    python -m loop cases fix|reopen ID ...   # mark cases fixed or open
 
 A case (`model.EdgeCase`) is a ticket, its flags and the answer a person expects. `save_cases` records the
 pipeline's answer at the time and appends new cases atomically under a lock; `read_cases` reads the store,
@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 import model
-from files import file_lock, spreadsheet_safe, spreadsheet_text
+from building import builder
+from building.files import file_lock, spreadsheet_safe, spreadsheet_text
 from model import (
     PIPELINE_VERSION,
     CaseSource,
@@ -100,6 +101,7 @@ def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> lis
         for c in cases
     ]
     tickets = [c.ticket for c in cases]
+    builder.ready()
     answers = model.run_batch(tickets, [c.flags for c in cases])
     stamp, fingerprint_now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), artifacts_fingerprint()
     return [
@@ -223,6 +225,7 @@ def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
     `newly fixed` (an open case now right: mark it fixed), or `training` for a training example: candidates learn
     from it, so getting it right proves nothing and it is never counted as fixed or broken."""
     cases = load_cases() if cases is None else cases
+    builder.ready()
     answers = model.run_batch([c.ticket for c in cases], [c.flags for c in cases])
     results = []
     for case, answer in zip(cases, answers, strict=True):
@@ -239,7 +242,7 @@ def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
 
 def artifacts_fingerprint() -> str:
     """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
-    saved = model.resources().manifest
+    saved = builder.ready().manifest
     parts = {k: saved.get(k) for k in ("pipeline_version", "code", "data", "model", "artifacts")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,4 +1,4 @@
-"""Building what the pipeline runs on: data/ in, artifacts/ out (`python model.py build`).
+"""Building what the pipeline runs on: data/ in, artifacts/ out (`python -m building build`).
 
     data/articles.csv  --encoder-->  article_vectors --> article_index   articles.faiss, articles.json
     data/train.csv     --encoder-->  trained_classifier                  classifier.npz
@@ -8,9 +8,9 @@
 
 Each function returns what it is named for; `write_artifacts` does the writes. `build_artifacts` locks, builds into
 a staging folder, renames the files into place, installs the result in `model` and evaluates it, and writes the
-manifest last, which marks the build complete. `load_or_build` is what `model.resources()` calls on first use: the
-saved artifacts when the manifest's fingerprint (data, model, encoder and code) matches and every file has its
-recorded SHA-256, else a fresh build. The pipeline never imports this module at its top.
+manifest last, which marks the build complete. `ready()` is what every face calls before its first ticket: it installs
+in `model` the saved artifacts when the manifest's fingerprint (data, model, encoder and code) matches and every file
+has its recorded SHA-256, else a fresh build. model.py never imports this module: it only runs on what is installed.
 """
 
 import hashlib
@@ -25,24 +25,60 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import edge_cases
-import files
 import model
-import versions
-from encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
-from files import sha256_file
-from model import ENCODER_FILES, PIPELINE_VERSION, artifact_files, data_files, encoder_name, normalize  # paths: model.X, read when used
+from building import files, versions
+from building.encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
+from building.files import sha256_file
+from model import PIPELINE_VERSION, normalize
 
 log = logging.getLogger("triage")
-CODE_FILES = ("model.py", "builder.py", "encoders.py")  # what the artifacts are built and loaded by
+CODE_FILES = ("model.py", "building/builder.py", "building/encoders.py")  # what the artifacts are built and loaded by
 CLASSIFIER_C = 10.0
 BLOOM_FALSE_POSITIVES = 0.001
+
+
+# ---------------------------------------------------------------------------------------------
+# Where: the artifacts' folder, the encoder, the data
+# ---------------------------------------------------------------------------------------------
+# What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/)
+ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR") or versions.served_dir() or model.ROOT / "artifacts")
+# The encoder that runs the embedding model (TRIAGE_ENCODER); bench/RESULTS.md compares them:
+#   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
+#   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
+#   torch      PyTorch through sentence-transformers (the reference; imports torch)
+ENCODERS = ("onnx-int8", "onnx", "torch")
+
+
+def encoder_name() -> str:
+    """The encoder chosen by TRIAGE_ENCODER (default onnx-int8); an unknown name raises `ModelError`."""
+    name = os.environ.get("TRIAGE_ENCODER", ENCODERS[0])
+    if name not in ENCODERS:
+        raise ModelError(f"TRIAGE_ENCODER={name!r} is not an encoder: choose one of {', '.join(ENCODERS)}")
+    return name
+
+
+def data_files() -> dict[str, Path]:
+    """The inputs the artifacts are built from; their hashes decide when to rebuild."""
+    paths = {name: model.DATA_DIR / f"{name}.csv" for name in ("articles", "train", "eval", "eval_style")}
+    paths = {name: path for name, path in paths.items() if name != "eval_style" or path.exists()}  # a second voice, when there
+    paths["orders"] = Path(os.environ.get("TRIAGE_ORDERS_FILE", model.DATA_DIR / "orders.py"))
+    return paths
+
+
+ARTIFACT_FILES = ("articles.faiss", "articles.json", "classifier.npz", "orders.bloom")  # and manifest.json, written last
+ENCODER_FILES = ("encoder.onnx", "tokenizer.json")  # the ONNX encoders' model and tokenizer
+
+
+def artifact_files(encoder: str | None = None) -> tuple[str, ...]:
+    """The files a build writes for `encoder` (default: the chosen one), manifest.json aside."""
+    return ARTIFACT_FILES + (ENCODER_FILES if (encoder or encoder_name()) != "torch" else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +193,7 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
     with scales fixed now, not computed per batch, so an embedding cannot depend on the rest of its batch.
     The feed-forward output projections stay float32 (their inputs, after GELU, have outliers that int8
     cannot hold: quantizing them cost 3 points of accuracy), as do the two attention products.
-    Build time only (imports torch): `_build_encoder` runs it in a child process, `python model.py export-onnx DIR`.
+    Build time only (imports torch): `_build_encoder` runs it in a child process, `python -m building export-onnx DIR`.
     """
     import tempfile
     import warnings
@@ -222,26 +258,20 @@ def _build_encoder(staging: Path, record: dict):
     if record["name"] == "torch":
         return TorchEncoder(*model_source())
     try:
-        previous = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
+        previous = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
         reuse = previous.get("encoder") == record and all(
-            sha256_file(model.ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
+            sha256_file(ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         reuse = False
     if reuse:
         for name in ENCODER_FILES:
-            shutil.copyfile(model.ARTIFACTS_DIR / name, staging / name)
+            shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
     else:
         log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
-        command = [
-            sys.executable,
-            str(model.ROOT / "model.py"),
-            "export-onnx",
-            str(staging),
-            *(["--int8"] if record["name"] == "onnx-int8" else []),
-        ]
+        command = [sys.executable, "-m", "building", "export-onnx", str(staging), *(["--int8"] if record["name"] == "onnx-int8" else [])]
         env = {**os.environ, "TRIAGE_DATA_DIR": str(model.DATA_DIR)}
-        done = subprocess.run(command, capture_output=True, text=True, env=env)  # torch stays out of this process
+        done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, env=env)  # torch stays out of this process
         if done.returncode != 0:
             raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     return OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
@@ -258,19 +288,18 @@ def build_artifacts() -> dict[str, Any]:
     file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
     A promoted version is never rebuilt (build a candidate instead).
     """
-    if versions.name_of(model.ARTIFACTS_DIR):
-        raise versions.VersionError(f"{model.ARTIFACTS_DIR} is a version, served as it was built: python model.py candidate")
-    with files.file_lock(model.ARTIFACTS_DIR / "build"):
+    if versions.name_of(ARTIFACTS_DIR):
+        raise versions.VersionError(f"{ARTIFACTS_DIR} is a version, served as it was built: python -m loop candidate")
+    with files.file_lock(ARTIFACTS_DIR / "build"):
         return _build().manifest
 
 
-def build_candidate() -> dict[str, Any]:
-    """A candidate version: data/ and the suite's training examples (edge cases accepted with `train`) built into a new
+def build_candidate(training: list[model.EdgeCase]) -> dict[str, Any]:
+    """A candidate version: data/ and `training` (the suite's edge cases accepted with `train`) built into a new
     folder of versions/, beside what is served, which is not touched. Returns its manifest (`version` names it)."""
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     target = versions.folder(name)
     target.mkdir(parents=True)
-    training = [c for c in edge_cases.load_cases() if c.train]
     before = model._resources
     try:
         built = _build(target, training, {"version": name, "based_on": versions.state()["served"] or "artifacts"})
@@ -287,7 +316,7 @@ def _build(target: Path | None = None, training_cases=(), about: dict | None = N
     evaluate it on each evaluation set; the manifest, written last, gets `about` (a candidate's name and origin)."""
     import pandas as pd
 
-    target = target or model.ARTIFACTS_DIR
+    target = target or ARTIFACTS_DIR
     articles = pd.read_csv(data_files()["articles"], dtype=str)
     train = pd.read_csv(data_files()["train"], dtype=str)
     cases = pd.DataFrame({"text": [c.ticket.text for c in training_cases], "category": [c.expected.category.value for c in training_cases]})
@@ -304,7 +333,7 @@ def _build(target: Path | None = None, training_cases=(), about: dict | None = N
         for name in artifact_files():
             os.replace(staging / name, target / name)
         (target / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
-        loaded = model.load(manifest, encoder, target)
+        loaded = load(manifest, encoder, target)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
         manifest["eval"] = evaluate()
         if "eval_style" in data_files():
@@ -335,8 +364,8 @@ def evaluate(path: Path | None = None) -> dict[str, Any]:
 def served() -> dict[str, Any]:
     """What is served, without loading it: the version's name ("artifacts" for artifacts/, built from data/) and the
     model, encoder and data it was built from (artifacts/: what it is built from now)."""
-    if versions.name_of(model.ARTIFACTS_DIR):
-        saved = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
+    if versions.name_of(ARTIFACTS_DIR):
+        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
         return {"version": saved["version"], **{k: saved[k] for k in ("model", "encoder", "data")}}
     return {"version": "artifacts", **{k: v for k, v in fingerprint().items() if k in ("model", "encoder", "data")}}
 
@@ -344,21 +373,43 @@ def served() -> dict[str, Any]:
 def manifest() -> dict:
     """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
     saved = _fresh_manifest() if model._resources is None else None
-    return saved if saved is not None else model.resources().manifest
+    return saved if saved is not None else ready().manifest
+
+
+def ready() -> model.Resources:
+    """What the pipeline runs on, installed in this process once: every face calls this before its first ticket
+    (`load_or_build`: the saved artifacts, or a build first). Later calls return what is installed."""
+    with _loading:
+        if model._resources is None:
+            start = time.perf_counter()
+            model.install(load_or_build())
+            saved = model.resources().manifest
+            version = saved.get("version", "artifacts/, built from data/")
+            log.info(
+                "pipeline ready in %.1f s: version %s, %s encoder, accuracy %s on eval.csv",
+                time.perf_counter() - start,
+                version,
+                encoder_name(),
+                saved["eval"]["accuracy"],
+            )
+    return model.resources()
+
+
+_loading = threading.Lock()
 
 
 def load_or_build() -> model.Resources:
     """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
     process may be running, and looking again). A version's folder is loaded as it was built, or refused, never
-    rebuilt. `model.resources()` calls this once per process."""
-    if versions.name_of(model.ARTIFACTS_DIR):
-        return load_version(model.ARTIFACTS_DIR)
+    rebuilt."""
+    if versions.name_of(ARTIFACTS_DIR):
+        return load_version(ARTIFACTS_DIR)
     loaded = _load_checked()
     if loaded is None:
-        with files.file_lock(model.ARTIFACTS_DIR / "build"):
+        with files.file_lock(ARTIFACTS_DIR / "build"):
             loaded = _load_checked(quiet=True)
             if loaded is None:
-                log.info("artifacts: building %s from %s (new data, model, encoder or code)", model.ARTIFACTS_DIR, model.DATA_DIR)
+                log.info("artifacts: building %s from %s (new data, model, encoder or code)", ARTIFACTS_DIR, model.DATA_DIR)
                 loaded = _build()
     return loaded
 
@@ -366,7 +417,7 @@ def load_or_build() -> model.Resources:
 def _fresh_manifest() -> dict | None:
     """The saved manifest when it matches the current data, model and code; None when missing, unreadable or stale."""
     try:
-        saved = json.loads((model.ARTIFACTS_DIR / "manifest.json").read_text())
+        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
     current = fingerprint()
@@ -378,10 +429,10 @@ def _load_checked(quiet: bool = False) -> model.Resources | None:
     saved = _fresh_manifest()
     if saved is None:
         return None
-    problem = model.artifact_problem(saved)
+    problem = artifact_problem(saved)
     if problem is None:
         try:
-            return model.load(saved)
+            return load(saved)
         except Exception as error:  # intact by checksum yet unreadable (say, a library changed its file format)
             problem = f"they cannot be loaded ({type(error).__name__}: {error})"
     if not quiet:
@@ -393,9 +444,72 @@ def load_version(folder: Path) -> model.Resources:
     """A version as it was built (its files checked against its manifest); VersionError naming what is wrong."""
     try:
         saved = json.loads((folder / "manifest.json").read_text())
-        problem = model.artifact_problem(saved, folder)
+        problem = artifact_problem(saved, folder)
         if problem is None:
-            return model.load(saved, folder=folder)
+            return load(saved, folder=folder)
     except Exception as error:  # missing, unreadable, or files that no longer fit this code
         problem = f"{type(error).__name__}: {error}"
-    raise versions.VersionError(f"version {folder.name} cannot be served ({problem}): python model.py rollback, or promote another")
+    raise versions.VersionError(f"version {folder.name} cannot be served ({problem}): python -m loop rollback, or promote another")
+
+
+def artifact_problem(manifest: dict, folder: Path | None = None) -> str | None:
+    """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
+    recorded = manifest.get("artifacts")
+    if not isinstance(recorded, dict) or set(recorded) != set(artifact_files(manifest.get("encoder", {}).get("name"))):
+        return "manifest.json records no checksums for the artifact files (an older or foreign build)"
+    for name, expected in recorded.items():
+        path = (folder or ARTIFACTS_DIR) / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{path} has {path.stat().st_size} bytes, the manifest says {expected['bytes']} (truncated or replaced)"
+        if sha256_file(path) != expected["sha256"]:
+            return f"{path} does not match its SHA-256 in the manifest (damaged or tampered with)"
+    return None
+
+
+def load(manifest: dict, encoder=None, folder: Path | None = None) -> model.Resources:
+    """The artifacts that `manifest` describes, read from `folder` (default ARTIFACTS_DIR; `encoder`: one already made);
+    a ValueError when they do not fit together. A folder holds all it needs: a version outlives the data it came from."""
+    import faiss
+    import rbloom
+
+    faiss.omp_set_num_threads(1)  # 48 articles: a search takes microseconds; OpenMP threads would only spin against the encoder's
+    folder = folder or ARTIFACTS_DIR
+    saved_articles = json.loads((folder / "articles.json").read_text())  # with their bodies, for the replies
+    articles = [{k: a[k] for k in ("id", "title", "category")} for a in saved_articles]
+    with np.load(folder / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
+        classifier = model.LinearClassifier(saved["coef"], saved["intercept"], saved["classes"])
+    if encoder is None:
+        on_onnx = manifest["encoder"]["name"] != "torch"
+        on_disk = (folder / f for f in ENCODER_FILES)
+        encoder = OnnxEncoder(*on_disk) if on_onnx else TorchEncoder(*model_source())
+    loaded = model.Resources(
+        encoder=encoder,
+        index=faiss.read_index(str(folder / "articles.faiss")),
+        articles=articles,
+        articles_by_id={a["id"]: a for a in saved_articles},
+        classifier=classifier,
+        bloom=rbloom.Bloom.load(str(folder / "orders.bloom"), model.order_hash),
+        manifest=manifest,
+    )
+    problem = shape_problem(loaded)
+    if problem:  # hashes prove the files are the ones the manifest names, not that they fit together
+        raise ValueError(problem)
+    return loaded
+
+
+def shape_problem(res: model.Resources) -> str | None:
+    """None when the artifacts fit together; else what does not, named: the encoder's width, the index's and the
+    classifier's, the classifier's classes against `Category`, the index's size against the articles."""
+    width = res.encoder.encode(["shape check"]).shape[-1]
+    coef, intercept, classes = res.classifier
+    if res.index.d != width:
+        return f"articles.faiss holds {res.index.d}-dimensional vectors, the encoder makes {width}"
+    if coef.ndim != 2 or coef.shape[1] != width or intercept.shape != (coef.shape[0],) or len(classes) != coef.shape[0]:
+        return f"classifier.npz has weights {coef.shape}, intercept {intercept.shape} and {len(classes)} classes; the encoder makes {width}"
+    if sorted(map(str, classes)) != sorted(c.value for c in model.Category):
+        return f"classifier.npz knows the classes {sorted(map(str, classes))}, the pipeline {sorted(c.value for c in model.Category)}"
+    if res.index.ntotal != len(res.articles) or len(res.articles_by_id) != len(res.articles):
+        return f"articles.faiss holds {res.index.ntotal} vectors for {len(res.articles)} articles in articles.json"
+    return None

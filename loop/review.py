@@ -24,7 +24,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-import edge_cases
+from loop import edge_cases
 from model import ROOT, EdgeCase, Expected
 
 SCHEMA_VERSION = 1

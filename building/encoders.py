@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from files import sha256_file
+from building.files import sha256_file
 
 # The official SHA-256 of all-MiniLM-L6-v2's model.safetensors (revision 1110a243).
 OFFICIAL_MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

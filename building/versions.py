@@ -5,11 +5,11 @@
       20261129-101500-77b0de/     another
       served.json                 {"served": "20261128-234501-3fa2c1", "history": [...]}: switched atomically
 
-`python model.py candidate` builds one (builder.build_candidate), `gate ID` judges it against the served one
+`python -m loop candidate` builds one (builder.build_candidate), `gate ID` judges it against the served one
 (gate.py), `promote ID` switches the served version and `rollback` returns to the one before, each by one atomic
 rename of served.json. A server reads served.json when it starts: it serves that version's folder as it was built,
 never rebuilt; with no served.json it serves artifacts/, built from data/ (TRIAGE_ARTIFACTS_DIR overrides both).
-This file is a leaf: the pipeline (model.py) imports it to find its folder.
+This file is a leaf: the build (builder.py) imports it to find the served folder.
 """
 
 import json
@@ -37,7 +37,7 @@ def versions_dir() -> Path:
 def folder(version: str) -> Path:
     """The folder of `version`; a name that is not a version's (a path, `..`) raises VersionError."""
     if not NAME.fullmatch(version or ""):
-        raise VersionError(f"{version!r} is not a version name (like 20261128-234501-3fa2c1): see python model.py versions")
+        raise VersionError(f"{version!r} is not a version name (like 20261128-234501-3fa2c1): see python -m loop versions")
     return versions_dir() / version
 
 
@@ -80,12 +80,12 @@ def promote(version: str, force: bool = False) -> str:
     (`force` skips that). Returns what was served before (or "artifacts/")."""
     path, now = folder(version), state()
     if not (path / "manifest.json").is_file():
-        raise VersionError(f"no version {version} in {versions_dir()}: see python model.py versions")
+        raise VersionError(f"no version {version} in {versions_dir()}: see python -m loop versions")
     if not force:
         try:
             verdict = json.loads((path / "gate.json").read_text())
         except (OSError, ValueError):
-            raise VersionError(f"{version} has not been through the gate: python model.py gate {version}") from None
+            raise VersionError(f"{version} has not been through the gate: python -m loop gate {version}") from None
         if not verdict.get("passed") or verdict.get("against") != (now["served"] or "artifacts"):
             raise VersionError(f"{version} did not pass its gate against what is served now ({now['served'] or 'artifacts/'})")
     _switch(version, [*now["history"], now["served"] or ""])

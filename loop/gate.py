@@ -1,4 +1,4 @@
-"""The gate: may a candidate version replace the one served? (`python model.py gate ID [--batch FILE.csv ...]`)
+"""The gate: may a candidate version replace the one served? (`python -m loop gate ID [--batch FILE.csv ...]`)
 
 Both sides answer the same questions, each in a process of its own (TRIAGE_ARTIFACTS_DIR names its folder): every
 evaluation set (data/eval.csv, and data/eval_style.csv when there), the regression suite's cases, and any labelled
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import edge_cases
 import model
-import reporting
-import versions
+from building import builder, versions
+from loop import edge_cases
+from reporting import reports
 
 THRESHOLDS = {"max_broken_cases": 0, "max_macro_f1_drop": 0.01, "max_class_f1_drop": 0.05}  # config.yaml's `gate:` overrides
 
@@ -40,7 +40,8 @@ def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
     false: the suite's cases alone), and the suite's cases."""
     import pandas as pd
 
-    named = {name: path for name, path in model.data_files().items() if name in ("eval", "eval_style")} if sets else {}
+    builder.ready()
+    named = {name: path for name, path in builder.data_files().items() if name in ("eval", "eval_style")} if sets else {}
     named.update({f"batch {Path(b).name}": Path(b) for b in batches})
     labelled = {}
     for name, path in named.items():
@@ -53,7 +54,7 @@ def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
         | {"text": r["case"].ticket.text, "expected": r["case"].expected.category.value, "now": r["answer_now"]["category"]}
         for r in edge_cases.check_cases()
     ]
-    saved = model.resources().manifest
+    saved = builder.ready().manifest
     about = {k: saved.get(k) for k in ("version", "pipeline_version", "data", "built_at")} | {"encoder": saved["encoder"]["name"]}
     return {"about": about, "sets": labelled, "cases": cases}
 
@@ -75,7 +76,10 @@ def side(folder: Path, batches: list[str], sets: bool = True) -> dict[str, Any]:
 
 def one_ticket(version: str, ticket: dict, flags: dict) -> "model.Triage":
     """One ticket answered by `version` (with its trace), in a process of its own: the app's Compare tab."""
-    code = "import json, sys, model; print(model.run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), debug=True).model_dump_json())"
+    code = (
+        "import json, sys, model; from building import builder; builder.ready(); "
+        "print(model.run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), debug=True).model_dump_json())"
+    )
     return model.Triage.model_validate_json(in_version(versions.folder(version), code, json.dumps(ticket), json.dumps(flags)))
 
 
@@ -132,7 +136,7 @@ def run(version: str, batches: list[str] = ()) -> dict[str, Any]:
     """Judge `version` against what is served now; its report goes to the candidate's folder (gate.json, gate.html)."""
     folder = versions.folder(version)
     if not (folder / "manifest.json").is_file():
-        raise versions.VersionError(f"no version {version}: see python model.py versions")
+        raise versions.VersionError(f"no version {version}: see python -m loop versions")
     served_name = versions.state()["served"] or "artifacts"
     served_folder = versions.served_dir() or model.ROOT / "artifacts"
     limits = thresholds()
@@ -147,7 +151,7 @@ def run(version: str, batches: list[str] = ()) -> dict[str, Any]:
 def html(verdict: dict[str, Any]) -> str:
     """The promotion report: the verdict, the scores of both sides per set, the cases, the rows that change."""
     groups = [
-        reporting.cards(
+        reports.cards(
             "Verdict",
             [("verdict", "passes the gate" if verdict["passed"] else "fails the gate"), ("against", verdict["against"])],
             verdict["failures"],
@@ -155,9 +159,9 @@ def html(verdict: dict[str, Any]) -> str:
     ]
     for name, s in verdict["sets"].items():
         items = [(f"{k} served → candidate", f"{s['served'][k]:.4f} → {s['candidate'][k]:.4f}") for k in ("accuracy", "macro_f1")]
-        groups.append(reporting.cards(name, items, [f"F1 {c}: {d:+.4f}" for c, d in s["class_f1_delta"].items() if d]))
+        groups.append(reports.cards(name, items, [f"F1 {c}: {d:+.4f}" for c, d in s["class_f1_delta"].items() if d]))
     tables = [
-        reporting.table(f"{name}: rows whose answer changes", s["changed_rows"][:200], len(s["changed_rows"]))
+        reports.table(f"{name}: rows whose answer changes", s["changed_rows"][:200], len(s["changed_rows"]))
         for name, s in verdict["sets"].items()
     ]
     titles = {
@@ -166,8 +170,8 @@ def html(verdict: dict[str, Any]) -> str:
         "training_learned": "Training cases it learned (not counted as fixed)",
         "training_not_learned": "Training cases it did not learn",
     }
-    tables += [reporting.table(title, verdict["cases"][key], len(verdict["cases"][key])) for key, title in titles.items()]
-    return reporting.page(
+    tables += [reports.table(title, verdict["cases"][key], len(verdict["cases"][key])) for key, title in titles.items()]
+    return reports.page(
         f"Gate: {verdict['candidate']} against {verdict['against']}",
         groups,
         tables,

@@ -19,9 +19,8 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-import builder
-import files
 import model
+from building import builder, files
 
 MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
 HISTOGRAM_BINS = 20
