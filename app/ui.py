@@ -99,7 +99,13 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
                 gr.Examples(examples(), inputs=[ticket["text"]], label="Example tickets")
             with gr.Column(scale=4):
                 glance = gr.Markdown("### Triage a ticket to see the answer")
-                fields = gr.Dataframe(label="The answer, field by field", interactive=False, wrap=True, column_widths=["30%", "70%"])
+                fields = gr.Dataframe(
+                    label="The answer, field by field",
+                    interactive=False,
+                    wrap=True,
+                    headers=["field", "value"],  # before the first answer too, never "1, 2"
+                    column_widths=["30%", "70%"],
+                )
                 probabilities = gr.Label(label="Category (class probabilities)", num_top_classes=4)
                 reply = gr.Textbox(label="Reply", lines=5, interactive=False)
                 articles = gr.Dataframe(
@@ -156,8 +162,8 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     """One ticket under two sets of flags, A and B, and flagging the case with either."""
     with gr.Tab("Compare") as tab:
         gr.Markdown(
-            "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `python model.py "
-            "candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
+            "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `.venv/bin/python "
+            "-m loop candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
         )
         ticket = ticket_controls()
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
@@ -379,7 +385,7 @@ def cases_tab() -> None:
         with gr.Group(visible=False) as reviewing:  # shown to a logged-in user only; the handler checks again
             with gr.Row():
                 chosen = gr.Dropdown([], multiselect=True, label="Pending cases to decide on")
-                answer = gr.Dropdown(["as flagged", *[c.value for c in model.Category]], value="as flagged", label="Expected category")
+                answer = gr.Dropdown([("as flagged", "as flagged"), *words(model.Category)], value="as flagged", label="Expected category")
                 review_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             with gr.Row():
                 accept = gr.Button("Accept into the suite", variant="primary")

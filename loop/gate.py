@@ -70,7 +70,7 @@ def in_version(folder: Path, code: str, *args: str) -> str:
 
 def side(folder: Path, batches: list[str], sets: bool = True) -> dict[str, Any]:
     """`answers` of the version in `folder`."""
-    code = "import gate, json, sys; json.dump(gate.answers(sys.argv[2:], sets=sys.argv[1] == 'sets'), sys.stdout)"
+    code = "import json, sys; from loop import gate; json.dump(gate.answers(sys.argv[2:], sets=sys.argv[1] == 'sets'), sys.stdout)"
     return json.loads(in_version(folder, code, "sets" if sets else "cases", *batches))
 
 

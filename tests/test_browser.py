@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from pydantic import Field
 
 import model
-from app import ui
+from app import render, ui
 from loop import edge_cases, review
 
 
@@ -235,9 +235,9 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, queue):
         text = "Honestly tempted to cancel, but I'd rather just know when the desk lamp turns up"
         triage_then_open_flagging(page, serve(demo), text)
         answered = model.run(text).category.value
-        expect(page.get_by_label("expected category").first).to_have_value(answered)  # preset to the answer given
+        expect(page.get_by_label("expected category").first).to_have_value(render.label_of(answered))  # preset to the answer, in words
         page.get_by_label("expected category").first.click()
-        page.get_by_role("option", name="order_status").click()
+        page.get_by_role("option", name="Order status").click()
         page.get_by_label("note").first.fill("cancel mentioned but not wanted")
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
         expect(page.get_by_text("Flagged as case")).to_be_visible(timeout=60_000)
@@ -311,7 +311,7 @@ def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
         page.get_by_label("pending cases to decide on").click()
         page.get_by_role("option", name="Charged twice for one desk lamp", exact=False).click()
         page.get_by_label("expected category").click()  # the flag said feedback: the reviewer sets billing
-        page.get_by_role("option", name="billing", exact=True).click()
+        page.get_by_role("option", name="Billing", exact=True).click()  # categories in words
         page.screenshot(path=SHOTS / "review.png", full_page=True)
         page.get_by_role("button", name="Accept into the suite").click()
         expect(page.get_by_text("1 cases accepted into the suite.")).to_be_visible(timeout=60_000)

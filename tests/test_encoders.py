@@ -143,7 +143,9 @@ def test_workers_times_threads_fit_the_cores_the_process_may_use(monkeypatch):
         assert encoders.OnnxEncoder(*files).session.get_session_options().intra_op_num_threads == threads, (workers, cores)
     monkeypatch.setenv("TRIAGE_ORT_THREADS", "3")
     assert encoders.OnnxEncoder(*files).session.get_session_options().intra_op_num_threads == 3
-    code = "import os, encoders; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(encoders.ort_threads())"
+    code = (
+        "import os; from building import encoders; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); print(encoders.ort_threads())"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("TRIAGE_WORKERS", "TRIAGE_ORT_THREADS")}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1", done.stdout + done.stderr  # a process pinned to one core runs one thread

@@ -344,7 +344,7 @@ def test_artifacts_of_the_wrong_shape_are_named_and_never_served(tmp_path, artif
     folder = tmp_path / "artifacts"
     shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
     tamper(folder, artifact)
-    check = "import builder, sys; sys.exit(0 if builder._load_checked() is None else 3)"
+    check = "import sys; from building import builder; sys.exit(0 if builder._load_checked() is None else 3)"
     done = subprocess.run(
         [sys.executable, "-c", check],
         cwd=ROOT,

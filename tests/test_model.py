@@ -253,7 +253,7 @@ def test_import_does_not_load_torch():
 
 
 def test_answering_loads_neither_torch_nor_scikit_learn():
-    code = "import sys, model; model.run('Where is my order?'); print(sorted({'torch', 'sklearn'} & set(sys.modules)))"
+    code = "import sys, model; from building import builder; builder.ready(); model.run('Where is my order?'); print(sorted({'torch', 'sklearn'} & set(sys.modules)))"  # noqa: E501
     out = subprocess.run([sys.executable, "-c", code], cwd=model.ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -298,6 +298,7 @@ def own_artifacts(tmp_path, monkeypatch):
     monkeypatch.setattr(model, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(builder, "ARTIFACTS_DIR", tmp_path / "artifacts")
     monkeypatch.setattr(model, "_resources", None)
+    builder.ready()  # the copy, loaded
     return tmp_path / "artifacts"
 
 

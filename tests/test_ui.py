@@ -4,6 +4,7 @@ Gradio internals the upload guard relies on."""
 import asyncio
 import inspect
 import json
+import re
 import time
 from pathlib import Path
 
@@ -192,6 +193,21 @@ def test_controls_follow_the_flag_schema():
     assert isinstance(ticket["text"], gr.Textbox) and isinstance(ticket["channel"], gr.Dropdown)
     assert [c[1] for c in ticket["channel"].choices] == [c.value for c in model.Channel]  # what a client sends
     assert ("Web form", "web_form") in ticket["channel"].choices and ("VIP", "vip") in ticket["customer_tier"].choices  # what a person sees
+
+
+def test_the_page_shows_words_and_readmes_commands():
+    """No control is labelled with a code name (`customer_tier`) and no dropdown shows a raw value (`web_form`, `order_status`)
+    where a word will do; a command the page quotes is README's, as written."""
+    demo = ui.build()
+    components = list(demo.blocks.values())
+    for c in components:
+        if isinstance(c, (gr.Textbox, gr.Dropdown, gr.Checkbox, gr.Slider, gr.Number, gr.Radio)):
+            assert c.label and "_" not in c.label, c.label
+        if isinstance(c, gr.Dropdown) and not c.allow_custom_value:  # version pickers show version names
+            assert all("_" not in shown for shown, _ in c.choices), (c.label, c.choices)
+    readme = " ".join((model.ROOT / "README.md").read_text().split())
+    quoted = [cmd for c in components if isinstance(c, gr.Markdown) for cmd in re.findall(r"`([^`]*(?:python|\.py)[^`]*)`", c.value or "")]
+    assert ".venv/bin/python app/main.py" in quoted and all(cmd in readme for cmd in quoted), quoted
 
 
 def test_a_new_flag_gets_a_control_without_changing_the_ui():

@@ -30,7 +30,8 @@ def loop(tmp_path, monkeypatch):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "model.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    package = "building" if args[0] in ("build", "eval") else "loop"  # python -m building build|eval, python -m loop ...
+    return subprocess.run([sys.executable, "-m", package, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def candidate() -> str:
