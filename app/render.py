@@ -278,6 +278,26 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     return pd.DataFrame(both, columns=["text", "expected", "served", version, "answer", "id"])
 
 
+def gate_report(version: str) -> tuple[str, pd.DataFrame]:
+    """The last gate verdict of `version` (its gate.json, written by `python -m loop gate`): the verdict and every
+    regression, each set's deltas with their intervals and McNemar's test, and the tickets whose answer changes."""
+    from building import versions
+    from loop import gate
+
+    try:
+        verdict = json.loads((versions.folder(version) / "gate.json").read_text())
+    except versions.VersionError as error:
+        raise gr.Error(str(error)) from None
+    except (OSError, ValueError):
+        raise gr.Error(f"{version} has not been through the gate: python -m loop gate {version}") from None
+    significance = verdict["settings"]["significance"]
+    said = [f"**{version} {'passes' if verdict['passed'] else 'fails'} the gate** against {verdict['against']}"]
+    said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
+    said += [f"- {literal(gate.described(name, s, significance))}" for name, s in verdict["sets"].items()]
+    changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
+    return "\n".join(said), pd.DataFrame(changed, columns=["set", "row", "text", "expected", "served", "candidate", "change"])
+
+
 SUITE_COLUMNS = ["verdict", "text", "expected", "category when flagged", "now", "source", "status", "id", "note"]
 
 

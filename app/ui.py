@@ -41,6 +41,7 @@ from app.render import (
     differences,
     filter_cases,
     flags_table,
+    gate_report,
     label_of,
     literal,
     orders_table,
@@ -51,6 +52,7 @@ from app.render import (
 from app.uploads import only_uploads, report_dir
 from building import builder, versions
 from loop import edge_cases, gate, review
+from loop.commands import counted
 from reporting import reports
 
 TITLE = "Support-ticket triage"
@@ -355,6 +357,10 @@ def cases_tab() -> None:
                 allow_custom_value=True,
             )
             go_both = gr.Button("Run every case on both")
+            go_gate = gr.Button("Its gate report")
+        gate_said = gr.Markdown()
+        with gr.Column(visible=False) as shown_gate:
+            gate_changed = gr.Dataframe(interactive=False, wrap=True, label="Tickets whose answer the candidate changes", max_height=600)
         with gr.Column(visible=False) as shown_both:  # no placeholder headers before a run
             both = gr.Dataframe(
                 interactive=False,
@@ -411,6 +417,10 @@ def cases_tab() -> None:
         listed = run_cases(verdict, source, request)
         return listed | {both: under_both(listed[rows], version), shown_both: gr.Column(visible=True)}
 
+    def show_gate(version):
+        said, changed = gate_report(version)
+        return {gate_said: said, gate_changed: changed, shown_gate: gr.Column(visible=True)}
+
     def show_queue(state, request: gr.Request):
         said, listed = review_queue(state)
         pending = listed if state == "pending" else review_queue("pending")[1]
@@ -437,9 +447,9 @@ def cases_tab() -> None:
         try:
             if accepting:
                 accepted = review.accept(data[chosen], who, expected=expected, train=training)
-                said = f"{len(accepted)} cases accepted into the suite{' as training examples' if training else ''}."
+                said = f"{counted(len(accepted))} accepted into the suite{' as training examples' if training else ''}."
             else:
-                said = f"{review.reject(data[chosen], who)} cases rejected."
+                said = f"{counted(review.reject(data[chosen], who))} rejected."
         except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
             raise gr.Error(str(error)) from None
         return {decided: said, **show_queue(data[state], request)}
@@ -463,7 +473,7 @@ def cases_tab() -> None:
         except edge_cases.StoreUnavailable as error:
             raise gr.Error(str(error)) from None
         return {
-            marked: f"{n} cases marked fixed." if n else "No newly fixed case to mark.",
+            marked: f"{counted(n)} marked fixed." if n else "No newly fixed case to mark.",
             **run_cases(data[verdict], data[source], request),
         }
 
@@ -474,6 +484,7 @@ def cases_tab() -> None:
         control_.change(refilter, {rows, verdict, source}, table, api_visibility="private")
     both_inputs = {"verdict": verdict, "source": source, "version": other}
     go_both.click(run_both, inputs_kwargs=both_inputs, outputs=[*listing, both, shown_both], api_name="edge_cases_on_both")
+    go_gate.click(show_gate, inputs_kwargs={"version": other}, outputs=[gate_said, gate_changed, shown_gate], api_name="gate_report")
     tab.select(lambda: gr.Dropdown(choices=["none", *versions.listing()]), None, other, api_visibility="private")
     queue_outputs = [queue_headline, queue, reviewing, chosen]
     show.click(show_queue, inputs_kwargs={"state": state}, outputs=queue_outputs, api_name="review_queue")

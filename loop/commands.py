@@ -18,6 +18,11 @@ from loop import edge_cases, review
 from model import CaseStatus, Category, Urgency
 
 
+def counted(n: int, noun: str = "case") -> str:
+    """`1 case`, `2 cases`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def cmd_cases_check(args) -> int:
     store = edge_cases.read_cases()
     for s in store.skipped:
@@ -41,10 +46,12 @@ def cmd_cases_import(args) -> int:
         sys.exit(f"nothing imported: {error}")
     if args.accept:
         saved = edge_cases.save_cases(cases, args.by)
-        print(f"{sum(new for _, new in saved)} new cases, {sum(not new for _, new in saved)} already there -> {edge_cases.cases_file()}")
+        new = sum(new for _, new in saved)
+        print(f"{counted(new, 'new case')}, {len(saved) - new} already there -> {edge_cases.cases_file()}")
         return 0
     saved = review.flag(cases, created_by=args.by, trusted=True)
-    print(f"{sum(new for _, new in saved)} new cases to review, {sum(not new for _, new in saved)} already there -> {review.where()}")
+    new = sum(new for _, new in saved)
+    print(f"{counted(new, 'new case')} to review, {len(saved) - new} already there -> {review.where()}")
     return 0
 
 
@@ -53,7 +60,10 @@ def cmd_cases_queue(args) -> int:
     page, total = review.cases(state, limit=1000)
     for f in page:
         case = f.case
-        print(f"{f.state:9} {case.id}  {case.expected.category:16} x{f.times_flagged}  {case.ticket.text[:70]!r}  {case.note[:40]}")
+        said = case.expected.model_dump(exclude_none=True, mode="json")  # the category, and urgency, team, needs_human where given
+        expected = " ".join(f"{k}={v}" for k, v in said.items() if k != "category")
+        shown = f"{f.state:9} {case.id}  {case.expected.category:16} {expected:28} x{f.times_flagged}"
+        print(f"{shown}  {case.ticket.text[:70]!r}  {case.note[:40]}")
     print(json.dumps({"shown": len(page), "total": total, **review.counts(), "database": review.where()}))
     return 0
 
@@ -64,13 +74,13 @@ def cmd_cases_accept(args) -> int:
         sys.exit("--category is needed with --needs-human, --team or --urgency: the answer is set whole")
     not_pending(args.args)
     accepted = review.accept(args.args, args.by, expected=answer or None, train=args.train)
-    print(f"{len(accepted)} cases accepted into {edge_cases.cases_file()}")
+    print(f"{counted(len(accepted))} accepted into {edge_cases.cases_file()}")
     return 0
 
 
 def cmd_cases_reject(args) -> int:
     not_pending(args.args)
-    print(f"{review.reject(args.args, args.by)} cases rejected")
+    print(f"{counted(review.reject(args.args, args.by))} rejected")
     return 0
 
 
@@ -94,13 +104,13 @@ def cmd_cases_status(args) -> int:
                     f"still failing {r['id']}: expected {r['case'].expected.category}, now {r['answer_now']['category']}", file=sys.stderr
                 )
             sys.exit(f"nothing marked: {len(failing)} of the cases still fail (they stay open)")
-    print(f"{edge_cases.set_case_status(args.args, status)} cases marked {status.value}")
+    print(f"{counted(edge_cases.set_case_status(args.args, status))} marked {status.value}")
     return 0
 
 
 def cmd_cases_train(args) -> int:
     """Mark suite cases as training examples: candidates learn from them (`python -m loop candidate`)."""
-    print(f"{edge_cases.mark_cases(args.args, train=True)} cases marked as training examples")
+    print(f"{counted(edge_cases.mark_cases(args.args, train=True))} marked as training examples")
     return 0
 
 
@@ -116,11 +126,11 @@ def cmd_gate(args) -> int:
 
     verdict = gate.run(args.version, args.batch)
     for name, s in verdict["sets"].items():
-        print(f"{name:24} macro-F1 {s['served']['macro_f1']:.4f} -> {s['candidate']['macro_f1']:.4f}  {len(s['changed_rows'])} rows change")
+        print(gate.described(name, s, verdict["settings"]["significance"]))
     print(f"cases: {len(verdict['cases']['would_break'])} would break, {len(verdict['cases']['fixes'])} fixed, "
           f"{len(verdict['cases']['training_learned'])} training cases learned")  # fmt: skip
     for failure in verdict["failures"]:
-        print(f"FAILS {failure}", file=sys.stderr)
+        print(f"FAILS {failure}", file=sys.stderr)  # a significant regression, with its interval
     folder = versions.folder(args.version)
     print(f"{'passes' if verdict['passed'] else 'fails'} the gate against {verdict['against']}: {folder / 'gate.html'}")
     return 0 if verdict["passed"] else 1

@@ -380,15 +380,17 @@ def _widen(path: Path) -> None:
     """Give an older store a column for each field the ticket has gained since (model.Ticket), so that a new case keeps
     it: the file is rewritten atomically, each whole row with an empty cell there (its default), every other line kept."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        with open(path, "rb") as f:
+            header, problem = _header(f.readline().rstrip(b"\n"))  # the header alone: a store is read whole only to widen it
+            missing = [name for name in Ticket.model_fields if name not in header]
+            if problem or not missing:
+                return
+            f.seek(0)
+            lines = f.read().split(b"\n")
     except FileNotFoundError:
         return
     except OSError as error:
         raise _store_error(error) from None
-    header, problem = _header(lines[0])
-    missing = [name for name in Ticket.model_fields if name not in header]
-    if problem or not missing:
-        return
     lines[0] = _csv_line([*header, *missing]).removesuffix(b"\n")
     for number, raw in enumerate(lines[1:], start=1):
         try:

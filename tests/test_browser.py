@@ -314,7 +314,7 @@ def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
         page.get_by_role("option", name="Billing", exact=True).click()  # categories in words
         page.screenshot(path=SHOTS / "review.png", full_page=True)
         page.get_by_role("button", name="Accept into the suite").click()
-        expect(page.get_by_text("1 cases accepted into the suite.")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("1 case accepted into the suite.")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Review queue: 1 pending")).to_be_visible()
         *_, in_suite = edge_cases.load_cases(queue / "cases.csv")
         assert in_suite.ticket.text == "Charged twice for one desk lamp" and in_suite.expected.category == "billing"
@@ -322,7 +322,7 @@ def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
 
         expect(page.get_by_text("1 newly fixed")).to_be_visible()
         page.get_by_role("button", name="Mark the newly fixed cases fixed").click()  # cases fix, as a button
-        expect(page.get_by_text("1 cases marked fixed.")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("1 case marked fixed.")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("0 newly fixed")).to_be_visible(timeout=60_000)
         status = {c.id: c.status for c in edge_cases.load_cases(queue / "cases.csv")}
         assert (status[passing[0].id], status[failing[0].id]) == ("fixed", "open")  # a case that still fails stays open

@@ -143,7 +143,7 @@ def test_import_a_csv_of_cases(tmp_path, monkeypatch):
     out = subprocess.run(
         [sys.executable, "-m", "loop", "cases", "import", "--accept", str(source)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )  # --accept: straight into the suite, as a reviewer (without it, into the review queue: tests/test_review.py)
-    assert out.returncode == 0 and "1 new cases" in out.stdout, out.stderr
+    assert out.returncode == 0 and "1 new case," in out.stdout, out.stderr
     (case,) = edge_cases.load_cases(tmp_path / "cases.csv")
     assert case.source == "file" and case.note == "from an expert" and case.expected.category == "returns_refunds"
     source.write_text("text,expected_category\nhello,not_a_category\n")

@@ -172,10 +172,10 @@ def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     ids = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("pending")]
     assert len(ids) == 2 and json.loads(listed.stdout.splitlines()[-1])["pending"] == 2
     done = cli("accept", ids[0], "--category", "billing", "--needs-human", "yes", "--by", "ana", env=env)
-    assert done.returncode == 0 and "1 cases accepted" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0 and "1 case accepted" in done.stdout, done.stderr[-2000:]
     refused = cli("reject", *ids, "--by", "ana", env=env)  # the first is no longer pending: nothing changes, and it is named
     assert refused.returncode == 1 and f"no pending case {ids[0]}" in refused.stderr, refused.stderr
-    assert "1 cases rejected" in cli("reject", ids[1], "--by", "ana", env=env).stdout
+    assert "1 case rejected" in cli("reject", ids[1], "--by", "ana", env=env).stdout
     typo = cli("accept", "nosuchcase", env=env)
     assert typo.returncode == 1 and "no pending case nosuchcase" in typo.stderr
     broken = tmp_path / "broken.csv"

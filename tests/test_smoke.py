@@ -31,6 +31,7 @@ from gradio_client import Client, handle_file
 from prometheus_client.parser import text_string_to_metric_families
 
 import model
+from app.render import label_of
 
 URL = os.environ.get("TRIAGE_SMOKE_URL", "").rstrip("/")
 HEADERS = {"X-API-Key": key} if (key := os.environ.get("LIT_SERVER_API_KEY")) else {}
@@ -168,7 +169,8 @@ def test_app_compare(app):
     a, b = model.Triage.model_validate(a), model.Triage.model_validate(b)
     assert a.category == b.category == "account_access" and b.reply is None and b.needs_human
     differing = {row[0] for row in fields["data"] if row[3]}
-    assert differing == {k for k in ("reply", "needs_human") if getattr(a, k) != getattr(b, k)} and "differ" in headline
+    labels = {k: label_of(k, model.Triage.model_fields[k]) for k in ("reply", "needs_human")}  # rows are labelled in words
+    assert differing == {labels[k] for k in labels if getattr(a, k) != getattr(b, k)} and "differ" in headline
 
 
 @smoke
