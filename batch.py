@@ -560,20 +560,17 @@ def _not_regular(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def writing(output_path: Path):
-    """Hold the output's lock (a hidden file beside it) for the whole run; a second writer fails at once."""
-    from filelock import Timeout
-
-    lock = files.file_lock(output_path)
+    """Hold the output's lock (a hidden file beside it, gone when the run ends) for the whole run; a second writer fails
+    at once."""
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
+        with files.only_writer(output_path):
+            yield
+    except BlockingIOError:
         raise BatchInputError(f"{output_path}: another run is writing this report now; wait for it, or choose another output") from None
     except OSError as error:
-        raise BatchInputError(f"{output_path}: cannot lock the output ({error.strerror})") from None
-    try:
-        yield
-    finally:
-        lock.release()
+        if error.filename and Path(error.filename).name == f".{output_path.name}.lock":
+            raise BatchInputError(f"{output_path}: cannot lock the output ({error.strerror})") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The loop learns a new voice: the outside-voice experiment on the project's own second evaluation set.
 
-    python bench/bench_loop.py [--out bench/out/loop.json]
+    python bench/bench_loop.py [--out bench/out/loop.json] [--accept misclassified all]
 
 Method (the commands a user runs, in a scratch copy of data/ and every store, so nothing of the repository changes):
 - data/eval_style.csv (other voices than train.csv) is split in halves, each holding half of every category: half A
   plays the outside tickets, half B stays the second evaluation set (never trained on);
-- `python -m building build` builds the served version; `batch.py A.csv --save-misclassified` flags A's wrong answers;
+- `python -m building build` builds the served version; `batch.py A.csv --save-misclassified` flags A's wrong answers
+  (`--accept all`: `python -m loop cases import A.csv` flags every ticket of A instead);
   `python -m loop cases accept ... --train` accepts every flag as a training example; `python -m loop candidate`
   builds a candidate from train.csv plus those cases; `python -m loop gate NAME` judges it on eval.csv and on half B;
 - the gate's report gives, per set, both sides' accuracy with the delta's bootstrap interval and McNemar's test; the
@@ -37,7 +38,7 @@ def command(*args: str, env: dict) -> str:
     return done.stdout
 
 
-def experiment(scratch: Path) -> dict:
+def experiment(scratch: Path, accept: str) -> dict:
     data = scratch / "data"
     shutil.copytree(ROOT / "data", data)
     if (ROOT / "artifacts").is_dir():  # the ONNX encoder is reused; the rest is built for the scratch data
@@ -56,7 +57,11 @@ def experiment(scratch: Path) -> dict:
         "TRIAGE_DATABASE_URL": f"sqlite:///{scratch / 'review.sqlite3'}",
     }
     command("-m", "building", "build", env=env)
-    command("batch.py", str(scratch / "outside.csv"), "-o", str(scratch / "outside-report.csv"), "--quiet", "--save-misclassified", env=env)
+    if accept == "misclassified":
+        report = ("-o", str(scratch / "outside-report.csv"), "--quiet", "--save-misclassified")
+        command("batch.py", str(scratch / "outside.csv"), *report, env=env)
+    else:
+        command("-m", "loop", "cases", "import", str(scratch / "outside.csv"), env=env)
     queue = command("-m", "loop", "cases", "queue", env=env).splitlines()
     ids = [line.split()[1] for line in queue if line.startswith("pending")]
     command("-m", "loop", "cases", "accept", *ids, "--train", "--by", "bench", env=env)
@@ -76,6 +81,7 @@ def experiment(scratch: Path) -> dict:
     ]
     settings = ("C", "class_weight", "train_rows")
     return {
+        "accepted": accept,
         "outside_rows": int(outside.sum()),
         "flagged_and_accepted": len(ids),
         "classifier": {"served": {k: served[k] for k in settings}, "candidate": {k: candidate[k] for k in settings}},
@@ -106,13 +112,20 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "loop.json")
+    parser.add_argument("--accept", nargs="+", choices=["misclassified", "all"], default=["misclassified", "all"])
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-loop-") as scratch:
-        result = experiment(Path(scratch))
+    results = []
+    for accept in args.accept:
+        with tempfile.TemporaryDirectory(prefix="bench-loop-") as scratch:
+            results.append(experiment(Path(scratch), accept))
+        result = results[-1]
+        print(
+            f"\nAccepted as training: {'every' if accept == 'all' else 'the misclassified'} tickets of half A ({result['flagged_and_accepted']} of {result['outside_rows']})"
+        )
+        print(table(result))
+        print(json.dumps({k: result[k] for k in ("classifier", "gate", "old_gate_would_refuse")}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
-    print(json.dumps({k: result[k] for k in ("outside_rows", "flagged_and_accepted", "classifier", "gate", "old_gate_would_refuse")}))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Writing files safely, for every room: a lock between processes, a checksum, a write that is never seen half-done,
 and CSV cells that a spreadsheet shows as text and never runs."""
 
+import contextlib
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -13,6 +15,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def only_writer(path: Path):
+    """Hold `path`'s lock (the hidden file `.NAME.lock` beside it) for as long as the block runs, or raise BlockingIOError
+    at once when another process holds it. The lock file is removed when the block ends, while still held: a process
+    that opened it just before then finds it gone once it gets the lock, and counts it as held (never two writers).
+    filelock would leave the empty file behind."""
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            if os.stat(lock).st_ino != os.fstat(fd).st_ino:  # removed (or replaced) by the writer before us
+                raise BlockingIOError(f"{lock} was just released by another writer")
+        except FileNotFoundError:
+            raise BlockingIOError(f"{lock} was just released by another writer") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 def file_lock(path: Path):

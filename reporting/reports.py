@@ -68,13 +68,13 @@ def summary(
     differing: list[dict] = []
     compared = False
     for chunk in read_report(scored_csv, 4096):
-        compared = compared or COMPARE_PREFIX + "category" in chunk
+        compared = compared or COMPARE_PREFIX + model.LABEL in chunk
         for prefix, tally in variants.items():
             if prefix == "" or compared:
                 tally.add(chunk, prefix, text_column)
         if compared:
             both = (chunk.error == "") & (chunk[COMPARE_PREFIX + "error"] == "")
-            same = chunk.category == chunk[COMPARE_PREFIX + "category"]
+            same = chunk[model.LABEL] == chunk[COMPARE_PREFIX + model.LABEL]
             agreement.update({"rows": int(both.sum()), "same": int((both & same).sum())})
             for i, row in chunk[both & ~same].iterrows():
                 if len(differing) < MAX_LISTED_ROWS:
@@ -125,7 +125,7 @@ class _Tally:
         self.rows += len(chunk)
         ok = chunk[chunk[prefix + "error"] == ""]
         self.errors += len(chunk) - len(ok)
-        self.categories.update(ok[prefix + "category"])
+        self.categories.update(ok[prefix + model.LABEL])
         self.teams.update(ok[prefix + "team"])
         confidences = ok[prefix + "confidence"].astype(float)
         self.confidence_sum += float(confidences.sum())
@@ -133,11 +133,11 @@ class _Tally:
             self.histogram[k] += 1
         self.needs_human += int((ok[prefix + "needs_human"] == "True").sum())
         if self.label_column:
-            self.pairs.update(zip(ok[self.label_column], ok[prefix + "category"], strict=True))
-            wrong = ok[ok[self.label_column] != ok[prefix + "category"]]
+            self.pairs.update(zip(ok[self.label_column], ok[prefix + model.LABEL], strict=True))
+            wrong = ok[ok[self.label_column] != ok[prefix + model.LABEL]]
             self.misclassified_total += len(wrong)
             if INTENT_COLUMN in ok and self.label_column != INTENT_COLUMN:
-                right = ok[self.label_column] == ok[prefix + "category"]
+                right = ok[self.label_column] == ok[prefix + model.LABEL]
                 named = ok[INTENT_COLUMN] != ""
                 self.intents.update(zip(ok[self.label_column][named], ok[INTENT_COLUMN][named], right[named], strict=True))
             for i, row in wrong.head(MAX_LISTED_ROWS - len(self.misclassified)).iterrows():
@@ -178,9 +178,10 @@ def _listed(row: pd.Series, index: int, text_column: str, label_column: str | No
     item = {"row": int(index) + 1, "text": row[text_column][:300]}
     if label_column:
         item["expected"] = row[label_column]
-    item.update({"category": row[prefix + "category"], "confidence": float(row[prefix + "confidence"])})
+    item.update({model.LABEL: row[prefix + model.LABEL], "confidence": float(row[prefix + "confidence"])})
     if with_compare:
-        item.update({"compare_category": row[COMPARE_PREFIX + "category"], "compare_confidence": float(row[COMPARE_PREFIX + "confidence"])})
+        compared = {f"compare_{model.LABEL}": row[COMPARE_PREFIX + model.LABEL]}
+        item.update(compared | {"compare_confidence": float(row[COMPARE_PREFIX + "confidence"])})
     return item
 
 
@@ -225,17 +226,17 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: st
     try:
         before_chunks = read_report(baseline_csv, 4096)
         for now, before in itertools.zip_longest(now_chunks, before_chunks):
-            if now is None or before is None or len(now) != len(before) or "category" not in before:
+            if now is None or before is None or len(now) != len(before) or model.LABEL not in before:
                 raise BatchInputError(f"{baseline_csv.name}: not a scored report of the same input (rows or columns differ)")
             if label_column and label_column in before:
                 before_tally.add(before, "", text_column)
-            changed = now[(now.category != before.category) & (now.error == "") & (before.error == "")]
+            changed = now[(now[model.LABEL] != before[model.LABEL]) & (now.error == "") & (before.error == "")]
             for i, row in changed.iterrows():
-                was, label = before.category[i], row[label_column] if label_column else ""
-                kind = _change(label, was, row.category)
+                was, label = before[model.LABEL][i], row[label_column] if label_column else ""
+                kind = _change(label, was, row[model.LABEL])
                 counts[kind] += 1
                 if kind in rows and len(rows[kind]) < MAX_LISTED_ROWS:
-                    item = {"row": int(i) + 1, "text": row[text_column][:300], "expected": label, "before": was, "now": row.category}
+                    item = {"row": int(i) + 1, "text": row[text_column][:300], "expected": label, "before": was, "now": row[model.LABEL]}
                     rows[kind].append(item)
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
         raise BatchInputError(f"{baseline_csv.name}: cannot read the baseline ({error})") from None

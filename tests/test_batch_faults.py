@@ -156,6 +156,7 @@ def test_two_writers_of_one_output_one_exits_2_and_the_report_is_whole(big_csv, 
     scored = read(out)
     assert list(scored.ticket_id) == [f"t{i}" for i in range(480)] and (scored.error == "").all()
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == 480
+    assert not (tmp_path / ".out.csv.lock").exists()  # the lock goes with the run: nothing empty is left beside the report
 
 
 def test_empty_values_are_empty_not_nan(tmp_path):

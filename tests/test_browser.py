@@ -58,7 +58,7 @@ def test_owner_triages_a_ticket_opens_a_step_and_downloads_a_batch_report(page, 
         pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice", "cancel my order please"]}).to_csv(source, index=False)
         page.get_by_role("tab", name="Batch").click()
         page.locator('input[type=file][accept=".csv"]').first.set_input_files(source)  # the CSV upload, not a table's import
-        expect(page.get_by_text("small.csv").filter(visible=True).first).to_be_visible(timeout=60_000)  # uploaded
+        expect(page.get_by_role("cell", name="small.csv").first).to_be_visible(timeout=60_000)  # uploaded (its name: "small" ".csv")
         page.get_by_role("button", name="Run batch report").click()
         link = page.locator('a[href$="/small-report.csv"]')
         link.wait_for(timeout=120_000)
