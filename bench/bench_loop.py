@@ -119,9 +119,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-loop-") as scratch:
             results.append(experiment(Path(scratch), accept))
         result = results[-1]
-        print(
-            f"\nAccepted as training: {'every' if accept == 'all' else 'the misclassified'} tickets of half A ({result['flagged_and_accepted']} of {result['outside_rows']})"
-        )
+        which = "every ticket" if accept == "all" else "the misclassified tickets"
+        print(f"\nAccepted as training: {which} of half A ({result['flagged_and_accepted']} of {result['outside_rows']})")
         print(table(result))
         print(json.dumps({k: result[k] for k in ("classifier", "gate", "old_gate_would_refuse")}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
