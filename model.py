@@ -25,7 +25,6 @@ build (building/), which loads it: this file imports nothing of the project, eve
 """
 
 import hashlib
-import logging
 import os
 import re
 import threading
@@ -45,7 +44,6 @@ PIPELINE_VERSION = "1.0.0"
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("TRIAGE_DATA_DIR", ROOT / "data"))  # what the artifacts are built from (building/builder.py)
 MAX_TEXT_CHARS = 5000
-log = logging.getLogger("triage")
 
 
 # ---------------------------------------------------------------------------------------------
