@@ -360,7 +360,13 @@ def cases_tab() -> None:
             go_gate = gr.Button("Its gate report")
         gate_said = gr.Markdown()
         with gr.Column(visible=False) as shown_gate:
-            gate_changed = gr.Dataframe(interactive=False, wrap=True, label="Tickets whose answer the candidate changes", max_height=600)
+            gate_changed = gr.Dataframe(
+                interactive=False,
+                wrap=True,
+                label="Tickets whose answer the candidate changes",
+                column_widths=["9%", "5%", "44%", "12%", "11%", "11%", "8%"],
+                max_height=600,
+            )
         with gr.Column(visible=False) as shown_both:  # no placeholder headers before a run
             both = gr.Dataframe(
                 interactive=False,
