@@ -373,6 +373,8 @@ def _build(target: Path | None = None, training_cases=(), about: dict | None = N
         encoder = _build_encoder(staging, current["encoder"])
         index, orders = article_index(article_vectors(articles, encoder)), order_numbers()
         train = pd.concat([train, cases], ignore_index=True)
+        grid = len(CLASSIFIER_GRID["C"]) * len(CLASSIFIER_GRID["class_weight"])
+        log.info("artifacts: the classifier on %d tickets, its settings chosen of %d by %d-fold CV", len(train), grid, CV_FOLDS)
         classifier, chosen = trained_classifier(train, encoder)
         write_artifacts(staging, articles, index, classifier, order_filter(orders))
         manifest = manifest_of(staging, current, articles, train, index, orders, chosen)
@@ -383,6 +385,7 @@ def _build(target: Path | None = None, training_cases=(), about: dict | None = N
         (target / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
         loaded = load(manifest, encoder, target)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
+        log.info("artifacts: evaluating the build (C %s, class weights %s)", chosen["settings"]["C"], chosen["settings"]["class_weight"])
         manifest["eval"] = evaluate()
         if "eval_style" in data_files():
             manifest["eval_style"] = evaluate(data_files()["eval_style"])

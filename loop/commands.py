@@ -86,6 +86,8 @@ def cmd_cases_reject(args) -> int:
 
 def not_pending(ids: list[str]) -> None:
     """Stop, naming them, when some ids are no pending case (a typo, or decided already): nothing is changed."""
+    if not ids:
+        sys.exit("give the ids of the pending cases (python -m loop cases queue lists them)")
     pending = {f.case.id for f in review.pending(ids)}
     missing = [i for i in ids if i not in pending]
     if missing:
@@ -95,6 +97,7 @@ def not_pending(ids: list[str]) -> None:
 def cmd_cases_status(args) -> int:
     """fix: only cases the pipeline gets right now (a case that still fails is named and nothing changes); reopen."""
     status = CaseStatus.fixed if args.action == "fix" else CaseStatus.open
+    in_suite(args.args)
     if status == CaseStatus.fixed:
         chosen = [c for c in edge_cases.load_cases() if c.id in args.args]
         failing = [r for r in edge_cases.check_cases(chosen) if r["verdict"] in ("open", "broken")]  # wrong now
@@ -110,8 +113,18 @@ def cmd_cases_status(args) -> int:
 
 def cmd_cases_train(args) -> int:
     """Mark suite cases as training examples: candidates learn from them (`python -m loop candidate`)."""
+    in_suite(args.args)
     print(f"{counted(edge_cases.mark_cases(args.args, train=True))} marked as training examples")
     return 0
+
+
+def in_suite(ids: list[str]) -> None:
+    """Exit 1 naming the ids given that are no case of the suite, or saying that none was given."""
+    if not ids:
+        sys.exit("give the ids of the cases (python -m loop cases check lists them)")
+    unknown = sorted(set(ids) - {c.id for c in edge_cases.load_cases()})
+    if unknown:
+        sys.exit(f"no case {', '.join(unknown)} in {edge_cases.cases_file()} (python -m loop cases check lists them); nothing marked")
 
 
 def cmd_candidate(args) -> int:
@@ -179,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     cases = commands.add_parser("cases", help="the edge cases: check the suite, review the queue, import a CSV, mark fixed or open")
     cases.add_argument("action", choices=list(CASE_ACTIONS), nargs="?", default="check")
-    cases.add_argument("args", nargs="*", help="import: CSV files; accept, reject, fix, reopen: case ids")
+    cases.add_argument("args", nargs="*", help="import: CSV files; accept, reject, fix, reopen, train: case ids")
     cases.add_argument("--state", choices=[*review.STATES, "all"], default="pending", help="queue: which cases to list")
     cases.add_argument("--by", default=os.environ.get("USER"), help="accept, reject, import: the reviewer's name (default $USER)")
     cases.add_argument("--accept", action="store_true", help="import: straight into the suite, as a reviewer")

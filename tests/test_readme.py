@@ -220,3 +220,12 @@ def test_the_gradio_client_example_is_the_one_the_app_shows_and_the_tests_run():
 
     shown = re.search(r"<!-- api-example:gradio_client -->\n```python\n(.*?)```", README, re.S)
     assert shown and shown.group(1) == render.client_example()
+
+
+def test_the_python_example_runs_as_written_and_prints_what_its_comment_says():
+    section = README[README.index("## Using the pipeline from Python") :]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", code], cwd=model.ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = re.search(r"# (order_status .*)$", code, flags=re.M).group(1)
+    assert done.stdout.splitlines()[0] == said, done.stdout[:500]

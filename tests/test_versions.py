@@ -68,6 +68,13 @@ def test_cases_fix_refuses_a_case_that_still_fails(loop):
     assert edge_cases.load_cases()[-1].status == "open"
 
 
+@pytest.mark.parametrize("action", ["fix", "reopen", "train", "accept", "reject"])
+def test_a_case_command_names_an_unknown_or_missing_id(loop, action):
+    for ids, said in ((["99999"], "99999"), ([], "give the ids")):
+        done = cli("cases", action, *ids)
+        assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 def test_flag_train_gate_promote_serve_roll_back(loop):
     assert model.run(MISROUTED).category == "feedback"
     texts = [MISROUTED, "Gorgeous lamp but the colour clashes with everything, so I'm sending it back for my money"]
