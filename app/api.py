@@ -46,6 +46,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import model
 from app import observe
@@ -145,6 +146,7 @@ class FieldProblems(BaseModel):
 
 
 ERRORS = {  # every error a client of /predict or /cases can get, each with its JSON body
+    400: ("The body could not be read: it is not UTF-8.", Problem),
     401: ("The API key is missing or wrong (only when the server has LIT_SERVER_API_KEY set).", Problem),
     403: ("Reviewing over HTTP is off: the server has no reviewer key (TRIAGE_REVIEW_KEY or LIT_SERVER_API_KEY).", Problem),
     408: (f"The request body stalled or took longer than TRIAGE_BODY_TIMEOUT ({SETTINGS['body_timeout']:g} s).", Problem),
@@ -262,6 +264,18 @@ def validation_error(request: Request, error: RequestValidationError) -> JSONRes
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def unreadable_body(request: Request, error: StarletteHTTPException):
+    """FastAPI's 400 for a body it could not read says only "There was an error parsing the body": say why (a body that
+    is not UTF-8, the usual case). Every other HTTPException is answered as FastAPI would."""
+    from fastapi.exception_handlers import http_exception_handler
+
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        detail = f"the body is not UTF-8: byte 0x{cause.object[cause.start]:02x} at position {cause.start}; send JSON encoded as UTF-8"
+        return JSONResponse({"detail": detail}, status_code=400)
+    return await http_exception_handler(request, error)
+
+
 def shorten(value, limit: int = 100):
     """A JSON-safe, short copy of a client's input for an error body."""
     if isinstance(value, bytes):  # a body that is no JSON: as text, not a Python repr
@@ -325,7 +339,7 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
         "help-centre articles, and an automatic reply when every rule allows one. Requests that arrive together are "
         "batched; each keeps its own flags, and its answer is the same as alone.",
         tags=["triage"],
-        responses=error_responses(401, 408, 413, 422, 500, 503, 504),
+        responses=error_responses(400, 401, 408, 413, 422, 500, 503, 504),
     )
 
 
@@ -558,6 +572,7 @@ def build_server() -> TriageServer:
     )
     server.app.add_middleware(observe.Observe)  # outside both: their 408, 413 and 503 are counted and logged too
     server.app.add_exception_handler(RequestValidationError, validation_error)
+    server.app.add_exception_handler(StarletteHTTPException, unreadable_body)  # what FastAPI's body parsing raises
     server.app.title, server.app.version = "Support-ticket triage API", model.PIPELINE_VERSION
     server.app.description = "Triage customer messages (POST /predict) and flag edge cases (/cases). The app is at /."
     return server

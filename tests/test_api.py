@@ -88,6 +88,13 @@ def test_malformed_json_is_422(server):
     assert problem["loc"] == ["body"] and problem["input"] == '{"text": "hi"' and "at character 13" in problem["msg"], problem
 
 
+def test_a_body_that_is_not_utf8_is_400_saying_so(server):
+    body, json_type = b'{"text": "\xff\xfe"}', {"Content-Type": "application/json"}
+    response = requests.post(f"{server.url}/predict", data=body, headers=json_type, timeout=30)
+    assert response.status_code == 400 and response.json()["detail"].startswith("the body is not UTF-8: byte 0xff at position 10")
+    assert "400" in requests.get(f"{server.url}/openapi.json", timeout=30).json()["paths"]["/predict"]["post"]["responses"]
+
+
 def test_a_form_encoded_body_is_422_naming_the_content_type(server):
     response = requests.post(f"{server.url}/predict", data={"text": "hi there"}, timeout=30)
     (problem,) = response.json()["detail"]
