@@ -421,7 +421,7 @@ def add_case_routes(server: ls.LitServer) -> None:
         tags=["edge cases"],
         responses={
             200: {"description": "The same case was already flagged", "model": CaseSaved},
-            **error_responses(401, 408, 413, 422, 429, 503, 507),
+            **error_responses(400, 401, 408, 413, 422, 429, 503, 507),
         },
     )
     server.app.add_api_route(
@@ -445,7 +445,7 @@ def add_case_routes(server: ls.LitServer) -> None:
         "pending cases to the regression suite file, with `expected` when given (the reviewer's answer); `accept: false` "
         "rejects them. Cases that are not pending are left as they are. 403 when the server has no reviewer key.",
         tags=["edge cases"],
-        responses=error_responses(401, 403, 408, 413, 422, 503, 507),
+        responses=error_responses(400, 401, 403, 408, 413, 422, 503, 507),
     )
 
 
