@@ -1,5 +1,5 @@
 """What a batch report says and shows, computed from a scored CSV alone: the summary (tallies, metrics, the
-comparison of two variants or against a baseline), its figures, and the HTML page (templates/report.html).
+comparison of two variants or against a baseline), its figures, and the HTML page (reporting/templates/report.html).
 
 Nothing here writes a file: `batch.py` streams, scores and writes; it calls `summary()`, `report_html()` and, for the
 edge cases, `case_rows()`, `cases_summary()` and `cases_html()`. Because a summary needs only the scored CSV, shards
@@ -276,7 +276,7 @@ def _variants(summary: dict[str, Any]) -> dict[str, dict]:
 
 
 def charts(summary: dict[str, Any]) -> list[dict]:
-    """The HTML page's figures as numbers that templates/report.html draws in HTML and CSS, no script: bars of the
+    """The HTML page's figures as numbers that reporting/templates/report.html draws in HTML and CSS, no script: bars of the
     categories, columns of the confidence histogram and, when labelled, the confusion matrix; B beside A when comparing.
     Lengths are percentages of the largest value; a matrix cell's shade is its count over the matrix's largest."""
     variants = _variants(summary)
@@ -339,7 +339,7 @@ def figures(summary: dict[str, Any]) -> list:
 
 
 def report_html(summary: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page (templates/report.html): cards, figures drawn in HTML and CSS
+    """The report as one self-contained HTML page (reporting/templates/report.html): cards, figures drawn in HTML and CSS
     (`charts()`), tables and run metadata; no script but the sort on a column header, nothing fetched."""
     tables = []
     if summary.get("metrics"):
@@ -367,9 +367,9 @@ def report_html(summary: dict[str, Any]) -> str:
 
 
 def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, charts: list[dict] = (), notes: list[str] = ()) -> str:
-    """templates/report.html filled in, every value escaped."""
+    """reporting/templates/report.html filled in, every value escaped."""
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(model.ROOT / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     environment.tests["unbreakable"] = _unbreakable
     return environment.get_template("report.html").render(

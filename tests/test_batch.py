@@ -343,7 +343,7 @@ def test_cluster_profiles_dry_run(tmp_path):
 
 
 def test_the_html_report_shows_ticket_text_as_text(tmp_path):
-    """templates/report.html escapes every value: a ticket's markup is shown, never run (only plotly's figures are HTML)."""
+    """reporting/templates/report.html escapes every value: a ticket's markup is shown, never run (only plotly's figures are HTML)."""
     source = tmp_path / "x.csv"
     ticket = "<script>alert('x')</script><img src=http://127.0.0.1:1/t.png> my order never came"
     pd.DataFrame({"text": [ticket], "expected_category": ["billing"]}).to_csv(source, index=False)

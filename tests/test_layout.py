@@ -42,6 +42,10 @@ def test_the_top_level_is_the_design_cards():
     assert python == TOP_LEVEL_PYTHON, f"Python files at the top level beyond model.py and batch.py: {sorted(python - TOP_LEVEL_PYTHON)}"
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert packages == PACKAGES
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    folders = {name.split("/")[0] for name in tracked if "/" in name}
+    beside = {"data", "tests", "bench", "notebooks", "deploy", "profiles", ".ci", ".github"}  # data, tests, deployment, CI
+    assert folders <= PACKAGES | beside, f"top-level folders beyond the design card's: {sorted(folders - PACKAGES - beside)}"
 
 
 @pytest.mark.parametrize("package", sorted(PACKAGES - {"app"}))
