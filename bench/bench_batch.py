@@ -31,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import model  # noqa: E402
+from building import builder  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--size-rows", type=int, nargs="+", default=[40, 1000])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    model.resources()
+    builder.ready()
     result = {}
     if "throughput" in args.parts:
         result["throughput"] = throughput(args.rows, args.rounds)

@@ -27,7 +27,8 @@ MEASURE = """
 import itertools, json, resource, sys, time
 start = time.perf_counter()
 import pandas as pd, model
-model.resources()
+from building import builder
+builder.ready()
 load_s = time.perf_counter() - start
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 texts = list(pd.concat([pd.read_csv(model.DATA_DIR / f"{n}.csv").text for n in ("eval", "train")]))

@@ -19,6 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import model
+from building import builder
 
 
 def tickets(n: int) -> list[str]:
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts = tickets(args.tickets)
+    builder.ready()
     model.run_batch(texts[:64])  # load and warm up
     loop, batch = [], []
     for _ in range(args.repeats):

@@ -13,11 +13,12 @@ from fastapi import FastAPI
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import model
 from app.api import TriageRequest
+from building import builder
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI):
-    model.resources()  # load before /health answers
+    builder.ready()  # load before /health answers
     yield
 
 
