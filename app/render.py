@@ -282,6 +282,7 @@ def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     """The last gate verdict of `version` (its gate.json, written by `python -m loop gate`): the verdict and every
     regression, each set's deltas with their intervals and McNemar's test, and the tickets whose answer changes."""
     from building import versions
+    from loop import gate
 
     try:
         verdict = json.loads((versions.folder(version) / "gate.json").read_text())
@@ -292,16 +293,7 @@ def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     significance = verdict["settings"]["significance"]
     said = [f"**{version} {'passes' if verdict['passed'] else 'fails'} the gate** against {verdict['against']}"]
     said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
-    level = f"{1 - significance:.0%} CI"
-    said += ["", f"| set | tickets | accuracy served → candidate | Δ accuracy, {level} | Δ macro-F1, {level} | fixed / broken, McNemar p |"]
-    said += ["|---|---|---|---|---|---|"]
-    for name, s in verdict["sets"].items():
-        acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]
-        said.append(
-            f"| {literal(name)} | {s['rows']} | {s['served']['accuracy']:.4f} → {s['candidate']['accuracy']:.4f} | "
-            f"{acc['delta']:+.4f} [{acc['low']:+.4f}, {acc['high']:+.4f}] | {f1['delta']:+.4f} [{f1['low']:+.4f}, {f1['high']:+.4f}] | "
-            f"{test['fixed']} / {test['broken']}, p = {test['p_two_sided']:.4f} |"
-        )
+    said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
     changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
     return "\n".join(said), pd.DataFrame(changed, columns=["set", "row", "text", "expected", "served", "candidate", "change"])
 

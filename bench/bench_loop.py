@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 OLD_LIMITS = {"macro_f1": 0.01, "class_f1": 0.05}  # the absolute thresholds the gate had before
 
 
@@ -95,18 +96,9 @@ def experiment(scratch: Path, accept: str) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [
-        "| set | tickets | accuracy served → candidate | Δ accuracy, 95% CI | Δ macro-F1, 95% CI | fixed / broken, McNemar p |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, s in result["sets"].items():
-        acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]
-        lines.append(
-            f"| {name} | {s['rows']} | {s['served']['accuracy']:.3f} → {s['candidate']['accuracy']:.3f} | "
-            f"{acc['delta']:+.3f} [{acc['low']:+.3f}, {acc['high']:+.3f}] | {f1['delta']:+.3f} [{f1['low']:+.3f}, {f1['high']:+.3f}] | "
-            f"{test['fixed']} / {test['broken']}, p = {test['p_two_sided']:.3f} |"
-        )
-    return "\n".join(lines)
+    from loop import gate  # the gate's own table, to three digits
+
+    return "\n".join(gate.table(result["sets"], result["gate"]["settings"]["significance"], digits=3))
 
 
 def main() -> None:

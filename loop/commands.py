@@ -84,14 +84,22 @@ def cmd_cases_reject(args) -> int:
     return 0
 
 
-def not_pending(ids: list[str]) -> None:
-    """Stop, naming them, when some ids are no pending case (a typo, or decided already): nothing is changed."""
+def known(ids: list[str], found: set[str], what: str, listing: str) -> None:
+    """Stop before anything is changed when no id is given, or naming the ids that are no `what` (a typo, or a case
+    decided already); `listing` is the command that lists them."""
     if not ids:
-        sys.exit("give the ids of the pending cases (python -m loop cases queue lists them)")
-    pending = {f.case.id for f in review.pending(ids)}
-    missing = [i for i in ids if i not in pending]
+        sys.exit(f"give the ids of the {what}s ({listing} lists them)")
+    missing = [i for i in ids if i not in found]
     if missing:
-        sys.exit(f"nothing changed: no pending case {', '.join(missing)} (see python -m loop cases queue --state all)")
+        sys.exit(f"nothing changed: no {what} {', '.join(missing)} ({listing} lists them)")
+
+
+def not_pending(ids: list[str]) -> None:
+    known(ids, {f.case.id for f in review.pending(ids)}, "pending case", "python -m loop cases queue --state all")
+
+
+def in_suite(ids: list[str]) -> None:
+    known(ids, {c.id for c in edge_cases.load_cases()}, "case", f"python -m loop cases check ({edge_cases.cases_file()})")
 
 
 def cmd_cases_status(args) -> int:
@@ -116,15 +124,6 @@ def cmd_cases_train(args) -> int:
     in_suite(args.args)
     print(f"{counted(edge_cases.mark_cases(args.args, train=True))} marked as training examples")
     return 0
-
-
-def in_suite(ids: list[str]) -> None:
-    """Exit 1 naming the ids given that are no case of the suite, or saying that none was given."""
-    if not ids:
-        sys.exit("give the ids of the cases (python -m loop cases check lists them)")
-    unknown = sorted(set(ids) - {c.id for c in edge_cases.load_cases()})
-    if unknown:
-        sys.exit(f"no case {', '.join(unknown)} in {edge_cases.cases_file()} (python -m loop cases check lists them); nothing marked")
 
 
 def cmd_candidate(args) -> int:

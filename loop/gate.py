@@ -53,7 +53,7 @@ def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
     false: the suite's cases alone), and the suite's cases."""
     import pandas as pd
 
-    builder.ready()
+    saved = builder.ready().manifest
     named = {name: path for name, path in builder.data_files().items() if name in ("eval", "eval_style")} if sets else {}
     named.update({f"batch {Path(b).name}": Path(b) for b in batches})
     labelled = {}
@@ -68,7 +68,6 @@ def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
         | {"text": r["case"].ticket.text, "expected": r["case"].expected.category.value, "now": r["answer_now"]["category"]}
         for r in edge_cases.check_cases()
     ]
-    saved = builder.ready().manifest
     about = {k: saved.get(k) for k in ("version", "pipeline_version", "data", "built_at")} | {"encoder": saved["encoder"]["name"]}
     return {"about": about, "sets": labelled, "cases": cases}
 
@@ -218,6 +217,22 @@ def described(name: str, s: dict[str, Any], significance: float) -> str:
         f"{f1['high']:+.4f}); {test['fixed']} fixed, {test['broken']} broken (McNemar p = {test['p_two_sided']:.4f}); "
         f"{len(s['changed_rows'])} answers change"
     )
+
+
+def table(sets: dict[str, Any], significance: float, digits: int = 4, shown=str) -> list[str]:
+    """Each set's result as a row of a Markdown table: both sides' accuracy, the deltas with their intervals, McNemar's
+    counts and p (`shown` writes a set's name: the app shows it as code)."""
+    level, f = f"{1 - significance:.0%} CI", f"+.{digits}f"
+    lines = [f"| set | tickets | accuracy served → candidate | Δ accuracy, {level} | Δ macro-F1, {level} | fixed / broken, McNemar p |"]
+    lines.append("|---|---|---|---|---|---|")
+    for name, s in sets.items():
+        acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]
+        lines.append(
+            f"| {shown(name)} | {s['rows']} | {s['served']['accuracy']:.{digits}f} → {s['candidate']['accuracy']:.{digits}f} | "
+            f"{acc['delta']:{f}} [{acc['low']:{f}}, {acc['high']:{f}}] | {f1['delta']:{f}} [{f1['low']:{f}}, {f1['high']:{f}}] | "
+            f"{test['fixed']} / {test['broken']}, p = {test['p_two_sided']:.{digits}f} |"
+        )
+    return lines
 
 
 def html(verdict: dict[str, Any]) -> str:
