@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # ---------------------------------------------------------------------------------------------
 # Configuration (environment variables override the defaults)
@@ -167,41 +167,10 @@ class Triage(BaseModel):
     trace: list[StepTrace] | None = Field(None, description="One entry per step, in order; only when debug was asked.")
 
 
-# What the faces read by name, from here: the answer labelled data judges, where a table keeps the right answer, and
-# where a debug trace keeps every class's probability. Every other field, input or output, they take from the schemas.
-LABEL = "category"  # the Triage field an evaluation set labels
-EXPECTED_PREFIX = "expected_"  # a CSV column expected_<field> holds a ticket's right <field>: expected_category, ...
-PROBABILITIES = ("classify", "probabilities")  # (step, key in its debug details)
-
-
-def expected_column(field: str = LABEL) -> str:
-    """The column of a labelled table that holds the right answer for `field`: `expected_category`."""
-    return EXPECTED_PREFIX + field
-
-
-def ticket_from_row(row: dict[str, Any], text_column: str = "text") -> Ticket:
-    """A ticket from one row of a table (a CSV's cells, all strings): the text from `text_column`, every other field of
-    `Ticket` from the column of its name. A missing column or an empty cell takes the field's default; a bad value
-    raises pydantic's ValidationError naming the field."""
-    given = {name: row.get(text_column if name == "text" else name) for name in Ticket.model_fields}
-    return Ticket.model_validate({name: value for name, value in given.items() if name == "text" or value not in (None, "")})
-
-
-class CaseSource(StrEnum):
-    ui = "ui"
-    api = "api"
-    file = "file"
-
-
-class CaseStatus(StrEnum):
-    open = "open"  # the pipeline still gets it wrong
-    fixed = "fixed"  # the pipeline gets it right: a regression if that ever changes
-
-
 class Expected(BaseModel):
     """The right answer for an edge case: the category always; the other fields only where someone says."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"category": "billing"}]})
     category: Category
     needs_human: bool | None = Field(None, description="Whether a person must answer; null: either is right.")
     team: str | None = Field(None, description=f"The team; null: the category's own. One of {sorted(set(TEAMS.values()))}.")
@@ -214,47 +183,33 @@ class Expected(BaseModel):
             raise ValueError(f"unknown team {team!r}; one of {', '.join(sorted(set(TEAMS.values())))}")
         return team
 
-    def matches(self, answer: Triage) -> bool:
-        """Whether an answer is right: every field given here equals the answer's."""
-        wanted = {k: v for k, v in self.model_dump().items() if v is not None}
-        return {k: getattr(answer, k) for k in wanted} == wanted
+
+# ---------------------------------------------------------------------------------------------
+# The contract: everything the rest of the project reads of this file (README "Your own pipeline" lists it;
+# building/contract.py checks it at build and start, naming what is missing). A fork names its own classes, fields
+# and steps, and points these names at them.
+# ---------------------------------------------------------------------------------------------
+TITLE = "Support-ticket triage"  # the page's, the API's and the reports' title
+INTRO = (
+    "Routes an online shop's customer messages to the right team, links the order numbers they mention, "
+    "and answers from the help centre when that is safe."
+)
+Input = Ticket  # required: one input (a pydantic model with one example in model_config["json_schema_extra"])
+Output = Triage  # required: the answer (a pydantic model; an optional `trace: list[StepTrace] | None` for debug panels)
+# Also required: Flags (above: every field with a default), Expected (above: a flagged case's right answer, any subset
+# of Output's fields), run_batch (below), install/resources (bottom) and the artifacts' recipe, recipe.py.
+# Optional from here: None (or leaving the name out) turns its feature off.
+LABEL = "category"  # the Output field that labelled data judges (and Expected requires): accuracy, confusion matrix
+LABELLED_SETS = {"eval": "eval.csv", "eval_style": "eval_style.csv"}  # data/ files with an expected_<LABEL> column
+SLICES = ("difficulty",)  # columns of a labelled set that split its accuracy (accuracy_plain, accuracy_hard, ...)
+PROBABILITY = "confidence"  # the Output field with the label's probability, 0 to 1: confidence figures
+NEEDS_PERSON = "needs_human"  # a bool Output field, true when a person must answer: shares of "needs a person"
+PROBABILITIES = ("classify", "probabilities")  # (step, key of its debug details) holding every class's probability
 
 
-class EdgeCase(BaseModel):
-    """A ticket whose right answer someone knows, kept so every later version of the pipeline is judged on it.
-
-    Clients send the ticket, flags, expected answer, note, source and keep_pii; the store fills the rest:
-    the id, when and by whom, and the pipeline's answer at that moment with its version and artifacts.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "ticket": {"text": "I never got the parcel, but you charged me anyway. Order 75983714"},
-                    "expected": {"category": "billing"},
-                    "note": "a charge complaint that mentions a missing parcel",
-                }
-            ]
-        },
-    )
-    ticket: Ticket
-    flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
-    expected: Expected
-    note: Annotated[str, AfterValidator(lambda note: " ".join(normalize(note, mask_pii=False)[0].split()))] = Field(
-        "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
-    )
-    source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
-    keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
-    train: bool = Field(False, description="A training example: candidates learn from it, so it never counts as fixed.")
-    id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
-    status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")
-    created_at: str | None = Field(None, description="Set by the store (UTC, ISO 8601).")
-    created_by: str | None = Field(None, description="Set by the store: the login name, where there is one.")
-    answer: dict[str, Any] | None = Field(None, description="Set by the store: the pipeline's answer when the case was saved.")
-    pipeline_version: str | None = Field(None, description="Set by the store.")
-    artifacts: str | None = Field(None, description="Set by the store: a fingerprint of the artifacts that gave the answer.")
+def clean_text(text: str, mask_pii: bool = True) -> str:
+    """What a kept case's text fields and note go through before they are stored: personal data masked."""
+    return normalize(text, mask_pii)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,28 +473,6 @@ def run_batch(
             )
         )
     return results
-
-
-def run_each(
-    tickets: list[Ticket | dict | str], flags: Flags | dict | list | None = None, timings: dict[str, float] | None = None
-) -> list[Triage | Exception]:
-    """`run_batch`, except that a ticket on which the pipeline fails gets its exception in its place,
-    so one bad ticket cannot take a whole batch down (the batch report and the API rely on this)."""
-    try:
-        return run_batch(tickets, flags, timings=timings)
-    except Exception:
-        results: list[Triage | Exception] = []
-        for ticket, f in zip(tickets, flags if isinstance(flags, list) else [flags] * len(tickets), strict=True):
-            try:
-                results.append(run(ticket, f))
-            except Exception as error:
-                results.append(error)
-        return results
-
-
-def error_message(error: ValidationError) -> str:
-    """A pydantic error as one line naming each field: `text: String should have at least 1 character`."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def _ms(start: float) -> float:

@@ -19,24 +19,63 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import ValidationError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 import model
-from building import builder
+from building import builder, contract
+from building.contract import error_message
 from building.files import file_lock, spreadsheet_safe, spreadsheet_text
-from model import (
-    PIPELINE_VERSION,
-    CaseSource,
-    CaseStatus,
-    EdgeCase,
-    Expected,
-    Flags,
-    Ticket,
-    error_message,
-    normalize,
-)
+from model import PIPELINE_VERSION, Expected, Flags
+
+Ticket = model.Input  # the pipeline's input, whatever model.py calls it
+
+
+class CaseSource(StrEnum):
+    ui = "ui"
+    api = "api"
+    file = "file"
+
+
+class CaseStatus(StrEnum):
+    open = "open"  # the pipeline still gets it wrong
+    fixed = "fixed"  # the pipeline gets it right: a regression if that ever changes
+
+
+def _example() -> dict:
+    expected = (Expected.model_config.get("json_schema_extra") or {}).get("examples") or [None]
+    return {"examples": [{"ticket": contract.input_example(), "expected": expected[0], "note": "why this case matters"}]}
+
+
+class EdgeCase(BaseModel):
+    """An input whose right answer someone knows, kept so every later version of the pipeline is judged on it.
+
+    Clients send the ticket, flags, expected answer, note, source and keep_pii; the store fills the rest:
+    the id, when and by whom, and the pipeline's answer at that moment with its version and artifacts.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_example())
+    ticket: Ticket
+    flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
+    expected: Expected
+    note: Annotated[str, AfterValidator(lambda note: contract.clean_text(note, mask_pii=False))] = Field(
+        "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
+    )
+    source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
+    keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
+    train: bool = Field(False, description="A training example: candidates learn from it, so it never counts as fixed.")
+    id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
+    status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")
+    created_at: str | None = Field(None, description="Set by the store (UTC, ISO 8601).")
+    created_by: str | None = Field(None, description="Set by the store: the login name, where there is one.")
+    answer: dict[str, Any] | None = Field(None, description="Set by the store: the pipeline's answer when the case was saved.")
+    pipeline_version: str | None = Field(None, description="Set by the store.")
+    artifacts: str | None = Field(None, description="Set by the store: a fingerprint of the artifacts that gave the answer.")
+
+
 
 CASE_COLUMNS = [
     *("id", "status", "source", "created_at", "created_by", *Ticket.model_fields, "flags"),  # a ticket's fields by name
