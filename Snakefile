@@ -9,38 +9,44 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 configfile: "config.yaml"
 
-DATA = ["data/articles.csv", "data/train.csv", "data/eval.csv", "data/eval_style.csv", "data/orders.py"]
-ARTIFACTS = multiext("artifacts/", "manifest.json", "articles.faiss", "articles.json", "classifier.npz", "orders.bloom")
-if os.environ.get("TRIAGE_ENCODER", "onnx-int8") != "torch":  # the ONNX encoders' files (building/builder.py: ENCODER_FILES)
-    ARTIFACTS += multiext("artifacts/", "encoder.onnx", "tokenizer.json")
+# What the pipeline declares (model.py and recipe.py, through the contract): its data files and labelled sets.
+import model
+import recipe
+from building import contract
+
+SETS = [os.path.relpath(path) for path in contract.labelled_sets().values()]  # the first one is the evaluation set
+DATA = list(dict.fromkeys([*(os.path.relpath(model.DATA_DIR / file) for file in recipe.DATA.values()), *SETS]))
+ARTIFACTS = ["artifacts/manifest.json"]  # written last, it lists every other artifact file with its size and SHA-256
 
 
 rule all:
     input:
         ARTIFACTS,
-        "reports/eval_metrics.json",
+        ["reports/eval_metrics.json"] if SETS else [],
 
 
 rule artifacts:
-    """The faiss index, classifier, Bloom filter and manifest, built from data/."""
+    """What the pipeline's steps run on (recipe.py), built from data/, and the manifest."""
     input:
         DATA,
-        local(["model.py", "building/builder.py", "building/encoders.py"]),  # code ships with the container image, not through cluster storage
+        local(["model.py", "recipe.py", "building/builder.py", "building/encoders.py"]),  # code ships with the container image, not through cluster storage
     output:
         ARTIFACTS,
     shell:
         "python -m building build"
 
 
-rule eval:
-    """Accuracy and macro-F1 of the whole pipeline on the evaluation set."""
-    input:
-        ARTIFACTS,
-        "data/eval.csv",
-    output:
-        "reports/eval_metrics.json",
-    shell:
-        "python -m building eval > {output}"
+if SETS:  # a pipeline without a label has no metrics
+
+    rule eval:
+        """Accuracy and macro-F1 of the whole pipeline on the evaluation set (the first labelled set)."""
+        input:
+            ARTIFACTS,
+            SETS[0],
+        output:
+            "reports/eval_metrics.json",
+        shell:
+            "python -m building eval > {output}"
 
 
 rule candidate:
@@ -109,7 +115,7 @@ rule bench_encoders:
 
 
 rule bench_pipeline:
-    """run_batch against a loop of run on 512 tickets."""
+    """run_batch against a loop of run on 512 inputs."""
     input:
         ARTIFACTS,
     output:

@@ -1,15 +1,22 @@
-"""Batch reports for domain experts: a CSV of tickets in; a scored CSV, an HTML report and a JSON summary out.
+"""Batch reports for domain experts: a CSV of inputs in; a scored CSV, an HTML report and a JSON summary out.
 
-    python batch.py data/eval.csv -o reports/eval.csv            # also writes reports/eval.html and .json
-    python batch.py tickets.csv -o out.csv --flag top_k=5 --compare auto_reply=false
+    python batch.py data/<labelled set>.csv -o reports/scored.csv   # also writes reports/scored.html and .json
+    python batch.py inputs.csv -o out.csv --column FIELD=COLUMN --flag KEY=VALUE --compare KEY=VALUE
+
+Everything is read from the contract (building/contract.py), never a field of the worked example: each row is the
+pipeline's whole Input (`contract.input_from_row`: every field from the column of its name, or the column
+`--column FIELD=COLUMN` names; `--text-column COLUMN` is short for the Input's text field; a missing column or an
+empty cell takes the field's default, a missing column of a required field stops the run naming it); the output
+columns come from the Output's schema (`reports.field_columns`: the rule for each type is in reporting/reports.py);
+the label's expected column is `expected_<label>` (or `--label-column`).
 
 Read top to bottom: the arguments (`main`, one function per command), the run (`report()`, for this CLI and the
 app's Batch tab), streaming the input, scoring it, the state that lets a killed run resume, and writing. The input
 is streamed in chunks through `model.run_batch` (debug off), so memory stays flat however long the file is. Every
-input row gives exactly one output row, in order; a row the pipeline cannot take (empty text, too long, ...) keeps
-its columns and gets an `error`. What the report says and shows (tallies, metrics, comparisons, figures, the HTML
-page) is computed from the scored CSV alone by `reports.py`, which is what lets `merge()` join shards scored in
-parallel into the same report.
+input row gives exactly one output row, in order; a row the pipeline cannot take (a value out of bounds, ...) keeps
+its columns and gets an `error` (its number and the field), listed in the JSON and the HTML too. What the report says
+and shows (tallies, metrics, comparisons, figures, the HTML page) is computed from the scored CSV alone by
+`reports.py`, which is what lets `merge()` join shards scored in parallel into the same report.
 
 Nothing is destroyed: the input is never an output; every file is written under a temporary name and
 renamed when complete (a killed run leaves the previous report, or none, under the final name); one
@@ -33,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from tqdm import tqdm
 
 import model
-from building import builder, files
+from building import builder, contract, files
 from loop import edge_cases, review
+from loop.edge_cases import EdgeCase
 from reporting import reports
 from reporting.reports import COMPARE_PREFIX, BatchInputError, read_report
 
@@ -64,12 +72,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Triage a CSV of tickets into a scored CSV, an HTML report and a JSON summary.")
+    about = f"{contract.title()}: a CSV of inputs into a scored CSV, an HTML report and a JSON summary."
+    parser = argparse.ArgumentParser(description=about)
     parser.add_argument("input", nargs="*", help="the input CSV (with --merge: the scored shards, in order)")
     parser.add_argument("-o", "--output", required=True, help="the scored CSV to write; .html and .json go beside it")
-    parser.add_argument("--text-column", default="text")
-    label = model.expected_column()
-    parser.add_argument("--label-column", default=None, help=f"the right {model.LABEL}'s column (default: {label} when present)")
+    fields = ", ".join(model.Input.model_fields)
+    parser.add_argument(
+        "--column", action="append", default=[], metavar="FIELD=COLUMN", help=f"the column of an input field ({fields}), repeatable"
+    )
+    text, label, slices = contract.text_field(), contract.label(), ", ".join(contract.slices()) or "none"
+    text_help = f"short for --column {text}=COLUMN" if text else "(the input has no text field)"
+    parser.add_argument("--text-column", metavar="COLUMN", help=text_help)
+    label_help = f"the right {label}'s column (default: {contract.expected_column()} when present)" if label else "(no label)"
+    parser.add_argument("--label-column", metavar="COLUMN", help=label_help)
+    slice_help = f"a column to split accuracy by, repeatable (default: {slices}, when present)"
+    parser.add_argument("--slice", action="append", metavar="COLUMN", help=slice_help)
     parser.add_argument("--flag", action="append", default=[], metavar="KEY=VALUE", help="a pipeline flag, repeatable")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE", help="score a variant with these flags changed")
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
@@ -93,8 +110,10 @@ def cmd_report(args) -> int:
     summary = report(
         args.input[0],
         args.output,
+        columns=parse_columns(args.column),
         text_column=args.text_column,
         label_column=args.label_column,
+        slices=args.slice,
         flags=flags,
         compare=compare,
         chunk_size=args.chunk_size,
@@ -133,6 +152,17 @@ def _finished(summary: dict[str, Any], args) -> int:
     return 0
 
 
+def parse_columns(pairs: list[str]) -> dict[str, str]:
+    """`["FIELD=COLUMN", ...]` -> {field: column}; raises BatchInputError naming a pair that is not one."""
+    columns = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise BatchInputError(f"--column {pair!r}: expected FIELD=COLUMN")
+        columns[field] = column
+    return columns
+
+
 def parse_flags(pairs: list[str], base: model.Flags | None = None, option: str = "--flag") -> model.Flags:
     """`["top_k=5", "auto_reply=false"]` -> Flags, on top of `base`. Raises BatchInputError naming the key."""
     values = (base or model.Flags()).model_dump()
@@ -157,8 +187,10 @@ def report(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    text_column: str = "text",
+    columns: dict[str, str] | None = None,
+    text_column: str | None = None,
     label_column: str | None = None,
+    slices: list[str] | None = None,
     flags: model.Flags | dict | None = None,
     compare: model.Flags | dict | None = None,
     chunk_size: int = CHUNK_SIZE,
@@ -170,11 +202,16 @@ def report(
 ) -> dict[str, Any]:
     """Score a CSV into `output_path` (.csv) and write the .json summary and .html report beside it.
 
-    Returns the summary. `compare` is a second set of flags: every row is scored with both, the
-    variant's columns prefixed `compare_`. `resume` continues a run that was killed, from its last
-    complete chunk. `baseline` is an earlier scored CSV of the same input: the report adds what changed.
-    Raises BatchInputError when the file cannot be used or the report cannot be written.
+    Returns the summary. `columns` maps Input fields to the input's columns where they are not named as the fields
+    (`text_column`: the text field's); `label_column` is the label's expected column (default: expected_<label> when
+    present), `slices` the columns accuracy is split by (default: the contract's slices present). `compare` is a
+    second set of flags: every row is scored with both, the variant's columns prefixed `compare_`. `resume` continues
+    a run that was killed, from its last complete chunk. `baseline` is an earlier scored CSV of the same input: the
+    report adds what changed. Raises BatchInputError when the file cannot be used or the report cannot be written.
     """
+    columns = wanted_columns(columns, text_column)
+    if label_column is not None and not contract.label():
+        raise BatchInputError(f"--label-column {label_column}: the pipeline has no label (model.py's LABEL)")
     flags = model.Flags.model_validate(flags or {})
     compare = model.Flags.model_validate(compare) if compare is not None else None
     output_path = Path(output_path)
@@ -186,7 +223,7 @@ def report(
     with writing(output_path):
         identity = {
             "input": _identity(input_path),
-            "settings": [text_column, label_column, flags.model_dump(), compare and compare.model_dump(), chunk_size, limit],
+            "settings": [columns, label_column, slices, flags.model_dump(), compare and compare.model_dump(), chunk_size, limit],
             "pipeline": builder.fingerprint(),
         }
         state, written = (_resumable(partial, identity) if resume else None) or (
@@ -195,13 +232,14 @@ def report(
         )
         builder.ready()  # load the artifacts before the clock starts: elapsed_s is scoring time
         try:
-            text_column, label_column = _score(
+            columns, label_column, slices = _score(
                 input_path,
                 partial,
                 state,
                 written,
-                text_column=text_column,
+                columns=columns,
                 label_column=label_column,
+                slices=slices,
                 flags=flags,
                 compare=compare,
                 chunk_size=chunk_size,
@@ -211,7 +249,7 @@ def report(
             run = {"input": Path(input_path).name, "flags": flags.model_dump(), "compare_flags": compare.model_dump() if compare else None}
             if state["resumed_from_row"]:
                 run["resumed_from_row"] = state["resumed_from_row"]
-            summary = summarize(partial, text_column, label_column, state["elapsed_s"], run, html_report, output_path, baseline)
+            summary = summarize(partial, columns, label_column, state["elapsed_s"], run, html_report, output_path, baseline, slices)
             os.replace(partial, output_path)  # last: the report is complete
         except BatchInputError:
             partial.unlink(missing_ok=True)  # the input is unusable: nothing to resume
@@ -288,68 +326,55 @@ def count_rows(path: str | Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scoring: output columns derived from the Triage schema, chunks through the pipeline
+# Scoring: output columns derived from the Output schema (reports.field_columns), chunks through the pipeline
 # ---------------------------------------------------------------------------------------------
-def _output_columns() -> list[str]:
-    columns = []
-    for name, field in model.Triage.model_fields.items():
-        annotation = field.annotation
-        if name == "trace":
-            continue
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # order_ids -> order_ids_known, ...
-            columns += [f"{name}_{sub}" for sub in annotation.model_fields]
-        elif getattr(annotation, "__origin__", None) is list:  # articles -> top_article_id, ...
-            item = annotation.__args__[0]
-            columns += [f"top_{name.removesuffix('s')}_{sub}" for sub in item.model_fields]
-        else:
-            columns.append(name)
-    return [*columns, "error"]
+OUTPUT_COLUMNS = reports.output_columns()
+flatten = reports.flatten  # one answer's output columns
 
 
-OUTPUT_COLUMNS = _output_columns()
+def wanted_columns(columns: dict[str, str] | None, text_column: str | None = None) -> dict[str, str]:
+    """The input columns asked for, by Input field: `columns`, and `text_column` for the Input's text field. Raises
+    BatchInputError naming a field the Input does not have."""
+    columns = dict(columns or {})
+    if text_column is not None:
+        if contract.text_field() is None:
+            raise BatchInputError(f"--text-column {text_column}: the input has no text field; name columns with --column FIELD=COLUMN")
+        columns[contract.text_field()] = text_column
+    for field in columns:
+        if field not in model.Input.model_fields:
+            raise BatchInputError(f"--column {field}: not a field of the input (fields: {', '.join(model.Input.model_fields)})")
+    return columns
 
 
-def flatten(triage: model.Triage) -> dict[str, Any]:
-    """One CSV row from a Triage: lists joined by spaces, the best article's fields as top_article_*."""
-    row: dict[str, Any] = {}
-    for name, value in triage.model_dump(mode="json", exclude={"trace"}).items():
-        if isinstance(value, dict):
-            row.update({f"{name}_{k}": " ".join(v) for k, v in value.items()})
-        elif isinstance(value, list):
-            row.update({f"top_{name.removesuffix('s')}_{k}": v for k, v in (value[0] if value else {}).items()})
-        else:
-            row[name] = value
-    return {column: "" if row.get(column) is None else row[column] for column in OUTPUT_COLUMNS}  # None is empty, not "nan"
-
-
-def score_chunk(rows: list[dict[str, str]], flags: model.Flags, text_column: str = "text", first_row: int = 1) -> list[dict[str, Any]]:
-    """Output columns for each input row (its cells by column name), numbered from `first_row`. The ticket is every field
-    of `model.Ticket` (`model.ticket_from_row`: the text from `text_column`, the others from the columns of their names,
-    an empty cell the field's default). A row that fails gets `error` (its number and the field) and empty outputs."""
+def score_chunk(rows: list[dict[str, str]], flags: model.Flags, columns: dict[str, str] | None = None, first_row: int = 1) -> list[dict]:
+    """Output columns for each input row (its cells by column name), numbered from `first_row`. The input is every field
+    of `model.Input` (`contract.input_from_row`: each from the column `columns` names, else the column of its name, an
+    empty cell the field's default). A row that fails gets `error` (its number and the field) and empty outputs."""
     scored: list[dict[str, Any] | None] = [None] * len(rows)
-    valid: dict[int, model.Ticket] = {}
+    valid: dict[int, Any] = {}
     for i, row in enumerate(rows):
         try:
-            valid[i] = model.ticket_from_row(row, text_column)
+            valid[i] = contract.input_from_row(row, columns)
         except ValidationError as error:
             scored[i] = _error_row(error, first_row + i)
-    results = model.run_each(list(valid.values()), flags)  # a failing row cannot cost the chunk
+    results = contract.run_each(list(valid.values()), flags)  # a failing row cannot cost the chunk
     for i, result in zip(valid, results, strict=True):
         scored[i] = _error_row(result, first_row + i) if isinstance(result, Exception) else flatten(result)
     return scored
 
 
 def _error_row(error: Exception, row: int) -> dict[str, Any]:
-    message = model.error_message(error) if isinstance(error, ValidationError) else f"{type(error).__name__}: {error}"
+    message = contract.error_message(error) if isinstance(error, ValidationError) else f"{type(error).__name__}: {error}"
     return {**dict.fromkeys(OUTPUT_COLUMNS, ""), "error": f"row {row}: {message}"}
 
 
-def _score(input_path, partial, state, written, *, text_column, label_column, flags, compare, chunk_size, limit, progress):
+def _score(input_path, partial, state, written, *, columns, label_column, slices, flags, compare, chunk_size, limit, progress):
     """Stream the input through the pipeline into `partial`, from the row `state` says the last run stopped at.
 
     After each chunk the rows are flushed to disk and the state (rows and bytes done, the SHA-256 of those bytes, kept
     running in `written`) saved beside them, so a killed run can continue from its last complete chunk. Every text cell
-    is written spreadsheet-safe (`files.spreadsheet_safe`). Returns the text and label columns as written.
+    is written spreadsheet-safe (`files.spreadsheet_safe`). Returns the Input's columns (by field), the label's column
+    and the slice columns, as the scored CSV names them.
     """
     show = sys.stderr.isatty() if progress is None else progress
     total = None  # the bar's, counted (a second read of the input) only when a bar is shown
@@ -357,25 +382,23 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
         total = min(count_rows(input_path), limit) if limit is not None else count_rows(input_path)
     done = state["resumed_from_row"] = state["rows_done"]
     started, elapsed_before = time.perf_counter(), state["elapsed_s"]
-    columns = None
+    header = None
     with (
         open(partial, "r+b" if done else "wb") as out,
         tqdm(total=total, initial=done, unit="rows", disable=not show) as bar,
     ):
         out.truncate(state["bytes_done"])  # drop whatever the killed run wrote after its last complete chunk
         out.seek(state["bytes_done"])
-        seen, ticket_text = 0, text_column  # the text's column as the input names it
+        seen = 0
         for chunk in read_chunks(input_path, chunk_size):
-            if columns is None:
-                columns = list(chunk.columns)
-                _check_columns(input_path, columns, text_column, label_column)
-                label_column = _label(columns, label_column)
-                # an input column named like an output (say "category") keeps its values as input_category
-                renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS or c.startswith(COMPARE_PREFIX)}
-                text_column, label_column = renamed.get(text_column, text_column), renamed.get(label_column, label_column)
+            if header is None:
+                header = list(chunk.columns)
+                columns, label_column, slices = _input_columns(input_path, header, columns, label_column, slices)  # as the input names them
+                # an input column named like an output (say the label's) keeps its values as input_<name>
+                renamed = {c: reports.written_name(c) for c in header if reports.written_name(c) != c}
                 if not done:
-                    header = [renamed.get(c, c) for c in columns] + OUTPUT_COLUMNS
-                    _write_rows(out, written, [header + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else [])])
+                    outputs = OUTPUT_COLUMNS + ([COMPARE_PREFIX + c for c in OUTPUT_COLUMNS] if compare is not None else [])
+                    _write_rows(out, written, [[renamed.get(c, c) for c in header] + outputs])
             if limit is not None:
                 chunk = chunk.iloc[: max(limit - seen, 0)]
             if chunk.empty:
@@ -384,9 +407,9 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
             if seen <= done:  # scored by the run that was killed
                 continue
             rows, first = chunk.to_dict("records"), int(chunk.index[0]) + 1  # by the input's own column names
-            scored = pd.DataFrame(score_chunk(rows, flags, ticket_text, first), index=chunk.index)
+            scored = pd.DataFrame(score_chunk(rows, flags, columns, first), index=chunk.index)
             if compare is not None:
-                variant = pd.DataFrame(score_chunk(rows, compare, ticket_text, first), index=chunk.index).add_prefix(COMPARE_PREFIX)
+                variant = pd.DataFrame(score_chunk(rows, compare, columns, first), index=chunk.index).add_prefix(COMPARE_PREFIX)
                 scored = scored.join(variant)
             _write_rows(out, written, chunk.rename(columns=renamed).join(scored).itertuples(index=False))
             out.flush()
@@ -395,23 +418,34 @@ def _score(input_path, partial, state, written, *, text_column, label_column, fl
             state.update(rows_done=seen, bytes_done=out.tell(), sha256=written.hexdigest(), elapsed_s=elapsed)
             files.write_atomic(_state_path(partial), json.dumps(state))
             bar.update(len(chunk))
-        if columns is None:  # the file has no header at all
+        if header is None:  # the file has no header at all
             raise BatchInputError(f"{input_path}: the file is empty")
     state["elapsed_s"] = elapsed_before + time.perf_counter() - started
-    return text_column, label_column
+    named = {c: renamed.get(c, c) for c in header}
+    return {f: named[c] for f, c in columns.items()}, label_column and named[label_column], [named[c] for c in slices]
 
 
-def _check_columns(path, columns: list[str], text_column: str, label_column: str | None) -> None:
-    if text_column not in columns:
-        raise BatchInputError(f"{path}: no {text_column!r} column (columns: {', '.join(columns) or 'none'}); choose one with --text-column")
-    if label_column is not None and label_column not in columns:
-        raise BatchInputError(f"{path}: no label column {label_column!r} (columns: {', '.join(columns)})")
-
-
-def _label(columns: list[str], label_column: str | None) -> str | None:
-    if label_column is not None:
-        return label_column
-    return model.expected_column() if model.expected_column() in columns else None
+def _input_columns(path, header: list[str], wanted: dict[str, str], label_column: str | None, slices: list[str] | None):
+    """Each Input field's column in the input (the one `wanted` names, else the field's own name), the label's and the
+    slices': a field whose column is missing takes its default, unless it is required or its column was asked for; a
+    label or slice column asked for must be there. Else BatchInputError naming the column and how to map it."""
+    listed = ", ".join(header) or "none"
+    columns = {}
+    for name, field in model.Input.model_fields.items():
+        column = wanted.get(name, name)
+        if column in header:
+            columns[name] = column
+        elif field.is_required() or name in wanted:
+            how = f"--column {name}=COLUMN" + (" (or --text-column COLUMN)" if name == contract.text_field() else "")
+            what = f"the input's {'required ' if field.is_required() else ''}field {name!r}"
+            raise BatchInputError(f"{path}: no {column!r} column for {what} (columns: {listed}); name its column with {how}")
+    if label_column is not None and label_column not in header:
+        raise BatchInputError(f"{path}: no label column {label_column!r} (columns: {listed})")
+    if label_column is None and contract.label() and contract.expected_column() in header:
+        label_column = contract.expected_column()
+    if missing := [c for c in slices or () if c not in header]:
+        raise BatchInputError(f"{path}: no slice column {missing[0]!r} (columns: {listed})")
+    return columns, label_column, list(slices) if slices is not None else [c for c in contract.slices() if c in header]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,21 +530,23 @@ def _write_rows(out, written, rows) -> None:
 
 def summarize(
     scored_csv: str | Path,
-    text_column: str,
+    columns: dict[str, str],
     label_column: str | None,
     elapsed_s: float,
     run: dict[str, Any],
     html_report: bool = True,
     output_path: str | Path | None = None,
     baseline: str | Path | None = None,
+    slices: list[str] = (),
 ) -> dict[str, Any]:
-    """The scored CSV's summary (`reports.summary`), written as .json (and the .html report) beside `output_path`
-    (default: the scored CSV itself), each under a temporary name first. `baseline`: an earlier scored CSV of the same
-    input, compared row by row. Returns the summary, its `outputs` the paths of the files written (the files
-    themselves name each other by name only: they are shared, their folder is not)."""
+    """The scored CSV's summary (`reports.summary`; `columns`, `label_column` and `slices` as the scored CSV names them),
+    written as .json (and the .html report) beside `output_path` (default: the scored CSV itself), each under a
+    temporary name first. `baseline`: an earlier scored CSV of the same input, compared row by row. Returns the summary,
+    its `outputs` the paths of the files written (the files themselves name each other by name only: they are shared,
+    their folder is not)."""
     output_path = Path(output_path or scored_csv)
     summary = reports.summary(
-        scored_csv, text_column, label_column, elapsed_s=elapsed_s, run=run, output_path=output_path, baseline=baseline
+        scored_csv, columns, label_column, slices=slices, elapsed_s=elapsed_s, run=run, output_path=output_path, baseline=baseline
     )
     files.write_atomic(output_path.with_suffix(".json"), json.dumps(summary, indent=2, default=str) + "\n")
     if html_report:
@@ -578,7 +614,7 @@ def writing(output_path: Path):
 # ---------------------------------------------------------------------------------------------
 def split(input_path: str | Path, outputs: list[str | Path], chunk_size: int = 4096) -> None:
     """Split a CSV into len(outputs) contiguous shards with the header in each (empty shards too). A shard is the
-    user's input in parts, read as input: its cells are copied as they are (quoting them would change the tickets)."""
+    user's input in parts, read as input: its cells are copied as they are (quoting them would change the inputs)."""
     total, n = count_rows(input_path), len(outputs)
     bounds = [round(total * k / n) for k in range(n + 1)]
     with contextlib.ExitStack() as stack:
@@ -614,7 +650,7 @@ def merge(scored_shards: list[str | Path], output_path: str | Path, html_report:
             run = {"input": first["input"], "flags": first["flags"], "compare_flags": first["compare_flags"], "shards": len(shards)}
             elapsed = max(s["elapsed_s"] for s in shards)  # shards run side by side
             summary = summarize(
-                partial, first["text_column"], first["label_column"], elapsed, run, html_report=html_report, output_path=output_path
+                partial, first["columns"], first["label_column"], elapsed, run, html_report, output_path, slices=first["slice_columns"]
             )
             os.replace(partial, output_path)
         except (OSError, ValueError, KeyError) as error:
@@ -629,21 +665,24 @@ def merge(scored_shards: list[str | Path], output_path: str | Path, html_report:
 # ---------------------------------------------------------------------------------------------
 def save_misclassified(
     scored_csv: str | Path, summary: dict[str, Any], flags: model.Flags, created_by: str | None = None, client=None, trusted=True
-) -> list[tuple[model.EdgeCase, bool]]:
-    """Every misclassified row of a labelled report, flagged into the review queue (from a file; duplicates merge), in
-    one transaction. From the app without a key (`trusted=False`) the queue's rate and cap apply (review.py)."""
-    label, text = summary.get("label_column"), summary["text_column"]
-    if not label:
-        raise BatchInputError(f"--save-misclassified needs a label column ({model.expected_column()}, or --label-column)")
-    categories = {c.value for c in model.Category}
+) -> list[tuple[EdgeCase, bool]]:
+    """Every misclassified row of a labelled report (its expected value one of the label's classes), flagged into the
+    review queue (from a file; duplicates merge), in one transaction. From the app without a key (`trusted=False`) the
+    queue's rate and cap apply (review.py)."""
+    label, column = contract.label(), summary.get("label_column")
+    if not label or not column:
+        wanted = f"{contract.expected_column()}, or --label-column" if label else "and the pipeline has no label"
+        raise BatchInputError(f"--save-misclassified needs a label column ({wanted})")
+    classes = reports.label_values()
     note = f"misclassified in the batch report of {Path(summary['input']).name}"
     cases = []
     for chunk in read_report(scored_csv, CHUNK_SIZE):
-        wrong = chunk[(chunk.error == "") & (chunk[label] != chunk[model.LABEL]) & chunk[label].isin(categories)]
+        wrong = chunk[(chunk.error == "") & (chunk[column] != "") & (chunk[column] != chunk[label])]
+        if classes:
+            wrong = wrong[wrong[column].isin(classes)]
         for row in wrong.to_dict("records"):
-            row |= {name.removeprefix("input_"): value for name, value in row.items() if name.startswith("input_")}  # as given
-            ticket = model.ticket_from_row(row, text)
-            cases.append({"ticket": ticket, "flags": flags, "expected": {model.LABEL: row[label]}, "note": note, "source": "file"})
+            given = contract.input_from_row(row, summary["columns"])  # every Input field, as it was scored
+            cases.append({"ticket": given, "flags": flags, "expected": {label: row[column]}, "note": note, "source": "file"})
     return review.flag(cases, created_by, client=client, trusted=trusted) if cases else []
 
 

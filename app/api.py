@@ -1,8 +1,9 @@
 """The HTTP API for the application team: a LitServe wrapper of `model.run_batch` (debug off).
 
-POST /predict takes a ticket (with optional flags) and returns the `Triage` answer. Concurrent requests
-are batched into one `run_batch` call; each keeps its own flags. The request and response schemas are
-the pipeline's own pydantic models, so /docs and /openapi.json show the real fields.
+POST /predict takes one input (model.Input, with optional flags) and returns the pipeline's answer (model.Output).
+Concurrent requests are batched into one `run_batch` call; each keeps its own flags. The request and response schemas
+are the pipeline's own pydantic models, so /docs and /openapi.json show the real fields; everything else it says of the
+pipeline (title, /info, the /health canary, the examples) comes from the contract (building/contract.py).
 Settings (environment variables):
 
     TRIAGE_MAX_BATCH_SIZE   largest batch of requests per run_batch call   (default 32)
@@ -21,7 +22,7 @@ Settings (environment variables):
 Faults: a killed inference worker is replaced (restart_workers), at any moment, idle or busy; the requests
 it held get a JSON 503 and /health says 503 until the new one answers. Every /predict has a deadline
 (TRIAGE_TIMEOUT plus the time a batch may take): past it, a 504, never a hang. /health is 200 only while
-requests go through end to end (answers, or a canary ticket, came back within the last seconds). The HTTP
+requests go through end to end (answers, or a canary input, came back within the last seconds). The HTTP
 process and LitServe's manager cannot be replaced: if either dies, the whole server exits with status 1
 for its supervisor to restart it. Every child ends when the main process dies, however it dies. SIGTERM
 drains: the server stops accepting, answers what is in flight, then stops the workers.
@@ -30,6 +31,7 @@ This file reads: the LitAPI (four hooks), schemas, routes, build_server. Beside 
 use of LitServe's internals, pinned by a test), app/guards.py (the ASGI guards), app/health.py (what /health knows).
 """
 
+import json
 import math
 import multiprocessing
 import os
@@ -53,7 +55,7 @@ from app import observe
 from app.guards import RequestGuard, WorkerWatch
 from app.health import HEALTH_FRESH, Watch, watch_parent
 from app.litserve_internals import TriageServer, ask_worker, key_dependencies, name_the_queue_timeout, take_routes
-from building import builder
+from building import builder, contract
 from loop import edge_cases
 
 SETTINGS = {
@@ -70,18 +72,15 @@ API_PATHS = ("/predict", "/cases", "/cases/review")
 RUN_SECONDS = 10  # beyond its time in the queue (TRIAGE_TIMEOUT), the most a request's batch may take before its 504
 
 
-class TriageRequest(model.Ticket):
-    """A ticket to triage, and optionally the feature flags to run the pipeline with."""
+class PredictRequest(model.Input):
+    """One input to the pipeline, and optionally the feature flags to run it with."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{**model.Ticket.model_config["json_schema_extra"]["examples"][0], "flags": {"top_k": 2}}]},
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [contract.input_example()]})  # the Input's own
     flags: model.Flags = Field(default_factory=model.Flags, description="Feature flags; every one is optional.")
 
 
-class Canary(TriageRequest):
-    """The ticket /health sends through the queue and the pipeline, like a client's (left out of the answer metrics)."""
+class Canary(PredictRequest):
+    """The input /health sends through the queue and the pipeline, like a client's (left out of the answer metrics)."""
 
 
 class Answer(NamedTuple):
@@ -103,26 +102,26 @@ class TriageAPI(ls.LitAPI):
         builder.ready()  # load the artifacts (built if missing) before /health says ready
         observe.safely(observe.WORKER_STARTS.inc)
 
-    def decode_request(self, request: TriageRequest):
+    def decode_request(self, request: PredictRequest):
         return request
 
     def predict(self, requests):
         batched = isinstance(requests, list)
         requests = requests if batched else [requests]
-        tickets = [model.Ticket.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
+        inputs = [model.Input.model_validate(r.model_dump(exclude={"flags"})) for r in requests]
         timings: dict[str, float] = {}
-        results = model.run_each(tickets, [r.flags for r in requests], timings)  # one failure fails one request
+        results = contract.run_each(inputs, [r.flags for r in requests], timings)  # one failure fails one request
         customers = [result for r, result in zip(requests, results, strict=True) if not isinstance(r, Canary)]
         if customers:
             observe.observe_batch(len(customers), timings, customers)
-        self.batch_size = len(tickets)  # encode_response runs next, once per answer of this batch
+        self.batch_size = len(inputs)  # encode_response runs next, once per answer of this batch
         return results if batched else results[0]
 
     def encode_response(self, result) -> Answer:
         """The answer as JSON text, written here in the worker: the API process passes it on without validating
-        or serializing it again. A ticket the pipeline failed on gets an error (a 500 for that request only)."""
+        or serializing it again. An input the pipeline failed on gets an error (a 500 for that request only)."""
         if isinstance(result, Exception):
-            return Answer({"detail": f"the pipeline failed on this ticket: {type(result).__name__}"}, self.batch_size)
+            return Answer({"detail": f"the pipeline failed on this input: {type(result).__name__}"}, self.batch_size)
         return Answer(result.model_dump_json(), self.batch_size)
 
 
@@ -135,9 +134,9 @@ class Problem(BaseModel):
 
 
 class FieldProblem(BaseModel):
-    type: str = Field(examples=["string_too_long"])
-    loc: list[str | int] = Field(description="Where: body, then the field's path.", examples=[["body", "text"]])
-    msg: str = Field(examples=["String should have at most 5000 characters"])
+    type: str = Field(examples=["dict_type"])
+    loc: list[str | int] = Field(description="Where: body, then the field's path.", examples=[["body", "flags"]])
+    msg: str = Field(examples=["Input should be a valid dictionary"])
     input: Any = Field(None, description="What was sent there, shortened to 100 characters.")
 
 
@@ -153,7 +152,7 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
     413: (f"The request body is larger than TRIAGE_MAX_BODY_BYTES ({SETTINGS['max_body_bytes']} bytes).", Problem),
     422: ("A field is missing, unknown or out of bounds: each problem names its field.", FieldProblems),
     429: ("Too many flags from this client in the last minute (only without an API key): retry after Retry-After seconds.", Problem),
-    500: ("The pipeline failed on this ticket (other requests in the same batch are answered).", Problem),
+    500: ("The pipeline failed on this input (other requests in the same batch are answered).", Problem),
     503: (
         "The server is at its connection limit, or the inference worker stopped and is being replaced: retry. On /cases: the "
         "review database or the suite file cannot be used (unreachable, a folder, unreadable); nothing was saved.",
@@ -178,7 +177,8 @@ def error_responses(*codes: int) -> dict[int, dict]:
 
 class ServerInfo(BaseModel):
     model: dict[str, Any] = Field(
-        description="pipeline_version, version (the served one: versions.py), model, encoder, data, categories, flags, batching, "
+        description="title, pipeline_version, version (the served one: versions.py), what it was built from (model, encoder, "
+        "data), label (the labelled field and its values), labelled_sets (each with its rows and metrics), flags, batching, "
         "max_body_bytes"
     )
     server: dict[str, Any] = Field(description="LitServe's own: devices, workers, timeout")
@@ -193,17 +193,17 @@ class CasePage(BaseModel):
     total: int = Field(description="Cases in the store.")
     offset: int
     limit: int
-    cases: list[model.EdgeCase]
+    cases: list[edge_cases.EdgeCase]
     skipped: list[SkippedLine] = Field(
-        [], description="Lines of the store that are no edge case (torn, not UTF-8, a missing cell, an unknown category): skipped."
+        [], description="Lines of the store that are no edge case (torn, not UTF-8, a missing cell, a value the schema refuses): skipped."
     )
 
 
 class CaseSaved(BaseModel):
-    id: str = Field(description="The case's id (the same ticket, flags and expected answer always give the same id).")
+    id: str = Field(description="The case's id (the same input, flags and expected answer always give the same id).")
     new: bool = Field(description="False when the same case was already flagged: it is not repeated, only counted.")
     state: str = Field(description="`pending`: waiting for a reviewer; `already flagged`: see GET /cases for its state.")
-    case: model.EdgeCase
+    case: edge_cases.EdgeCase
 
 
 class CaseState(StrEnum):
@@ -216,7 +216,7 @@ class CaseState(StrEnum):
 class QueuedCase(BaseModel):
     state: str = Field(description="pending, accepted or rejected")
     times_flagged: int = Field(description="How often the same case was flagged.")
-    case: model.EdgeCase
+    case: edge_cases.EdgeCase
 
 
 class QueuePage(BaseModel):
@@ -317,7 +317,7 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
     JSON is sent as it is (FastAPI would validate and serialize it a second time in this process), and it is documented
     with every response."""
 
-    async def predict(request: TriageRequest, http: Request) -> model.Triage:
+    async def predict(request: PredictRequest, http: Request) -> model.Output:
         deadline = server.timeout + RUN_SECONDS
         try:
             answer = await ask_worker(server, request, deadline)
@@ -334,11 +334,10 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
         predict,
         methods=["POST"],
         dependencies=key_dependencies(server, api),
-        summary="Triage one ticket",
-        description="The pipeline's answer for one customer message: category, team, urgency, order numbers found, "
-        "help-centre articles, and an automatic reply when every rule allows one. Requests that arrive together are "
-        "batched; each keeps its own flags, and its answer is the same as alone.",
-        tags=["triage"],
+        summary="Run the pipeline on one input",
+        description=f"{contract.intro()} The pipeline's answer for one input, every field as the response schema says. "
+        "Requests that arrive together are batched; each keeps its own flags, and its answer is the same as alone.",
+        tags=["pipeline"],
         responses=error_responses(400, 401, 408, 413, 422, 500, 503, 504),
     )
 
@@ -349,14 +348,16 @@ def add_case_routes(server: ls.LitServer) -> None:
     at the first call: neither /predict nor the inference workers need it, and it weighs half a second at start."""
     auth = key_dependencies(server)  # the API key, when one is set
 
-    def post_case(case: model.EdgeCase, request: Request, response: Response) -> CaseSaved:
+    def post_case(case: edge_cases.EdgeCase, request: Request, response: Response) -> CaseSaved:
         from loop import review
 
         trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
         try:
-            flagged = review.flag([case.model_copy(update={"source": model.CaseSource.api})], client=client_of(request), trusted=trusted)
+            flagged = review.flag(
+                [case.model_copy(update={"source": edge_cases.CaseSource.api})], client=client_of(request), trusted=trusted
+            )
         except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
-            raise HTTPException(422, detail=f"{model.error_message(error)} (after cleaning the text)") from None
+            raise HTTPException(422, detail=f"{contract.error_message(error)} (after cleaning the text)") from None
         except review.TooManyFlags as error:
             raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after)}) from None
         except review.QueueFull as error:
@@ -414,7 +415,7 @@ def add_case_routes(server: ls.LitServer) -> None:
         status_code=201,
         dependencies=auth,
         summary="Flag an edge case",
-        description="Puts a ticket with its expected answer in the review queue, pending until a reviewer accepts it into the "
+        description="Puts an input with its expected answer in the review queue, pending until a reviewer accepts it into the "
         "regression suite or rejects it: 201 with the case id, or 200 when the same case was already flagged (counted once "
         "more). Without an API key on the server, each client may flag TRIAGE_FLAG_RATE cases a minute (429) and the queue "
         "holds TRIAGE_MAX_PENDING pending cases (507); e-mail, phone and card numbers are masked.",
@@ -453,7 +454,7 @@ def client_of(request: Request) -> str:
     """Who is flagging, for the rate limit: the client's address (behind a proxy, its first X-Forwarded-For hop when
     TRIAGE_TRUST_PROXY=1)."""
     forwarded = request.headers.get("x-forwarded-for", "") if os.environ.get("TRIAGE_TRUST_PROXY") == "1" else ""
-    return forwarded.split(",")[0].strip()[:200] or (request.client.host if request.client else "unknown")
+    return forwarded.split(",")[0].strip()[:200] or (request.client.host if request.client else "no address")
 
 
 def add_service_routes(server: TriageServer, litserve_info) -> None:
@@ -468,8 +469,8 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
         methods=["GET"],
         summary="Ready?",
         description=f"`ok` while requests go through end to end: every inference worker is ready and an answer (a client's, or "
-        f"a canary ticket's, sent every second) came back within the last {HEALTH_FRESH} s ({RUN_SECONDS} s while clients' requests are in "
-        "flight: a batch may take that long). 503 `not ready` otherwise: starting, "
+        f"a canary's: the Input's own example, sent every second) came back within the last {HEALTH_FRESH} s ({RUN_SECONDS} s while "
+        "clients' requests are in flight: a batch may take that long). 503 `not ready` otherwise: starting, "
         "replacing a worker, or stuck. Answered at once, even under load (nothing is queued). No key needed.",
         tags=["service"],
         responses={200: {"content": {"text/plain": {"example": "ok"}}}, 503: {"content": {"text/plain": {"example": "not ready"}}}},
@@ -490,7 +491,8 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
         methods=["GET"],
         summary="Prometheus metrics",
         description="Requests by route and status, latency, requests in flight, batch sizes, seconds per pipeline step, "
-        "answers by category, worker starts. Counts and timings only, never ticket text; open like /health.",
+        "answers by the pipeline's label and whether a person must answer (where it has them), worker starts. Counts and "
+        "timings only, never an input's text; open like /health.",
         tags=["service"],
         response_class=PlainTextResponse,
     )
@@ -500,8 +502,9 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
         methods=["GET"],
         dependencies=litserve_info.dependencies,
         summary="What is serving",
-        description="Pipeline version, embedding model and encoder, data hashes, categories with their teams, every flag "
-        "with its default and bounds, and the batching settings.",
+        description="The pipeline's title and version, what it was built from (model, encoder, data hashes), its label with "
+        "the label's values, each labelled set's rows and metrics, every flag with its default and bounds, and the batching "
+        "settings.",
         tags=["service"],
         response_model=ServerInfo,
         responses=error_responses(401),
@@ -509,19 +512,31 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
 
 
 def info() -> dict:
-    """What /info reports: pipeline, model, categories, flags with defaults and bounds, batching."""
-    served = builder.served()
+    """What /info reports, from the contract: the pipeline's title and version, what it was built from, its label and the
+    label's values (an enum's), each labelled set's rows and metrics (from the artifacts' manifest, as of the start),
+    the flags with defaults and bounds, batching."""
+    label, manifest = contract.label(), saved_manifest()
+    values = None
+    if label and contract.is_enum(model.Output.model_fields[label].annotation):
+        values = [v.value for v in contract.base_type(model.Output.model_fields[label].annotation)]
     return {
+        "title": contract.title(),
         "pipeline_version": model.PIPELINE_VERSION,
-        "version": served["version"],
-        "model": served["model"],
-        "encoder": served["encoder"],
-        "data": served["data"],
-        "categories": {c.value: model.TEAMS[c] for c in model.Category},
+        **builder.served(),
+        "label": {"field": label, "values": values} if label else None,
+        "labelled_sets": {name: manifest.get(name, {}) for name in contract.labelled_sets()},
         "flags": model.Flags.model_json_schema()["properties"],
         "batching": {k: SETTINGS[k] for k in ("max_batch_size", "batch_timeout", "timeout", "workers")},
         "max_body_bytes": SETTINGS["max_body_bytes"],
     }
+
+
+def saved_manifest() -> dict:
+    """The served artifacts' manifest as saved, without loading or building anything; {} before the first build."""
+    try:
+        return json.loads((builder.ARTIFACTS_DIR / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def self_hosted_docs(app) -> None:
@@ -537,7 +552,7 @@ def self_hosted_docs(app) -> None:
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url="/openapi.json",
-            title="Support-ticket triage API",
+            title=f"{contract.title()} API",
             swagger_js_url="/docs-static/swagger-ui-bundle.js",
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon.png",
@@ -559,7 +574,7 @@ def build_server() -> TriageServer:
         restart_workers=True,  # a dead inference worker is replaced, not the end of the server
         graceful_timeout=SETTINGS["graceful_timeout"],  # what a SIGTERM waits for requests in flight
     )
-    server.watch = Watch(server, canary=Canary(text="Where is my order 75983714?"), busy_fresh=RUN_SECONDS)
+    server.watch = Watch(server, canary=Canary.model_validate(contract.input_example()), busy_fresh=RUN_SECONDS)
     litserve_routes = take_routes(server)  # "/" becomes the UI; /predict, /health and /info are this server's
     add_predict_route(server, api)
     add_case_routes(server)
@@ -573,6 +588,6 @@ def build_server() -> TriageServer:
     server.app.add_middleware(observe.Observe)  # outside both: their 408, 413 and 503 are counted and logged too
     server.app.add_exception_handler(RequestValidationError, validation_error)
     server.app.add_exception_handler(StarletteHTTPException, unreadable_body)  # what FastAPI's body parsing raises
-    server.app.title, server.app.version = "Support-ticket triage API", model.PIPELINE_VERSION
-    server.app.description = "Triage customer messages (POST /predict) and flag edge cases (/cases). The app is at /."
+    server.app.title, server.app.version = f"{contract.title()} API", model.PIPELINE_VERSION
+    server.app.description = f"{contract.intro()}\n\nRun the pipeline (POST /predict) and flag edge cases (/cases). The app is at /."
     return server

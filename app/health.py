@@ -19,7 +19,7 @@ HEALTH_FRESH = 3  # seconds: /health is 200 while an answer (a request's, or the
 class Watch:
     """The HTTP process's view of the workers, kept fresh in the background so that /health answers at once, even
     under load: whether every worker is ready (LitServe's shared status, read off the event loop), whether answers
-    come back (a client's, or else `canary`, a ticket sent through the same queue every second), and the requests in
+    come back (a client's, or else `canary`, the Input's own example sent through the same queue every second), and the requests in
     flight (`holding`: task -> cancelled for a lost worker), which it cancels each time a worker is lost: WorkerWatch
     answers them 503."""
 
@@ -47,7 +47,7 @@ class Watch:
     def ok(self) -> bool:
         """Every worker ready, the event loop turning, and an answer back within HEALTH_FRESH seconds; while clients'
         requests are in flight, within `busy_fresh` (the time a request's deadline allows its batch): one batch of 32
-        long tickets takes 2.6 s on two quiet cores, and a busy worker is not a stuck one."""
+        long inputs took 2.6 s on two quiet cores (the worked example), and a busy worker is not a stuck one."""
         fresh = self.busy_fresh if self.holding else HEALTH_FRESH
         return self.workers_ready and time.monotonic() - self.last_answer < fresh and self.alive
 

@@ -43,6 +43,13 @@ log = logging.getLogger("triage")
 
 from fastapi import FastAPI  # noqa: E402
 
+from building import contract  # noqa: E402
+
+try:  # before anything reads model.py: a part of the contract missing or ill-shaped is one line, not a traceback
+    contract.check()
+except contract.ContractError as error:
+    sys.exit(f"cannot start: {error}")
+
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
@@ -52,7 +59,7 @@ from building import builder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the triage API and UI on one port.")
+    parser = argparse.ArgumentParser(description=f"Serve {contract.title()}: the API and the UI on one port.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--no-ui", action="store_true", help="serve the API only")

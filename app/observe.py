@@ -1,10 +1,11 @@
 """What the service tells its operators: Prometheus metrics at /metrics, one JSON log line per API request.
 
 Metrics (prometheus-client). The API-server process counts requests, their latency and the requests in
-flight; the inference workers count batch sizes, seconds per pipeline step, the answers by category, and
-their own starts (a start beyond the first of each worker is a restart). With several processes, each
-writes to PROMETHEUS_MULTIPROC_DIR (app/main.py sets it to a fresh temporary folder before anything
-forks) and /metrics adds them up. /metrics holds counts and timings, never ticket text, and is open like
+flight; the inference workers count batch sizes, seconds per pipeline step, the answers (by the pipeline's
+label and whether a person must answer, where its contract has them: `triage_answers_total{label=...,
+needs_person=...}`), and their own starts (a start beyond the first of each worker is a restart). With
+several processes, each writes to PROMETHEUS_MULTIPROC_DIR (app/main.py sets it to a fresh temporary folder
+before anything forks) and /metrics adds them up. /metrics holds counts and timings, never an input's text, and is open like
 /health, so that a Prometheus scraper needs no key; expose the port to the cluster only. Metrics never take
 the service down: a write that fails (a full disk under PROMETHEUS_MULTIPROC_DIR) is logged once and counted
 in `triage_metrics_write_failures_total` (kept in memory), and the request is served.
@@ -30,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from building import versions
+from building import contract, versions
 
 LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -149,13 +150,16 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 IN_FLIGHT = Gauge("triage_requests_in_flight", "HTTP requests being answered now.", multiprocess_mode="livesum")
-BATCH_SIZE = Histogram("triage_batch_size", "Tickets per run_batch call in the inference worker.", buckets=(1, 2, 4, 8, 16, 32, 64))
+BATCH_SIZE = Histogram("triage_batch_size", "Inputs per run_batch call in the inference worker.", buckets=(1, 2, 4, 8, 16, 32, 64))
 STEP_SECONDS = Histogram(
     "triage_step_seconds", "Seconds per pipeline step, per batch.", ["step"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )  # fmt: skip
-ANSWERS = Counter("triage_answers", "Tickets answered, by category and whether a person must answer.", ["category", "needs_human"])
-FAILURES = Counter("triage_pipeline_failures", "Tickets the pipeline failed on (each got a 500).")
+ANSWER_FIELDS = {k: v for k, v in (("label", contract.label()), ("needs_person", contract.needs_person())) if v}  # -> Output field
+ANSWERS = Counter(
+    "triage_answers", "Inputs answered, by the pipeline's label and whether a person must answer (where it has them).", list(ANSWER_FIELDS)
+)
+FAILURES = Counter("triage_pipeline_failures", "Inputs the pipeline failed on (each got a 500).")
 WORKER_STARTS = Counter("triage_worker_starts", "Inference worker starts: beyond one per worker, each is a restart.")
 
 
@@ -188,7 +192,13 @@ def observe_batch(size: int, step_seconds: dict[str, float], answers: list) -> N
         if isinstance(answer, Exception):
             safely(FAILURES.inc)
         else:
-            safely(lambda answer=answer: ANSWERS.labels(answer.category.value, str(answer.needs_human).lower()).inc())
+            safely(lambda answer=answer: (ANSWERS.labels(*answer_labels(answer)) if ANSWER_FIELDS else ANSWERS).inc())
+
+
+def answer_labels(answer) -> list[str]:
+    """An answer's metric labels: the label's value, and "true" or "false" for the needs-person field."""
+    cells = [getattr(answer, field) for field in ANSWER_FIELDS.values()]
+    return [str(v).lower() if isinstance(v, bool) else str(getattr(v, "value", v)) for v in cells]
 
 
 class Observe:

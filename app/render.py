@@ -1,9 +1,12 @@
-"""What the page shows, from the pipeline's values: an answer at a glance, its tables, one panel per step, the
-differences between two variants, a batch summary's headline, the edge cases' rows, the API examples. No layout of
-the page and no listeners: app/ui.py places these."""
+"""What the page shows, from the pipeline's values: an answer at a glance, its tables and panels, one panel per step,
+the differences between two variants, a batch summary's headline, the edge cases' rows, the API examples. No layout of
+the page and no listeners: app/ui.py places these. Everything is read from the contract (building/contract.py) and the
+pipeline's schemas: a field is shown as its type suggests, never by its name."""
 
+import ast
 import json
 import re
+import typing
 from typing import Any
 
 import gradio as gr
@@ -11,6 +14,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 import model
+from building import contract
 from loop import edge_cases, review
 
 
@@ -25,27 +29,141 @@ def rounded(value: Any) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering a result and its trace
-# ---------------------------------------------------------------------------------------------
-def at_a_glance(result: model.Triage) -> str:
-    human = "**a person answers**" if result.needs_human else "**answered automatically**"
-    return (
-        f"### {result.category.value.replace('_', ' ')} → team **{result.team}**\n"
-        f"Urgency **{result.urgency.value}** · confidence **{result.confidence:.2f}** · {human}"
-    )
-
-
-ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs", "vip": "VIP", "url": "URL"}
+ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs", "url": "URL"}
 
 
 def label_of(name: str, field=None) -> str:
-    """A field's or a value's label in words: a pydantic field's `title` where it has one, else its name: `customer_tier`
-    -> "Customer tier", `mask_pii` -> "Mask PII", `web_form` -> "Web form", `vip` -> "VIP"."""
+    """A field's or a value's label in words: a pydantic field's `title` where it has one, else its name: `unit_price`
+    -> "Unit price", `source_url` -> "Source URL", `item_ids` -> "Item IDs"."""
     if field is not None and field.title:
         return field.title
-    words = " ".join(ACRONYMS.get(w, w) for w in name.split("_"))
+    words = " ".join(ACRONYMS.get(w, w) for w in str(name).split("_"))
     return words[:1].upper() + words[1:]
+
+
+def in_words(name: str, field=None) -> str:
+    """`label_of` in the middle of a sentence: "expected unit price", "item IDs"."""
+    words = label_of(name, field)
+    return words if words[:2].isupper() else words[:1].lower() + words[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The shapes of the answer: which fields are scalars for the headline, which get a panel of their own
+# ---------------------------------------------------------------------------------------------
+SCALARS = (str, int, float, bool)
+
+
+def is_scalar(annotation) -> bool:
+    base = contract.base_type(annotation)
+    return base in SCALARS or contract.is_enum(base) or typing.get_origin(base) is typing.Literal
+
+
+def is_optional(field) -> bool:
+    """Whether a field may be null (`X | None`)."""
+    annotation = field.annotation
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation)
+
+
+def _model(annotation) -> type[BaseModel] | None:
+    base = contract.base_type(annotation)
+    return base if isinstance(base, type) and issubclass(base, BaseModel) else None
+
+
+def panel_kind(field) -> str | None:
+    """How an output field gets a panel of its own: `records` (a list of models: a table, the model's fields as columns),
+    `fields` (a nested model: a field/value table), `prose` (a list of scalars, joined; or an optional string, such as a
+    long answer written out), `json` (dicts and anything else); None for a scalar, which the answer's table and headline show."""
+    base = contract.base_type(field.annotation)
+    if typing.get_origin(base) is list:
+        (item,) = typing.get_args(base) or (Any,)
+        return "records" if _model(item) else "prose" if is_scalar(item) else "json"
+    if _model(base):
+        return "fields"
+    if base is str and is_optional(field):
+        return "prose"
+    return None if is_scalar(base) else "json"
+
+
+def panel_fields() -> dict[str, Any]:
+    """The output fields that get a panel of their own, in the schema's order, by name: (field, kind)."""
+    kinds = {name: (field, panel_kind(field)) for name, field in contract.output_fields().items()}
+    return {name: (field, kind) for name, (field, kind) in kinds.items() if kind}
+
+
+def record_columns(field) -> list[str]:
+    """A list of models' table columns: the model's fields."""
+    (item,) = typing.get_args(contract.base_type(field.annotation))
+    return list(_model(item).model_fields)
+
+
+def panel_value(field, kind: str, value: Any) -> Any:
+    """What a panel shows of `value` (the field's JSON value)."""
+    if kind == "records":
+        columns = record_columns(field)
+        return pd.DataFrame([[_cell(row.get(c)) for c in columns] for row in value or []], columns=columns)
+    if kind == "fields":
+        shown = _model(field.annotation).model_fields
+        value = value or {}
+        return pd.DataFrame({"field": [label_of(k, shown.get(k)) for k in value], "value": [_short(v) for v in value.values()]})
+    if kind == "prose":
+        return ", ".join(str(_cell(v)) for v in value) if isinstance(value, list) else value or ""
+    return value if isinstance(value, (dict, list)) else {"value": value}
+
+
+def _cell(value: Any) -> Any:
+    return rounded(value) if value is None or isinstance(value, SCALARS) else _short(value)
+
+
+def has_probabilities() -> bool:
+    """Whether the answer has class probabilities to show: every class's (PROBABILITIES) or the label's (PROBABILITY)."""
+    return bool(contract.probabilities() or (contract.label() and contract.probability()))
+
+
+def class_probabilities(answer: BaseModel, trace: list[dict]) -> dict[str, float] | None:
+    """Every class's probability from the debug trace (PROBABILITIES), else the label's own (PROBABILITY)."""
+    if contract.probabilities():
+        step, key = contract.probabilities()
+        found = next((s["details"].get(key) for s in trace if s["step"] == step), None)
+        if found:
+            return found
+    label, probability = contract.label(), contract.probability()
+    if label and probability:
+        return {str(answer.model_dump(mode="json")[label]): getattr(answer, probability)}
+    return None
+
+
+def headline_fields() -> list[str]:
+    """The output's scalar fields a headline names: the label first, its probability, the needs-person field; else, or
+    after them, the first few other scalars."""
+    named = [n for n in (contract.label(), contract.probability(), contract.needs_person()) if n]
+    others = [n for n, f in contract.output_fields().items() if n not in named and panel_kind(f) is None and not is_optional(f)]
+    return named + others[: 3 if named else 4]
+
+
+def key_fields() -> list[str]:
+    """The few fields an example prints of an answer: the label and the needs-person field, else the first scalars."""
+    named = [n for n in (contract.label(), contract.needs_person()) if n]
+    return named or headline_fields()[:3]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering a result and its trace
+# ---------------------------------------------------------------------------------------------
+def at_a_glance(result: BaseModel) -> str:
+    """The answer in two lines: the label's value as the heading (where there is a label), then its probability, a few
+    other scalar fields and whether a person must answer."""
+    shown, fields = result.model_dump(mode="json"), contract.output_fields()
+    label, probability, person = contract.label(), contract.probability(), contract.needs_person()
+    parts = []
+    for name in headline_fields():
+        if name not in (label, person):
+            value = f"{shown[name]:.2f}" if name == probability else _short(shown[name])
+            parts.append(f"{label_of(name, fields[name])} **{value}**")
+    if person:
+        parts.append("**a person must answer**" if shown[person] else "**no person needed**")
+    return f"### {label_of(str(shown[label])) if label else 'The answer'}\n" + " · ".join(parts)
 
 
 def answer_table(answer: BaseModel) -> pd.DataFrame:
@@ -56,22 +174,12 @@ def answer_table(answer: BaseModel) -> pd.DataFrame:
     return pd.DataFrame({"field": labels, "value": [_short(v) for v in shown.values()]})
 
 
-def orders_table(result: model.Triage) -> pd.DataFrame:
-    rows = [(o, "known order") for o in result.order_ids.known] + [(o, "no such order") for o in result.order_ids.unknown]
-    return pd.DataFrame(rows, columns=["order number", "status"])
-
-
-def articles_table(articles: list) -> pd.DataFrame:
-    rows = [{"id": a["id"], "title": a["title"], "category": a["category"], "score": round(a["score"], 3)} for a in articles]
-    return pd.DataFrame(rows, columns=["id", "title", "category", "score"])
-
-
 LONG_TEXT = 80  # characters: a longer string is shown in a text box, not a table cell
 
 
 def show_value(value: Any, label: str) -> None:
     """A step's output or details, readably: tables for records and for flat mappings, text, or JSON. Never a Markdown:
-    inside gr.render, a Markdown that the next ticket's render puts a table in its place was handed that table's value
+    inside gr.render, a Markdown that the next input's render puts a table in its place was handed that table's value
     in the browser (`TypeError: e.trim is not a function`, Gradio 6.31, tests/test_browser.py)."""
     value = rounded(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
@@ -81,9 +189,9 @@ def show_value(value: Any, label: str) -> None:
         if short:
             rows = pd.DataFrame({"name": list(short), "value": [str(v) for v in short.values()]})
             gr.Dataframe(rows, label=label, interactive=False, wrap=True)
-        for name, text in value.items():  # long texts (a reply) in a box of their own, not cut in a table cell
+        for name, long in value.items():  # long texts in a box of their own, not cut in a table cell
             if name not in short:
-                show_value(text, f"{label}: {name}")
+                show_value(long, f"{label}: {name}")
     elif isinstance(value, str):
         gr.Textbox(value=value, label=label, interactive=False, lines=min(10, 2 + len(value) // 100))
     elif value in (None, {}, []):
@@ -95,7 +203,7 @@ def show_value(value: Any, label: str) -> None:
 def step_panels(trace: list[dict] | None) -> None:
     """One closed accordion per step of the trace, titled with its name and time; called inside gr.render."""
     if not trace:
-        gr.Textbox(value="Triage a ticket to see each step of the pipeline here.", show_label=False, interactive=False)
+        gr.Textbox(value="Run an input to see each step of the pipeline here.", show_label=False, interactive=False)
         return
     for number, step in enumerate(trace, start=1):
         title = f"{number}. {step['step']} · {step['ms']:.1f} ms" + (" · skipped" if step.get("skipped") else "")
@@ -116,7 +224,7 @@ def step_panels(trace: list[dict] | None) -> None:
 # ---------------------------------------------------------------------------------------------
 # Comparing two variants
 # ---------------------------------------------------------------------------------------------
-def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.DataFrame]:
+def differences(a: BaseModel, b: BaseModel) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Field by field and step by step, with what differs marked."""
     da, db = a.model_dump(mode="json", exclude={"trace"}), b.model_dump(mode="json", exclude={"trace"})
     fields = [
@@ -125,8 +233,8 @@ def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.Data
         if k != "trace"
     ]
     steps = []
-    tb = {s.step: s for s in b.trace or []}
-    for s in a.trace or []:
+    tb = {s.step: s for s in getattr(b, "trace", None) or []}
+    for s in getattr(a, "trace", None) or []:
         other = tb.get(s.step)
         same = other is not None and (s.output, s.details, s.skipped) == (other.output, other.details, other.skipped)
         steps.append(
@@ -137,7 +245,7 @@ def differences(a: model.Triage, b: model.Triage) -> tuple[pd.DataFrame, pd.Data
                 "differs": "" if same else "◆ differs",
             }
         )
-    return pd.DataFrame(fields), pd.DataFrame(steps)
+    return pd.DataFrame(fields), pd.DataFrame(steps, columns=["step", "A", "B", "differs"])
 
 
 def _short(value: Any) -> str:
@@ -150,60 +258,81 @@ def _short(value: Any) -> str:
         value = ", ".join(v["id"] if isinstance(v, dict) and "id" in v else _short(v) for v in value)
     elif isinstance(value, dict):
         value = "; ".join(f"{k.replace('_', ' ')}: {_short(v)}" for k, v in value.items() if _short(v))
-    text = str(rounded(value))
-    return text if len(text) <= 120 else text[:117] + "..."
+    shown = str(rounded(value))
+    return shown if len(shown) <= 120 else shown[:117] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
 # API examples, built from the schemas
 # ---------------------------------------------------------------------------------------------
+def _python(value: Any) -> str:
+    """`value` written as Python: as JSON where that reads the same in Python (strings, numbers, lists), else repr."""
+    written = json.dumps(value)
+    try:
+        return written if ast.literal_eval(written) == value else repr(value)
+    except (ValueError, SyntaxError):
+        return repr(value)
+
+
 def api_examples(base_url: str = "http://localhost:7860") -> tuple[str, str]:
-    """A curl and a Python (requests) example for POST /predict."""
-    body = {**model.Ticket.model_config["json_schema_extra"]["examples"][0], "flags": {"top_k": 2}}
+    """A curl and a Python (requests) example for POST /predict: the Input's own example."""
+    body = contract.input_example()
+    printed = ", ".join(f'answer["{k}"]' for k in key_fields())
     curl = f"curl -s -X POST {base_url}/predict -H 'Content-Type: application/json' \\\n  -d '{json.dumps(body)}'"
     python = (
         "import requests\n\n"
-        f"body = {json.dumps(body)}\n"
+        f"body = {_python(body)}\n"
         f'response = requests.post("{base_url}/predict", json=body, timeout=30)\n'
         "response.raise_for_status()\n"
-        "triage = response.json()\n"
-        'print(triage["category"], triage["team"], triage["needs_human"])\n'
+        "answer = response.json()\n"
+        f"print({printed})\n"
     )
     return curl, python
 
 
+def run_outputs() -> list[str]:
+    """The names of what the page's Run button (api_name "/run") returns to gradio_client, in order."""
+    return ["glance", "fields", *(["probabilities"] if has_probabilities() else []), *panel_fields(), "answer"]
+
+
 def client_example(base_url: str = "http://localhost:7860") -> str:
-    """A gradio_client example for the page's own Triage button, with named parameters (tests/test_ui.py runs it)."""
-    ticket = model.Ticket.model_config["json_schema_extra"]["examples"][0]
-    named = "".join(f"    {k}={json.dumps(v)},\n" for k, v in {**ticket, "top_k": 2}.items())
+    """A gradio_client example for the page's own Run button, with named parameters (tests/test_ui.py runs it)."""
+    named = "".join(f"    {k}={_python(v)},\n" for k, v in contract.input_example().items())
+    printed = ", ".join(f'answer["{k}"]' for k in key_fields())
     return (
         "from gradio_client import Client\n\n"
         f'client = Client("{base_url}/")\n'
-        "glance, fields, probabilities, reply, orders, articles, answer = client.predict(\n"
-        f'{named}    api_name="/triage",\n'
+        f"{', '.join(run_outputs())} = client.predict(\n"
+        f'{named}    api_name="/run",\n'
         ")\n"
-        'print(answer["category"], answer["team"], answer["needs_human"])\n'
+        f"print({printed})\n"
     )
 
 
 def flags_table(schema: type[BaseModel]) -> pd.DataFrame:
     """Each flag with its default (as JSON) and description."""
     rows = [{"flag": name, "default": json.dumps(f.default), "description": f.description} for name, f in schema.model_fields.items()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["flag", "default", "description"])
 
 
 def batch_headline(summary: dict) -> str:
+    """A batch summary in a line: rows and speed; accuracy where labelled; the share a person must answer where the
+    pipeline has that notion; variant B and the baseline where there are."""
+    label = in_words(contract.label()) if contract.label() else None
     parts = [f"**{summary['rows']} rows**, {summary['errors']} errors, {summary['rows_per_s']} rows/s"]
     if summary.get("metrics"):
         parts.append(f"accuracy **{summary['metrics']['accuracy']}**, macro-F1 {summary['metrics']['macro_f1']}")
-    if summary.get("needs_human_share") is not None:
-        parts.append(f"{summary['needs_human_share']:.0%} need a person")
+    if summary.get(PERSON_SHARE) is not None:
+        parts.append(f"{summary[PERSON_SHARE]:.0%} need a person")
     if "compare" in summary:
         b = summary["compare"]
-        if b.get("agreement") is not None:
-            parts.append(f"A and B agree on the category of **{b['agreement']:.0%}** of rows")
-        if b.get("needs_human_share") is not None:
-            parts.append(f"with B {b['needs_human_share']:.0%} need a person")
+        on_label = (b.get("agreement_per_field") or {}).get(contract.label())
+        if on_label is not None:
+            parts.append(f"A and B agree on the {label} of **{on_label:.0%}** of rows")
+        elif b.get("agreement") is not None:
+            parts.append(f"A and B agree on every field of **{b['agreement']:.0%}** of rows")
+        if b.get(PERSON_SHARE) is not None:
+            parts.append(f"with B {b[PERSON_SHARE]:.0%} need a person")
     if "baseline" in summary:
         b = summary["baseline"]
         parts.append(
@@ -212,14 +341,47 @@ def batch_headline(summary: dict) -> str:
     return " · ".join(parts)
 
 
+PERSON_SHARE = "needs_person_share"  # the summary's share of answers a person must answer (reporting/reports.py lists its keys)
+
+
 # ---------------------------------------------------------------------------------------------
 # Edge cases
 # ---------------------------------------------------------------------------------------------
-def literal(text: str) -> str:
-    """`text` shown as written inside Markdown, as a code span (fenced by more backticks than any run in it): a ticket's
+def literal(said: str) -> str:
+    """`text` shown as written inside Markdown, as a code span (fenced by more backticks than any run in it): an input's
     `![x](http://...)`, `<b>` or bare URL stays text, never an image the browser fetches, markup or a link."""
-    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}"
+    fence = "`" * (max(map(len, re.findall(r"`+", said)), default=0) + 1)
+    return f"{fence} {said} {fence}"
+
+
+TEXT = contract.text_field() or "input"  # the tables' column for a case's input: its text field, or every field
+WHEN_FLAGGED = f"{in_words(contract.label()) if contract.label() else 'answer'} when flagged"
+
+
+def input_shown(one: BaseModel) -> str:
+    """What a table shows of an input: its text field, else its fields in a line."""
+    return getattr(one, TEXT) if contract.text_field() else _short(one.model_dump(mode="json"))
+
+
+def expected_shown(expected: BaseModel) -> str:
+    """An expected answer in a cell: the label's value, then any other field it sets: `approve (risk=low)`."""
+    given = expected.model_dump(mode="json", exclude_none=True)
+    head = str(given.pop(contract.label())) if contract.label() in given else ""
+    extra = ", ".join(f"{k}={v if isinstance(v, SCALARS) else _short(v)}" for k, v in given.items())
+    return f"{head} ({extra})" if head and extra else head or extra
+
+
+def answer_shown(answer: dict | None, with_probability: bool = False) -> str:
+    """An answer (a dict of its fields, as the store keeps it) in a cell: the label's value (with its probability), else
+    the fields an expected answer may set."""
+    if not answer:
+        return ""
+    label, probability = contract.label(), contract.probability()
+    if label:
+        said = "" if answer.get(label) is None else str(answer[label])
+        has = with_probability and probability and isinstance(answer.get(probability), (int, float))
+        return f"{said} ({answer[probability]:.2f})" if has else said
+    return ", ".join(f"{n}={_short(answer[n])}" for n in model.Expected.model_fields if n in answer)
 
 
 def check_all() -> tuple[str, list[dict]]:
@@ -231,15 +393,14 @@ def check_all() -> tuple[str, list[dict]]:
         raise gr.Error(str(error)) from None
     rows = []
     for r in results:
-        case, now = r["case"], r["answer_now"]
-        extra = ", ".join(f"{k}={v}" for k, v in case.expected.model_dump(mode="json", exclude_none=True).items() if k != "category")
+        case = r["case"]
         rows.append(
             {
                 "verdict": r["verdict"],
-                "text": case.ticket.text,
-                "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
-                "category when flagged": (case.answer or {}).get("category", ""),
-                "now": f"{now['category']} ({now['confidence']:.2f})",
+                TEXT: input_shown(case.ticket),
+                "expected": expected_shown(case.expected),
+                WHEN_FLAGGED: answer_shown(case.answer),
+                "now": answer_shown(r["answer_now"], with_probability=True),
                 "source": case.source.value,
                 "status": case.status.value,
                 "id": case.id,
@@ -272,15 +433,15 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     for r in rows:
         if r["id"] in other:
             theirs = other[r["id"]]
-            both.append({"text": r["text"], "expected": r["expected"], "served": r["verdict"], version: theirs["verdict"]})
-            both[-1].update(answer=theirs["now"], id=r["id"])
+            both.append({TEXT: r[TEXT], "expected": r["expected"], "served": r["verdict"], version: theirs["verdict"]})
+            both[-1].update(answer=_short(theirs.get("now")), id=r["id"])
     both.sort(key=lambda r: r["served"] == r[version])
-    return pd.DataFrame(both, columns=["text", "expected", "served", version, "answer", "id"])
+    return pd.DataFrame(both, columns=[TEXT, "expected", "served", version, "answer", "id"])
 
 
 def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     """The last gate verdict of `version` (its gate.json, written by `python -m loop gate`): the verdict and every
-    regression, each set's deltas with their intervals and McNemar's test, and the tickets whose answer changes."""
+    regression, each set's deltas with their intervals and McNemar's test, and the inputs whose answer changes."""
     from building import versions
     from loop import gate
 
@@ -295,10 +456,11 @@ def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
     said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
     changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
-    return "\n".join(said), pd.DataFrame(changed, columns=["set", "row", "text", "expected", "served", "candidate", "change"])
+    columns = ["set", *changed[0]] if changed else ["set", "row", TEXT, "expected", "served", "candidate", "change"]
+    return "\n".join(said), pd.DataFrame(changed, columns=columns)
 
 
-SUITE_COLUMNS = ["verdict", "text", "expected", "category when flagged", "now", "source", "status", "id", "note"]
+SUITE_COLUMNS = ["verdict", TEXT, "expected", WHEN_FLAGGED, "now", "source", "status", "id", "note"]
 
 
 def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
@@ -306,7 +468,7 @@ def filter_cases(rows: list[dict], verdict: str, source: str) -> pd.DataFrame:
     return pd.DataFrame(keep, columns=SUITE_COLUMNS)
 
 
-QUEUE_COLUMNS = ["state", "text", "expected", "category when flagged", "times", "source", "by", "id", "note"]
+QUEUE_COLUMNS = ["state", TEXT, "expected", WHEN_FLAGGED, "times", "source", "by", "id", "note"]
 
 
 def review_queue(state: str) -> tuple[str, pd.DataFrame]:
@@ -319,13 +481,12 @@ def review_queue(state: str) -> tuple[str, pd.DataFrame]:
     rows = []
     for f in page:
         case = f.case
-        extra = ", ".join(f"{k}={v}" for k, v in case.expected.model_dump(mode="json", exclude_none=True).items() if k != "category")
         rows.append(
             {
                 "state": f.state,
-                "text": case.ticket.text,
-                "expected": case.expected.category.value + (f" ({extra})" if extra else ""),
-                "category when flagged": (case.answer or {}).get("category", ""),
+                TEXT: input_shown(case.ticket),
+                "expected": expected_shown(case.expected),
+                WHEN_FLAGGED: answer_shown(case.answer),
                 "times": f.times_flagged,
                 "source": case.source.value,
                 "by": case.created_by or "",

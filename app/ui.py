@@ -1,23 +1,24 @@
-"""The Gradio page for project owners, in reading order: a thin client of model.py and batch.py.
+"""The Gradio page for project owners, in reading order: a thin client of the pipeline's contract and batch.py.
 
     python -m app.ui [--port 7861]          # the UI alone, for development
     python app/main.py                      # the UI and the HTTP API in one server
 
 `build()` is the page: a title, then one function per tab, each laying out its components, then wiring its
-listeners. A public endpoint takes its inputs by name (`inputs_kwargs={"text": box, ...}` hands the handler
-`data["text"]`), and those names are what gradio_client sees: a ticket's fields and the flags by their schema names
-(model.Ticket, model.Flags), variant B's flags as `b_<flag>`, an expected answer as `expected_<field>`. Positional
-calls still work, in the order listed. A handler returns `{component: value}`. What a result looks like is in
-app/render.py, the upload guards in app/uploads.py. Every control and panel is derived from the pipeline's own
-schemas and trace: a new flag gets a control (and a parameter), a new step gets a panel, and nothing here changes.
+listeners. A public endpoint takes its inputs by name (`inputs_kwargs={"name": box, ...}` hands the handler
+`data["name"]`), and those names are what gradio_client sees: an input's fields and the flags by their schema names
+(model.Input, model.Flags), variant B's flags as `b_<flag>`, an expected answer's fields as `expected_<field>`
+(model.Expected). Positional calls still work, in the order listed. A handler returns `{component: value}`. What a
+result looks like is in app/render.py, the upload guards in app/uploads.py. Every control and panel is derived from
+the pipeline's contract (building/contract.py), its schemas and its trace: a new field gets a control or a panel, a
+new flag a control (and a parameter), a new step a panel, and nothing here changes.
 """
 
 import argparse
+import json
 import os
 import secrets
 import shutil
 import typing
-from enum import Enum
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no version check calling out to the network
@@ -31,35 +32,39 @@ import model
 from app.render import (
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
+    TEXT,
+    WHEN_FLAGGED,
+    answer_shown,
     answer_table,
     api_examples,
-    articles_table,
     at_a_glance,
     batch_headline,
     check_all,
+    class_probabilities,
     client_example,
     differences,
     filter_cases,
     flags_table,
     gate_report,
+    has_probabilities,
+    in_words,
+    input_shown,
+    is_scalar,
     label_of,
     literal,
-    orders_table,
+    panel_fields,
+    panel_value,
+    record_columns,
     review_queue,
     step_panels,
     under_both,
 )
 from app.uploads import only_uploads, report_dir
-from building import builder, versions
+from building import builder, contract, versions
 from loop import edge_cases, gate, review
 from loop.commands import counted
 from reporting import reports
 
-TITLE = "Support-ticket triage"
-INTRO = (
-    "Routes an online shop's customer messages to the right team, links the order numbers they mention, "
-    "and answers from the help centre when that is safe."
-)
 THEME = gr.themes.Soft(primary_hue="indigo")
 CSS = """
 .step-panel .label-wrap span { font-family: ui-monospace, monospace; }
@@ -67,20 +72,22 @@ footer { display: none !important; }
 .cases td, .cases th { word-break: normal !important; overflow-wrap: normal !important; }
 .legend, .confirmation { font-size: var(--text-sm); }
 """
+PLOTS = 3  # the Batch tab's plots: reports.figures gives three, None where the pipeline has no such thing (then hidden)
 
 
-def pipeline(ticket: dict, flags: dict, debug: bool) -> model.Triage:
+def pipeline(one: dict, flags: dict, debug: bool) -> BaseModel:
     builder.ready()  # loaded in this process on first use
-    return model.run(ticket, flags, debug=debug)
+    return contract.run(one, flags, debug=debug)
 
 
 def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = "http://localhost:7860") -> gr.Blocks:
     """The Blocks app. `run` and `flags_schema` default to the pipeline's own (tests pass variants)."""
+    contract.check()
     run = run or pipeline
     flags_schema = flags_schema or model.Flags
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:  # uploads and reports go after an hour: the disk never fills
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
-        triage_tab(run, flags_schema)
+    with gr.Blocks(title=contract.title(), delete_cache=(3600, 3600)) as demo:  # uploads and reports go after an hour
+        gr.Markdown(f"# {contract.title()}\n{contract.intro()}")
+        run_tab(run, flags_schema)
         compare_tab(run, flags_schema)
         batch_tab(flags_schema)
         cases_tab()
@@ -88,19 +95,19 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
     return demo
 
 
-def triage_tab(run, flags_schema: type[BaseModel]) -> None:
-    """One ticket: the answer, each step in its own panel, and flagging the case."""
-    with gr.Tab("Triage"):
-        gr.Markdown("One ticket through the pipeline: the answer, then every step in its own panel.")
+def run_tab(run, flags_schema: type[BaseModel]) -> None:
+    """One input: the answer, each step in its own panel, and flagging the case."""
+    with gr.Tab("Run"):
+        gr.Markdown("One input through the pipeline: the answer, then every step in its own panel.")
         with gr.Row():
             with gr.Column(scale=3):
-                ticket = ticket_controls()
+                given = input_controls()
                 with gr.Accordion("Feature flags", open=False):
                     flags = controls(flags_schema)
-                go = gr.Button("Triage", variant="primary")
-                gr.Examples(examples(), inputs=[ticket["text"]], label="Example tickets")
+                go = gr.Button("Run", variant="primary")
+                gr.Examples(examples(), inputs=list(given.values()), label="Examples")
             with gr.Column(scale=4):
-                glance = gr.Markdown("### Triage a ticket to see the answer")
+                glance = gr.Markdown("### Run an input to see the answer")
                 fields = gr.Dataframe(
                     label="The answer, field by field",
                     interactive=False,
@@ -108,66 +115,87 @@ def triage_tab(run, flags_schema: type[BaseModel]) -> None:
                     headers=["field", "value"],  # before the first answer too, never "1, 2"
                     column_widths=["30%", "70%"],
                 )
-                probabilities = gr.Label(label="Category (class probabilities)", num_top_classes=4)
-                reply = gr.Textbox(label="Reply", lines=5, interactive=False)
-                articles = gr.Dataframe(
-                    label="Help-centre articles",
-                    interactive=False,
-                    wrap=True,
-                    headers=["id", "title", "category", "score"],
-                    column_widths=["14%", "50%", "22%", "14%"],
-                )
-                orders = gr.Dataframe(label="Order numbers found", interactive=False, headers=["order number", "status"])
-        gr.Markdown("## Step by step")
+                panels = answer_panels()
         trace = gr.State([])
         answer = gr.JSON(visible=False)
+        if contract.has_trace():
+            gr.Markdown("## Step by step")
 
-        @gr.render(inputs=trace)
-        def _panels(steps):
-            step_panels(steps)
+            @gr.render(inputs=trace)
+            def _panels(steps):
+                step_panels(steps)
 
         with gr.Accordion("Flag this case: the pipeline got it wrong, or must keep getting it right", open=False):
             expected = expected_controls()
             flag_go, flagged = flag_button()
 
-    def triage(**data):
+    def answer_of(**data):
         try:
-            result = run(values(ticket, data), values(flags, data), True)
+            result = run(values(model.Input, data), values(flags_schema, data), True)
         except ValidationError as error:
-            raise gr.Error(model.error_message(error)) from None
-        steps = [s.model_dump(mode="json") for s in result.trace]
-        step, key = model.PROBABILITIES
-        labels = next((s["details"].get(key) for s in steps if s["step"] == step), None)
+            raise gr.Error(contract.error_message(error)) from None
+        steps = [s.model_dump(mode="json") for s in getattr(result, "trace", None) or []]
+        dumped = result.model_dump(mode="json", exclude={"trace"})
+        shown = {name: panel_value(field, kind, dumped[name]) for name, (field, kind) in panel_fields().items()}
+        if "probabilities" in panels:
+            shown["probabilities"] = class_probabilities(result, steps)
         return {
             glance: at_a_glance(result),
             fields: answer_table(result),
-            probabilities: labels or {result.category.value: result.confidence},
-            reply: result.reply or "(no automatic reply: a person answers)",
-            orders: orders_table(result),
-            articles: articles_table([a.model_dump(mode="json") for a in result.articles]),
+            **{panels[name]: value for name, value in shown.items()},
             trace: steps,
-            answer: result.model_dump(mode="json", exclude={"trace"}),
+            answer: dumped,
         }
 
     def flag(request: gr.Request, **data):
-        return save_flagged(values(ticket, data), values(flags, data), data, request)
+        return save_flagged(values(model.Input, data), values(flags_schema, data), data, request)
 
-    given = {**ticket, **flags}
-    outputs = [glance, fields, probabilities, reply, orders, articles, trace, answer]
-    go.click(triage, inputs_kwargs=given, outputs=outputs, api_name="triage")
-    label = model.expected_column()  # the expected answer starts as the pipeline's
-    answer.change(lambda a: (a or {}).get(model.LABEL), answer, expected[label], api_visibility="private")
-    flag_go.click(flag, inputs_kwargs=given | expected, outputs=flagged, api_name="flag_case")
+    named = {**given, **flags}
+    go.click(answer_of, inputs_kwargs=named, outputs=[glance, fields, *panels.values(), trace, answer], api_name="run")
+    preset(answer, expected)
+    flag_go.click(flag, inputs_kwargs=named | expected, outputs=flagged, api_name="flag_case")
+
+
+def answer_panels() -> dict[str, gr.components.Component]:
+    """Beside the answer's table: the class probabilities (where the pipeline has them), then one panel per output field
+    that a table cell cannot show (app/render.py:panel_kind), in the schema's order; what `/run` returns between the
+    table and the answer (render.run_outputs)."""
+    panels = {}
+    if has_probabilities():
+        label = contract.label()
+        panels["probabilities"] = gr.Label(
+            label=f"{label_of(label)} (class probabilities)" if label else "Probabilities", num_top_classes=4
+        )
+    for name, (field, kind) in panel_fields().items():
+        label = label_of(name, field)
+        if kind == "records":
+            panels[name] = gr.Dataframe(label=label, headers=record_columns(field), interactive=False, wrap=True)
+        elif kind == "fields":
+            panels[name] = gr.Dataframe(label=label, headers=["field", "value"], interactive=False, wrap=True, column_widths=["30%", "70%"])
+        elif kind == "prose":
+            long = contract.base_type(field.annotation) is str
+            panels[name] = gr.Textbox(label=label, interactive=False, lines=5 if long else 2, placeholder="none")
+        else:
+            panels[name] = gr.JSON(label=label)
+    return panels
+
+
+def preset(answer: gr.JSON, expected: dict[str, gr.components.Component]) -> None:
+    """The expected answer's label starts as the pipeline's answer (where there is a label): a person changes what is
+    wrong."""
+    label = contract.label()
+    if label:
+        answer.change(lambda a: (a or {}).get(label), answer, expected[contract.expected_column()], api_visibility="private")
 
 
 def compare_tab(run, flags_schema: type[BaseModel]) -> None:
-    """One ticket under two sets of flags, A and B, and flagging the case with either."""
+    """One input under two sets of flags, A and B, and flagging the case with either."""
     with gr.Tab("Compare") as tab:
         gr.Markdown(
-            "The same ticket under two sets of flags, A and B, or on two versions (B on a candidate: `.venv/bin/python "
-            "-m loop candidate`): what changes, field by field and step by step. B starts as A without automatic replies."
+            "The same input under two sets of flags, A and B, or on two versions (B on a candidate: `.venv/bin/python "
+            "-m loop candidate`): what changes, field by field and step by step. B starts as A: change one of B's flags."
         )
-        ticket = ticket_controls()
+        given = input_controls()
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
         version_b = gr.Dropdown(  # a name that is no version's is refused by versions.folder, with a message
             ["served", *versions.listing()],
@@ -189,21 +217,20 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
             flag_go, flagged = flag_button()
 
     def compare(**data):
-        on, given = data["b_version"] or "served", values(ticket, data)
+        on, one = data["b_version"] or "served", values(model.Input, data)
+        flags = values(flags_schema, data, "b_")
         try:
-            a, flags = run(given, values(flags_a, data), True), values(flags_b, data, "b_")
-            b = run(given, flags, True) if on == "served" else gate.one_ticket(on, given, flags)
+            a = run(one, values(flags_schema, data), True)
+            b = run(one, flags, True) if on == "served" else gate.one_ticket(on, one, flags)
         except ValidationError as error:
-            raise gr.Error(model.error_message(error)) from None
+            raise gr.Error(contract.error_message(error)) from None
         except versions.VersionError as error:
             raise gr.Error(str(error)) from None
         by_field, by_step = differences(a, b)
         n_diff = int((by_field.differs != "").sum())
         sides = "A and B" if on == "served" else f"A (served) and B (version {on})"
         same = (
-            " (B's flags are A's: change one of B's to compare variants)"
-            if on == "served" and values(flags_a, data) == values(flags_b, data, "b_")
-            else ""
+            " (B's flags are A's: change one of B's to compare variants)" if on == "served" and values(flags_schema, data) == flags else ""
         )
         return {
             headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}{same}; steps that differ are marked below.",
@@ -215,10 +242,10 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         }
 
     def flag(request: gr.Request, **data):
-        flags = values(flags_a, data) if data["variant"] == "A" else values(flags_b, data, "b_")
-        return save_flagged(values(ticket, data), flags, data, request)
+        flags = values(flags_schema, data) if data["variant"] == "A" else values(flags_schema, data, "b_")
+        return save_flagged(values(model.Input, data), flags, data, request)
 
-    both = {**ticket, **flags_a, **prefixed(flags_b, "b_")}
+    both = {**given, **flags_a, **prefixed(flags_b, "b_")}
     go.click(
         compare,
         inputs_kwargs=both | {"b_version": version_b},
@@ -226,35 +253,35 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         api_name="compare",
     )
     tab.select(lambda: gr.Dropdown(choices=["served", *versions.listing()]), None, version_b, api_visibility="private")
-    result_a.change(lambda a: (a or {}).get(model.LABEL), result_a, expected[model.expected_column()], api_visibility="private")
-    flag_inputs = {**ticket, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
+    preset(result_a, expected)
+    flag_inputs = {**given, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
     flag_go.click(flag, inputs_kwargs=flag_inputs, outputs=flagged, api_name="flag_compare_case")
 
 
 def batch_tab(flags_schema: type[BaseModel]) -> None:
-    """A CSV of tickets scored into report files, optionally against variant B or a baseline."""
+    """A CSV of inputs scored into report files, optionally against variant B or a baseline."""
+    evaluation = next(iter(contract.labelled_sets().values()), None)  # the first labelled set, where there is one
     with gr.Tab("Batch"):
-        others = ", ".join(f"`{name}`" for name in model.Ticket.model_fields if name != "text")
-        gr.Markdown(
-            f"Score a CSV of tickets: a `text` column, and optionally the ticket's other fields by name ({others}; an empty "
-            f"cell takes the default). An `{model.expected_column()}` column adds accuracy and a confusion matrix."
-        )
+        gr.Markdown(batch_intro())
         with gr.Row():
             upload = only_uploads(gr.File(label="CSV file", file_types=[".csv"], type="filepath"))
             baseline = only_uploads(
                 gr.File(label="Baseline (optional): an earlier scored CSV of the same input", file_types=[".csv"], type="filepath")
             )
             with gr.Column():
-                use_eval = gr.Checkbox(label="Use the bundled evaluation set (data/eval.csv) instead", value=False)
-                with_compare = gr.Checkbox(
-                    label="Also score variant B and compare", value=False, info="B starts as A without automatic replies"
+                use_eval = gr.Checkbox(
+                    label="Use the bundled evaluation set instead",
+                    info=f"data/{evaluation.name}" if evaluation else None,
+                    value=False,
+                    visible=evaluation is not None,
                 )
+                with_compare = gr.Checkbox(label="Also score variant B and compare", value=False, info="with Flags B below")
         flags_a, flags_b = flag_sets(flags_schema, "Flags B (used when comparing)", is_open=False)
         go = gr.Button("Run batch report", variant="primary")
         headline = gr.Markdown()
         files = gr.File(label="Report files (CSV, HTML, JSON)", file_count="multiple", interactive=False)
-        plots = [gr.Plot(label=label) for label in ("Categories", "Confidence", "Confusion matrix")]
-        with gr.Row():
+        plots = [gr.Plot(visible=False, show_label=False) for _ in range(PLOTS)]
+        with gr.Row(visible=contract.label() is not None):
             save_wrong = gr.Button("Save the misclassified rows as edge cases")
             saved_wrong = gr.Markdown()
         with gr.Accordion("Summary (JSON)", open=False):
@@ -264,18 +291,18 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
     report_outputs = [headline, *plots, files, summary, last_report]
 
     def report(file=None, baseline=None, progress=gr.Progress(track_tqdm=True), **data):  # noqa: B008  (files: optional for clients)
-        flags = values(flags_a, data)
-        if not data["use_eval"] and not file:  # a message for the person where the eye is, not an error for the server's log
-            message = "Upload a CSV file with a 'text' column, or tick 'Use the bundled evaluation set'."
+        flags = values(flags_schema, data)
+        source = evaluation if data["use_eval"] and evaluation else file
+        if not source:  # a message for the person where the eye is, not an error for the server's log
+            message = "Upload a CSV file" + (", or tick 'Use the bundled evaluation set'." if evaluation else " first.")
             return {headline: message} | dict.fromkeys(report_outputs[1:])  # and the last report's outputs cleared
-        source = model.DATA_DIR / "eval.csv" if data["use_eval"] else file
         out_dir = report_dir()
         try:
             scored = batch.report(
                 source,
                 out_dir / f"{Path(source).stem}-report.csv",
                 flags=flags,
-                compare=values(flags_b, data, "b_") if data["compare"] else None,
+                compare=values(flags_schema, data, "b_") if data["compare"] else None,
                 progress=True,
                 baseline=baseline,
             )
@@ -284,20 +311,23 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             message = str(error).replace(str(source), Path(source).name)
             raise gr.Error(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
         except ValidationError as error:
-            raise gr.Error(model.error_message(error)) from None
+            raise gr.Error(contract.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
-        figures = reports.figures(scored) + [None] * 3  # a plot without its figure is emptied
+        figures = [*reports.figures(scored), *[None] * PLOTS][:PLOTS]
+        shown = [gr.Plot(value=f, visible=f is not None) for f in figures]  # each figure has its title
         return {
             headline: batch_headline(scored),
-            **dict(zip(plots, figures[:3], strict=True)),
+            **dict(zip(plots, shown, strict=True)),
             files: paths,
             summary: scored | {"outputs": {k: Path(v).name for k, v in scored["outputs"].items()}},  # names, never server paths
             last_report: (paths[0], scored, flags),  # stays on the server
         }
 
     def save_misclassified(last, request: gr.Request):
+        if contract.label() is None:
+            return "This pipeline has no label: no row is misclassified."
         if last is None or not Path(last[0]).exists():
-            return f"Run a report on a labelled CSV first (an `{model.expected_column()}` column)."
+            return f"Run a report on a labelled CSV first (an `{contract.expected_column()}` column)."
         path, scored, flags = last
         who = who_flags(request)
         try:
@@ -312,10 +342,37 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
     save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
 
 
+def batch_intro() -> str:
+    """What the Batch tab scores: the columns it reads (the Input's fields by name) and what a label column adds."""
+    columns = ", ".join(f"`{name}`" + (" (required)" if field.is_required() else "") for name, field in model.Input.model_fields.items())
+    said = f"Score a CSV of inputs: a column per input field, by its name ({columns}; an empty cell takes the default)."
+    if contract.label():
+        said += f" An `{contract.expected_column()}` column adds accuracy and a confusion matrix."
+    return said
+
+
+AS_FLAGGED = "as flagged"
+
+
+def review_answer() -> gr.Dropdown:
+    """The reviewer's answer for the cases accepted: as flagged, or another value of the label (Expected's label field:
+    its values where it is an enum). Hidden for a pipeline without a label."""
+    label = contract.label()
+    base = contract.base_type(model.Expected.model_fields[label].annotation) if label else None
+    choices = [(AS_FLAGGED, AS_FLAGGED), *(words(base) if has_choices(base) else [])]
+    return gr.Dropdown(
+        choices,
+        value=AS_FLAGGED,
+        label=f"Expected {in_words(label)}" if label else "Expected answer",
+        visible=label is not None,
+        allow_custom_value=label is not None and not has_choices(base),
+    )
+
+
 CASE_COLUMNS = {  # column: what it says (the Edge cases tab's legend)
     "verdict": "what the pipeline does with the case now: fixed, open (still wrong), newly broken, newly fixed, training",
     "status": "what the suite file records (fixed or open) until someone marks it again",
-    "category when flagged": "the pipeline's answer when the case was flagged",
+    WHEN_FLAGGED: "the pipeline's answer when the case was flagged",
 }
 
 
@@ -334,12 +391,12 @@ def cases_tab() -> None:
                 label="Verdict",
                 info="what the pipeline does with a case now",
             )
-            sources = ["all", *[s.value for s in model.CaseSource]]
+            sources = ["all", *[s.value for s in edge_cases.CaseSource]]
             source = gr.Dropdown(sources, value="all", label="Source", info="where the case was flagged")
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
         rows = gr.State([])
-        widths = ["8%", "24%", "12%", "12%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and categories whole
+        widths = ["8%", "24%", "12%", "12%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and labels whole
         table = gr.Dataframe(
             headers=SUITE_COLUMNS, interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"]
         )
@@ -363,7 +420,7 @@ def cases_tab() -> None:
             gate_changed = gr.Dataframe(
                 interactive=False,
                 wrap=True,
-                label="Tickets whose answer the candidate changes",
+                label="Inputs whose answer the candidate changes",
                 column_widths=["9%", "5%", "44%", "12%", "11%", "11%", "8%"],
                 max_height=600,
             )
@@ -377,7 +434,7 @@ def cases_tab() -> None:
             )
 
         gr.Markdown(
-            "### Review queue\nCases flagged from the Triage, Compare and Batch tabs, the API (`POST /cases`) or a file wait "
+            "### Review queue\nCases flagged from the Run, Compare and Batch tabs, the API (`POST /cases`) or a file wait "
             "here: a flag is not a test until a reviewer accepts it into the suite (with the answer they set) or rejects it."
         )
         with gr.Row():
@@ -397,11 +454,11 @@ def cases_tab() -> None:
         with gr.Group(visible=False) as reviewing:  # shown to a logged-in user only; the handler checks again
             with gr.Row():
                 chosen = gr.Dropdown([], multiselect=True, label="Pending cases to decide on")
-                answer = gr.Dropdown([("as flagged", "as flagged"), *words(model.Category)], value="as flagged", label="Expected category")
+                answer = review_answer()
                 review_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             with gr.Row():
                 accept = gr.Button("Accept into the suite", variant="primary")
-                train = gr.Button("Accept as a training example")
+                as_training = gr.Button("Accept as a training example")
                 reject = gr.Button("Reject", variant="stop")
             decided = gr.Markdown()
 
@@ -430,7 +487,7 @@ def cases_tab() -> None:
     def show_queue(state, request: gr.Request):
         said, listed = review_queue(state)
         pending = listed if state == "pending" else review_queue("pending")[1]
-        choices = [(f"{i} · {t[:60]}", i) for i, t in zip(pending["id"], pending["text"], strict=True)]
+        choices = [(f"{i} · {str(t)[:60]}", i) for i, t in zip(pending["id"], pending[TEXT], strict=True)]
         return {
             queue_headline: said,
             queue: listed,
@@ -449,7 +506,7 @@ def cases_tab() -> None:
         who = reviewer(request, data[review_key])
         if not data[chosen]:
             raise gr.Error("Choose the pending cases to decide on first.")
-        expected = None if data[answer] == "as flagged" else {"category": data[answer]}
+        expected = None if data[answer] in (AS_FLAGGED, None, "") else {contract.label(): data[answer]}
         try:
             if accepting:
                 accepted = review.accept(data[chosen], who, expected=expected, train=training)
@@ -475,7 +532,7 @@ def cases_tab() -> None:
         _, every = check_all()
         ids = [r["id"] for r in every if r["verdict"] == "newly fixed"]
         try:
-            n = edge_cases.set_case_status(ids, model.CaseStatus.fixed) if ids else 0
+            n = edge_cases.set_case_status(ids, edge_cases.CaseStatus.fixed) if ids else 0
         except edge_cases.StoreUnavailable as error:
             raise gr.Error(str(error)) from None
         return {
@@ -498,7 +555,7 @@ def cases_tab() -> None:
         event(show_queue, [state], queue_outputs, api_visibility="private")
     deciding = {state, chosen, answer, review_key}
     accept.click(accept_cases, deciding, [decided, *queue_outputs], api_visibility="private")  # the handler checks the login
-    train.click(train_cases, deciding, [decided, *queue_outputs], api_visibility="private")
+    as_training.click(train_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     reject.click(reject_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     mark.click(mark_fixed, {mark_key, verdict, source}, [marked, *listing], api_visibility="private")
 
@@ -515,10 +572,11 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
         gr.Code(curl, language="shell", label="curl")
         gr.Code(python, language="python", label="Python (requests)")
         gr.Code(client, language="python", label="Python (gradio_client): this page's buttons, by name")
+        flags = list(flags_schema.model_fields)
+        named = ", ".join(f"`{n}`" for n in [*model.Input.model_fields, *flags[:1]]) + (", ..." if flags else "")
         gr.Markdown(
-            f"gradio_client takes a ticket's fields and the flags by name ({', '.join(f'`{n}`' for n in model.Ticket.model_fields)}, "
-            f"`{next(iter(flags_schema.model_fields))}`, ...); "
-            "on `/compare` and `/batch_report` variant B's flags are `b_top_k`, `b_auto_reply` and so on. "
+            f"gradio_client takes an input's fields and the flags by name ({named}); on `/compare` and `/batch_report` "
+            f"variant B's flags are {', '.join(f'`b_{n}`' for n in flags[:2]) or '`b_<flag>`'} and so on. "
             "`client.view_api()` lists every endpoint and its parameters. Flags, all optional:"
         )
         gr.Dataframe(flags_table(flags_schema), interactive=False, wrap=True)
@@ -527,29 +585,36 @@ def api_tab(url: str, flags_schema: type[BaseModel]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Parts of the page: controls derived from pydantic fields, the expected answer of a case
 # ---------------------------------------------------------------------------------------------
-B_DEFAULTS = {"auto_reply": False}  # variant B starts as A with this changed, where the schema has the flag
+def bounds(field) -> tuple[float | None, float | None]:
+    """A number field's inclusive bounds (ge, le), each None where the schema sets none."""
+    least = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
+    most = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+    return least, most
 
 
-def control(name: str, field, value=None) -> gr.components.Component:
-    """A Gradio input for one pydantic field: checkbox, slider, number, dropdown or textbox. The label is the name in
-    words (`label_of`), the description the small print; a dropdown shows its values in words. gradio_client calls the
+def control(name: str, field, value=None, lines: int = 1) -> gr.components.Component:
+    """A Gradio input for one pydantic field: checkbox, slider (a number with both bounds), number, dropdown (an enum),
+    textbox (a string; anything else as JSON). A field without a default starts empty. The label is the name in words
+    (`label_of`), the description the small print; a dropdown shows its values in words. gradio_client calls the
     parameter by the field's name (the API tab lists them)."""
     info, label = field.description, label_of(name, field)
-    annotation, default = field.annotation, field.default if value is None else value
-    bounds = {type(m).__name__: m for m in field.metadata}
-    if annotation is bool:
-        return gr.Checkbox(value=default, label=label, info=info)
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return gr.Dropdown(choices=words(annotation), value=annotation(default).value, label=label, info=info)
-    if annotation in (int, float):
-        low, high = getattr(bounds.get("Ge"), "ge", None), getattr(bounds.get("Le"), "le", None)
-        if low is not None and high is not None:
-            step = 1 if annotation is int else 0.05
-            return gr.Slider(minimum=low, maximum=high, step=step, value=default, label=label, info=info)
-        return gr.Number(value=default, label=label, info=info, precision=0 if annotation is int else None)
-    if typing.get_origin(annotation) is typing.Annotated or annotation is str:
-        return gr.Textbox(label=label, info=info, lines=4, placeholder="Type or paste a customer message")
-    raise TypeError(f"no control for field {name!r} of type {annotation!r}")
+    base = contract.base_type(field.annotation)
+    default = value if value is not None else None if field.is_required() else field.get_default(call_default_factory=True)
+    if base is bool:
+        return gr.Checkbox(value=bool(default), label=label, info=info)
+    if has_choices(base):
+        return gr.Dropdown(choices=words(base), value=getattr(default, "value", default), label=label, info=info)
+    if base in (int, float):
+        least, most = bounds(field)
+        if least is not None and most is not None:
+            step = 1 if base is int else (most - least) / 100
+            return gr.Slider(minimum=least, maximum=most, step=step, value=least if default is None else default, label=label, info=info)
+        return gr.Number(value=default, label=label, info=info, precision=0 if base is int else None, minimum=least, maximum=most)
+    if base is str:
+        return gr.Textbox(value=default, label=label, info=info, lines=lines)
+    return gr.Textbox(
+        value=None if default is None else json.dumps(default), label=label, info=f"{info or ''} (as JSON)".strip(), lines=lines
+    )
 
 
 def controls(schema: type[BaseModel], **values) -> dict[str, gr.components.Component]:
@@ -557,66 +622,132 @@ def controls(schema: type[BaseModel], **values) -> dict[str, gr.components.Compo
     return {name: control(name, field, values.get(name)) for name, field in schema.model_fields.items()}
 
 
-def ticket_controls() -> dict[str, gr.components.Component]:
-    """A ticket's controls (model.Ticket): the text, then its other fields side by side."""
-    fields = model.Ticket.model_fields
-    text = control("text", fields["text"])
+def input_controls() -> dict[str, gr.components.Component]:
+    """An input's controls (model.Input), keyed in the schema's order: its text field first and larger, then the other
+    fields side by side."""
+    fields, first = model.Input.model_fields, contract.text_field()
+    made = {first: control(first, fields[first], lines=4)} if first else {}
     with gr.Row():
-        return {"text": text} | {name: control(name, field) for name, field in fields.items() if name != "text"}
+        made |= {name: control(name, field) for name, field in fields.items() if name != first}
+    return {name: made[name] for name in fields}
 
 
 def prefixed(components: dict[str, gr.components.Component], prefix: str) -> dict[str, gr.components.Component]:
     return {prefix + name: component for name, component in components.items()}
 
 
-def values(components: dict[str, gr.components.Component], data: dict, prefix: str = "") -> dict:
-    """What a handler's `data` (its keyword arguments) holds for `components` (from `controls`), by field name."""
-    return {name: data[prefix + name] for name in components}
+def values(schema: type[BaseModel], data: dict, prefix: str = "") -> dict:
+    """What a handler's `data` (its keyword arguments) holds for the fields of `schema` (their controls from `controls`),
+    by field name: an empty optional field is left out (its default applies), a field shown as JSON is parsed."""
+    given = {}
+    for name, field in schema.model_fields.items():
+        value = data.get(prefix + name)
+        if value in (None, "") and not field.is_required():
+            continue
+        base = contract.base_type(field.annotation)
+        if isinstance(value, str) and value and not (base is str or has_choices(base)):
+            value = parsed(name, value)
+        given[name] = value
+    return given
+
+
+def parsed(name: str, written: str):
+    try:
+        return json.loads(written)
+    except ValueError:
+        raise gr.Error(f"{name}: not valid JSON") from None
 
 
 def flag_sets(schema: type[BaseModel], title_b: str, is_open: bool) -> tuple[dict, dict]:
-    """Two sets of flag controls side by side, A and B, for comparing variants; B starts as A with B_DEFAULTS."""
+    """Two sets of flag controls side by side, A and B, for comparing variants; B starts as A."""
     with gr.Row():
         with gr.Column(), gr.Accordion("Flags A", open=is_open):
             a = controls(schema)
         with gr.Column(), gr.Accordion(title_b, open=is_open):
-            b = controls(schema, **{k: v for k, v in B_DEFAULTS.items() if k in schema.model_fields})
+            b = controls(schema)
     return a, b
 
 
-def examples(n_per_category: int = 1) -> list[str]:
-    frame = pd.read_csv(model.DATA_DIR / "eval.csv")
-    return frame.groupby(model.expected_column()).head(n_per_category).text.tolist()
+def examples(per_label: int = 1) -> list[list]:
+    """The Run tab's examples: rows of the first labelled set, `per_label` of each label value; else the Input's own
+    example. Each as the values of the input's controls, in order."""
+    found = []
+    for path in list(contract.labelled_sets().values())[:1]:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        column = contract.expected_column()
+        for row in (frame.groupby(column).head(per_label) if column in frame else frame.head(per_label)).to_dict("records"):
+            try:
+                found.append(contract.input_from_row(row))
+            except ValidationError:
+                continue
+    found = found or [model.Input.model_validate(contract.input_example())]
+    return [list(one.model_dump(mode="json").values()) for one in found]
 
 
 EITHER, ANY = "either", "any"
 
 
-def words(kind: type[Enum]) -> list[tuple[str, str]]:
-    """A dropdown's choices for an enum: each value shown in words (`order_status` -> "Order status")."""
-    return [(label_of(e.value), e.value) for e in kind]
+def has_choices(base) -> bool:
+    """An enum or a Literal: a dropdown of its values."""
+    return contract.is_enum(base) or typing.get_origin(base) is typing.Literal
+
+
+def words(kind) -> list[tuple[str, typing.Any]]:
+    """A dropdown's choices for an enum or a Literal: each value shown in words (`large_one` -> "Large one")."""
+    values = [e.value for e in kind] if contract.is_enum(kind) else list(typing.get_args(kind))
+    return [(label_of(str(v)), v) for v in values]
+
+
+def expected_control(name: str, field) -> gr.components.Component:
+    """The flag form's entry for one field of the expected answer (model.Expected): a required enum (the label) as a
+    dropdown of its values; an optional bool as either / yes / no; an optional enum as any / its values; a number as a
+    number; a string as a textbox; a list of scalars as comma-separated text; anything else as JSON. Empty or "any": any
+    value is right."""
+    label, info = f"Expected {in_words(name, field)}", field.description
+    base, optional = contract.base_type(field.annotation), not field.is_required()
+    if base is bool:
+        if optional:
+            return gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label=label, info=info or "or either is right")
+        return gr.Checkbox(value=False, label=label, info=info)
+    if has_choices(base):
+        if optional:
+            return gr.Dropdown([ANY, *words(base)], value=ANY, label=label, info=info or "or any is right")
+        return gr.Dropdown(words(base), value=None, label=label, info=info or "the right answer")
+    if base in (int, float):
+        return gr.Number(value=None, label=label, info=info or ("empty: any" if optional else None), precision=0 if base is int else None)
+    how = "" if base is str else " (comma-separated)" if listed(base) else " (as JSON)"
+    return gr.Textbox("", label=label, info=(info or ("empty: any" if optional else "")) + how or None, lines=1)
+
+
+def listed(base) -> bool:
+    """A list of scalars (`list[str]`, `list[float]`): entered as comma-separated text."""
+    return typing.get_origin(base) is list and all(is_scalar(a) for a in typing.get_args(base))
+
+
+def expected_value(name: str, field, raw):
+    """An expected answer's field from its form entry; None where any value is right."""
+    if raw is None or (isinstance(raw, str) and raw.strip() in ("", ANY, EITHER)):
+        return None
+    base = contract.base_type(field.annotation)
+    if base is bool and isinstance(raw, str):
+        return raw == "yes"
+    if isinstance(raw, str) and base is not str and not has_choices(base):
+        return [s.strip() for s in raw.split(",") if s.strip()] if listed(base) else parsed(f"expected {name}", raw)
+    return raw
 
 
 def expected_controls() -> dict[str, gr.components.Component]:
-    """The expected answer of a case (model.Expected): category, and optionally needs_human and urgency; a note. Keyed by
-    the parameter names clients use."""
+    """The expected answer of a case (model.Expected): one entry per field (`expected_control`), then a note and whether
+    to keep personal data. Keyed by the parameter names clients use: expected_<field>, note, keep_pii."""
     with gr.Row():
-        category = gr.Dropdown(words(model.Category), value=None, label="Expected category", info="the right answer")
-        needs_human = gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label="A person must answer", info="or either is right")
-        urgency = gr.Dropdown([ANY, *words(model.Urgency)], value=ANY, label="Expected urgency", info="or any is right")
+        shown = {contract.EXPECTED_PREFIX + name: expected_control(name, field) for name, field in model.Expected.model_fields.items()}
     note = gr.Textbox("", label="Note", placeholder="why this case matters", lines=1)
     keep_pii = gr.Checkbox(
         value=False,
         label="Save the text as written",
-        info="by default e-mail, phone and card numbers are masked first",
+        info="by default personal data (e-mail, phone and card numbers) is masked first",
     )
-    return {
-        model.expected_column(): category,
-        "expected_needs_human": needs_human,
-        "expected_urgency": urgency,
-        "note": note,
-        "keep_pii": keep_pii,
-    }
+    return shown | {"note": note, "keep_pii": keep_pii}
 
 
 def flag_button() -> tuple[gr.Button, gr.Markdown]:
@@ -627,36 +758,34 @@ def flag_button() -> tuple[gr.Button, gr.Markdown]:
     return go, said
 
 
-def save_flagged(ticket: dict, flags: dict, expected: dict, request: gr.Request) -> str:
-    """Save one case flagged on the Triage or Compare tab (`expected`: the values of `expected_controls`, by name); says
-    what was saved."""
-    if not expected[model.expected_column()]:
-        raise gr.Error(f"Choose the expected {model.LABEL} first.")
-    answer = {
-        model.LABEL: expected[model.expected_column()],
-        "needs_human": {"yes": True, "no": False}.get(expected["expected_needs_human"]),
-        "urgency": None if expected["expected_urgency"] in (ANY, None) else expected["expected_urgency"],
-    }
+def save_flagged(one: dict, flags: dict, data: dict, request: gr.Request) -> str:
+    """Save one case flagged on the Run or Compare tab (`data`: the values of `expected_controls`, by name); says what was
+    saved."""
+    label = contract.label()
+    if label and data.get(contract.expected_column()) in (None, ""):
+        raise gr.Error(f"Choose the expected {in_words(label)} first.")
+    fields = model.Expected.model_fields.items()
+    answer = {name: expected_value(name, field, data.get(contract.EXPECTED_PREFIX + name)) for name, field in fields}
     case = {
-        "ticket": ticket,
+        "ticket": one,
         "flags": flags,
-        "expected": answer,
-        "note": expected["note"] or "",
+        "expected": {name: value for name, value in answer.items() if value is not None},
+        "note": data["note"] or "",
         "source": "ui",
-        "keep_pii": bool(expected["keep_pii"]),
+        "keep_pii": bool(data["keep_pii"]),
     }
     try:
         ((saved, new),) = review.flag([case], **who_flags(request))
     except ValidationError as error:
-        raise gr.Error(model.error_message(error)) from None
+        raise gr.Error(contract.error_message(error)) from None
     except review.QueueUnavailable as error:  # too many flags, a full queue, a database that does not answer: nothing saved
         raise gr.Error(str(error)) from None
-    if saved.status == model.CaseStatus.open:
-        state = f"the pipeline answers {saved.answer['category']} today"
+    if saved.status == edge_cases.CaseStatus.open:
+        state = f"the pipeline answers {answer_shown(saved.answer) or 'otherwise'} today"
     else:
         state = "the pipeline gets it right today; accepted, a change that breaks it is a regression"
     said = "Flagged" if new else "Already flagged"
-    return f"{said} as case `{saved.id}`: it waits for a reviewer ({state}). Text kept: {literal(saved.ticket.text[:120])}"
+    return f"{said} as case `{saved.id}`: it waits for a reviewer ({state}). Kept: {literal(input_shown(saved.ticket)[:120])}"
 
 
 def reviewer_of(request: gr.Request | None) -> str | None:

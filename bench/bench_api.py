@@ -189,7 +189,7 @@ def main() -> None:
         asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
         ui_loaded(port, time.perf_counter())
         ui = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)  # the UI's own copy of the pipeline loads now
-        ui.predict(few[0], "email", "standard", *model.Flags().model_dump().values(), api_name="/triage")
+        ui.predict(few[0], "email", "standard", *model.Flags().model_dump().values(), api_name="/run")
         lit = wrk(f"http://127.0.0.1:{port}", texts, args.seconds, args.concurrency)
         _, lit_single = asyncio.run(load(f"http://127.0.0.1:{port}/predict", few, 1))
         memory = tree_memory_mb(litserve)

@@ -1,21 +1,20 @@
-"""Building what the pipeline runs on: data/ in, artifacts/ out (`python -m building build`).
+"""The build machinery: data/ in, artifacts/ out (`python -m building build`), around the engineer's recipe.py.
 
-    data/articles.csv  --encoder-->  article_vectors --> article_index   articles.faiss, articles.json
-    data/train.csv     --encoder-->  trained_classifier                  classifier.npz
-    data/orders.py     ----------->  order_filter                        orders.bloom
-    the embedding model --------->  export_onnx (int8: calibrated on train.csv)    encoder.onnx, tokenizer.json
-    all of it          ----------->  manifest_of (fingerprint, sizes, SHA-256s, evaluation)    manifest.json, last
+    recipe.DATA files   --recipe.build-->            the recipe's artifact files (say, an index, a classifier)
+    the embedding model --export_onnx-->             encoder.onnx, tokenizer.json (when recipe.ENCODER; int8:
+                                                     calibrated on recipe.calibration_texts)
+    all of it           --manifest, written last-->  manifest.json: fingerprint, every file's size and SHA-256,
+                                                     the evaluation on each of model.LABELLED_SETS
 
-Each function returns what it is named for; `write_artifacts` does the writes. `build_artifacts` locks, builds into
-a staging folder, renames the files into place, installs the result in `model` and evaluates it, and writes the
-manifest last, which marks the build complete. `ready()` is what every face calls before its first ticket: it installs
-in `model` the saved artifacts when the manifest's fingerprint (data, model, encoder and code) matches and every file
-has its recorded SHA-256, else a fresh build. model.py never imports this module: it only runs on what is installed.
+`build_artifacts` locks, builds into a staging folder, renames the files into place, installs `recipe.load`'s result
+in `model` and evaluates it, and writes the manifest last, which marks the build complete. `ready()` is what every
+face calls before its first input: it installs in `model` the saved artifacts when the manifest's fingerprint (data,
+model, encoder and code) matches and every file has its recorded SHA-256, else a fresh build. model.py never imports
+this module: it only runs on what is installed (whatever `recipe.load` returns, with the manifest as `.manifest`).
 """
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -30,21 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import model
-from building import files, versions
+import recipe
+from building import contract, files, versions
+from building.contract import ContractError
 from building.encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
 from building.files import sha256_file
-from model import PIPELINE_VERSION, normalize
 
 log = logging.getLogger("triage")
-CODE_FILES = ("model.py", "building/builder.py", "building/encoders.py")  # what the artifacts are built and loaded by
-# The classifier's settings are chosen at each build by cross-validation on train.csv plus the training cases: every
-# combination, CV_FOLDS folds stratified by category and voice, scored by macro-F1 averaged over the voices
-CLASSIFIER_GRID = {"C": (1.0, 3.0, 10.0, 30.0), "class_weight": (None, "balanced")}
-CV_FOLDS = 4
-BLOOM_FALSE_POSITIVES = 0.001
+CODE_FILES = ("model.py", "recipe.py", "building/builder.py", "building/encoders.py")  # what the artifacts are built and loaded by
+MANIFEST_KEYS = ("pipeline_version", "code", "data", "model", "encoder", "built_at", "artifacts", "version", "based_on", "training_cases")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,11 +46,12 @@ BLOOM_FALSE_POSITIVES = 0.001
 # ---------------------------------------------------------------------------------------------
 # What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/)
 ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR") or versions.served_dir() or model.ROOT / "artifacts")
-# The encoder that runs the embedding model (TRIAGE_ENCODER); bench/RESULTS.md compares them:
+# The encoder that runs the embedding model (TRIAGE_ENCODER), when recipe.ENCODER; bench/RESULTS.md compares them:
 #   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
 #   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
 #   torch      PyTorch through sentence-transformers (the reference; imports torch)
 ENCODERS = ("onnx-int8", "onnx", "torch")
+ENCODER_FILES = ("encoder.onnx", "tokenizer.json")  # the ONNX encoders' model and tokenizer
 
 
 def encoder_name() -> str:
@@ -67,21 +62,33 @@ def encoder_name() -> str:
     return name
 
 
+def recipe_data() -> dict[str, Path]:
+    """The files recipe.py builds the artifacts from (recipe.DATA, in model.DATA_DIR unless absolute)."""
+    return {name: model.DATA_DIR / file for name, file in recipe.DATA.items()}
+
+
 def data_files() -> dict[str, Path]:
-    """The inputs the artifacts are built from; their hashes decide when to rebuild."""
-    paths = {name: model.DATA_DIR / f"{name}.csv" for name in ("articles", "train", "eval", "eval_style")}
-    paths = {name: path for name, path in paths.items() if name != "eval_style" or path.exists()}  # a second voice, when there
-    paths["orders"] = Path(os.environ.get("TRIAGE_ORDERS_FILE", model.DATA_DIR / "orders.py"))
-    return paths
+    """The inputs the artifacts are built from and evaluated on (recipe.DATA, then the labelled sets): their hashes
+    decide when to rebuild."""
+    return recipe_data() | contract.labelled_sets()
 
 
-ARTIFACT_FILES = ("articles.faiss", "articles.json", "classifier.npz", "orders.bloom")  # and manifest.json, written last
-ENCODER_FILES = ("encoder.onnx", "tokenizer.json")  # the ONNX encoders' model and tokenizer
+def check_recipe() -> None:
+    """recipe.py declares what the machinery calls; else ContractError naming the part."""
+    where = "see README.md, 'Your own pipeline'"
+    if not isinstance(getattr(recipe, "DATA", None), dict) or not isinstance(getattr(recipe, "ENCODER", None), bool):
+        raise ContractError(f"recipe.py: needs DATA (a dict: name -> file in data/) and ENCODER (True or False) ({where})")
+    wanted = ("build", "load", "calibration_texts") if recipe.ENCODER else ("build", "load")
+    missing = [name for name in wanted if not callable(getattr(recipe, name, None))]
+    if missing:
+        raise ContractError(f"recipe.py: no function `{missing[0]}` ({where})")
 
 
-def artifact_files(encoder: str | None = None) -> tuple[str, ...]:
-    """The files a build writes for `encoder` (default: the chosen one), manifest.json aside."""
-    return ARTIFACT_FILES + (ENCODER_FILES if (encoder or encoder_name()) != "torch" else ())
+def check_data() -> None:
+    """Every file of recipe.DATA is there; else ContractError naming the first that is not."""
+    absent = [f"{name}: {path}" for name, path in recipe_data().items() if not path.exists()]
+    if absent:
+        raise ContractError(f"recipe.py: DATA names a file that is not there ({absent[0]})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,20 +96,21 @@ def artifact_files(encoder: str | None = None) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 def fingerprint() -> dict[str, Any]:
     """The data, model, encoder and code a build is made from: the saved artifacts are used while it is the same."""
-    name, sha = model_source()
-    data = {name: sha256_file(path) for name, path in data_files().items()}
-    return {
-        "pipeline_version": PIPELINE_VERSION,
+    found = {
+        "pipeline_version": model.PIPELINE_VERSION,
         "code": {file: sha256_file(model.ROOT / file) for file in CODE_FILES},
-        "data": data,
-        "model": {"name": name if not Path(name).is_dir() else Path(name).parent.name, "sha256": sha},
-        "encoder": encoder_record(data["train"]),  # which encoder, and what its files are made from
+        "data": {name: sha256_file(path) for name, path in data_files().items()},
     }
+    if recipe.ENCODER:
+        name, sha = model_source()
+        found["model"] = {"name": name if not Path(name).is_dir() else Path(name).parent.name, "sha256": sha}
+        found["encoder"] = encoder_record(found["data"])  # which encoder, and what its files are made from
+    return found
 
 
-def encoder_record(train_sha256: str) -> dict[str, Any]:
-    """What the chosen encoder's files are made from (int8 calibrates on data/train.csv, whose hash is given);
-    an earlier build's files are reused when it is the same."""
+def encoder_record(data: dict[str, str]) -> dict[str, Any]:
+    """What the chosen encoder's files are made from (int8: the calibration texts, by hash; `data` holds the data's
+    hashes); an earlier build's files are reused when it is the same."""
     import inspect
 
     name = encoder_name()
@@ -111,120 +119,19 @@ def encoder_record(train_sha256: str) -> dict[str, Any]:
     if name != "torch":
         record["exporter"] = hashlib.sha256(inspect.getsource(export_onnx).encode()).hexdigest()[:16]
     if name == "onnx-int8":
-        record["calibration"] = train_sha256
+        record["calibration"] = _calibration_sha256(json.dumps(data, sort_keys=True))
     return record
 
 
-# ---------------------------------------------------------------------------------------------
-# The artifacts, one function each
-# ---------------------------------------------------------------------------------------------
-def article_vectors(articles, encoder) -> np.ndarray:
-    """An article is found by its title as much as by its body: the normalized sum of both embeddings."""
-    vectors = encoder.encode(list(articles.title)) + encoder.encode(list(articles.title + ". " + articles.body))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+_calibrations: dict[str, str] = {}
 
 
-def article_index(article_vectors: np.ndarray):
-    """Exact inner-product search over the articles (48 of them: no approximate index needed)."""
-    import faiss
-
-    index = faiss.IndexFlatIP(article_vectors.shape[1])
-    index.add(article_vectors)
-    return index
-
-
-def trained_classifier(train, encoder) -> tuple[model.LinearClassifier, dict[str, Any]]:
-    """Logistic regression on the embeddings of the normalized training tickets (and training cases), as plain arrays,
-    with the settings `chosen_settings` finds best; returns it and what was chosen, and why (for the manifest)."""
-    from sklearn.linear_model import LogisticRegression
-
-    vectors = encoder.encode([normalize(t)[0] for t in train.text])
-    chosen = chosen_settings(vectors, train.category.to_numpy(), train.voice.to_numpy())
-    classifier = LogisticRegression(**chosen["settings"], max_iter=5000).fit(vectors, train.category)
-    return model.LinearClassifier(classifier.coef_, classifier.intercept_, classifier.classes_.astype(str)), chosen
-
-
-def chosen_settings(vectors: np.ndarray, labels: np.ndarray, voices: np.ndarray) -> dict[str, Any]:
-    """The classifier's settings (C, class weights) that cross-validate best: folds stratified by category and voice
-    (train.csv, the training cases), each fold scored by macro-F1 averaged over the voices, so that a new voice of a
-    few dozen cases weighs as much as the 948 training tickets and neither swamps the choice. Ties go to the first."""
-    import itertools
-
-    from joblib import Parallel, delayed
-    from sklearn.model_selection import StratifiedKFold
-
-    strata = np.char.add(labels.astype(str), np.char.add("|", voices.astype(str)))
-    if min(np.unique(strata, return_counts=True)[1]) < CV_FOLDS:  # a voice too small to be in every fold
-        strata = labels
-    scored = np.unique(voices, return_counts=True)
-    voices_scored = [v for v, n in zip(*scored, strict=True) if n >= 4 * CV_FOLDS] or [None]  # a voice of a handful: all rows as one
-    folds = list(StratifiedKFold(CV_FOLDS, shuffle=True, random_state=0).split(vectors, strata))
-    grid = [dict(zip(CLASSIFIER_GRID, values, strict=True)) for values in itertools.product(*CLASSIFIER_GRID.values())]
-    scores = Parallel(n_jobs=min(2, os.cpu_count() or 1), prefer="threads")(  # threads: a daemonic worker may build too
-        delayed(_cv_score)(vectors, labels, voices, folds, settings, voices_scored) for settings in grid
-    )
-    best = int(np.argmax(scores))
-    return {
-        "settings": grid[best],
-        "cv": {"folds": CV_FOLDS, "metric": "macro-F1, mean over voices", "voices": {str(v): int(n) for v, n in zip(*scored, strict=True)}}
-        | {"score": round(scores[best], 4), "grid": [{**g, "score": round(s, 4)} for g, s in zip(grid, scores, strict=True)]},
-    }
-
-
-def _cv_score(vectors, labels, voices, folds, settings: dict, voices_scored: list) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-
-    scores = []
-    for fit, held in folds:
-        predicted = LogisticRegression(**settings, max_iter=5000).fit(vectors[fit], labels[fit]).predict(vectors[held])
-        for voice in voices_scored:
-            mine = slice(None) if voice is None else voices[held] == voice
-            scores.append(f1_score(labels[held][mine], predicted[mine], average="macro", zero_division=0))
-    return float(np.mean(scores))
-
-
-def order_numbers() -> list[str]:
-    """Every order number the shop knows: from data/orders.py (a seeded generator), or a file with one a line."""
-    path = data_files()["orders"]
-    if path.suffix == ".py":  # the bundled seeded generator
-        spec = importlib.util.spec_from_file_location("triage_orders", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.order_numbers()
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def order_filter(orders: list[str]):
-    """A Bloom filter of the order numbers (0.1 % false positives), hashed with `model.order_hash`."""
-    import rbloom
-
-    bloom = rbloom.Bloom(len(orders), BLOOM_FALSE_POSITIVES, model.order_hash)
-    bloom.update(orders)
-    return bloom
-
-
-def write_artifacts(staging: Path, articles, index, classifier: model.LinearClassifier, bloom) -> None:
-    """Every artifact file but the encoder's and the manifest, into `staging`. Nothing is pickled."""
-    import faiss
-
-    faiss.write_index(index, str(staging / "articles.faiss"))
-    articles[["id", "title", "category", "body"]].to_json(staging / "articles.json", orient="records", indent=1)
-    np.savez(staging / "classifier.npz", coef=classifier.coef, intercept=classifier.intercept, classes=classifier.classes_)
-    bloom.save(str(staging / "orders.bloom"))
-
-
-def manifest_of(staging: Path, current: dict, articles, train, index, orders, chosen: dict) -> dict[str, Any]:
-    """What was built, from what, with which libraries; every file's size and SHA-256. `eval` is added once evaluated."""
-    return {
-        **current,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": {p: importlib.metadata.version(p) for p in ("faiss-cpu", "scikit-learn", "rbloom")},
-        "classifier": {"type": "LogisticRegression", **chosen["settings"], "train_rows": len(train), "cv": chosen["cv"]},
-        "index": {"type": "IndexFlatIP", "articles": len(articles), "dims": index.d},
-        "bloom": {"items": len(orders), "false_positive_rate": BLOOM_FALSE_POSITIVES},
-        "artifacts": {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in artifact_files()},
-    }
+def _calibration_sha256(data_key: str) -> str:
+    """The SHA-256 of recipe.calibration_texts, once per process for the same data."""
+    if data_key not in _calibrations:
+        texts = recipe.calibration_texts(recipe_data())
+        _calibrations[data_key] = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    return _calibrations[data_key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +141,7 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
     """Export the checksum-verified model to `out_dir`/encoder.onnx, with the model's tokenizer.json beside it.
 
     The graph gives the transformer's token vectors (pooling is done in numpy by `OnnxEncoder`). With `int8`,
-    static quantization calibrated on the training tickets: int8 weights (per channel) and int8 activations
+    static quantization calibrated on `recipe.calibration_texts`: int8 weights (per channel) and int8 activations
     with scales fixed now, not computed per batch, so an embedding cannot depend on the rest of its batch.
     The feed-forward output projections stay float32 (their inputs, after GELU, have outliers that int8
     cannot hold: quantizing them cost 3 points of accuracy), as do the two attention products.
@@ -244,7 +151,6 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
     import warnings
 
     import onnx
-    import pandas as pd
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -280,9 +186,9 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
         if len(feed_forward_out) != sentence_model[0].auto_model.config.num_hidden_layers:
             raise ModelError(f"found {len(feed_forward_out)} feed-forward output layers in the exported graph: not a BERT model?")
         encoder = OnnxEncoder(fp32, out_dir / "tokenizer.json")
-        texts = [normalize(t)[0] for t in pd.read_csv(data_files()["train"], dtype=str).text]
+        texts = recipe.calibration_texts(recipe_data())
 
-        class TrainingTickets(CalibrationDataReader):
+        class CalibrationTexts(CalibrationDataReader):
             batches = iter([encoder.inputs(texts[i : i + 32]) for i in range(0, len(texts), 32)])
 
             def get_next(self):
@@ -292,7 +198,7 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
         # at 8 bits; at 7 every CPU computes the same integers, so a build's answers do not depend on the machine's CPU
         # (at 8 bits this project's evaluation lost 5 tickets on an AVX2 machine against one with VNNI).
         quantize_static(
-            str(prepared), str(out_dir / "encoder.onnx"), TrainingTickets(), quant_format=QuantFormat.QOperator,
+            str(prepared), str(out_dir / "encoder.onnx"), CalibrationTexts(), quant_format=QuantFormat.QOperator,
             op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=[n.name for n in matmuls if n.input[1] not in weights] + feed_forward_out,
         )  # fmt: skip
@@ -326,28 +232,30 @@ def _build_encoder(staging: Path, record: dict):
 # Building, evaluating, loading
 # ---------------------------------------------------------------------------------------------
 def build_artifacts() -> dict[str, Any]:
-    """Build the faiss index, the classifier and the Bloom filter from data/, then evaluate; returns the manifest.
+    """Build what recipe.py declares from data/, then evaluate it on each labelled set; returns the manifest.
 
     Safe against a crash and against other processes: one process builds at a time (a file lock), every
     file is written under a temporary name and renamed into place, and the manifest, which records each
-    file's size and SHA-256, comes last. Nothing is pickled: the classifier is saved as plain arrays.
-    A promoted version is never rebuilt (build a candidate instead).
+    file's size and SHA-256, comes last. A promoted version is never rebuilt (build a candidate instead).
     """
     if versions.name_of(ARTIFACTS_DIR):
         raise versions.VersionError(f"{ARTIFACTS_DIR} is a version, served as it was built: python -m loop candidate")
+    contract.check()
     with files.file_lock(ARTIFACTS_DIR / "build"):
         return _build().manifest
 
 
-def build_candidate(training: list[model.EdgeCase]) -> dict[str, Any]:
+def build_candidate(training: list) -> dict[str, Any]:
     """A candidate version: data/ and `training` (the suite's edge cases accepted with `train`) built into a new
     folder of versions/, beside what is served, which is not touched. Returns its manifest (`version` names it)."""
+    contract.check()
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     target = versions.folder(name)
     target.mkdir(parents=True)
     before = model._resources
+    about = {"version": name, "based_on": versions.state()["served"] or "artifacts", "training_cases": [c.id for c in training]}
     try:
-        built = _build(target, training, {"version": name, "based_on": versions.state()["served"] or "artifacts"})
+        built = _build(target, [(c.ticket, c.expected) for c in training], about)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no half-built version is left to look complete
         raise
@@ -356,69 +264,118 @@ def build_candidate(training: list[model.EdgeCase]) -> dict[str, Any]:
     return built.manifest
 
 
-def _build(target: Path | None = None, training_cases=(), about: dict | None = None) -> model.Resources:
-    """Build into `target` (default ARTIFACTS_DIR) from data/ and `training_cases`, install the result in `model` and
-    evaluate it on each evaluation set; the manifest, written last, gets `about` (a candidate's name and origin)."""
-    import pandas as pd
-
+def _build(target: Path | None = None, training: list | tuple = (), about: dict | None = None) -> Any:
+    """Build into `target` (default ARTIFACTS_DIR) from data/ and `training` ((input, expected) pairs), install the
+    result in `model` and evaluate it on each labelled set; the manifest, written last, gets `about` (a candidate's
+    name, origin and training cases)."""
     target = target or ARTIFACTS_DIR
-    articles = pd.read_csv(data_files()["articles"], dtype=str)
-    train = pd.read_csv(data_files()["train"], dtype=str).assign(voice="train.csv")
-    cases = pd.DataFrame(
-        {"text": [c.ticket.text for c in training_cases], "category": [c.expected.category.value for c in training_cases]}
-    ).assign(voice="training cases")
+    check_recipe()
+    check_data()
+    for path in contract.labelled_sets().values():
+        labelled_frame(path)  # each set has the columns the schemas need, before minutes of building
     current = fingerprint()  # what this build is made from: recorded in the manifest
+    before = _recorded_files(target)
     with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         staging = Path(tmp)
-        encoder = _build_encoder(staging, current["encoder"])
-        index, orders = article_index(article_vectors(articles, encoder)), order_numbers()
-        train = pd.concat([train, cases], ignore_index=True)
-        grid = len(CLASSIFIER_GRID["C"]) * len(CLASSIFIER_GRID["class_weight"])
-        log.info("artifacts: the classifier on %d tickets, its settings chosen of %d by %d-fold CV", len(train), grid, CV_FOLDS)
-        classifier, chosen = trained_classifier(train, encoder)
-        write_artifacts(staging, articles, index, classifier, order_filter(orders))
-        manifest = manifest_of(staging, current, articles, train, index, orders, chosen)
-        if about:
-            manifest.update(about, training_cases=[c.id for c in training_cases])
-        for name in artifact_files():
+        encoder = _build_encoder(staging, current["encoder"]) if recipe.ENCODER else None
+        built = recipe.build(recipe_data(), list(training), encoder, staging)
+        clash = sorted(set(built or {}) & {*MANIFEST_KEYS, *contract.labelled_sets()})
+        if clash:
+            raise ContractError(f"recipe.py: build() returns {clash[0]!r}, a key the manifest keeps for itself")
+        written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        manifest = {
+            **current,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(built or {}),
+            "artifacts": {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in written},
+            **(about or {}),
+        }
+        for name in written:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target / name)
-        (target / "classifier.joblib").unlink(missing_ok=True)  # the pickled classifier of earlier builds
+        for name in before - set(written):  # what an earlier build wrote and this one does not
+            (target / name).unlink(missing_ok=True)
         loaded = load(manifest, encoder, target)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
-        log.info("artifacts: evaluating the build (C %s, class weights %s)", chosen["settings"]["C"], chosen["settings"]["class_weight"])
-        manifest["eval"] = evaluate()
-        if "eval_style" in data_files():
-            manifest["eval_style"] = evaluate(data_files()["eval_style"])
+        for name, path in contract.labelled_sets().items():
+            log.info("artifacts: evaluating the build on %s", path.name)
+            manifest[name] = evaluate(path)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staging / "manifest.json", target / "manifest.json")  # last: marks the build complete
     return loaded
 
 
-def evaluate(path: Path | None = None) -> dict[str, Any]:
-    """Category accuracy and macro-F1 of the full pipeline on a labelled CSV (default: data/eval.csv)."""
+def _recorded_files(folder: Path) -> set[str]:
+    """The files the manifest in `folder` records (none when it has none)."""
+    try:
+        recorded = set(json.loads((folder / "manifest.json").read_text())["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = set()
+    return {name for name in recorded if _inside(name)}
+
+
+def _inside(name: str) -> bool:
+    """Whether a file name from a manifest stays inside its folder."""
+    return isinstance(name, str) and bool(name) and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def labelled_frame(path: Path):
+    """A labelled set as a table of strings; a ContractError naming the file and the column when it lacks one that
+    the schemas need (each required Input field, the expected label's)."""
     import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str)
+    needed = [name for name, field in model.Input.model_fields.items() if field.is_required()]
+    needed += [contract.expected_column()] if contract.label() else []
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise ContractError(f"{path}: no column {missing[0]!r} (a labelled set needs {', '.join(needed)})")
+    return frame
+
+
+def evaluate(path: Path | None = None) -> dict[str, Any]:
+    """The full pipeline on a labelled CSV (default: the first of model.LABELLED_SETS): its rows, and with a label
+    its accuracy and macro-F1, overall and per value of each of model.SLICES the table has."""
+    import numpy as np
+    from pydantic import TypeAdapter, ValidationError
     from sklearn.metrics import accuracy_score, f1_score
 
-    frame = pd.read_csv(path or data_files()["eval"], dtype=str)
-    predicted = [r.category.value for r in model.run_batch(list(frame.text))]
+    path = path or next(iter(contract.labelled_sets().values()), None)
+    if path is None:
+        raise ContractError("model.py: no labelled set to evaluate (LABEL and LABELLED_SETS name none in data/)")
+    frame = labelled_frame(path)
+    answers = model.run_batch([contract.input_from_row(row) for row in frame.to_dict("records")])
+    label = contract.label()
+    if not label:
+        return {"rows": len(frame)}
+    adapter = TypeAdapter(model.Output.model_fields[label].annotation)
+    predicted = [str(adapter.dump_python(getattr(a, label), mode="json")) for a in answers]
+    try:
+        expected = [str(adapter.dump_python(adapter.validate_python(cell), mode="json")) for cell in frame[contract.expected_column()]]
+    except ValidationError as error:
+        raise ContractError(f"{path}: a value of {contract.expected_column()} is not a {label} ({contract.error_message(error)})") from None
     metrics = {
         "rows": len(frame),
-        "accuracy": round(accuracy_score(frame.expected_category, predicted), 4),
-        "macro_f1": round(f1_score(frame.expected_category, predicted, average="macro"), 4),
+        "accuracy": round(accuracy_score(expected, predicted), 4),
+        "macro_f1": round(f1_score(expected, predicted, average="macro"), 4),
     }
-    if "difficulty" in frame:
-        for level, part in frame.assign(predicted=predicted).groupby("difficulty"):
-            metrics[f"accuracy_{level}"] = round(float((part.expected_category == part.predicted).mean()), 4)
+    right = np.array(expected) == np.array(predicted)
+    for column in contract.slices():
+        if column in frame:
+            for value, part in frame.groupby(column):
+                metrics[f"accuracy_{value}"] = round(float(right[part.index].mean()), 4)
     return metrics
 
 
 def served() -> dict[str, Any]:
     """What is served, without loading it: the version's name ("artifacts" for artifacts/, built from data/) and the
-    model, encoder and data it was built from (artifacts/: what it is built from now)."""
+    model, encoder and data it was built from (artifacts/: what it is built from now; model and encoder None without
+    an encoder)."""
     if versions.name_of(ARTIFACTS_DIR):
         saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
-        return {"version": saved["version"], **{k: saved[k] for k in ("model", "encoder", "data")}}
-    return {"version": "artifacts", **{k: v for k, v in fingerprint().items() if k in ("model", "encoder", "data")}}
+        return {"version": saved["version"], **{k: saved.get(k) for k in ("model", "encoder", "data")}}
+    current = fingerprint()
+    return {"version": "artifacts", **{k: current.get(k) for k in ("model", "encoder", "data")}}
 
 
 def manifest() -> dict:
@@ -427,21 +384,25 @@ def manifest() -> dict:
     return saved if saved is not None else ready().manifest
 
 
-def ready() -> model.Resources:
-    """What the pipeline runs on, installed in this process once: every face calls this before its first ticket
-    (`load_or_build`: the saved artifacts, or a build first). Later calls return what is installed."""
+def ready() -> Any:
+    """What the pipeline runs on, installed in this process once: every face calls this before its first input
+    (`load_or_build`: the saved artifacts, or a build first). Later calls return what is installed. A model.py or
+    recipe.py that lacks a part of the contract raises ContractError, one line naming it."""
     with _loading:
         if model._resources is None:
+            contract.check()
+            check_recipe()
             start = time.perf_counter()
             model.install(load_or_build())
             saved = model.resources().manifest
             version = saved.get("version", "artifacts/, built from data/")
+            scored = next(((name, path) for name, path in contract.labelled_sets().items() if "accuracy" in saved.get(name, {})), None)
             log.info(
-                "pipeline ready in %.1f s: version %s, %s encoder, accuracy %s on eval.csv",
+                "pipeline ready in %.1f s: version %s, %s%s",
                 time.perf_counter() - start,
                 version,
-                encoder_name(),
-                saved["eval"]["accuracy"],
+                f"{encoder_name()} encoder" if recipe.ENCODER else "no encoder",
+                f", accuracy {saved[scored[0]]['accuracy']} on {scored[1].name}" if scored else "",
             )
     return model.resources()
 
@@ -449,12 +410,13 @@ def ready() -> model.Resources:
 _loading = threading.Lock()
 
 
-def load_or_build() -> model.Resources:
+def load_or_build() -> Any:
     """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
     process may be running, and looking again). A version's folder is loaded as it was built, or refused, never
     rebuilt."""
     if versions.name_of(ARTIFACTS_DIR):
         return load_version(ARTIFACTS_DIR)
+    check_data()
     loaded = _load_checked()
     if loaded is None:
         with files.file_lock(ARTIFACTS_DIR / "build"):
@@ -475,7 +437,7 @@ def _fresh_manifest() -> dict | None:
     return saved if isinstance(saved, dict) and {k: saved.get(k) for k in current} == current else None
 
 
-def _load_checked(quiet: bool = False) -> model.Resources | None:
+def _load_checked(quiet: bool = False) -> Any:
     """The saved artifacts when they are fresh and intact; None, after saying why, when they must be built."""
     saved = _fresh_manifest()
     if saved is None:
@@ -491,7 +453,7 @@ def _load_checked(quiet: bool = False) -> model.Resources | None:
     return None
 
 
-def load_version(folder: Path) -> model.Resources:
+def load_version(folder: Path) -> Any:
     """A version as it was built (its files checked against its manifest); VersionError naming what is wrong."""
     try:
         saved = json.loads((folder / "manifest.json").read_text())
@@ -504,9 +466,12 @@ def load_version(folder: Path) -> model.Resources:
 
 
 def artifact_problem(manifest: dict, folder: Path | None = None) -> str | None:
-    """None when every artifact file has the size and SHA-256 that the manifest records; else what is wrong, naming the file."""
+    """None when every file the manifest records has its size and SHA-256 (and an ONNX encoder's files are among
+    them); else what is wrong, naming the file."""
     recorded = manifest.get("artifacts")
-    if not isinstance(recorded, dict) or set(recorded) != set(artifact_files(manifest.get("encoder", {}).get("name"))):
+    encoder = manifest.get("encoder") or {}
+    needed = ENCODER_FILES if isinstance(encoder, dict) and encoder.get("name", "torch") != "torch" else ()
+    if not isinstance(recorded, dict) or not set(needed) <= set(recorded) or not all(map(_inside, recorded)):
         return "manifest.json records no checksums for the artifact files (an older or foreign build)"
     for name, expected in recorded.items():
         path = (folder or ARTIFACTS_DIR) / name
@@ -519,48 +484,12 @@ def artifact_problem(manifest: dict, folder: Path | None = None) -> str | None:
     return None
 
 
-def load(manifest: dict, encoder=None, folder: Path | None = None) -> model.Resources:
-    """The artifacts that `manifest` describes, read from `folder` (default ARTIFACTS_DIR; `encoder`: one already made);
-    a ValueError when they do not fit together. A folder holds all it needs: a version outlives the data it came from."""
-    import faiss
-    import rbloom
-
-    faiss.omp_set_num_threads(1)  # 48 articles: a search takes microseconds; OpenMP threads would only spin against the encoder's
+def load(manifest: dict, encoder=None, folder: Path | None = None) -> Any:
+    """What `manifest` describes, read from `folder` (default ARTIFACTS_DIR) by `recipe.load`, with the encoder
+    (`encoder`: one already made; else the folder's ONNX files, or PyTorch) when recipe.ENCODER; a ValueError when
+    the files do not fit together."""
     folder = folder or ARTIFACTS_DIR
-    saved_articles = json.loads((folder / "articles.json").read_text())  # with their bodies, for the replies
-    articles = [{k: a[k] for k in ("id", "title", "category")} for a in saved_articles]
-    with np.load(folder / "classifier.npz", allow_pickle=False) as saved:  # plain arrays, never a pickle
-        classifier = model.LinearClassifier(saved["coef"], saved["intercept"], saved["classes"])
-    if encoder is None:
+    if recipe.ENCODER and encoder is None:
         on_onnx = manifest["encoder"]["name"] != "torch"
-        on_disk = (folder / f for f in ENCODER_FILES)
-        encoder = OnnxEncoder(*on_disk) if on_onnx else TorchEncoder(*model_source())
-    loaded = model.Resources(
-        encoder=encoder,
-        index=faiss.read_index(str(folder / "articles.faiss")),
-        articles=articles,
-        articles_by_id={a["id"]: a for a in saved_articles},
-        classifier=classifier,
-        bloom=rbloom.Bloom.load(str(folder / "orders.bloom"), model.order_hash),
-        manifest=manifest,
-    )
-    problem = shape_problem(loaded)
-    if problem:  # hashes prove the files are the ones the manifest names, not that they fit together
-        raise ValueError(problem)
-    return loaded
-
-
-def shape_problem(res: model.Resources) -> str | None:
-    """None when the artifacts fit together; else what does not, named: the encoder's width, the index's and the
-    classifier's, the classifier's classes against `Category`, the index's size against the articles."""
-    width = res.encoder.encode(["shape check"]).shape[-1]
-    coef, intercept, classes = res.classifier
-    if res.index.d != width:
-        return f"articles.faiss holds {res.index.d}-dimensional vectors, the encoder makes {width}"
-    if coef.ndim != 2 or coef.shape[1] != width or intercept.shape != (coef.shape[0],) or len(classes) != coef.shape[0]:
-        return f"classifier.npz has weights {coef.shape}, intercept {intercept.shape} and {len(classes)} classes; the encoder makes {width}"
-    if sorted(map(str, classes)) != sorted(c.value for c in model.Category):
-        return f"classifier.npz knows the classes {sorted(map(str, classes))}, the pipeline {sorted(c.value for c in model.Category)}"
-    if res.index.ntotal != len(res.articles) or len(res.articles_by_id) != len(res.articles):
-        return f"articles.faiss holds {res.index.ntotal} vectors for {len(res.articles)} articles in articles.json"
-    return None
+        encoder = OnnxEncoder(*(folder / f for f in ENCODER_FILES)) if on_onnx else TorchEncoder(*model_source())
+    return recipe.load(folder, manifest, encoder)

@@ -2,9 +2,9 @@
 commands are `python -m building build|eval`).
 
 Edge cases: `cases check` (the regression suite, edge_cases.py),
-`cases queue|accept|reject` (the review queue, review.py), `cases import FILE.csv [--accept]`, `cases fix|reopen|train
-ID ...`. Versions: `candidate`, `gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions`
-(versions.py).
+`cases queue|accept|reject` (the review queue, review.py; `cases accept ID --expect FIELD=VALUE ...` sets the expected
+answer), `cases import FILE.csv [--accept]`, `cases fix|reopen|train ID ...`. Versions: `candidate`,
+`gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions` (versions.py).
 """
 
 import argparse
@@ -12,15 +12,25 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from building import builder, versions
+from pydantic import ValidationError
+
+from building import builder, contract, versions
 from loop import edge_cases, review
-from model import CaseStatus, Category, Urgency
+from loop.edge_cases import CaseStatus
+from model import Expected
 
 
 def counted(n: int, noun: str = "case") -> str:
     """`1 case`, `2 cases`."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def expected_and_now(result: dict[str, Any]) -> str:
+    """`expected billing, now feedback`: what a case expects and the pipeline's answer now, field by field."""
+    wanted = result["case"].expected.model_dump(mode="json", exclude_none=True)
+    return f"expected {edge_cases.in_words(wanted)}, now {edge_cases.in_words({k: result['answer_now'].get(k) for k in wanted})}"
 
 
 def cmd_cases_check(args) -> int:
@@ -30,8 +40,7 @@ def cmd_cases_check(args) -> int:
     results = edge_cases.check_cases(store.cases)
     for r in results:
         if r["verdict"] in ("broken", "newly fixed"):
-            case, now = r["case"], r["answer_now"]["category"]
-            print(f"{r['verdict']:12} {r['id']}  expected {case.expected.category}, now {now}: {case.ticket.text[:80]}")
+            print(f"{r['verdict']:12} {r['id']}  {expected_and_now(r)}: {edge_cases.input_text(r['case'].ticket)[:80]}")
     counts = edge_cases.verdict_counts(results)
     print(json.dumps({"cases": len(results), **counts, "skipped": len(store.skipped), "store": str(edge_cases.cases_file())}))
     return 1 if counts["broken"] else 0
@@ -58,22 +67,40 @@ def cmd_cases_import(args) -> int:
 def cmd_cases_queue(args) -> int:
     state = None if args.state == "all" else args.state
     page, total = review.cases(state, limit=1000)
+    label = contract.label()
     for f in page:
         case = f.case
-        said = case.expected.model_dump(exclude_none=True, mode="json")  # the category, and urgency, team, needs_human where given
-        expected = " ".join(f"{k}={v}" for k, v in said.items() if k != "category")
-        shown = f"{f.state:9} {case.id}  {case.expected.category:16} {expected:28} x{f.times_flagged}"
-        print(f"{shown}  {case.ticket.text[:70]!r}  {case.note[:40]}")
+        given = case.expected.model_dump(exclude_none=True, mode="json")  # the label, and each other field where given
+        first = str(given.pop(label, "")) if label else ""
+        shown = f"{f.state:9} {case.id}  {first:16} {edge_cases.in_words(given):28} x{f.times_flagged}"
+        print(f"{shown}  {edge_cases.input_text(case.ticket)[:70]!r}  {case.note[:40]}")
     print(json.dumps({"shown": len(page), "total": total, **review.counts(), "database": review.where()}))
     return 0
 
 
+def expected_given(pairs: list[str]) -> Expected | None:
+    """`--expect FIELD=VALUE ...` as an expected answer (model.Expected), set whole; None when none is given. A field
+    that is not the answer's, a value that is not its type, or a required field left out stops it, naming the field."""
+    if not pairs:
+        return None
+    fields, cells = list(Expected.model_fields), {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or name.strip() not in fields:
+            sys.exit(f"--expect {pair!r}: give FIELD=VALUE, FIELD one of {', '.join(fields)}")
+        cells[name.strip()] = value.strip()
+    try:
+        return Expected.model_validate(edge_cases.expected_from(cells))
+    except ValidationError as error:
+        sys.exit(f"--expect: {contract.error_message(error)} (the expected answer is set whole: give each field it needs)")
+    except ValueError as error:  # a list or model field's value that is not JSON
+        sys.exit(f"--expect: {error}")
+
+
 def cmd_cases_accept(args) -> int:
-    answer = {k: getattr(args, k) for k in ("category", "needs_human", "team", "urgency") if getattr(args, k) is not None}
-    if answer and "category" not in answer:
-        sys.exit("--category is needed with --needs-human, --team or --urgency: the answer is set whole")
+    answer = expected_given(args.expect)
     not_pending(args.args)
-    accepted = review.accept(args.args, args.by, expected=answer or None, train=args.train)
+    accepted = review.accept(args.args, args.by, expected=answer, train=args.train)
     print(f"{counted(len(accepted))} accepted into {edge_cases.cases_file()}")
     return 0
 
@@ -84,7 +111,7 @@ def cmd_cases_reject(args) -> int:
     return 0
 
 
-def known(ids: list[str], found: set[str], what: str, listing: str) -> None:
+def existing(ids: list[str], found: set[str], what: str, listing: str) -> None:
     """Stop before anything is changed when no id is given, or naming the ids that are no `what` (a typo, or a case
     decided already); `listing` is the command that lists them."""
     if not ids:
@@ -95,11 +122,11 @@ def known(ids: list[str], found: set[str], what: str, listing: str) -> None:
 
 
 def not_pending(ids: list[str]) -> None:
-    known(ids, {f.case.id for f in review.pending(ids)}, "pending case", "python -m loop cases queue --state all")
+    existing(ids, {f.case.id for f in review.pending(ids)}, "pending case", "python -m loop cases queue --state all")
 
 
 def in_suite(ids: list[str]) -> None:
-    known(ids, {c.id for c in edge_cases.load_cases()}, "case", f"python -m loop cases check ({edge_cases.cases_file()})")
+    existing(ids, {c.id for c in edge_cases.load_cases()}, "case", f"python -m loop cases check ({edge_cases.cases_file()})")
 
 
 def cmd_cases_status(args) -> int:
@@ -111,9 +138,7 @@ def cmd_cases_status(args) -> int:
         failing = [r for r in edge_cases.check_cases(chosen) if r["verdict"] in ("open", "broken")]  # wrong now
         if failing:
             for r in failing:
-                print(
-                    f"still failing {r['id']}: expected {r['case'].expected.category}, now {r['answer_now']['category']}", file=sys.stderr
-                )
+                print(f"still failing {r['id']}: {expected_and_now(r)}", file=sys.stderr)
             sys.exit(f"nothing marked: {len(failing)} of the cases still fail (they stay open)")
     print(f"{counted(edge_cases.set_case_status(args.args, status))} marked {status.value}")
     return 0
@@ -128,7 +153,8 @@ def cmd_cases_train(args) -> int:
 
 def cmd_candidate(args) -> int:
     built = builder.build_candidate([c for c in edge_cases.load_cases() if c.train])
-    print(json.dumps({k: built.get(k) for k in ("version", "based_on", "training_cases", "eval", "eval_style")}, indent=2))
+    shown = ("version", "based_on", "training_cases", *contract.labelled_sets())  # and each labelled set's metrics, by its name
+    print(json.dumps({k: built.get(k) for k in shown}, indent=2))
     print(f"next: python -m loop gate {built['version']}", file=sys.stderr)
     return 0
 
@@ -136,8 +162,12 @@ def cmd_candidate(args) -> int:
 def cmd_gate(args) -> int:
     from loop import gate
 
+    if args.batch and not contract.label():
+        sys.exit("--batch: this pipeline has no label (model.LABEL) to judge a batch on; the gate judges the suite's cases")
     verdict = gate.run(args.version, args.batch)
     for name, s in verdict["sets"].items():
+        for problem in s.get("left_out", []):  # a row no input can be made of: named, and the rest judged
+            print(f"{name}, row {problem['row']}: left out ({problem['problem']})", file=sys.stderr)
         print(gate.described(name, s, verdict["settings"]["significance"]))
     print(f"cases: {len(verdict['cases']['would_break'])} would break, {len(verdict['cases']['fixes'])} fixed, "
           f"{len(verdict['cases']['training_learned'])} training cases learned")  # fmt: skip
@@ -160,16 +190,16 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_versions(args) -> int:
-    served = versions.state()["served"]
+    served, first = versions.state()["served"], next(iter(contract.labelled_sets()), None)  # the evaluation set
     for name in versions.listing():
         saved = json.loads((versions.folder(name) / "manifest.json").read_text())
         gated = versions.folder(name) / "gate.json"
         verdict = json.loads(gated.read_text())["passed"] if gated.is_file() else None
         mark = "*" if name == served else " "
         gate_said = {True: "gate passed", False: "gate failed", None: "not gated"}[verdict]
-        print(
-            f"{mark} {name}  accuracy {saved['eval']['accuracy']:.4f}  {len(saved.get('training_cases', []))} training cases  {gate_said}"
-        )
+        accuracy = (saved.get(first) or {}).get("accuracy") if first else None
+        scored = f"  accuracy {accuracy:.4f}" if accuracy is not None else ""
+        print(f"{mark} {name}{scored}  {len(saved.get('training_cases', []))} training cases  {gate_said}")
     print(f"served: {served or 'artifacts/ (built from data/)'}")
     return 0
 
@@ -196,10 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     cases.add_argument("--by", default=os.environ.get("USER"), help="accept, reject, import: the reviewer's name (default $USER)")
     cases.add_argument("--accept", action="store_true", help="import: straight into the suite, as a reviewer")
     cases.add_argument("--train", action="store_true", help="accept: as training examples (candidates learn from them)")
-    cases.add_argument("--category", choices=[c.value for c in Category], help="accept: the expected category (default: as flagged)")
-    cases.add_argument("--needs-human", type=lambda v: {"yes": True, "no": False}[v], metavar="yes|no", help="accept: expected")
-    cases.add_argument("--team", help="accept: the expected team")
-    cases.add_argument("--urgency", choices=[u.value for u in Urgency], help="accept: the expected urgency")
+    cases.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"accept: the expected answer, one field each, set whole (fields: {', '.join(Expected.model_fields)}); default: as flagged",
+    )
     cases.set_defaults(run=lambda args: CASE_ACTIONS[args.action](args))
     commands.add_parser("candidate", help="build a candidate version from data/ and the training cases").set_defaults(run=cmd_candidate)
     gating = commands.add_parser("gate", help="judge a candidate against the served version (exit 1 when it fails)")

@@ -1,13 +1,16 @@
 """The edge-case store: cases flagged from every face, kept in one append-only CSV, run as a regression suite.
 
     python -m loop cases check              # every case against the pipeline as it is now (exit 1 on a regression)
-    python -m loop cases import FILE.csv     # add cases from a CSV (text, expected_category, ...)
+    python -m loop cases import FILE.csv     # add cases from a CSV (the input's fields, expected_<field>, ...)
     python -m loop cases fix|reopen ID ...   # mark cases fixed or open
 
-A case (`model.EdgeCase`) is a ticket, its flags and the answer a person expects. `save_cases` records the
+A case (`EdgeCase`) is an input, its flags and the answer a person expects (model.Expected). `save_cases` records the
 pipeline's answer at the time and appends new cases atomically under a lock; `read_cases` reads the store,
 skipping (and naming) every line that is no edge case; `check_cases` runs them all and gives each a verdict.
 Every cell is written spreadsheet-safe. The store is data/edge_cases.csv, or TRIAGE_EDGE_CASES.
+
+The store's columns come from the contract: the input's fields by name, `expected_<field>` for each field of
+model.Expected, `answer_<field>` for the answer kept (the expected fields and the label's probability).
 """
 
 import csv
@@ -18,20 +21,17 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
+import typing
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 import model
 from building import builder, contract
-from building.contract import error_message
 from building.files import file_lock, spreadsheet_safe, spreadsheet_text
-from model import PIPELINE_VERSION, Expected, Flags
-
-Ticket = model.Input  # the pipeline's input, whatever model.py calls it
+from model import PIPELINE_VERSION, Expected, Flags, Input
 
 
 class CaseSource(StrEnum):
@@ -53,21 +53,22 @@ def _example() -> dict:
 class EdgeCase(BaseModel):
     """An input whose right answer someone knows, kept so every later version of the pipeline is judged on it.
 
-    Clients send the ticket, flags, expected answer, note, source and keep_pii; the store fills the rest:
-    the id, when and by whom, and the pipeline's answer at that moment with its version and artifacts.
+    Clients send the input (`ticket`, the name kept for the API), flags, expected answer, note, source and keep_pii;
+    the store fills the rest: the id, when and by whom, and the pipeline's answer at that moment with its version and
+    artifacts.
     """
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_example())
-    ticket: Ticket
+    ticket: Input
     flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
     expected: Expected
     note: Annotated[str, AfterValidator(lambda note: contract.clean_text(note, mask_pii=False))] = Field(
         "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
     )
     source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
-    keep_pii: bool = Field(False, description="Save the text as written; by default e-mail, phone and card numbers are masked first.")
+    keep_pii: bool = Field(False, description="Save the text as written; by default personal data is masked first.")
     train: bool = Field(False, description="A training example: candidates learn from it, so it never counts as fixed.")
-    id: str | None = Field(None, description="Set by the store: the same ticket, flags and expected answer give the same id.")
+    id: str | None = Field(None, description="Set by the store: the same input, flags and expected answer give the same id.")
     status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")
     created_at: str | None = Field(None, description="Set by the store (UTC, ISO 8601).")
     created_by: str | None = Field(None, description="Set by the store: the login name, where there is one.")
@@ -76,14 +77,35 @@ class EdgeCase(BaseModel):
     artifacts: str | None = Field(None, description="Set by the store: a fingerprint of the artifacts that gave the answer.")
 
 
+def _answer_fields() -> tuple[str, ...]:
+    """The answer's fields a case keeps: the expected answer's, and the label's probability right after the label."""
+    fields = list(Expected.model_fields)
+    kept = contract.probability()
+    if kept and kept not in fields:
+        fields.insert(fields.index(contract.label()) + 1 if contract.label() in fields else len(fields), kept)
+    return tuple(fields)
 
+
+ANSWER_FIELDS = _answer_fields()
+ANSWER_PREFIX = "answer_"
+TEXT_FIELDS = [name for name, field in Input.model_fields.items() if contract.base_type(field.annotation) is str]  # cleaned, masked
+OWN_COLUMNS = ("id", "status", "source", "created_at", "created_by", "flags", "note", "pipeline_version", "artifacts", "train")
 CASE_COLUMNS = [
-    *("id", "status", "source", "created_at", "created_by", *Ticket.model_fields, "flags"),  # a ticket's fields by name
-    *("expected_category", "expected_needs_human", "expected_team", "expected_urgency", "note"),
-    *("answer_category", "answer_confidence", "answer_needs_human", "answer_team", "answer_urgency", "pipeline_version", "artifacts"),
-    "train",
+    *OWN_COLUMNS[:5],
+    *Input.model_fields,  # the input's fields by name
+    "flags",
+    *(contract.expected_column(name) for name in Expected.model_fields),
+    "note",
+    *(ANSWER_PREFIX + name for name in ANSWER_FIELDS),
+    *OWN_COLUMNS[-3:],
 ]
-ANSWER_FIELDS = ("category", "confidence", "needs_human", "team", "urgency")
+if set(Input.model_fields) & set(OWN_COLUMNS):  # one column, two meanings: a store that cannot be read back
+    clash = sorted(set(Input.model_fields) & set(OWN_COLUMNS))[0]
+    raise contract.ContractError(f"model.py: Input.{clash} has the name of a column the edge-case store keeps itself ({contract.WHERE})")
+HEADER_COLUMNS = [  # the columns that tell the store's header from a row
+    contract.text_field() or next(iter(Input.model_fields)),
+    contract.expected_column(contract.label() or next(iter(Expected.model_fields), "")),
+]
 VERDICTS = {(True, True): "fixed", (True, False): "broken", (False, True): "newly fixed", (False, False): "open"}  # (was fixed, right now)
 
 
@@ -125,17 +147,13 @@ _views_lock = threading.Lock()
 
 
 def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> list[EdgeCase]:
-    """Each case as a store keeps it: the text as the pipeline reads it and the note (clean unicode, e-mail, phone and
-    card numbers masked unless `keep_pii`), its id, and the pipeline's answer now with its version and artifacts. A
-    ValidationError names what cannot be kept (ticket.text, note)."""
+    """Each case as a store keeps it: the input's text fields and the note as `contract.clean_text` leaves them (clean
+    unicode; personal data masked unless `keep_pii`), its id, and the pipeline's answer now with its version and
+    artifacts. A ValidationError names what cannot be kept (ticket.<field>, note)."""
     cases = [EdgeCase.model_validate(c) for c in cases]
     cases = [
         EdgeCase.model_validate(
-            {
-                **c.model_dump(),
-                "ticket": {**c.ticket.model_dump(), "text": normalize(c.ticket.text, not c.keep_pii)[0]},
-                "note": normalize(c.note, not c.keep_pii)[0],
-            }
+            {**c.model_dump(), "ticket": _cleaned(c.ticket, not c.keep_pii), "note": contract.clean_text(c.note, not c.keep_pii)}
         )
         for c in cases
     ]
@@ -148,7 +166,7 @@ def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> lis
             update={
                 "ticket": ticket,
                 "id": _case_id(ticket, case.flags, case.expected),
-                "status": CaseStatus.fixed if case.expected.matches(answer) else CaseStatus.open,
+                "status": CaseStatus.fixed if contract.matches(case.expected, answer) else CaseStatus.open,
                 "created_at": case.created_at or stamp,  # a flag accepted from the queue keeps the time it was flagged
                 "created_by": created_by,
                 "answer": answer.model_dump(mode="json", include=set(ANSWER_FIELDS)),
@@ -160,10 +178,16 @@ def recorded(cases: list[EdgeCase | dict], created_by: str | None = None) -> lis
     ]
 
 
+def _cleaned(one: BaseModel, masked: bool) -> dict[str, Any]:
+    """An input's fields, each text field through `contract.clean_text` (personal data masked when `masked`)."""
+    values = one.model_dump()
+    return values | {name: contract.clean_text(values[name], masked) for name in TEXT_FIELDS if isinstance(values[name], str)}
+
+
 def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
     """Append cases to the suite (`recorded`: masked, with the pipeline's answer now), atomically under a lock.
 
-    An exact duplicate (same ticket, flags and expected answer, so the same id) is not repeated. Returns each case as
+    An exact duplicate (same input, flags and expected answer, so the same id) is not repeated. Returns each case as
     saved and whether it was new. On a full disk nothing is written (StoreFull); a store that cannot be used at all
     raises StoreUnavailable. Flags from the faces go to the review queue (review.py); this is what accepting one does.
     """
@@ -185,7 +209,7 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
 
 def read_cases(path: Path | None = None) -> CaseStore:
     """Every case in the store, oldest first, and each line skipped as no edge case (torn, not UTF-8, a missing
-    column, an unknown category, ...) with its number and what is wrong. No file: no cases.
+    column, a value its field does not take, ...) with its number and what is wrong. No file: no cases.
 
     The parsed cases stay in this process: a later call reads only the bytes appended since, and the whole file
     again only when another file took its place or its last line read is no longer there (set_case_status rewrote
@@ -268,7 +292,7 @@ def check_cases(cases: list[EdgeCase] | None = None) -> list[dict[str, Any]]:
     answers = model.run_batch([c.ticket for c in cases], [c.flags for c in cases])
     results = []
     for case, answer in zip(cases, answers, strict=True):
-        verdict = "training" if case.train else VERDICTS[(case.status == CaseStatus.fixed, case.expected.matches(answer))]
+        verdict = "training" if case.train else VERDICTS[(case.status == CaseStatus.fixed, contract.matches(case.expected, answer))]
         now = answer.model_dump(mode="json", include=set(ANSWER_FIELDS))
         results.append({"id": case.id, "verdict": verdict, "case": case, "answer_now": now})
     return results
@@ -279,6 +303,19 @@ def verdict_counts(results: list[dict[str, Any]]) -> dict[str, int]:
     return {v: sum(r["verdict"] == v for r in results) for v in ("fixed", "open", "broken", "newly fixed", "training")}
 
 
+def input_text(one: BaseModel) -> str:
+    """What a table or a line shows of an input: its text field (`contract.text_field()`), else the input as JSON."""
+    field = contract.text_field()
+    return str(getattr(one, field)) if field else one.model_dump_json()
+
+
+def in_words(values: dict[str, Any]) -> str:
+    """An answer's fields in a few words: the label's value alone, then `field=value` for each other one given."""
+    label = contract.label()
+    words = [str(values[label])] if values.get(label) is not None else []
+    return " ".join(words + [f"{k}={v}" for k, v in values.items() if k != label and v is not None])
+
+
 def artifacts_fingerprint() -> str:
     """A short fingerprint of what gives the answers: the code, data, model and every artifact file."""
     saved = builder.ready().manifest
@@ -286,7 +323,7 @@ def artifacts_fingerprint() -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _case_id(ticket: Ticket, flags: Flags, expected: Expected) -> str:
+def _case_id(ticket: BaseModel, flags: Flags, expected: Expected) -> str:
     key = json.dumps([ticket.model_dump(mode="json"), flags.model_dump(mode="json"), expected.model_dump(mode="json")], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -301,11 +338,57 @@ def _case_row(case: EdgeCase, columns: list[str] = CASE_COLUMNS) -> list[str]:
         "train": "true" if case.train else "",
         **case.ticket.model_dump(mode="json"),
         "flags": json.dumps(flags) if flags else "",
-        **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
-        **{f"answer_{k}": v for k, v in (case.answer or {}).items()},
+        **{contract.expected_column(k): v for k, v in case.expected.model_dump(mode="json").items()},
+        **{ANSWER_PREFIX + k: v for k, v in (case.answer or {}).items()},
     }
-    cells = ["" if values.get(c) is None else re.sub(r"[\r\n]", " ", str(values[c])) for c in columns]  # one row, one line
+    cells = ["" if values.get(c) is None else re.sub(r"[\r\n]", " ", _cell(values[c])) for c in columns]  # one row, one line
     return [spreadsheet_safe(cell) for cell in cells]
+
+
+def _cell(value: Any) -> str:
+    """A JSON value as a cell: lists and objects as JSON, everything else as text (True, 0.4887, billing)."""
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def _structured(annotation) -> bool:
+    """Whether a field's cell holds JSON: a list, dict, tuple or set, or a model."""
+    base = contract.base_type(annotation)
+    return (
+        typing.get_origin(base) in (list, dict, tuple, set)
+        or base in (list, dict, tuple, set)
+        or (isinstance(base, type) and issubclass(base, BaseModel))
+    )
+
+
+def cell_value(annotation, cell: str) -> Any:
+    """What pydantic validates for a field of type `annotation` from a cell: the JSON it holds for a structured field,
+    else the text (pydantic reads numbers, bools and enums from text)."""
+    return json.loads(cell) if _structured(annotation) else cell
+
+
+def expected_from(cells: dict[str, str]) -> dict[str, Any]:
+    """An expected answer from text by field name (empty cells left out, so a field takes its default): for
+    `Expected.model_validate`, whose ValidationError names the field."""
+    fields = Expected.model_fields
+    return {name: cell_value(fields[name].annotation, cell) if name in fields else cell for name, cell in cells.items() if cell}
+
+
+def _answer_from(row: dict[str, str]) -> dict[str, Any] | None:
+    """The answer kept in a row's answer_<field> cells, each read as the Output field's type (as JSON); None when no
+    answer was kept. ValueError naming the cell that is not its field's type."""
+    cells = {name: row.get(ANSWER_PREFIX + name) or None for name in ANSWER_FIELDS}
+    if all(cell is None for cell in cells.values()):
+        return None
+    answer = {}
+    for name, cell in cells.items():
+        annotation = model.Output.model_fields[name].annotation
+        try:
+            adapter = TypeAdapter(annotation)
+            answer[name] = None if cell is None else adapter.dump_python(adapter.validate_python(cell_value(annotation, cell)), mode="json")
+        except (ValidationError, ValueError) as error:
+            message = contract.error_message(error) if isinstance(error, ValidationError) else str(error)
+            raise ValueError(f"{ANSWER_PREFIX}{name}: {message.removeprefix(': ')}") from None
+    return answer
 
 
 def _case_from_row(row: dict[str, str]) -> EdgeCase:
@@ -314,31 +397,23 @@ def _case_from_row(row: dict[str, str]) -> EdgeCase:
     def value(column: str) -> str | None:
         return row.get(column) or None
 
-    def boolean(column: str) -> bool | None:
-        return None if value(column) is None else value(column).strip().lower() in ("true", "1", "yes")
-
-    answer = {k: value(f"answer_{k}") for k in ANSWER_FIELDS}
-    if answer["category"] is not None:
-        answer.update(confidence=float(answer["confidence"] or "nan"), needs_human=boolean("answer_needs_human"))
-    return EdgeCase(
-        ticket=model.ticket_from_row(row),
-        flags=Flags.model_validate(json.loads(value("flags") or "{}")),
-        expected=Expected(
-            category=row["expected_category"],
-            needs_human=boolean("expected_needs_human"),
-            team=value("expected_team"),
-            urgency=value("expected_urgency"),
-        ),
-        note=row.get("note") or "",
-        source=value("source") or CaseSource.file,
-        id=value("id"),
-        status=value("status") or CaseStatus.open,
-        created_at=value("created_at"),
-        created_by=value("created_by"),
-        answer=answer if answer["category"] is not None else None,
-        pipeline_version=value("pipeline_version"),
-        artifacts=value("artifacts"),
-        train=boolean("train") or False,
+    expected = {name: row.get(contract.expected_column(name)) for name in Expected.model_fields}
+    return EdgeCase.model_validate(
+        {
+            "ticket": contract.input_from_row(row),
+            "flags": Flags.model_validate(json.loads(value("flags") or "{}")),
+            "expected": expected_from(expected),
+            "note": row.get("note") or "",
+            "source": value("source") or CaseSource.file,
+            "id": value("id"),
+            "status": value("status") or CaseStatus.open,
+            "created_at": value("created_at"),
+            "created_by": value("created_by"),
+            "answer": _answer_from(row),
+            "pipeline_version": value("pipeline_version"),
+            "artifacts": value("artifacts"),
+            "train": (value("train") or "").strip().lower() in ("true", "1", "yes"),
+        }
     )
 
 
@@ -354,11 +429,11 @@ def _fields(raw: bytes) -> list[str]:
     """The cells of one line of the store (no cells for a blank line); ValueError when it is not CSV text."""
 
     try:
-        text = raw.removesuffix(b"\r").decode("utf-8")
+        line = raw.removesuffix(b"\r").decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(f"not UTF-8 text (byte {error.start + 1})") from None
     try:
-        return next(csv.reader([text]), [])
+        return next(csv.reader([line]), [])
     except csv.Error as error:
         raise ValueError(f"not a CSV line ({error})") from None
 
@@ -369,8 +444,9 @@ def _header(raw: bytes) -> tuple[list[str], str | None]:
         columns = _fields(raw)
     except ValueError as error:
         return CASE_COLUMNS, f"{error}; the rows are read in the store's own column order"
-    if not {"text", "expected_category"} <= set(columns):
-        return CASE_COLUMNS, "not a header (no text and expected_category columns); the rows are read in the store's own column order"
+    if not set(HEADER_COLUMNS) <= set(columns):
+        what = " and ".join(HEADER_COLUMNS)
+        return CASE_COLUMNS, f"not a header (no {what} columns); the rows are read in the store's own column order"
     return columns, None
 
 
@@ -384,7 +460,7 @@ def _parse_line(raw: bytes, header: list[str]) -> EdgeCase | None:
     try:
         return _case_from_row(dict(zip(header, cells, strict=True)))
     except ValidationError as error:
-        raise ValueError(error_message(error)) from None
+        raise ValueError(contract.error_message(error)) from None
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{type(error).__name__}: {error}") from None
 
@@ -416,12 +492,12 @@ def _store_error(error: OSError) -> StoreUnavailable:
 
 
 def _widen(path: Path) -> None:
-    """Give an older store a column for each field the ticket has gained since (model.Ticket), so that a new case keeps
+    """Give an older store a column for each field the input has gained since (model.Input), so that a new case keeps
     it: the file is rewritten atomically, each whole row with an empty cell there (its default), every other line kept."""
     try:
         with open(path, "rb") as f:
             header, problem = _header(f.readline().rstrip(b"\n"))  # the header alone: a store is read whole only to widen it
-            missing = [name for name in Ticket.model_fields if name not in header]
+            missing = [name for name in Input.model_fields if name not in header]
             if problem or not missing:
                 return
             f.seek(0)
@@ -492,8 +568,9 @@ def import_cases(path: Path, created_by: str | None = None) -> list[tuple[EdgeCa
 
 
 def cases_in_csv(path: Path) -> list[EdgeCase]:
-    """Edge cases from a CSV with `text` and `expected_category` (and optionally the store's other columns: channel,
-    customer_tier, flags as JSON, expected_needs_human, expected_team, expected_urgency, note), marked as from a file."""
+    """Edge cases from a CSV with the store's columns (`CASE_COLUMNS`): the input's fields by name (a required one at
+    least), an `expected_<field>` column for each required field of the expected answer, and optionally the others,
+    flags as JSON and a note; marked as from a file."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     cases = []
@@ -501,6 +578,7 @@ def cases_in_csv(path: Path) -> list[EdgeCase]:
         try:
             case = _case_from_row(row)
         except (ValidationError, ValueError, TypeError, KeyError) as error:
-            raise ValueError(f"{path}, line {number}: not an edge case ({error})") from None
+            said = contract.error_message(error) if isinstance(error, ValidationError) else error  # one line, naming the field
+            raise ValueError(f"{path}, line {number}: not an edge case ({said})") from None
         cases.append(case.model_copy(update={"source": CaseSource.file, "keep_pii": False}))
     return cases

@@ -1,20 +1,21 @@
 """The gate: may a candidate version replace the one served? (`python -m loop gate ID [--batch FILE.csv ...]`)
 
 Both sides answer the same questions, each in a process of its own (TRIAGE_ARTIFACTS_DIR names its folder): every
-evaluation set (data/eval.csv, and data/eval_style.csv when there), the regression suite's cases, and any labelled
-batch given. Then, on each set, paired statistics say whether a change is more than noise (on 160 tickets one ticket
-is 0.006 of accuracy):
+labelled set the pipeline declares (`contract.labelled_sets()`), the regression suite's cases, and any labelled batch
+given; a pipeline with no label is judged on the suite's cases alone. A row of a set or batch that is no valid input is
+left out and named (its number and field), as batch.py does, and the rest is judged. Then, on each set, paired
+statistics on the label say whether a change is more than noise (on 160 rows one row is 0.006 of accuracy):
 
-- an exact McNemar test on the tickets whose right-or-wrong changed: fixed (served wrong, candidate right) against
+- an exact McNemar test on the rows whose right-or-wrong changed: fixed (served wrong, candidate right) against
   broken (the other way); under no change each is a coin toss, so P(at least `broken` of the `broken + fixed`) is the
   chance of a regression this large by luck;
-- bootstrap confidence intervals (the tickets resampled with replacement, the same draw for both sides) for the
+- bootstrap confidence intervals (the rows resampled with replacement, the same draw for both sides) for the
   deltas of accuracy, macro-F1 and each class's F1; the per-class intervals are Bonferroni-widened, one test per class.
 
 A candidate is refused only for a significant regression, on any set: McNemar's one-sided p below `significance`, or
 a macro-F1 or class-F1 interval wholly below zero; or for fixed edge cases it would break (`max_broken_cases`). Each
 setting is in config.yaml's `gate:`. The report (gate.json and gate.html in the candidate's folder, and the command's
-output) gives every interval and the changed tickets; the command exits 1 naming each regression.
+output) gives every interval and the changed rows; the command exits 1 naming each regression.
 """
 
 import json
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import model
-from building import builder, versions
+from building import builder, contract, versions
 from loop import edge_cases
 from reporting import reports
 
+SHOWN = contract.text_field() or "input"  # the column of a row's or case's input: its text field, or the input as JSON
 SETTINGS = {"max_broken_cases": 0, "significance": 0.05, "bootstrap_samples": 2000}  # config.yaml's `gate:` overrides
 
 
@@ -38,9 +41,9 @@ def settings() -> dict[str, float]:
     import yaml
 
     configured = yaml.safe_load((model.ROOT / "config.yaml").read_text()).get("gate") or {}
-    unknown = set(configured) - set(SETTINGS)
-    if unknown:
-        raise ValueError(f"config.yaml: gate has no setting {sorted(unknown)}; known: {sorted(SETTINGS)}")
+    strange = set(configured) - set(SETTINGS)
+    if strange:
+        raise ValueError(f"config.yaml: gate has no setting {sorted(strange)}; known: {sorted(SETTINGS)}")
     chosen = {**SETTINGS, **configured}
     if not 0 < chosen["significance"] < 0.5 or int(chosen["bootstrap_samples"]) < 100:
         raise ValueError("config.yaml: gate's significance must be between 0 and 0.5, bootstrap_samples at least 100")
@@ -49,27 +52,63 @@ def settings() -> dict[str, float]:
 
 # --- one side's answers, in its own process ---------------------------------------------------------------------
 def answers(batches: list[str], sets: bool = True) -> dict[str, Any]:
-    """What the pipeline of this process (TRIAGE_ARTIFACTS_DIR) answers: evaluation sets and batches (unless `sets` is
-    false: the suite's cases alone), and the suite's cases."""
+    """What the pipeline of this process (TRIAGE_ARTIFACTS_DIR) answers: its labelled sets and batches (unless `sets`
+    is false, or it has no label: the suite's cases alone), and the suite's cases."""
+    saved = builder.ready().manifest
+    named = {**(contract.labelled_sets() if sets else {}), **{f"batch {Path(b).name}": Path(b) for b in batches}}
+    labelled = {name: judged(path) for name, path in named.items()} if contract.label() else {}
+    label, cases = contract.label(), []
+    for r in edge_cases.check_cases():
+        expected, now = r["case"].expected.model_dump(mode="json", exclude_none=True), r["answer_now"]
+        on = {label: expected[label]} if label in expected else expected  # right or wrong: the label, where there is one
+        right = all(now.get(k) == v for k, v in on.items())
+        shown = {
+            SHOWN: edge_cases.input_text(r["case"].ticket),
+            "expected": edge_cases.in_words(on),
+            "now": edge_cases.in_words({k: now.get(k) for k in on}),
+        }
+        cases.append({"id": r["id"], "verdict": r["verdict"], "right": right} | shown)
+    about = {k: saved.get(k) for k in ("version", "pipeline_version", "data", "built_at")}
+    about["encoder"] = (saved.get("encoder") or {}).get("name")  # a pipeline without an encoder has none
+    return {"about": about, "sets": labelled, "cases": cases}
+
+
+def judged(path: Path) -> dict[str, list]:
+    """One labelled table's rows as the pipeline answers them: each row's number (from 1, as batch.py counts them),
+    input (`input_text`), expected label and predicted label, as text. A row no input can be made of is left out and
+    named with its number and field (`left_out`); a row the pipeline fails on is answered with its error (wrong)."""
     import pandas as pd
 
-    saved = builder.ready().manifest
-    named = {name: path for name, path in builder.data_files().items() if name in ("eval", "eval_style")} if sets else {}
-    named.update({f"batch {Path(b).name}": Path(b) for b in batches})
-    labelled = {}
-    for name, path in named.items():
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        label = model.expected_column() if model.expected_column() in frame else model.LABEL
-        tickets = [model.ticket_from_row(row) for row in frame.to_dict("records")]  # every Ticket field, as batch.py reads it
-        predicted = [str(getattr(r, model.LABEL)) for r in model.run_batch(tickets)]
-        labelled[name] = {"text": list(frame.text), "expected": list(frame[label]), "predicted": predicted}
-    cases = [
-        {"id": r["id"], "verdict": r["verdict"], "right": r["case"].expected.category.value == r["answer_now"]["category"]}
-        | {"text": r["case"].ticket.text, "expected": r["case"].expected.category.value, "now": r["answer_now"]["category"]}
-        for r in edge_cases.check_cases()
-    ]
-    about = {k: saved.get(k) for k in ("version", "pipeline_version", "data", "built_at")} | {"encoder": saved["encoder"]["name"]}
-    return {"about": about, "sets": labelled, "cases": cases}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    label, column = contract.label(), contract.expected_column()
+    column = column if column in frame else label
+    if column not in frame:
+        raise ValueError(f"{Path(path).name}: no {contract.expected_column()} column (the right {label}) to judge it on")
+    numbers, inputs, left_out = [], [], []
+    for number, row in enumerate(frame.to_dict("records"), start=1):
+        try:
+            inputs.append(contract.input_from_row(row))
+            numbers.append(number)
+        except ValidationError as error:
+            left_out.append({"row": number, "problem": contract.error_message(error)})
+    results = contract.run_each(inputs)
+    predicted = [f"error: {type(r).__name__}: {r}" if isinstance(r, Exception) else _label_word(getattr(r, label)) for r in results]
+    expected = [_label_word(frame[column].iloc[n - 1], parse=True) for n in numbers]
+    texts = [edge_cases.input_text(one) for one in inputs]
+    return {"row_numbers": numbers, SHOWN: texts, "expected": expected, "predicted": predicted, "left_out": left_out}
+
+
+def _label_word(value: Any, parse: bool = False) -> str:
+    """A label's value as text, the same for a table's cell and the pipeline's answer (`billing`, `true`, `3`); with
+    `parse`, a cell read as the label's type first (a cell that is none stays as written: it is never right)."""
+    annotation = model.Output.model_fields[contract.label()].annotation
+    adapter = TypeAdapter(annotation)
+    try:
+        value = adapter.validate_python(edge_cases.cell_value(annotation, value)) if parse else value
+        value = adapter.dump_python(value, mode="json")
+    except (ValidationError, ValueError):
+        return str(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def in_version(folder: Path, code: str, *args: str) -> str:
@@ -87,13 +126,16 @@ def side(folder: Path, batches: list[str], sets: bool = True) -> dict[str, Any]:
     return json.loads(in_version(folder, code, "sets" if sets else "cases", *batches))
 
 
-def one_ticket(version: str, ticket: dict, flags: dict) -> "model.Triage":
-    """One ticket answered by `version` (with its trace), in a process of its own: the app's Compare tab."""
+def one_ticket(version: str, ticket: dict | BaseModel, flags: dict | BaseModel | None = None) -> BaseModel:
+    """One input answered by `version` (with its trace), in a process of its own: the app's Compare tab. A model.Output;
+    an input or flags that are not valid raise pydantic's ValidationError here, naming the field."""
+    one, flags = model.Input.model_validate(ticket), model.Flags.model_validate(flags or {})
     code = (
-        "import json, sys, model; from building import builder; builder.ready(); "
-        "print(model.run(json.loads(sys.argv[1]), json.loads(sys.argv[2]), debug=True).model_dump_json())"
+        "import json, sys, model; from building import builder, contract; builder.ready(); "
+        "one, flags = model.Input.model_validate_json(sys.argv[1]), model.Flags.model_validate_json(sys.argv[2]); "
+        "print(contract.run(one, flags, debug=True).model_dump_json())"
     )
-    return model.Triage.model_validate_json(in_version(versions.folder(version), code, json.dumps(ticket), json.dumps(flags)))
+    return model.Output.model_validate_json(in_version(versions.folder(version), code, one.model_dump_json(), flags.model_dump_json()))
 
 
 # --- the comparison ---------------------------------------------------------------------------------------------
@@ -108,7 +150,7 @@ def paired(expected: list[str], served: list[str], candidate: list[str], signifi
     broken, fixed = int(((a == y) & (b != y)).sum()), int(((a != y) & (b == y)).sum())
     p_worse = binomtest(broken, broken + fixed, 0.5, alternative="greater").pvalue if broken + fixed else 1.0
     p_two = binomtest(broken, broken + fixed, 0.5).pvalue if broken + fixed else 1.0
-    draws = np.random.default_rng(0).integers(0, len(y), size=(samples, len(y)))  # the same tickets for both sides
+    draws = np.random.default_rng(0).integers(0, len(y), size=(samples, len(y)))  # the same rows for both sides
     point, boot = {}, {}
     for side, predicted in (("served", a), ("candidate", b)):
         point[side] = _scores(y[None, :], predicted[None, :], classes)
@@ -129,7 +171,7 @@ def paired(expected: list[str], served: list[str], candidate: list[str], signifi
     if broken > fixed and p_worse < significance:
         d = deltas["accuracy"]
         regressions.append(
-            f"accuracy down {-d['delta']:.4f} ({level} CI {d['low']:+.4f} to {d['high']:+.4f}): {broken} tickets broken, "
+            f"accuracy down {-d['delta']:.4f} ({level} CI {d['low']:+.4f} to {d['high']:+.4f}): {broken} rows broken, "
             f"{fixed} fixed, McNemar p = {p_worse:.4f} < {significance}"
         )
     if deltas["macro_f1"]["high"] < 0:
@@ -150,7 +192,7 @@ def paired(expected: list[str], served: list[str], candidate: list[str], signifi
 
 
 def _scores(expected: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
-    """Accuracy, macro-F1 and each class's F1 of every row of a (draws x tickets) array pair, as sklearn computes them."""
+    """Accuracy, macro-F1 and each class's F1 of every row of a (draws x rows) array pair, as sklearn computes them."""
     scores = {"accuracy": (expected == predicted).mean(axis=1)}
     for c in classes:
         tp = ((expected == c) & (predicted == c)).sum(axis=1)
@@ -166,17 +208,18 @@ def change(expected: str, served: str, candidate: str) -> str:
 
 def compare(served: dict, candidate: dict, chosen: dict[str, float]) -> dict[str, Any]:
     """The gate's verdict and everything it saw: per set, both sides' scores, the deltas with their intervals, McNemar's
-    test and the tickets whose answer changes; the edge cases."""
+    test, the rows whose answer changes and the rows left out (no valid input); the edge cases."""
     sets, failures = {}, []
     for name, now in served["sets"].items():
         new = candidate["sets"][name]
         stats = paired(now["expected"], now["predicted"], new["predicted"], chosen["significance"], int(chosen["bootstrap_samples"]))
+        numbers = now.get("row_numbers") or range(1, len(now["expected"]) + 1)
         rows = [
-            {"row": i + 1, "text": t[:200], "expected": e, "served": a, "candidate": b, "change": change(e, a, b)}
-            for i, (t, e, a, b) in enumerate(zip(now["text"], now["expected"], now["predicted"], new["predicted"], strict=True))
+            {"row": n, SHOWN: t[:200], "expected": e, "served": a, "candidate": b, "change": change(e, a, b)}
+            for n, t, e, a, b in zip(numbers, now[SHOWN], now["expected"], now["predicted"], new["predicted"], strict=True)
             if a != b
         ]
-        sets[name] = stats | {"changed_rows": rows}
+        sets[name] = stats | {"changed_rows": rows, "left_out": now.get("left_out", [])}
         failures += [f"{name}: {regression}" for regression in stats["regressions"]]
     was = {c["id"]: c for c in served["cases"]}
     cases = {
@@ -211,7 +254,7 @@ def described(name: str, s: dict[str, Any], significance: float) -> str:
     """One set's result in a line: both sides, the deltas with their intervals, McNemar's counts and p."""
     acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]
     return (
-        f"{name} ({s['rows']} tickets): accuracy {s['served']['accuracy']:.4f} -> {s['candidate']['accuracy']:.4f} "
+        f"{name} ({s['rows']} rows): accuracy {s['served']['accuracy']:.4f} -> {s['candidate']['accuracy']:.4f} "
         f"({acc['delta']:+.4f}, {1 - significance:.0%} CI {acc['low']:+.4f} to {acc['high']:+.4f}); macro-F1 "
         f"{s['served']['macro_f1']:.4f} -> {s['candidate']['macro_f1']:.4f} ({f1['delta']:+.4f}, CI {f1['low']:+.4f} to "
         f"{f1['high']:+.4f}); {test['fixed']} fixed, {test['broken']} broken (McNemar p = {test['p_two_sided']:.4f}); "
@@ -223,7 +266,7 @@ def table(sets: dict[str, Any], significance: float, digits: int = 4, shown=str)
     """Each set's result as a row of a Markdown table: both sides' accuracy, the deltas with their intervals, McNemar's
     counts and p (`shown` writes a set's name: the app shows it as code)."""
     level, f = f"{1 - significance:.0%} CI", f"+.{digits}f"
-    lines = [f"| set | tickets | accuracy served → candidate | Δ accuracy, {level} | Δ macro-F1, {level} | fixed / broken, McNemar p |"]
+    lines = [f"| set | rows | accuracy served → candidate | Δ accuracy, {level} | Δ macro-F1, {level} | fixed / broken, McNemar p |"]
     lines.append("|---|---|---|---|---|---|")
     for name, s in sets.items():
         acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]
@@ -237,7 +280,7 @@ def table(sets: dict[str, Any], significance: float, digits: int = 4, shown=str)
 
 def html(verdict: dict[str, Any]) -> str:
     """The promotion report: the verdict, per set both sides' scores and every delta with its interval, the cases, the
-    tickets whose answer changes."""
+    rows whose answer changes and the rows left out."""
     significance = verdict["settings"]["significance"]
     groups = [
         reports.cards(
@@ -262,14 +305,16 @@ def html(verdict: dict[str, Any]) -> str:
             for c, d in s["deltas"]["class_f1"].items()
         ]
         tables.append(reports.table(f"{name}: F1 per class, delta with its Bonferroni interval", per_class, len(per_class)))
-        tables.append(reports.table(f"{name}: tickets whose answer changes", s["changed_rows"][:200], len(s["changed_rows"])))
+        tables.append(reports.table(f"{name}: rows whose answer changes", s["changed_rows"][:200], len(s["changed_rows"])))
+        if s.get("left_out"):
+            tables.append(reports.table(f"{name}: rows left out (no valid input)", s["left_out"][:200], len(s["left_out"])))
     titles = {
         "would_break": "Fixed cases the candidate would break",
         "fixes": "Open cases the candidate fixes",
         "training_learned": "Training cases it learned (not counted as fixed)",
         "training_not_learned": "Training cases it did not learn",
     }
-    tables += [reports.table(title, verdict["cases"][key], len(verdict["cases"][key])) for key, title in titles.items()]
+    tables += [reports.table(heading, verdict["cases"][key], len(verdict["cases"][key])) for key, heading in titles.items()]
     return reports.page(
         f"Gate: {verdict['candidate']} against {verdict['against']}",
         groups,

@@ -11,9 +11,9 @@ SQLAlchemy Core, one code path for both; the schema is made on first use and car
 
 Abuse is bounded for flags from clients without a key (`trusted=False`): at most TRIAGE_FLAG_RATE flags per client
 per minute (TooManyFlags, HTTP 429) and at most TRIAGE_MAX_PENDING pending cases (QueueFull, 507). A flag of a case
-already there (same ticket, flags and expected answer) merges into it and counts once more. Text and note are masked
-(e-mail, phone and card numbers) unless a trusted client asks to keep them. Every write is one transaction, taken
-one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock): all of it or nothing.
+already there (same input, flags and expected answer) merges into it and counts once more. Text and note are masked
+(personal data, by the pipeline's clean_text) unless a trusted client asks to keep them. Every write is one transaction,
+taken one at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock): all of it or nothing.
 """
 
 import os
@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from loop import edge_cases
-from model import ROOT, EdgeCase, Expected
+from loop.edge_cases import EdgeCase
+from model import ROOT, Expected
 
 SCHEMA_VERSION = 1
 STATES = ("pending", "accepted", "rejected")
@@ -36,7 +37,7 @@ meta = sa.Table("triage_meta", metadata, sa.Column("key", sa.String(64), primary
 flags = sa.Table(
     "triage_flags",
     metadata,
-    sa.Column("id", sa.String(12), primary_key=True),  # the case id: the same ticket, flags and expected answer
+    sa.Column("id", sa.String(12), primary_key=True),  # the case id: the same input, flags and expected answer
     sa.Column("state", sa.String(10), nullable=False, index=True),
     sa.Column("case_json", sa.Text, nullable=False),  # the EdgeCase as recorded when first flagged
     sa.Column("client", sa.String(200)),  # who sent it (an address), for the rate limit
@@ -128,7 +129,7 @@ class _writing:
             self.context = (self.bound or engine()).begin()
             connection = self.context.__enter__()
             if connection.dialect.name == "postgresql":
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(7355608)"))
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
             return connection
         except sa.exc.SQLAlchemyError as error:
             raise _unavailable(error) from None
@@ -173,8 +174,8 @@ def flag(cases: list[EdgeCase | dict], created_by: str | None = None, client: st
     rate, cap = limits()
     now = time.time()
     with _writing() as connection:
-        known = {row.id for row in connection.execute(sa.select(flags.c.id).where(flags.c.id.in_([c.id for c in kept])))}
-        new = list({c.id: c for c in kept if c.id not in known}.values())
+        there = {row.id for row in connection.execute(sa.select(flags.c.id).where(flags.c.id.in_([c.id for c in kept])))}
+        new = list({c.id: c for c in kept if c.id not in there}.values())
         if not trusted and new:
             recent = connection.execute(
                 sa.select(sa.func.count()).select_from(flags).where(flags.c.client == client, flags.c.flagged_at > now - RATE_WINDOW_S)
@@ -188,7 +189,7 @@ def flag(cases: list[EdgeCase | dict], created_by: str | None = None, client: st
         for case in kept:
             row = {"id": case.id, "state": "pending", "case_json": case.model_dump_json(), "client": client, "flagged_at": now}
             connection.execute(_upsert(connection).values(**row))
-    return [(case, case.id not in known) for case in kept]
+    return [(case, case.id not in there) for case in kept]
 
 
 def counts() -> dict[str, int]:

@@ -1,5 +1,37 @@
 """What a batch report says and shows, computed from a scored CSV alone: the summary (tallies, metrics, the
 comparison of two variants or against a baseline), its figures, and the HTML page (reporting/templates/report.html).
+Everything here is derived from the contract (building/contract.py): no field of the worked example is named.
+
+The summary's keys (the .json beside a scored CSV, what `batch.report` returns; the app reads them from this list):
+
+    always       rows, errors, error_rows [{row, <text field>, error}] (the first 200), tallies {field: {value: rows}}
+                 (every enum or bool output but the label and the needs-a-person field), elapsed_s, rows_per_s, title,
+                 input, flags, compare_flags, columns {Input field: its column in the scored CSV}, text_column,
+                 label_column, slice_columns, pipeline_version, version, model, encoder, data, artifacts_built_at,
+                 outputs {".csv", ".html", ".json": file names}; resumed_from_row, shards when a run resumed or merged
+    a label      label (the field's name), label_distribution {value: rows}                     (contract.label())
+    and a label  metrics {labelled_rows, accuracy, macro_f1, per_class {class: {precision, recall, f1, support}} (only
+    column       classes with rows), confusion_matrix {labels, rows_expected_columns_predicted}}, misclassified_rows,
+                 misclassified_total, per_slice {column: [{<column>, [<label>,] rows, correct, accuracy}]}
+    probability  probability (the field's name), probability_mean, probability_histogram {bin_edges, counts}
+    needs_person needs_person (the field's name), needs_person_share
+    --compare    compare {B's own keys above from rows to per_slice, agreement (share of rows where every output field
+                 agrees), agreement_per_field {field: share}, differing_rows, differing_total}
+    --baseline   baseline {baseline, field, changed, fixed, broken, changed_unlabelled, still_wrong, changed_per_field,
+                 rows {fixed, broken, changed_unlabelled}, sides {baseline, now}, metric_deltas}
+
+Listed rows: misclassified_rows {row, <text field>, expected, <label>, <probability>}; differing_rows {row, <text
+field>, fields, A, B}; baseline rows {row, <text field>, expected, before, now} (without a label: fields, before).
+`<text field>` is contract.text_field(), or every Input field where it has none. `figures()` gives the app three
+plotly figures in this order, None where the pipeline has none: label distribution, probability, confusion matrix.
+Before issue 33: category_distribution, mean_confidence, confidence_histogram, needs_human_share, per_intent,
+team_distribution (gone: a free-text field) and compare.agreement (the label's; now agreement_per_field[label]).
+
+The scored CSV's output columns come from `model.Output`'s schema alone (`field_columns`): a scalar, enum, bool or
+optional field is one column of its name (an empty cell for None); a nested model is flattened into <field>_<sub>
+(recursively); a list of models gives <field>_count and its first item's fields as <field>_first_<sub>; a list of
+strings or numbers is one cell, its items joined by "; " (`list_cell`; a JSON array where that would not read back,
+`list_value` reads both); a dict, or anything else, is JSON. Then `error`.
 
 Nothing here writes a file: `batch.py` streams, scores and writes; it calls `summary()`, `report_html()` and, for the
 edge cases, `case_rows()`, `cases_summary()` and `cases_html()`. Because a summary needs only the scored CSV, shards
@@ -10,27 +42,145 @@ A report names files by their names, never by a path: a report made on a server 
 `batch.py /abs/path/x.csv` is shared, and its folders are nobody's business.
 """
 
+import functools
 import itertools
 import json
+import typing
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
+from pydantic import BaseModel
 
 import model
-from building import builder, files
+from building import builder, contract, files
 
-MAX_LISTED_ROWS = 200  # misclassified or differing rows kept in the summary
+MAX_LISTED_ROWS = 200  # misclassified, differing or failing rows kept in the summary
 HISTOGRAM_BINS = 20
 COMPARE_PREFIX = "compare_"  # the second variant's columns in a scored CSV
-INTENT_COLUMN = "intent"  # an input column naming each labelled row's intent (data/INTENTS.md): accuracy per intent
+LIST_SEPARATOR = "; "  # between the items of a list of strings or numbers in one cell
 
 
 class BatchInputError(ValueError):
     """The input file (or a baseline) as a whole cannot be used (exit status 2 on the command line). Defined here,
     where a baseline can be refused; callers know it as `batch.BatchInputError`, the same class."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The scored CSV's columns, from the Output schema alone
+# ---------------------------------------------------------------------------------------------
+def _shape(annotation) -> tuple[str, Any]:
+    """How a field is written: ("model", the model), ("models", the item's model), ("list", None) for a list of
+    strings, numbers, enums or bools, ("json", None) for a dict or anything nested otherwise, ("scalar", None)."""
+    base = contract.base_type(annotation)
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return "model", base
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    if origin in (list, tuple, set, frozenset) and args:
+        item = contract.base_type(args[0])
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return "models", item
+        return ("list", None) if _is_scalar(item) else ("json", None)
+    if origin is not None or base in (list, tuple, set, frozenset, dict) or base is Any:
+        return ("scalar", None) if _is_scalar(base) else ("json", None)
+    return "scalar", None
+
+
+def _is_scalar(annotation) -> bool:
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    if typing.get_origin(annotation) is not None:  # a union of scalars (int | str) is one; list[...], dict[...] are not
+        return all(_is_scalar(contract.base_type(a)) for a in typing.get_args(annotation) if a is not type(None))
+    return (isinstance(annotation, type) and issubclass(annotation, str | int | float | bool)) or contract.is_enum(annotation)
+
+
+def _columns(name: str, annotation, seen: tuple = ()) -> list[str]:
+    kind, inner = _shape(annotation)
+    if kind == "model" and inner not in seen:  # order_ids -> order_ids_known, order_ids_unknown
+        return [c for sub, f in inner.model_fields.items() for c in _columns(f"{name}_{sub}", f.annotation, (*seen, inner))]
+    if kind == "models" and inner not in seen:  # hits -> hits_count, hits_first_id, hits_first_score, ...
+        return [f"{name}_count", *_columns(f"{name}_first", inner, seen)]
+    return [name]
+
+
+def field_columns() -> dict[str, list[str]]:
+    """Each Output field (the trace aside) and its columns in a scored CSV, in the schema's order."""
+    return dict(_layout(model.Output)[0])
+
+
+def output_columns() -> list[str]:
+    """Every output column of a scored CSV, `error` last."""
+    return list(_layout(model.Output)[1])
+
+
+def list_cell(items: list) -> str:
+    """A list of strings or numbers as one cell: its items joined by "; ", or a JSON array where that would not read
+    back (an item empty, holding ";", with a space at either end, or the first starting with "["). Empty: ""."""
+    texts = [json.dumps(i) if isinstance(i, bool) else str(i) for i in items]
+    plain = all(t and ";" not in t and t == t.strip() for t in texts) and not (texts and texts[0].startswith("["))
+    return LIST_SEPARATOR.join(texts) if plain else json.dumps(items, ensure_ascii=False)
+
+
+def list_value(cell: str) -> list:
+    """A `list_cell` read back: the items as strings (a JSON array's as it holds them); pydantic gives them their type."""
+    if not cell:
+        return []
+    return json.loads(cell) if cell.startswith("[") else cell.split(LIST_SEPARATOR)
+
+
+def _writer(name: str, annotation, seen: tuple = ()) -> Callable[[Any, dict], None]:
+    """What writes a field's JSON value (model_dump(mode="json")) into a row's cells, as `_columns` lays them out."""
+    kind, inner = _shape(annotation)
+    if kind == "model" and inner not in seen:
+        subs = [(sub, _writer(f"{name}_{sub}", f.annotation, (*seen, inner))) for sub, f in inner.model_fields.items()]
+
+        def write(value, row):
+            for sub, writer in subs:
+                writer((value or {}).get(sub), row)
+
+    elif kind == "models" and inner not in seen:
+        first = _writer(f"{name}_first", inner, seen)
+
+        def write(value, row):
+            row[f"{name}_count"] = "" if value is None else len(value)
+            first(value[0] if value else None, row)
+
+    else:
+
+        def write(value, row):
+            if value is None:
+                row[name] = ""  # None is an empty cell, not "nan"
+            elif kind == "list":
+                row[name] = list_cell(value)
+            else:
+                row[name] = json.dumps(value, ensure_ascii=False) if kind == "json" or isinstance(value, dict | list) else value
+
+    return write
+
+
+@functools.cache
+def _layout(output: type[BaseModel]) -> tuple[dict[str, list[str]], list[str], list[tuple[str, Callable]]]:
+    """The columns by field, every output column, and each field's writer: worked out once from the schema, not once a row."""
+    fields = contract.output_fields()
+    columns = {name: _columns(name, field.annotation) for name, field in fields.items()}
+    return columns, [*itertools.chain.from_iterable(columns.values()), "error"], [(n, _writer(n, f.annotation)) for n, f in fields.items()]
+
+
+def flatten(answer: BaseModel) -> dict[str, Any]:
+    """One scored row's output columns from an answer (`model.Output`), as `field_columns` lays them out."""
+    _, columns, writers = _layout(model.Output)
+    dumped, row = answer.model_dump(mode="json", include={name for name, _ in writers}), dict.fromkeys(columns, "")
+    for name, write in writers:
+        write(dumped.get(name), row)
+    return row
+
+
+def written_name(column: str) -> str:
+    """An input column as a scored CSV names it: one named like an output (or compare_...) is kept as input_<name>."""
+    return f"input_{column}" if column in output_columns() or column.startswith(COMPARE_PREFIX) else column
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,163 +196,268 @@ def read_report(path: str | Path, chunk_size: int):
 
 
 # ---------------------------------------------------------------------------------------------
+# What the contract says a report shows
+# ---------------------------------------------------------------------------------------------
+def _values(field: str) -> list[str]:
+    """The values an enum, Literal or bool Output field can take, in the schema's order; [] for anything else."""
+    base = contract.base_type(model.Output.model_fields[field].annotation)
+    if contract.is_enum(base):
+        return [str(member.value) for member in base]
+    if typing.get_origin(base) is typing.Literal:
+        return [str(v) for v in typing.get_args(base)]
+    return ["True", "False"] if base is bool else []
+
+
+def label_values() -> list[str]:
+    """The label's classes from the schema (an enum's or a Literal's values), or [] when it is free text or absent."""
+    return _values(contract.label()) if contract.label() else []
+
+
+def tallied() -> list[str]:
+    """The enum and bool Output fields (one column each) that get a tally, the label and the needs-a-person field aside."""
+    skip = {contract.label(), contract.needs_person()}
+    return [name for name, columns in field_columns().items() if columns == [name] and name not in skip and _values(name)]
+
+
+def words(name: str) -> str:
+    """A field's name as a heading: `first_name` -> `First name`."""
+    text = name.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def _shown(row: pd.Series, columns: dict[str, str]) -> dict[str, Any]:
+    """What a table shows of an input row: its text field (contract.text_field()), else every Input field given."""
+    text = contract.text_field()
+    named = {text: columns[text]} if text in columns else columns
+    return {field: str(row[column])[:300] for field, column in named.items()}
+
+
+# ---------------------------------------------------------------------------------------------
 # The summary: one pass over the scored CSV, tallied per variant
 # ---------------------------------------------------------------------------------------------
 def summary(
     scored_csv: str | Path,
-    text_column: str,
+    columns: dict[str, str],
     label_column: str | None,
     *,
+    slices: list[str] = (),
     elapsed_s: float,
     run: dict[str, Any],
     output_path: str | Path,
     baseline: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The summary of a scored CSV, read in chunks: counts, distributions and, when labelled, metrics and misclassified
-    rows; with a `compare_` variant, the same for it and the rows where the two differ; `run` (what was run) and the
-    pipeline's identity; `outputs`, the names of the files written beside each other. `baseline`: an earlier scored CSV of the same input,
-    compared row by row (`compare_baseline`)."""
+    """The summary of a scored CSV, read in chunks (its keys: this module's docstring). `columns`: each Input field's
+    column and `label_column` the label's, `slices` the columns to split accuracy by, all as the scored CSV names them.
+    `run` is what was run; `baseline` an earlier scored CSV of the same input, compared row by row (`compare_baseline`)."""
     scored_csv, output_path = Path(scored_csv), Path(output_path)
-    variants = {"": _Tally(label_column), COMPARE_PREFIX: _Tally(label_column)}
-    agreement = Counter()
-    differing: list[dict] = []
-    compared = False
+    label_column = label_column if contract.label() else None
+    variants = {"": _Tally(columns, label_column, slices), COMPARE_PREFIX: _Tally(columns, label_column, slices)}
+    fields = field_columns()
+    agreement, differing, compared = Counter(), [], False
     for chunk in read_report(scored_csv, 4096):
-        compared = compared or COMPARE_PREFIX + model.LABEL in chunk
+        compared = compared or COMPARE_PREFIX + "error" in chunk
         for prefix, tally in variants.items():
             if prefix == "" or compared:
-                tally.add(chunk, prefix, text_column)
+                tally.add(chunk, prefix)
         if compared:
             both = (chunk.error == "") & (chunk[COMPARE_PREFIX + "error"] == "")
-            same = chunk[model.LABEL] == chunk[COMPARE_PREFIX + model.LABEL]
-            agreement.update({"rows": int(both.sum()), "same": int((both & same).sum())})
-            for i, row in chunk[both & ~same].iterrows():
+            same = {field: _same(chunk, chunk, cols, COMPARE_PREFIX) for field, cols in fields.items()}
+            every = pd.concat(same.values(), axis=1).all(axis=1) if same else both
+            agreement.update({"rows": int(both.sum()), "": int((both & every).sum())})
+            agreement.update({field: int((both & s).sum()) for field, s in same.items()})
+            for i, row in chunk[both & ~every].iterrows():
                 if len(differing) < MAX_LISTED_ROWS:
-                    differing.append(_listed(row, i, text_column, label_column, with_compare=True))
-    manifest = builder.manifest()
+                    differing.append(_differing(row, i, columns, [f for f, s in same.items() if not s[i]]))
     out = {
         **variants[""].summary(),
         "elapsed_s": round(elapsed_s, 3),
         "rows_per_s": round(variants[""].rows / elapsed_s, 1) if elapsed_s > 0 else None,
-        "text_column": text_column,
+        "title": contract.title(),
+        "columns": columns,
+        "text_column": columns.get(contract.text_field()),
         "label_column": label_column,
+        "slice_columns": list(slices),
         **run,
-        "pipeline_version": manifest["pipeline_version"],
-        "version": manifest.get("version", "artifacts"),  # the version that answered (versions.py)
-        "model": manifest["model"],
-        "encoder": manifest["encoder"],
-        "data": manifest["data"],
-        "artifacts_built_at": manifest["built_at"],
+        **_pipeline(),
         "outputs": {kind: output_path.with_suffix(kind).name for kind in (".csv", ".html", ".json")},
     }
     if compared:
+        share = {k: round(n / agreement["rows"], 4) if agreement["rows"] else None for k, n in agreement.items() if k != "rows"}
         out["compare"] = {
             **variants[COMPARE_PREFIX].summary(),
-            "agreement": round(agreement["same"] / agreement["rows"], 4) if agreement["rows"] else None,
+            "agreement": share.pop(""),
+            "agreement_per_field": share,
             "differing_rows": differing,
-            "differing_total": agreement["rows"] - agreement["same"],
+            "differing_total": agreement["rows"] - agreement[""],
         }
     if baseline is not None:
-        out["baseline"] = compare_baseline(scored_csv, baseline, text_column, label_column, out)
+        out["baseline"] = compare_baseline(scored_csv, baseline, columns, label_column, out)
     return out
+
+
+def _pipeline() -> dict[str, Any]:
+    """Which pipeline answered: its version, the artifacts' version, what they were built from."""
+    manifest = builder.manifest()
+    return {
+        "pipeline_version": manifest.get("pipeline_version", model.PIPELINE_VERSION),
+        "version": manifest.get("version", "artifacts"),  # the version that answered (versions.py)
+        **{k: manifest.get(k) for k in ("model", "encoder", "data")},
+        "artifacts_built_at": manifest.get("built_at"),
+    }
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame, columns: list[str], b_prefix: str = "") -> pd.Series:
+    """Rows where every one of `columns` holds the same cell in `a` and in `b` (its columns prefixed `b_prefix`)."""
+    same = pd.Series(True, index=a.index)
+    for column in columns:
+        same &= a[column].to_numpy() == b[b_prefix + column].to_numpy()
+    return same
+
+
+def _field_text(row: pd.Series, field: str, prefix: str = "") -> str:
+    """A field's cells in one line, cut at 200 characters: the cell itself, or `sub=value` for each non-empty column of
+    a flattened field (articles_first_id -> first_id=...)."""
+    columns = field_columns()[field]
+    if columns == [field]:
+        text = row[prefix + field]
+    else:
+        text = ", ".join(f"{c.removeprefix(field + '_')}={row[prefix + c]}" for c in columns if row[prefix + c] != "")
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _differing(row: pd.Series, index: int, columns: dict[str, str], fields: list[str]) -> dict[str, Any]:
+    """A row where A and B differ: which fields, and what each variant says of them."""
+    a = "; ".join(f"{f}: {_field_text(row, f)}" for f in fields)
+    b = "; ".join(f"{f}: {_field_text(row, f, COMPARE_PREFIX)}" for f in fields)
+    return {"row": int(index) + 1, **_shown(row, columns), "fields": ", ".join(fields), "A": a, "B": b}
 
 
 class _Tally:
     """Running counts for one variant: what the summary and the plots need, never the rows themselves."""
 
-    def __init__(self, label_column: str | None):
-        self.label_column = label_column
+    def __init__(self, columns: dict[str, str], label_column: str | None, slices: list[str]):
+        self.columns, self.label_column, self.slices = columns, label_column, list(slices) if label_column else []
         self.rows = self.errors = 0
-        self.categories, self.teams, self.pairs = Counter(), Counter(), Counter()
-        self.confidence_sum = 0.0
-        self.histogram = [0] * HISTOGRAM_BINS  # confidence counts in bins of 0.05
-        self.needs_human = 0
+        self.error_rows: list[dict] = []
+        self.label, self.probability, self.needs_person = contract.label(), contract.probability(), contract.needs_person()
+        self.counts = {field: Counter() for field in [self.label, *tallied()] if field}
+        self.pairs = Counter()
+        self.probability_sum, self.probability_rows = 0.0, 0
+        self.histogram = [0] * HISTOGRAM_BINS  # probabilities in bins of 1 / HISTOGRAM_BINS
+        self.needs_person_rows = 0
         self.misclassified: list[dict] = []
         self.misclassified_total = 0
-        self.intents = Counter()  # (category expected, intent, right) -> rows, when the input has an intent column
+        self.per_slice = {column: Counter() for column in self.slices}  # (value, expected, right) -> rows
 
-    def add(self, chunk: pd.DataFrame, prefix: str, text_column: str) -> None:
+    def add(self, chunk: pd.DataFrame, prefix: str) -> None:
         self.rows += len(chunk)
         ok = chunk[chunk[prefix + "error"] == ""]
         self.errors += len(chunk) - len(ok)
-        self.categories.update(ok[prefix + model.LABEL])
-        self.teams.update(ok[prefix + "team"])
-        confidences = ok[prefix + "confidence"].astype(float)
-        self.confidence_sum += float(confidences.sum())
-        for k in (confidences * HISTOGRAM_BINS).astype(int).clip(upper=HISTOGRAM_BINS - 1):
-            self.histogram[k] += 1
-        self.needs_human += int((ok[prefix + "needs_human"] == "True").sum())
+        for i, row in chunk[chunk[prefix + "error"] != ""].head(MAX_LISTED_ROWS - len(self.error_rows)).iterrows():
+            why = row[prefix + "error"].removeprefix(f"row {int(i) + 1}: ")
+            self.error_rows.append({"row": int(i) + 1, **_shown(row, self.columns), "error": why})
+        for field, counts in self.counts.items():
+            counts.update(value for value in ok[prefix + field] if value != "")  # none is no value
+        if self.probability:
+            values = pd.to_numeric(ok[prefix + self.probability], errors="coerce").dropna()
+            self.probability_sum += float(values.sum())
+            self.probability_rows += len(values)
+            for k in (values * HISTOGRAM_BINS).astype(int).clip(lower=0, upper=HISTOGRAM_BINS - 1):
+                self.histogram[k] += 1
+        if self.needs_person:
+            self.needs_person_rows += int((ok[prefix + self.needs_person] == "True").sum())
         if self.label_column:
-            self.pairs.update(zip(ok[self.label_column], ok[prefix + model.LABEL], strict=True))
-            wrong = ok[ok[self.label_column] != ok[prefix + model.LABEL]]
-            self.misclassified_total += len(wrong)
-            if INTENT_COLUMN in ok and self.label_column != INTENT_COLUMN:
-                right = ok[self.label_column] == ok[prefix + model.LABEL]
-                named = ok[INTENT_COLUMN] != ""
-                self.intents.update(zip(ok[self.label_column][named], ok[INTENT_COLUMN][named], right[named], strict=True))
-            for i, row in wrong.head(MAX_LISTED_ROWS - len(self.misclassified)).iterrows():
-                self.misclassified.append(_listed(row, i, text_column, self.label_column, prefix=prefix))
+            labelled = ok[ok[self.label_column] != ""]
+            expected, answered = labelled[self.label_column], labelled[prefix + self.label]
+            self.pairs.update(zip(expected, answered, strict=True))
+            right = expected == answered
+            self.misclassified_total += int((~right).sum())
+            for column, counts in self.per_slice.items():
+                named = labelled[column] != ""
+                counts.update(zip(labelled[column][named], expected[named], right[named], strict=True))
+            for i, row in labelled[~right].head(MAX_LISTED_ROWS - len(self.misclassified)).iterrows():
+                self.misclassified.append(self._listed(row, i, prefix))
+
+    def _listed(self, row: pd.Series, index: int, prefix: str) -> dict[str, Any]:
+        item = {"row": int(index) + 1, **_shown(row, self.columns), "expected": row[self.label_column]}
+        item[self.label] = row[prefix + self.label]
+        if self.probability:
+            item[self.probability] = _number(row[prefix + self.probability])
+        return item
 
     def summary(self) -> dict[str, Any]:
         scored = self.rows - self.errors
-        out = {
-            "rows": self.rows,
-            "errors": self.errors,
-            "category_distribution": dict(self.categories.most_common()),
-            "team_distribution": dict(self.teams.most_common()),
-            "mean_confidence": round(self.confidence_sum / scored, 4) if scored else None,
-            "confidence_histogram": {"bin_edges": [k / HISTOGRAM_BINS for k in range(HISTOGRAM_BINS + 1)], "counts": self.histogram},
-            "needs_human_share": round(self.needs_human / scored, 4) if scored else None,
-        }
+        out = {"rows": self.rows, "errors": self.errors, "error_rows": self.error_rows}
+        out["tallies"] = {field: _ordered(self.counts[field], _values(field)) for field in tallied()}
+        if self.label:
+            out |= {"label": self.label, "label_distribution": _ordered(self.counts[self.label], label_values())}
+        if self.probability:
+            mean = round(self.probability_sum / self.probability_rows, 4) if self.probability_rows else None
+            edges = [k / HISTOGRAM_BINS for k in range(HISTOGRAM_BINS + 1)]
+            out |= {"probability": self.probability, "probability_mean": mean}
+            out["probability_histogram"] = {"bin_edges": edges, "counts": self.histogram}
+        if self.needs_person:
+            share = round(self.needs_person_rows / scored, 4) if scored else None
+            out |= {"needs_person": self.needs_person, "needs_person_share": share}
         if self.label_column:
             out["metrics"] = metrics(self.pairs)
             out["misclassified_rows"] = self.misclassified
             out["misclassified_total"] = self.misclassified_total
-            if self.intents:
-                out["per_intent"] = per_intent(self.intents)
+            out["per_slice"] = {column: per_slice(column, counts, self.label) for column, counts in self.per_slice.items() if counts}
         return out
 
 
-def per_intent(counts: Counter) -> list[dict[str, Any]]:
-    """Accuracy for each (expected category, intent) from counts of (category, intent, right): rows, right, accuracy."""
-    keys = sorted({(category, intent) for category, intent, _ in counts})
+def _number(cell: str) -> float | str:
+    """A cell holding a number as that number (the JSON's rows show numbers as numbers), anything else as it is."""
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+def _ordered(counts: Counter, values: list[str]) -> dict[str, int]:
+    """Counts by value, most common first (the schema's order among equals: a stable report)."""
+    known = {v: counts[v] for v in values if counts[v]}
+    return dict(sorted({**known, **{v: n for v, n in counts.items() if v not in known}}.items(), key=lambda vn: -vn[1]))
+
+
+def per_slice(column: str, counts: Counter, label: str) -> list[dict[str, Any]]:
+    """Accuracy for each value of a slice column from counts of (value, expected, right): rows, correct, accuracy; a
+    slice that nests in the label (each value within one class, as sub-classes within classes) also names the class."""
+    classes: dict[str, set] = {}
+    for value, expected, _ in counts:
+        classes.setdefault(value, set()).add(expected)
+    nested = all(len(c) == 1 for c in classes.values())
     rows = []
-    for category, intent in keys:
-        right, wrong = counts[(category, intent, True)], counts[(category, intent, False)]
-        accuracy = round(right / (right + wrong), 4)
-        rows.append({"intent": intent, "category": category, "rows": right + wrong, "correct": right, "accuracy": accuracy})
+    for value in sorted(classes, key=lambda v: (sorted(classes[v])[0], v) if nested else v):
+        right = sum(n for (v, _, r), n in counts.items() if v == value and r)
+        total = sum(n for (v, _, _), n in counts.items() if v == value)
+        row = {column: value, label: next(iter(classes[value]))} if nested else {column: value}
+        rows.append(row | {"rows": total, "correct": right, "accuracy": round(right / total, 4)})
     return rows
 
 
-def _listed(row: pd.Series, index: int, text_column: str, label_column: str | None, prefix: str = "", with_compare=False) -> dict:
-    item = {"row": int(index) + 1, "text": row[text_column][:300]}
-    if label_column:
-        item["expected"] = row[label_column]
-    item.update({model.LABEL: row[prefix + model.LABEL], "confidence": float(row[prefix + "confidence"])})
-    if with_compare:
-        compared = {f"compare_{model.LABEL}": row[COMPARE_PREFIX + model.LABEL]}
-        item.update(compared | {"compare_confidence": float(row[COMPARE_PREFIX + "confidence"])})
-    return item
-
-
 def metrics(pairs: Counter) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix from (expected, predicted) counts."""
-    labels = [c.value for c in model.Category] + sorted({e for e, _ in pairs} - {c.value for c in model.Category})
+    """Accuracy, macro-F1, per-class precision/recall/F1/support (the classes with rows, expected or answered) and the
+    confusion matrix (every class of the schema, then any other value seen) from (expected, answered) counts."""
+    labels = label_values()
+    labels += sorted({v for pair in pairs for v in pair} - set(labels))
     total = sum(pairs.values())
     per_class = {}
     for label in labels:
-        tp = pairs[(label, label)]
         predicted = sum(n for (_, p), n in pairs.items() if p == label)
         support = sum(n for (e, _), n in pairs.items() if e == label)
+        if not predicted and not support:
+            continue  # no row expects or gets it: nothing to say, not 0.0
+        tp = pairs[(label, label)]
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": support}
-    present = [label for label in labels if per_class[label]["support"] or any(p == label for _, p in pairs)]
     return {
         "labelled_rows": total,
         "accuracy": round(sum(pairs[(label, label)] for label in labels) / total, 4) if total else None,
-        "macro_f1": round(sum(per_class[label]["f1"] for label in present) / len(present), 4) if present else None,
+        "macro_f1": round(sum(m["f1"] for m in per_class.values()) / len(per_class), 4) if per_class else None,
         "per_class": per_class,
         "confusion_matrix": {"labels": labels, "rows_expected_columns_predicted": [[pairs[(e, p)] for p in labels] for e in labels]},
     }
@@ -211,57 +466,68 @@ def metrics(pairs: Counter) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Against a baseline: an earlier scored CSV of the same input
 # ---------------------------------------------------------------------------------------------
-def compare_baseline(scored_csv: Path, baseline_csv: str | Path, text_column: str, label_column: str | None, summary: dict) -> dict:
-    """This run against an earlier scored CSV of the same input (from any earlier pipeline version), row by row:
-    the rows whose category changed, split into fixed (was wrong, now right), broken (was right, now wrong) and
-    changed-unlabelled, the per-class metric deltas, and which pipeline, model and data each side came from."""
-    baseline_csv = Path(baseline_csv)
+def compare_baseline(scored_csv: Path, baseline_csv: str | Path, columns: dict[str, str], label_column: str | None, summary: dict) -> dict:
+    """This run against an earlier scored CSV of the same input (from any earlier pipeline version), row by row: the
+    rows whose label changed (without a label: whose answer changed in any field both reports hold), split into fixed
+    (was wrong, now right), broken (was right, now wrong) and changed-unlabelled; how many rows changed in each field;
+    the per-class metric deltas; and which pipeline, model and data each side came from."""
+    baseline_csv, label = Path(baseline_csv), contract.label()
     try:
         before_summary = json.loads(baseline_csv.with_suffix(".json").read_text())
     except (OSError, ValueError):
         before_summary = {}
-    counts, rows = Counter(), {"fixed": [], "broken": [], "changed_unlabelled": []}
-    before_tally = _Tally(label_column)
-    now_chunks = read_report(scored_csv, 4096)
+    counts, per_field, rows = Counter(), Counter(), {"fixed": [], "broken": [], "changed_unlabelled": []}
+    before_pairs = Counter()  # (expected, answered) in the baseline, for the metric deltas
     try:
-        before_chunks = read_report(baseline_csv, 4096)
-        for now, before in itertools.zip_longest(now_chunks, before_chunks):
-            if now is None or before is None or len(now) != len(before) or model.LABEL not in before:
+        for now, before in itertools.zip_longest(read_report(scored_csv, 4096), read_report(baseline_csv, 4096)):
+            if now is None or before is None or len(now) != len(before) or (label and label not in before):
                 raise BatchInputError(f"{baseline_csv.name}: not a scored report of the same input (rows or columns differ)")
+            both = (now.error == "") & (before.error == "")
             if label_column and label_column in before:
-                before_tally.add(before, "", text_column)
-            changed = now[(now[model.LABEL] != before[model.LABEL]) & (now.error == "") & (before.error == "")]
-            for i, row in changed.iterrows():
-                was, label = before[model.LABEL][i], row[label_column] if label_column else ""
-                kind = _change(label, was, row[model.LABEL])
+                labelled = before[both & (before[label_column] != "")]
+                before_pairs.update(zip(labelled[label_column], labelled[label], strict=True))
+            fields = {f: cols for f, cols in field_columns().items() if all(c in before for c in cols)}  # what both reports hold
+            same = {f: _same(now, before, cols) for f, cols in fields.items()}
+            per_field.update({f: int((both & ~s).sum()) for f, s in same.items()})
+            kept = same[label] if label else pd.concat(same.values(), axis=1).all(axis=1) if same else pd.Series(True, index=now.index)
+            changed = both & ~kept
+            for i, row in now[changed].iterrows():
+                expected = row[label_column] if label_column else ""
+                was, answer = (before[label][i], row[label]) if label else ("", "")
+                kind = _change(expected, was, answer) if label else "changed_unlabelled"
                 counts[kind] += 1
                 if kind in rows and len(rows[kind]) < MAX_LISTED_ROWS:
-                    item = {"row": int(i) + 1, "text": row[text_column][:300], "expected": label, "before": was, "now": row[model.LABEL]}
-                    rows[kind].append(item)
+                    if label:
+                        item = {"expected": expected, "before": was, "now": answer}
+                    else:
+                        differ = [f for f, s in same.items() if not s[i]]
+                        item = {"fields": ", ".join(differ), "before": "; ".join(f"{f}: {_field_text(before.loc[i], f)}" for f in differ)}
+                    rows[kind].append({"row": int(i) + 1, **_shown(row, columns), **item})
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
         raise BatchInputError(f"{baseline_csv.name}: cannot read the baseline ({error})") from None
+    sides = ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")
     out = {
         "baseline": baseline_csv.name,
+        "field": label,
         "changed": sum(counts.values()),
         **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong")},
+        "changed_per_field": {f: n for f, n in per_field.items() if n},
         "rows": rows,
-        "sides": {
-            "baseline": {k: before_summary.get(k) for k in ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")},
-            "now": {k: summary.get(k) for k in ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")},
-        },
+        "sides": {"baseline": {k: before_summary.get(k) for k in sides}, "now": {k: summary.get(k) for k in sides}},
     }
-    if summary.get("metrics") and before_tally.rows:
-        was, now = metrics(before_tally.pairs), summary["metrics"]
-        out["metric_deltas"] = {
-            "accuracy": round(now["accuracy"] - was["accuracy"], 4),
-            "macro_f1": round(now["macro_f1"] - was["macro_f1"], 4),
-            "per_class_f1": {c: round(m["f1"] - was["per_class"].get(c, {"f1": 0.0})["f1"], 4) for c, m in now["per_class"].items()},
-        }
+    if summary.get("metrics") and before_pairs:
+        was, now = metrics(before_pairs), summary["metrics"]
+        if was["accuracy"] is not None and now["accuracy"] is not None:
+            out["metric_deltas"] = {
+                "accuracy": round(now["accuracy"] - was["accuracy"], 4),
+                "macro_f1": round(now["macro_f1"] - was["macro_f1"], 4),
+                "per_class_f1": {c: round(m["f1"] - was["per_class"].get(c, {"f1": 0.0})["f1"], 4) for c, m in now["per_class"].items()},
+            }
     return out
 
 
 def _change(label: str, before: str, now: str) -> str:
-    """How a row whose category changed counts: against its label when it has one."""
+    """How a row whose label changed counts: against its expected value when it has one."""
     if not label:
         return "changed_unlabelled"
     return "fixed" if now == label else "broken" if before == label else "still_wrong"
@@ -275,31 +541,43 @@ def _variants(summary: dict[str, Any]) -> dict[str, dict]:
     return {"A (flags)": summary, "B (compare flags)": summary["compare"]} if "compare" in summary else {"pipeline": summary}
 
 
+def _bars(title: str, distributions: list[dict[str, int]], values: list[str], series: list[str]) -> dict:
+    """A bar chart of counts by value (the schema's values first, then any other seen), one bar per variant."""
+    values = values + sorted({v for d in distributions for v in d} - set(values))
+    counts = {v: [d.get(v, 0) for d in distributions] for v in values}
+    top = max((max(row) for row in counts.values()), default=0) or 1
+    rows = [{"label": v, "values": [(n, round(90 * n / top, 1)) for n in row]} for v, row in counts.items()]
+    return {"kind": "bars", "title": title, "series": series, "rows": rows}
+
+
 def charts(summary: dict[str, Any]) -> list[dict]:
-    """The HTML page's figures as numbers that reporting/templates/report.html draws in HTML and CSS, no script: bars of the
-    categories, columns of the confidence histogram and, when labelled, the confusion matrix; B beside A when comparing.
-    Lengths are percentages of the largest value; a matrix cell's shade is its count over the matrix's largest."""
+    """The HTML page's figures as numbers that reporting/templates/report.html draws in HTML and CSS, no script: bars of
+    the label's values, columns of the probability histogram, bars of every other tally and, when labelled, the
+    confusion matrix; B beside A when comparing. Lengths are percentages of the largest value; a matrix cell's shade is
+    its count over the matrix's largest."""
     variants = _variants(summary)
-    counts = {c.value: [v["category_distribution"].get(c.value, 0) for v in variants.values()] for c in model.Category}
-    top = max(max(row) for row in counts.values()) or 1
-    bars = [{"label": c, "values": [(n, round(90 * n / top, 1)) for n in row]} for c, row in counts.items()]
-    histograms = [v["confidence_histogram"]["counts"] for v in variants.values()]
-    top = max(max(h) for h in histograms) or 1
-    edges = summary["confidence_histogram"]["bin_edges"]
-    columns = [
-        {"label": f"{lo:.2f} to {hi:.2f}", "values": [(h[k], round(100 * h[k] / top, 1)) for h in histograms]}
-        for k, (lo, hi) in enumerate(itertools.pairwise(edges))
-    ]
-    out = [
-        {"kind": "bars", "title": "Category distribution", "series": list(variants), "rows": bars},
-        {"kind": "columns", "title": "Confidence", "series": list(variants), "columns": columns, "top": top},
-    ]
+    series, out = list(variants), []
+    if "label_distribution" in summary:
+        title = f"{words(summary['label'])} distribution"
+        out.append(_bars(title, [v["label_distribution"] for v in variants.values()], label_values(), series))
+    if "probability_histogram" in summary:
+        histograms = [v["probability_histogram"]["counts"] for v in variants.values()]
+        top = max(max(h) for h in histograms) or 1
+        edges = summary["probability_histogram"]["bin_edges"]
+        columns = [
+            {"label": f"{lo:.2f} to {hi:.2f}", "values": [(h[k], round(100 * h[k] / top, 1)) for h in histograms]}
+            for k, (lo, hi) in enumerate(itertools.pairwise(edges))
+        ]
+        name, axis = words(summary["probability"]), summary["probability"].replace("_", " ")
+        out.append({"kind": "columns", "title": name, "series": series, "columns": columns, "top": top, "axis": axis})
+    for field in summary.get("tallies", {}):
+        out.append(_bars(words(field), [v["tallies"].get(field, {}) for v in variants.values()], _values(field), series))
     if summary.get("metrics"):
         matrices = []
         for name, v in variants.items():
             cm = v["metrics"]["confusion_matrix"]
             cells = cm["rows_expected_columns_predicted"]
-            top = max(max(row) for row in cells) or 1
+            top = max((max(row) for row in cells), default=0) or 1
             rows = [(label, [(n, round(n / top, 2)) for n in row]) for label, row in zip(cm["labels"], cells, strict=True)]
             matrices.append({"name": name, "labels": cm["labels"], "rows": rows})
         out.append({"kind": "matrix", "title": "Confusion matrix (rows: expected, columns: predicted)", "matrices": matrices})
@@ -307,24 +585,29 @@ def charts(summary: dict[str, Any]) -> list[dict]:
 
 
 def figures(summary: dict[str, Any]) -> list:
-    """Plotly figures from a summary alone, for the app's Batch tab: categories, confidence, and the confusion matrix
-    when labelled; variant B beside A when comparing. The HTML page draws the same from `charts()`."""
+    """Plotly figures from a summary alone, for the app's Batch tab, always three, None where the pipeline has no such
+    thing: the label's distribution, the probability histogram, the confusion matrix (with a label column); variant B
+    beside A when comparing. The HTML page draws the same (and the other tallies) from `charts()`."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     variants = _variants(summary)
-    categories = [c.value for c in model.Category]
-    bars = go.Figure(
-        [go.Bar(name=n, x=categories, y=[v["category_distribution"].get(c, 0) for c in categories]) for n, v in variants.items()]
-    )
-    bars.update_layout(title="Category distribution", barmode="group", yaxis_title="rows")
-    hist = go.Figure()
-    for name, v in variants.items():
-        edges = v["confidence_histogram"]["bin_edges"]
-        centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
-        hist.add_bar(name=name, x=centres, y=v["confidence_histogram"]["counts"], width=edges[1] - edges[0], opacity=0.7)
-    hist.update_layout(title="Confidence", barmode="overlay", xaxis_title="confidence", yaxis_title="rows", xaxis_range=[0, 1])
-    out = [bars, hist]
+    out = [None, None, None]
+    if "label_distribution" in summary:
+        values = label_values()
+        values += sorted({c for v in variants.values() for c in v["label_distribution"]} - set(values))
+        bars = go.Figure([go.Bar(name=n, x=values, y=[v["label_distribution"].get(c, 0) for c in values]) for n, v in variants.items()])
+        bars.update_layout(title=f"{words(summary['label'])} distribution", barmode="group", yaxis_title="rows")
+        out[0] = bars
+    if "probability_histogram" in summary:
+        hist = go.Figure()
+        for name, v in variants.items():
+            edges = v["probability_histogram"]["bin_edges"]
+            centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
+            hist.add_bar(name=name, x=centres, y=v["probability_histogram"]["counts"], width=edges[1] - edges[0], opacity=0.7)
+        axis = summary["probability"].replace("_", " ")
+        hist.update_layout(title=words(summary["probability"]), barmode="overlay", xaxis_title=axis, yaxis_title="rows", xaxis_range=[0, 1])
+        out[1] = hist
     if summary.get("metrics"):
         heat = make_subplots(rows=1, cols=len(variants), subplot_titles=list(variants))
         for col, v in enumerate(variants.values(), start=1):
@@ -334,7 +617,7 @@ def figures(summary: dict[str, Any]) -> list:
             heat.add_trace(heatmap, row=1, col=col)
         heat.update_layout(title="Confusion matrix (rows: expected, columns: predicted)", height=520)
         heat.update_yaxes(autorange="reversed")
-        out.append(heat)
+        out[2] = heat
     return out
 
 
@@ -342,20 +625,28 @@ def report_html(summary: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (reporting/templates/report.html): cards, figures drawn in HTML and CSS
     (`charts()`), tables and run metadata; no script but the sort on a column header, nothing fetched."""
     tables = []
+    label = summary.get("label")
     if summary.get("metrics"):
-        per_class = [{"category": c, **m} for c, m in summary["metrics"]["per_class"].items()]
-        tables.append(table("Per category", per_class, len(per_class)))
-    if summary.get("per_intent"):
-        tables.append(table("Per intent", summary["per_intent"], len(summary["per_intent"])))
+        per_class = [{label: c, **m} for c, m in summary["metrics"]["per_class"].items()]
+        tables.append(table(f"Per {label.replace('_', ' ')}", per_class, len(per_class)))
+    for column, rows in summary.get("per_slice", {}).items():
+        tables.append(table(f"Per {column.replace('_', ' ')}", rows, len(rows)))
     if "misclassified_rows" in summary:
         tables.append(table("Misclassified rows", summary["misclassified_rows"], summary["misclassified_total"]))
+    if summary["errors"]:
+        tables.append(table("Rows with errors", summary["error_rows"], summary["errors"]))
     if "compare" in summary:
-        tables.append(table("Rows where A and B differ", summary["compare"]["differing_rows"], summary["compare"]["differing_total"]))
+        b = summary["compare"]
+        if b["errors"] and b["error_rows"] != summary["error_rows"]:
+            tables.append(table("Rows with errors in B", b["error_rows"], b["errors"]))
+        tables.append(table("Rows where A and B differ", b["differing_rows"], b["differing_total"]))
     if "baseline" in summary:
         changes = summary["baseline"]
         for kind, title in (("broken", "Broken since the baseline (was right, now wrong)"), ("fixed", "Fixed since the baseline")):
-            tables.append(table(title, changes["rows"][kind], changes[kind]))
-        tables.append(table("Changed since the baseline, no label", changes["rows"]["changed_unlabelled"], changes["changed_unlabelled"]))
+            if changes["field"]:
+                tables.append(table(title, changes["rows"][kind], changes[kind]))
+        title = "Changed since the baseline, no label" if changes["field"] else "Changed since the baseline"
+        tables.append(table(title, changes["rows"]["changed_unlabelled"], changes["changed_unlabelled"]))
     return page(
         title=Path(summary["input"]).name,
         card_groups=_summary_cards(summary),
@@ -367,13 +658,13 @@ def report_html(summary: dict[str, Any]) -> str:
 
 
 def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, charts: list[dict] = (), notes: list[str] = ()) -> str:
-    """reporting/templates/report.html filled in, every value escaped."""
+    """reporting/templates/report.html filled in, every value escaped; headed "<the pipeline's title> report: <title>"."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     environment.tests["unbreakable"] = _unbreakable
     return environment.get_template("report.html").render(
-        title=title, card_groups=card_groups, notes=notes, charts=charts, tables=tables,
+        heading=f"{contract.title()} report", title=title, card_groups=card_groups, notes=notes, charts=charts, tables=tables,
         metadata=json.dumps(metadata, indent=2, default=str),
     )  # fmt: skip
 
@@ -394,7 +685,7 @@ def cards(title: str, items: list[tuple[str, Any]], notes: list[str] = ()) -> di
 
 
 _METADATA = ["input", "flags", "compare_flags", "pipeline_version", "version", "model", "encoder", "data", "artifacts_built_at"]
-_METADATA += ["text_column", "label_column"]
+_METADATA += ["columns", "label_column", "slice_columns"]
 
 
 def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -406,22 +697,27 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _summary_cards(summary: dict[str, Any]) -> list[dict]:
-    def variant_cards(s: dict[str, Any], name: str, notes: list[str] = ()) -> dict:
-        items = [("rows", s["rows"]), ("errors", s["errors"]), ("mean confidence", s["mean_confidence"])]
-        items.append(("needs a human", f"{s['needs_human_share']:.1%}" if s["needs_human_share"] is not None else "n/a"))
+    def variant_cards(s: dict[str, Any], name: str) -> dict:
+        items = [("rows", s["rows"]), ("errors", s["errors"])]
+        if "probability" in s:
+            items.append((f"mean {s['probability'].replace('_', ' ')}", s["probability_mean"]))
+        if "needs_person" in s:
+            items.append(("needs a person", f"{s['needs_person_share']:.1%}" if s["needs_person_share"] is not None else "n/a"))
         if s.get("metrics"):
             items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
-        return cards(name, items, notes)
+        return cards(name, items)
 
     out = [variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")]
     if "compare" in summary:
-        out.append(
-            variant_cards(summary["compare"], "B (compare flags)", [f"Agreement between A and B: {summary['compare']['agreement']}"])
-        )
+        b = summary["compare"]
+        out.append(variant_cards(b, "B (compare flags)"))
+        items = [("every field", b["agreement"]), *b["agreement_per_field"].items()]
+        out.append(cards("Agreement between A and B (share of rows both answered)", items))
     if "baseline" in summary:
         b = summary["baseline"]
         deltas = b.get("metric_deltas", {})
-        items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])]
+        items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])] if b["field"] else []
+        items += [(f"{f} changed", n) for f, n in b["changed_per_field"].items()]
         items += [(f"{k} change", f"{v:+.4f}") for k, v in deltas.items() if k != "per_class_f1"]
         out.append(cards(f"Against the baseline {Path(b['baseline']).name}", items))
     return out
@@ -435,24 +731,36 @@ CASE_TABLES = {
     "newly fixed": "Newly fixed: mark them fixed",
     "open": "Still open",
 }
+_CASE_META = ("id", "verdict", "status", "source", "created_at", "note")
+
+
+def _case_column(field: str) -> str:
+    """An Input field's column in the cases CSV: its name, or input_<name> where a case's own column has that name."""
+    return f"input_{field}" if field in _CASE_META else field
+
+
+def _cell(value: Any) -> Any:
+    """A value as one CSV cell: lists and dicts as JSON."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
 
 
 def case_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row a case (`edge_cases.check_cases`'s results): the case, its verdict, its answer when flagged and now."""
+    """One row a case (`edge_cases.check_cases`'s results): the case and its input's fields, its verdict, and for each
+    field it expects: expected_<field>, <field>_when_flagged (the answer when flagged), now_<field> (the answer now)."""
     rows = []
     for r in results:
         case, then, now = r["case"], r["case"].answer or {}, r["answer_now"]
+        given = case.ticket.model_dump(mode="json")
+        expected = case.expected.model_dump(mode="json")
         rows.append(
             {
                 "id": case.id,
                 "verdict": r["verdict"],
-                "status": case.status,
-                "source": case.source,
-                "created_at": case.created_at,
-                "text": case.ticket.text,
-                **{f"expected_{k}": v for k, v in case.expected.model_dump(mode="json").items()},
-                "category_when_flagged": then.get("category"),
-                **{f"now_{k}": v for k, v in now.items()},
+                **{k: getattr(case, k) for k in ("status", "source", "created_at")},
+                **{_case_column(k): _cell(v) for k, v in given.items()},
+                **{f"expected_{k}": _cell(v) for k, v in expected.items()},
+                **{f"{k}_when_flagged": _cell(then.get(k)) for k in expected},
+                **{f"now_{k}": _cell(v) for k, v in now.items()},
                 "note": case.note,
             }
         )
@@ -460,33 +768,34 @@ def case_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _case_shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A case's row as the HTML table shows it: what it expects and what the pipeline says now, field by field."""
-    expected = {k.removeprefix("expected_"): v for k, v in row.items() if k.startswith("expected_") and v is not None}
-    return {
-        "id": row["id"],
-        "status": row["status"],
-        "text": row["text"],
-        "expected": ", ".join(f"{k}: {v}" for k, v in expected.items()),
-        "now": ", ".join(f"{k}: {row.get(f'now_{k}')}" for k in expected),
-        "confidence now": row.get("now_confidence"),
-        "category when flagged": row["category_when_flagged"],
-        "note": row["note"],
-        "flagged": f"{row['created_at'][:16].replace('T', ' ')} ({row['source']})",  # 2026-11-26 21:10 (file)
-    }
+    """A case's row as the HTML table shows it: its input (the text field, else every field), what it expects, what
+    the pipeline says now and said when flagged, field by field."""
+    text = contract.text_field()
+    every = "; ".join(f"{k}: {row[_case_column(k)]}" for k in model.Input.model_fields)
+    shown = {text: row[_case_column(text)]} if text else {"input": every}
+    expected = [k.removeprefix("expected_") for k, v in row.items() if k.startswith("expected_") and v is not None]
+    out = {"id": row["id"], "status": row["status"], **shown}
+    out["expected"] = ", ".join(f"{k}: {row[f'expected_{k}']}" for k in expected)
+    out["now"] = ", ".join(f"{k}: {row.get(f'now_{k}')}" for k in expected)
+    if (probability := contract.probability()) and f"now_{probability}" in row:
+        out[f"{probability.replace('_', ' ')} now"] = row[f"now_{probability}"]
+    out["when flagged"] = ", ".join(f"{k}: {row.get(f'{k}_when_flagged')}" for k in expected)
+    out["note"] = row["note"]
+    out["flagged"] = f"{(row['created_at'] or '')[:16].replace('T', ' ')} ({row['source']})"  # 2026-11-26 21:10 (file)
+    return out
 
 
 def cases_summary(rows: list[dict[str, Any]], counts: dict[str, int], store: str | Path, output_path: str | Path) -> dict[str, Any]:
     """How many cases have each verdict (`counts`, from `edge_cases.verdict_counts`), the first rows of each that
     needs a look, the store and the pipeline they were run against."""
     output_path = Path(output_path)
-    manifest = builder.manifest()
+    pipeline = _pipeline()
     return {
         "cases": len(rows),
         **counts,
         "store": Path(store).name,
         "listed": {v: [r for r in rows if r["verdict"] == v][:MAX_LISTED_ROWS] for v in ("broken", "newly fixed", "open")},
-        **{k: manifest[k] for k in ("pipeline_version", "model", "encoder", "data")},
-        "version": manifest.get("version", "artifacts"),
+        **{k: pipeline[k] for k in ("pipeline_version", "model", "encoder", "data", "version")},
         "outputs": {kind: output_path.with_suffix(kind).name for kind in (".csv", ".html", ".json")},
     }
 

@@ -15,8 +15,8 @@ from conftest import Server
 from gradio_client import Client
 
 import model
-from app import ui
-from building import builder, encoders
+from app import render, ui
+from building import builder, contract, encoders
 
 ROOT = model.ROOT
 
@@ -144,26 +144,27 @@ def test_32_concurrent_requests_each_get_their_own_answer(server):
 def test_openapi_holds_the_request_and_response_schemas(server):
     spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
     schemas = spec["components"]["schemas"]
-    request = schemas["TriageRequest"]
+    request = schemas["PredictRequest"]
     assert set(request["properties"]) == {"text", "channel", "customer_tier", "flags"}
     assert request["properties"]["text"]["maxLength"] == 5000 and "description" in request["properties"]["text"]
     assert set(schemas["Flags"]["properties"]) == set(model.Flags.model_fields)
     assert schemas["Flags"]["properties"]["top_k"]["maximum"] == 10
     assert {"category", "confidence", "team", "needs_human", "reply"} <= set(schemas["Triage"]["properties"])
-    assert "examples" in request
+    assert request["examples"] == [contract.input_example()]  # the schema's own example, which executes
+    assert predict(server, request["examples"][0]).status_code == 200
     assert requests.get(f"{server.url}/docs", timeout=10).status_code == 200
 
 
 def test_openapi_describes_every_operation_and_every_response(server):
     spec = requests.get(f"{server.url}/openapi.json", timeout=10).json()
-    assert spec["info"]["title"] == "Support-ticket triage API" and spec["info"]["version"] == model.PIPELINE_VERSION
+    assert spec["info"]["title"] == f"{contract.title()} API" and spec["info"]["version"] == model.PIPELINE_VERSION
     operations = {(method, path): op for path, ops in spec["paths"].items() for method, op in ops.items()}
     assert set(operations) >= {("post", "/predict"), ("get", "/health"), ("get", "/info"), ("post", "/cases"), ("get", "/cases")}
     for key, op in operations.items():
         assert op.get("summary") and op.get("description") and op.get("tags"), key
     predict = operations[("post", "/predict")]["responses"]
     assert {"200", "401", "413", "422", "503", "504"} <= set(predict)
-    assert predict["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Triage")
+    assert predict["200"]["content"]["application/json"]["schema"]["$ref"].endswith(f"/{model.Output.__name__}")
     for code in ("401", "413", "503", "504"):
         assert predict[code]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem"), code
     assert predict["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/FieldProblems")
@@ -202,7 +203,7 @@ def test_metrics_move_with_requests(server):
         ("triage_request_seconds_count", {"route": "/predict"}, 4),
         ("triage_batch_size_count", {}, None),  # the worker's (another process): 3 requests, in 1 to 3 batches
         ("triage_step_seconds_count", {"step": "embed"}, None),
-        ("triage_answers_total", {"category": category, "needs_human": str(answers[0].json()["needs_human"]).lower()}, 3),
+        ("triage_answers_total", {"label": category, "needs_person": str(answers[0].json()["needs_human"]).lower()}, 3),
     ]:
         delta = metric(after, name, **labels) - metric(old, name, **labels)
         assert delta == grew if grew is not None else 1 <= delta <= 3, (name, labels, delta)
@@ -237,22 +238,24 @@ def test_start_up_talks(server):
 
 
 def test_a_ticket_the_pipeline_fails_on_gets_a_500_alone(monkeypatch):
-    """The worker writes each answer's JSON; a ticket that fails gets its own error, the others their answers."""
-    from app.api import TriageAPI, TriageRequest
+    """The worker writes each answer's JSON; an input that fails gets its own error, the others their answers."""
+    from app.api import PredictRequest, TriageAPI
 
-    good = model.run("Where is my order 75983714?")
-    monkeypatch.setattr(model, "run_each", lambda tickets, flags, timings: [good, RuntimeError("boom")])
+    good = contract.run(contract.input_example())
+    monkeypatch.setattr(contract, "run_each", lambda inputs, flags, timings: [good, RuntimeError("boom")])
     api = TriageAPI()
-    answers = [api.encode_response(a) for a in api.predict([TriageRequest(text="one"), TriageRequest(text="two")])]
-    assert model.Triage.model_validate_json(answers[0][0]) == good and answers[0][1] == 2  # the answer, and its batch's size
-    assert answers[1] == ({"detail": "the pipeline failed on this ticket: RuntimeError"}, 2)
+    one = PredictRequest.model_validate(contract.input_example())
+    answers = [api.encode_response(a) for a in api.predict([one, one])]
+    assert model.Output.model_validate_json(answers[0][0]) == good and answers[0][1] == 2  # the answer, and its batch's size
+    assert answers[1] == ({"detail": "the pipeline failed on this input: RuntimeError"}, 2)
 
 
 def test_info_and_health(server):
     info = requests.get(f"{server.url}/info", timeout=10).json()["model"]
     assert info["pipeline_version"] == model.PIPELINE_VERSION
     assert info["model"]["sha256"] == encoders.OFFICIAL_MODEL_SHA256
-    assert info["categories"]["billing"] == "billing" and len(info["categories"]) == 8
+    assert info["title"] == contract.title() and info["label"] == {"field": "category", "values": [c.value for c in model.Category]}
+    assert set(info["labelled_sets"]) == set(contract.labelled_sets()) and info["labelled_sets"]["eval"]["accuracy"] >= 0.8
     assert info["flags"]["top_k"]["default"] == 3 and info["flags"]["top_k"]["maximum"] == 10
     assert info["batching"]["max_batch_size"] >= 8
     assert info["encoder"]["name"] == builder.encoder_name()
@@ -275,7 +278,7 @@ def test_the_ui_is_served_at_the_root(server):
     assert page.status_code == 200 and "gradio" in page.text.lower()
     client = Client(f"{server.url}/", verbose=False)
     args = ["Please cancel my order 75983714", "web_form", "standard", *model.Flags().model_dump().values()]
-    *_, answer = client.submit(*args, api_name="/triage").result(timeout=120)
+    *_, answer = client.submit(*args, api_name="/run").result(timeout=120)
     assert answer["category"] == model.run("Please cancel my order 75983714").category.value
 
 
@@ -293,13 +296,13 @@ def test_readme_examples_are_the_ui_examples():
 def test_readme_curl_example_runs_as_written(server):
     command = documented("curl").replace("http://localhost:7860", server.url)
     out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True).stdout
-    answer = json.loads(out)
-    assert answer["category"] == "order_status" and answer["order_ids"]["known"] == ["75983714"] and len(answer["articles"]) == 2
+    assert json.loads(out) == contract.run(contract.input_example()).model_dump(mode="json")
 
 
 def test_readme_python_example_runs_as_written(server, capsys):
     exec(documented("python").replace("http://localhost:7860", server.url), {})
-    assert capsys.readouterr().out.split()[0] == "order_status"
+    expected = contract.run(contract.input_example()).model_dump(mode="json")
+    assert capsys.readouterr().out.split() == [str(expected[name]) for name in render.key_fields()]
 
 
 # --- API key, timeouts, shutdown ----------------------------------------------------------------------

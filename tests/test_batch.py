@@ -5,14 +5,16 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from typing import Any, Literal
 
 import pandas as pd
 import pytest
 from conftest import SNAKEMAKE, with_this_python
+from pydantic import BaseModel, TypeAdapter
 
 import batch
 import model
-from building import encoders
+from building import contract, encoders
 from reporting import reports
 
 ROOT = model.ROOT
@@ -55,8 +57,9 @@ def test_cli_writes_csv_html_and_json_in_input_order(tickets_csv, tmp_path):
     scored = read(tmp_path / "out" / "scored.csv")
     assert list(scored.ticket_id) == [f"id-{i}" for i in range(8)]
     assert list(scored.columns[:3]) == ["text", "expected_category", "ticket_id"]
-    for column in ["category", "confidence", "team", "urgency", "order_ids_known", "top_article_id", "reply", "needs_human", "error"]:
+    for column in ["category", "confidence", "team", "urgency", "order_ids_known", "articles_count", "articles_first_id", "reply"]:
         assert column in scored.columns
+    assert list(scored.columns[3:]) == batch.OUTPUT_COLUMNS and batch.OUTPUT_COLUMNS[-1] == "error"
     assert scored.order_ids_known[0] == "75983714"
     singles = [model.run(t) for t, _ in TICKETS]
     assert list(scored.category) == [r.category.value for r in singles]
@@ -69,7 +72,8 @@ def test_cli_writes_csv_html_and_json_in_input_order(tickets_csv, tmp_path):
 def test_html_report_holds_the_figures(tickets_csv, tmp_path):
     summary = batch.report(tickets_csv, tmp_path / "r.csv", progress=False)
     page = (tmp_path / "r.html").read_text()
-    assert page.count('<figure class="chart') == 3  # categories, confidence, confusion matrix: HTML and CSS, no library
+    figures = 3 + len(summary["tallies"])  # categories, confidence, each other enum or bool, confusion matrix: HTML and CSS
+    assert page.count('<figure class="chart') == figures and "Urgency" in page
     assert "Category distribution" in page and "Confusion matrix" in page and "Misclassified rows" in page
     assert "src=" not in page and "plotly" not in page.lower() and len(page) < 40_000  # nothing to fetch, kilobytes not MB
     assert encoders.OFFICIAL_MODEL_SHA256 in page
@@ -108,14 +112,15 @@ def test_reports_name_the_input_never_its_folder(tmp_path):
             text = (outputs / name).with_suffix(suffix).read_text()
             assert str(tmp_path) not in text and "f00d1e" not in text and "s3rv3d" not in text, (name, suffix)
     assert written["baseline"]["baseline"] == "earlier.csv"
-    assert "Triage report: eval_slice.csv" in (outputs / "second.html").read_text()
+    assert f"{contract.title()} report: eval_slice.csv" in (outputs / "second.html").read_text()
 
 
 def test_library_report_summary(tickets_csv, tmp_path):
     summary = batch.report(tickets_csv, tmp_path / "r.csv", progress=False)
-    assert sum(summary["category_distribution"].values()) == 8
-    assert sum(summary["team_distribution"].values()) == 8
-    assert 0 < summary["mean_confidence"] <= 1 and 0 <= summary["needs_human_share"] <= 1
+    assert summary["label"] == "category" and sum(summary["label_distribution"].values()) == 8
+    assert set(summary["tallies"]) == {"urgency"} and sum(summary["tallies"]["urgency"].values()) == 8  # enums and bools
+    assert summary["probability"] == "confidence" and 0 < summary["probability_mean"] <= 1
+    assert summary["needs_person"] == "needs_human" and 0 <= summary["needs_person_share"] <= 1
     metrics = summary["metrics"]
     assert metrics["labelled_rows"] == 8
     correct = sum(r.category.value == c for r, (_, c) in zip(model.run_batch([t for t, _ in TICKETS]), TICKETS, strict=True))
@@ -131,6 +136,7 @@ def test_metrics_against_a_hand_computed_example():
     assert m["per_class"]["billing"] == {"precision": 0.6, "recall": 0.75, "f1": 0.6667, "support": 4}
     assert m["per_class"]["feedback"] == {"precision": 0.6667, "recall": 0.5, "f1": 0.5714, "support": 4}
     assert m["macro_f1"] == round((0.6667 + 0.5714) / 2, 4)  # over the classes present
+    assert set(m["per_class"]) == {"billing", "feedback"}  # a class no row expects or gets is not listed as 0.0
     labels = m["confusion_matrix"]["labels"]
     cm = m["confusion_matrix"]["rows_expected_columns_predicted"]
     assert cm[labels.index("billing")][labels.index("feedback")] == 1 and cm[labels.index("feedback")][labels.index("billing")] == 2
@@ -175,17 +181,21 @@ def test_compare_reports_both_variants(tickets_csv, tmp_path):
     assert list(scored.compare_category) == list(scored.category)
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["compare_flags"]["auto_reply"] is False and summary["flags"]["auto_reply"] is True
-    assert summary["compare"]["needs_human_share"] == 1.0 and summary["compare"]["agreement"] == 1.0
-    assert summary["compare"]["differing_rows"] == [] and "metrics" in summary["compare"]
+    b = summary["compare"]
+    assert b["needs_person_share"] == 1.0 and b["agreement_per_field"]["category"] == 1.0 and "metrics" in b
+    assert set(b["agreement_per_field"]) == set(contract.output_fields())  # every output field, not only the label
+    answered = (scored.needs_human == "False").sum()  # A replies to these; B sends them to a person
+    assert b["differing_total"] == answered > 0 and b["agreement"] == round(1 - answered / 8, 4)
+    assert {row["fields"] for row in b["differing_rows"]} == {"reply, needs_human"}
     page = (tmp_path / "r.html").read_text()
-    assert "B (compare flags)" in page and "Rows where A and B differ" in page
+    assert "B (compare flags)" in page and f"Rows where A and B differ ({answered})" in page
 
 
 def test_compare_lists_rows_that_differ(tickets_csv, tmp_path):
     summary = batch.report(tickets_csv, tmp_path / "r.csv", compare={"mask_pii": False, "top_k": 1}, progress=False)
     assert summary["compare"]["differing_total"] == len(summary["compare"]["differing_rows"])
     differing = batch.report(tickets_csv, tmp_path / "r2.csv", flags={"top_k": 3}, compare={"min_confidence": 1.0}, progress=False)
-    assert differing["compare"]["agreement"] == 1.0 and differing["compare"]["needs_human_share"] == 1.0
+    assert differing["compare"]["agreement_per_field"]["category"] == 1.0 and differing["compare"]["needs_person_share"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -226,15 +236,18 @@ def test_bad_rows_get_an_error_and_keep_their_place(tmp_path):
     assert scored.category[1] == "" and scored.category[4] == "account_access"
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["rows"] == 5 and summary["errors"] == 3 and summary["metrics"]["labelled_rows"] == 2
+    assert [(r["row"], r["text"][:3]) for r in summary["error_rows"]] == [(2, ""), (3, "   "), (4, "xxx")]  # in the JSON too
+    assert summary["error_rows"][0]["error"] == "text: String should have at least 1 character"
+    assert "Rows with errors (3)" in (tmp_path / "r.html").read_text()
 
 
 def test_a_failing_row_does_not_cost_the_others(monkeypatch):
     real_run_batch = model.run_batch
 
-    def run_batch(tickets, flags=None, debug=False):  # the pipeline fails on one ticket, so on any batch holding it
-        if any("boom" in model.Ticket.model_validate(t).text for t in tickets):
+    def run_batch(tickets, flags=None, debug=False, timings=None):  # the pipeline fails on one ticket, so on any batch holding it
+        if any("boom" in model.Input.model_validate(t).text for t in tickets):
             raise RuntimeError("boom inside the pipeline")
-        return real_run_batch(tickets, flags, debug)
+        return real_run_batch(tickets, flags, debug, timings)
 
     monkeypatch.setattr(model, "run_batch", run_batch)
     rows = batch.score_chunk([{"text": t} for t in ("Where is my parcel?", "boom", "I can't log in")], model.Flags())
@@ -270,7 +283,7 @@ def test_utf8_with_bom_is_read(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("text\nI can't log in to my account\n".encode("utf-8-sig"))
     summary = batch.report(path, tmp_path / "r.csv", progress=False)
-    assert summary["rows"] == 1 and summary["category_distribution"] == {"account_access": 1}
+    assert summary["rows"] == 1 and summary["label_distribution"] == {"account_access": 1}
 
 
 def test_header_only_gives_an_empty_report(tmp_path):
@@ -300,7 +313,7 @@ def test_sharded_run_equals_the_unsharded_one(tmp_path):
     merged = batch.merge(scored, tmp_path / "merged.csv")
     a, b = read(tmp_path / "whole.csv"), read(tmp_path / "merged.csv")
     assert list(a.columns) == list(b.columns) and list(a.text) == [t for t, _ in rows] == list(b.text)
-    close = ["confidence", "top_article_score", "compare_confidence", "compare_top_article_score"]
+    close = ["confidence", "articles_first_score", "compare_confidence", "compare_articles_first_score"]
     pd.testing.assert_frame_equal(a.drop(columns=close), b.drop(columns=close))
     pd.testing.assert_frame_equal(a[close].astype(float), b[close].astype(float), atol=1e-3)
     assert merged["rows"] == whole["rows"] == 24 and merged["shards"] == 3
@@ -351,3 +364,110 @@ def test_the_html_report_shows_ticket_text_as_text(tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&lt;img src=http://127.0.0.1:1/t.png&gt;" in page  # a misclassified row
     assert "<img src=http://127.0.0.1:1" not in page and "alert('x')" not in page
+
+
+# --- every field type, any input shape, optional parts of the contract ----------------------------
+class Link(BaseModel):
+    url: str
+    score: float
+
+
+class Scores(BaseModel):
+    low: float
+    high: float | None = None
+    best: Link | None = None
+
+
+class Shaped(BaseModel):
+    """An answer of another shape: a Literal, numbers, optionals, a bool, lists of text, numbers and models, a nested
+    model with numbers, a dict."""
+
+    verdict: Literal["keep", "remove"]
+    score: int
+    note: str | None
+    published: bool
+    reasons: list[str]
+    weights: list[float]
+    links: list[Link]
+    scores: Scores
+    extra: dict[str, Any]
+
+
+SHAPED = [
+    Shaped(
+        verdict="keep", score=4, note=None, published=True, reasons=["too short", "a; b", "[x]", " pad"], weights=[0.5, -1.0],
+        links=[Link(url="https://a.example", score=0.9), Link(url="b", score=0.1)],
+        scores=Scores(low=0.1, high=2.5, best=Link(url="c", score=1.0)), extra={"k": [1, 2]},
+    ),
+    Shaped(verdict="remove", score=1, note="n", published=False, reasons=[], weights=[], links=[], scores=Scores(low=0.0), extra={}),
+    Shaped(verdict="keep", score=2, note="", published=False, reasons=[""], weights=[3.0], links=[], scores=Scores(low=1.0), extra={}),
+]  # fmt: skip
+
+
+@pytest.fixture
+def shaped(monkeypatch):
+    """The pipeline's Output is `Shaped`, and it has no label, probability or needs-a-person field."""
+    for name in ("LABEL", "PROBABILITY", "NEEDS_PERSON"):
+        monkeypatch.setattr(model, name, None)
+    monkeypatch.setattr(model, "Output", Shaped)
+
+
+def test_every_output_type_has_its_columns_and_reads_back(shaped):
+    assert reports.field_columns() == {
+        "verdict": ["verdict"],
+        "score": ["score"],
+        "note": ["note"],
+        "published": ["published"],
+        "reasons": ["reasons"],
+        "weights": ["weights"],
+        "links": ["links_count", "links_first_url", "links_first_score"],
+        "scores": ["scores_low", "scores_high", "scores_best_url", "scores_best_score"],
+        "extra": ["extra"],
+    }
+    rows = [reports.flatten(answer) for answer in SHAPED]
+    assert rows[0]["weights"] == "0.5; -1.0" and rows[1]["reasons"] == "" and rows[0]["note"] == "" == rows[2]["note"]
+    assert rows[0]["links_count"] == 2 and rows[0]["links_first_url"] == "https://a.example" and rows[1]["links_first_url"] == ""
+    assert rows[0]["scores_best_score"] == 1.0 and rows[1]["scores_high"] == "" and json.loads(rows[0]["extra"]) == {"k": [1, 2]}
+    for answer, row in zip(SHAPED, rows, strict=True):  # a list of text or numbers reads back exactly, whatever it holds
+        for name in ("reasons", "weights"):
+            assert TypeAdapter(Shaped.model_fields[name].annotation).validate_python(reports.list_value(row[name])) == getattr(answer, name)
+
+
+def test_a_pipeline_without_label_probability_or_person_gets_a_report_of_its_own(shaped, tmp_path):
+    rows = [{"text": f"input {i}", **reports.flatten(a)} for i, a in enumerate(SHAPED)]
+    b = [{**reports.flatten(a.model_copy(update={"published": True})), "error": ""} for a in SHAPED]  # B publishes all
+    frame = pd.DataFrame(rows).join(pd.DataFrame(b).add_prefix(reports.COMPARE_PREFIX))
+    frame.loc[1, "error"] = "row 2: score: Input should be a valid integer"
+    frame.to_csv(tmp_path / "scored.csv", index=False)
+    run = {"input": "x.csv", "flags": {}, "compare_flags": {}}
+    summary = reports.summary(tmp_path / "scored.csv", {"text": "text"}, None, elapsed_s=1.0, run=run, output_path=tmp_path / "r.csv")
+    for key in ("label", "label_distribution", "metrics", "probability_histogram", "probability_mean", "needs_person_share"):
+        assert key not in summary, key
+    assert summary["tallies"] == {"verdict": {"keep": 2}, "published": {"True": 1, "False": 1}}  # rows without an error
+    assert summary["error_rows"] == [{"row": 2, "text": "input 1", "error": "score: Input should be a valid integer"}]
+    assert summary["compare"]["agreement_per_field"] == {f: 1.0 if f != "published" else 0.5 for f in reports.field_columns()}
+    assert summary["compare"]["differing_rows"][0]["fields"] == "published"
+    page = reports.report_html(summary)
+    assert "Confusion" not in page and "Verdict" in page and "Published" in page and "Rows with errors (1)" in page
+
+
+def test_input_columns_are_named_by_field_and_a_missing_required_one_is_named(tmp_path):
+    text = contract.text_field()
+    path = write_csv(tmp_path / "t.csv", TICKETS[:2], ("message", "expected_category"))
+    result = run_cli(path, "-o", tmp_path / "r.csv", "--quiet")
+    assert result.returncode == 2 and f"no {text!r} column for the input's required field {text!r}" in result.stderr
+    assert f"--column {text}=COLUMN" in result.stderr and result.stderr.count("\n") == 1
+    assert run_cli(path, "-o", tmp_path / "r.csv", "--quiet", "--column", f"{text}=message").returncode == 0
+    assert json.loads((tmp_path / "r.json").read_text())["columns"][text] == "message"
+    for option, message in ((["--column", "nope=message"], "--column nope: not a field of the input"), (["--column", "x"], "FIELD=COLUMN")):
+        result = run_cli(path, "-o", tmp_path / "r2.csv", "--quiet", *option)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_slices_split_the_accuracy(tickets_csv, tmp_path):
+    summary = batch.report(tickets_csv, tmp_path / "r.csv", slices=["ticket_id"], progress=False)
+    table = summary["per_slice"]["ticket_id"]
+    assert sorted(row["ticket_id"] for row in table) == [f"id-{i}" for i in range(8)]  # each in one class: it names it
+    assert all(row["rows"] == 1 and row[contract.label()] for row in table) and "Per ticket id" in (tmp_path / "r.html").read_text()
+    with pytest.raises(batch.BatchInputError, match="no slice column 'nope'"):
+        batch.report(tickets_csv, tmp_path / "r.csv", slices=["nope"], progress=False)

@@ -17,7 +17,7 @@ from test_batch import TICKETS, read, run_cli, write_csv
 
 import batch
 import model
-from building import files
+from building import contract, files
 from loop import edge_cases
 
 ROOT = model.ROOT
@@ -26,7 +26,8 @@ ROOT = model.ROOT
 @pytest.fixture
 def big_csv(tmp_path):
     """A few hundred labelled rows: long enough to kill a run in the middle."""
-    frame = pd.read_csv(model.DATA_DIR / "eval.csv", dtype=str)[["text", "expected_category"]]
+    evaluation = next(iter(contract.labelled_sets().values()))  # the pipeline's evaluation set
+    frame = pd.read_csv(evaluation, dtype=str)[["text", "expected_category"]]
     frame = pd.concat([frame] * 3, ignore_index=True)
     frame["ticket_id"] = [f"t{i}" for i in range(len(frame))]
     path = tmp_path / "big.csv"
@@ -264,7 +265,7 @@ class Killed(BaseException):
 
 def killed_run(source, out, monkeypatch, after_chunks=2, **options):
     """A real report stopped after `after_chunks` chunks (the pipeline 'dies' on the next one): partial and state stay."""
-    real, calls = model.run_each, []
+    real, calls = contract.run_each, []
 
     def run_each(tickets, flags=None, timings=None):
         calls.append(1)
@@ -273,7 +274,7 @@ def killed_run(source, out, monkeypatch, after_chunks=2, **options):
         return real(tickets, flags, timings)
 
     with monkeypatch.context() as patch:
-        patch.setattr(model, "run_each", run_each)
+        patch.setattr(contract, "run_each", run_each)
         with pytest.raises(Killed):
             batch.report(source, out, progress=False, html_report=False, **options)
     return out.with_name(out.name + ".partial.json")

@@ -9,6 +9,7 @@ from pydantic import Field
 
 import model
 from app import render, ui
+from building import contract
 from loop import edge_cases, review
 
 
@@ -41,12 +42,13 @@ def test_owner_triages_a_ticket_opens_a_step_and_downloads_a_batch_report(page, 
     demo = ui.build()
     try:
         page.goto(serve(demo))
-        expect(page.get_by_role("heading", name="Support-ticket triage")).to_be_visible()
+        expect(page.get_by_role("heading", name=contract.title())).to_be_visible()
         page.get_by_label("text").first.fill("The app crashes every time I open my basket, order 75983714")
-        page.get_by_role("button", name="Triage", exact=True).click()
+        page.get_by_role("button", name="Run", exact=True).click()
         classify = page.get_by_text("5. classify")
         classify.wait_for(timeout=60_000)
-        expect(page.get_by_text("technical issue → team tech_support")).to_be_visible()
+        expect(page.get_by_role("heading", name="Technical issue", exact=True)).to_be_visible()  # the label's value, in words
+        expect(page.get_by_text("Team tech_support").first).to_be_visible()
         classify.click()  # open the classify panel: every class probability is inside
         expect(page.get_by_text("LogisticRegression").filter(visible=True).first).to_be_visible()
         expect(page.get_by_text("probabilities", exact=True).filter(visible=True).first).to_be_visible()
@@ -91,7 +93,7 @@ def test_a_new_step_and_flag_appear_without_changing_the_ui(page):
         page.get_by_text("Feature flags").first.click()
         page.get_by_label("shout").first.check()
         page.get_by_label("text").first.fill("Where is my order?")
-        page.get_by_role("button", name="Triage", exact=True).click()
+        page.get_by_role("button", name="Run", exact=True).click()
         panel = page.get_by_text("7. dummy_step · 1.5 ms")
         panel.wait_for(timeout=60_000)
         panel.click()
@@ -116,10 +118,10 @@ def test_with_a_key_a_person_logs_in_then_triages_and_downloads_a_report(page, t
         page.get_by_label("username").fill("owner")  # Gradio empties the form after a failed login
         page.get_by_label("password").fill("open-sesame")
         page.get_by_role("button", name="Login").click()
-        expect(page.get_by_role("heading", name="Support-ticket triage")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("heading", name=contract.title())).to_be_visible(timeout=60_000)
         page.get_by_label("text").first.fill("I was charged twice for order 75983714")
-        page.get_by_role("button", name="Triage", exact=True).click()
-        expect(page.get_by_text("billing → team billing")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible(timeout=60_000)
 
         source = tmp_path / "mine.csv"
         pd.DataFrame({"text": ["Where is my parcel?", "I was charged twice"]}).to_csv(source, index=False)
@@ -156,7 +158,7 @@ def test_personal_data_after_another_ticket_leaves_the_console_clean(page):
             for label, on in flags.items():
                 page.get_by_label(label).first.set_checked(on)
             page.get_by_label("Text").first.fill(text)
-            page.get_by_role("button", name="Triage", exact=True).click()
+            page.get_by_role("button", name="Run", exact=True).click()
             masked = model.normalize(text, True)[0]  # what the normalize panel shows once this ticket's panels are drawn
             expect(page.get_by_label("output").first).to_have_value(masked, timeout=60_000)
             expect(page.get_by_text("· skipped")).to_have_count(1 if flags.get("Lookup orders") is False else 0)
@@ -171,8 +173,8 @@ def test_every_tab_at_1400_px_after_use(page, queue):
     try:
         page.goto(serve(demo))
         page.get_by_label("Text").first.fill("I was charged twice for order 75983714, mail jo@example.com")
-        page.get_by_role("button", name="Triage", exact=True).click()
-        expect(page.get_by_text("billing → team billing")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible(timeout=60_000)
         page.get_by_text("Flag this case: the pipeline got it wrong").click()
         page.get_by_role("button", name="Flag this case", exact=True).first.click()
         confirmation = page.locator(".confirmation", has_text="Flagged as case").first
@@ -185,6 +187,7 @@ def test_every_tab_at_1400_px_after_use(page, queue):
         expect(page.get_by_role("grid", name="Fields")).to_be_hidden()  # no placeholder headers before a run
         page.screenshot(path=SHOTS / "tab-compare-empty.png", full_page=True)
         page.get_by_label("Text").filter(visible=True).first.fill("How do I reset my password?")
+        page.get_by_label("Auto reply").filter(visible=True).nth(1).uncheck()  # B: no automatic reply
         page.get_by_role("button", name="Compare", exact=True).click()
         expect(page.get_by_text("2 of 8 fields differ")).to_be_visible(timeout=60_000)
         cells = page.get_by_role("grid", name="Fields").locator("td").all_inner_texts()
@@ -196,6 +199,8 @@ def test_every_tab_at_1400_px_after_use(page, queue):
         expect(page.get_by_text("Upload a CSV file")).to_be_visible(timeout=60_000)
         page.get_by_label("Use the bundled evaluation set").check()
         page.get_by_label("Also score variant B").check()
+        page.get_by_text("Flags B (used when comparing)").click()
+        page.get_by_label("Auto reply").filter(visible=True).last.uncheck()  # B: no automatic reply
         page.get_by_role("button", name="Run batch report").click()
         expect(page.get_by_text("with B 100% need a person")).to_be_visible(timeout=180_000)  # B: no automatic reply
         expect(page.locator(".toast-body")).to_have_count(0)  # no warning left over from the first try
@@ -207,7 +212,7 @@ def test_every_tab_at_1400_px_after_use(page, queue):
         expect(page.get_by_role("grid", name="Under both versions")).to_be_hidden()
         page.screenshot(path=SHOTS / "tab-edge-cases.png", full_page=True)
         page.get_by_role("tab", name="API").click()
-        expect(page.get_by_text('api_name="/triage"').first).to_be_visible()
+        expect(page.get_by_text('api_name="/run"').first).to_be_visible()
         page.screenshot(path=SHOTS / "tab-api.png", full_page=True)
     finally:
         demo.close()
@@ -216,7 +221,7 @@ def test_every_tab_at_1400_px_after_use(page, queue):
 def triage_then_open_flagging(page, url: str, text: str) -> None:
     page.goto(url)
     page.get_by_label("text").first.fill(text)
-    page.get_by_role("button", name="Triage", exact=True).click()
+    page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("5. classify").wait_for(timeout=60_000)
     page.get_by_text("Flag this case: the pipeline got it wrong").click()
 
@@ -258,7 +263,7 @@ def test_owner_flags_a_case_and_finds_it_in_the_edge_cases_tab(page, queue):
 
         page.get_by_role("tab", name="Compare").click()
         page.get_by_label("text").filter(visible=True).first.fill("How do I reset my password?")
-        expect(page.get_by_label("Auto reply").nth(1)).not_to_be_checked()  # B starts without automatic replies
+        expect(page.get_by_label("Auto reply").filter(visible=True).nth(1)).to_be_checked()  # B starts as A
         page.get_by_role("button", name="Compare", exact=True).click()
         expect(page.get_by_text("fields differ")).to_be_visible(timeout=60_000)
         fields = page.get_by_role("grid", name="Fields").bounding_box()
@@ -295,7 +300,7 @@ def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
     passing, failing = edge_cases.save_cases(
         [{"ticket": {"text": "How do I reset my password?"}, "expected": {"category": c}} for c in ("account_access", "billing")]
     )
-    edge_cases.set_case_status([passing[0].id], model.CaseStatus.open)  # right now, marked open: newly fixed
+    edge_cases.set_case_status([passing[0].id], edge_cases.CaseStatus.open)  # right now, marked open: newly fixed
     review.flag([{"ticket": {"text": "Charged twice for one desk lamp"}, "expected": {"category": "feedback"}}], client="someone")
     review.flag([{"ticket": {"text": "zzzz junk junk"}, "expected": {"category": "billing"}}], client="someone")
     demo = ui.build()
@@ -346,7 +351,7 @@ def test_api_docs_render_without_internet(page):
         page.goto(f"{server.url}/docs")
         expect(page.locator(".opblock-summary-path", has_text="/predict").first).to_be_visible(timeout=60_000)
         expect(page.locator(".opblock-summary-path", has_text="/cases").first).to_be_visible()
-        expect(page.get_by_text("Support-ticket triage API")).to_be_visible()
+        expect(page.get_by_text(f"{contract.title()} API")).to_be_visible()
         page.screenshot(path=SHOTS / "docs.png", full_page=False)
         assert elsewhere == [], elsewhere
     finally:

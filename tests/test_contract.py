@@ -93,7 +93,7 @@ def test_batch_reads_the_new_column_and_reports_the_new_output(scored):
 
 def test_the_api_accepts_and_documents_the_new_field_flag_and_output(server):
     schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()["components"]["schemas"]
-    assert "language" in schema["TriageRequest"]["properties"] and schema["Language"]["enum"] == ["en", "de"]
+    assert "language" in schema["PredictRequest"]["properties"] and schema["Language"]["enum"] == ["en", "de"]
     assert "max_words" in schema["Flags"]["properties"] and "long_ticket" in schema["Triage"]["required"]
     answer = requests.post(f"{server.url}/predict", json={"text": LONG, "language": "de", "flags": {"max_words": 20}}, timeout=60)
     assert answer.status_code == 200 and answer.json()["long_ticket"] is True
@@ -103,7 +103,7 @@ def test_the_api_accepts_and_documents_the_new_field_flag_and_output(server):
 
 def test_gradio_client_calls_the_new_parameters_by_name_and_compares_the_flag(server):
     client = Client(f"{server.url}/", verbose=False)
-    _, fields, *_, answer = client.predict(text=LONG, language="de", max_words=20, api_name="/triage")
+    _, fields, *_, answer = client.predict(text=LONG, language="de", max_words=20, api_name="/run")
     assert answer["long_ticket"] is True and ["Long ticket", "✓ yes"] in fields["data"]
     _, by_field, by_step, *_ = client.predict(text=LONG, language="de", max_words=100, b_max_words=20, api_name="/compare")
     assert ["Long ticket", "no", "✓ yes", "◆ differs"] in by_field["data"]
@@ -128,7 +128,7 @@ def test_the_page_shows_the_new_control_step_and_output(server, browser, project
         page.goto(f"{server.url}/")
         expect(page.get_by_label("Language").first).to_be_visible(timeout=60_000)
         page.get_by_label("text").first.fill(LONG)
-        page.get_by_role("button", name="Triage", exact=True).click()
+        page.get_by_role("button", name="Run", exact=True).click()
         panel = page.get_by_text("7. measure")
         panel.wait_for(timeout=60_000)
         expect(page.get_by_text("Long ticket", exact=True).first).to_be_visible()

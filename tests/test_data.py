@@ -110,12 +110,12 @@ def test_batch_report_shows_accuracy_per_intent(tmp_path):
     sample = style.groupby("expected_category").head(2).reset_index(drop=True)  # 16 tickets, two a category
     sample.to_csv(tmp_path / "tickets.csv", index=False)
     out = tmp_path / "scored.csv"
-    command = [sys.executable, "batch.py", tmp_path / "tickets.csv", "-o", out, "--quiet"]
+    command = [sys.executable, "batch.py", tmp_path / "tickets.csv", "-o", out, "--quiet", "--slice", "intent"]
     result = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     summary = json.loads(out.with_suffix(".json").read_text())
     scored = pd.read_csv(out, dtype=str, keep_default_na=False)
-    table = {row["intent"]: row for row in summary["per_intent"]}
+    table = {row["intent"]: row for row in summary["per_slice"]["intent"]}
     assert set(table) == set(sample.intent) and sum(row["rows"] for row in table.values()) == len(sample)
     for intent, part in scored.groupby("intent"):
         right = int((part.category == part.expected_category).sum())
@@ -129,4 +129,4 @@ def test_batch_report_shows_accuracy_per_intent(tmp_path):
         [*command[:2], without, "-o", tmp_path / "plain_scored.csv", "--quiet"], cwd=model.ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert "per_intent" not in json.loads((tmp_path / "plain_scored.json").read_text())
+    assert "intent" not in json.loads((tmp_path / "plain_scored.json").read_text()).get("per_slice", {})

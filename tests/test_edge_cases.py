@@ -13,8 +13,9 @@ from conftest import Server
 from pydantic import ValidationError
 
 import model
+from building import contract
 from loop import edge_cases
-from model import CaseStatus, EdgeCase
+from loop.edge_cases import CaseStatus, EdgeCase
 
 ROOT = model.ROOT
 
@@ -117,8 +118,8 @@ def test_an_open_case_and_its_status(tmp_path):
 def test_expected_fields_are_checked(tmp_path):
     text = "My account was hacked and someone is placing orders!!"
     answer = model.run(text)
-    assert model.Expected(category=answer.category, urgency="high", needs_human=True).matches(answer)
-    assert not model.Expected(category=answer.category, urgency="low").matches(answer)
+    assert contract.matches(model.Expected(category=answer.category, urgency="high", needs_human=True), answer)
+    assert not contract.matches(model.Expected(category=answer.category, urgency="low"), answer)
     with pytest.raises(ValueError, match="unknown team"):
         model.Expected(category="billing", team="marketing")
 

@@ -60,10 +60,10 @@ def gradio_call(server, api_name: str, data: list, headers: dict) -> str:
     [
         ("POST", "/predict"),
         ("GET", "/info"),
-        ("POST", "/gradio_api/call/triage"),
+        ("POST", "/gradio_api/call/run"),
         ("POST", "/gradio_api/call/compare"),
         ("POST", "/gradio_api/call/batch_report"),
-        ("POST", "/gradio_api/run/triage"),
+        ("POST", "/gradio_api/run/run"),
         ("POST", "/gradio_api/queue/join"),
         ("GET", "/gradio_api/queue/data?session_hash=x"),
         ("POST", "/gradio_api/upload"),
@@ -101,7 +101,7 @@ def test_gradio_client_needs_credentials_and_takes_the_key_or_a_login(locked):
         Client(f"{locked.url}/", verbose=False, auth=(UI_USER, UI_PASSWORD)),
         Client(f"{locked.url}/", verbose=False, auth=("anyone", KEY)),
     ):
-        assert client.predict(*TRIAGE_ARGS, api_name="/triage")[-1]["category"] == expected
+        assert client.predict(*TRIAGE_ARGS, api_name="/run")[-1]["category"] == expected
 
 
 def test_uploads_are_capped(locked, tmp_path):

@@ -65,7 +65,7 @@ def test_a_real_regression_is_refused_with_its_interval():
     acc = stats["deltas"]["accuracy"]
     assert acc["delta"] == pytest.approx((fixed - broken) / 160, abs=1e-4)
     assert accuracy.startswith(f"accuracy down {-acc['delta']:.4f} (95% CI {acc['low']:+.4f} to {acc['high']:+.4f})")
-    assert acc["high"] < 0 and f"{broken} tickets broken, {fixed} fixed, McNemar p = " in accuracy
+    assert acc["high"] < 0 and f"{broken} rows broken, {fixed} fixed, McNemar p = " in accuracy
     assert any(r.startswith("macro-F1 down") for r in others)
 
 
@@ -97,7 +97,7 @@ def test_config_names_what_is_wrong(tmp_path, monkeypatch, configured, message):
 
 def test_the_report_shows_intervals_and_changed_tickets():
     candidate = answers({i: "c7" for i in range(0, 160, 4)})
-    served_side = {"sets": {"eval": {"text": [f"t{i}" for i in range(160)], "expected": EXPECTED, "predicted": SERVED}}, "cases": []}
+    served_side = {"sets": {"eval": {gate.SHOWN: [f"t{i}" for i in range(160)], "expected": EXPECTED, "predicted": SERVED}}, "cases": []}
     candidate_side = {"sets": {"eval": {**served_side["sets"]["eval"], "predicted": candidate}}, "cases": []}
     verdict = gate.compare(served_side, candidate_side, gate.SETTINGS) | {"candidate": "x", "against": "artifacts", "batches": []}
     verdict["sides"] = {}
@@ -105,5 +105,27 @@ def test_the_report_shows_intervals_and_changed_tickets():
     assert len(verdict["sets"]["eval"]["changed_rows"]) == sum(s != c for s, c in zip(SERVED, candidate, strict=True))
     page = gate.html(verdict)
     assert "accuracy Δ, 95% CI" in page and "F1 per class, delta with its Bonferroni interval" in page and "t4" in page
-    assert "eval (160 tickets): accuracy 0.9125 -> 0.7812 (-0.1312, 95% CI" in gate.described("eval", verdict["sets"]["eval"], 0.05)
+    assert "eval (160 rows): accuracy 0.9125 -> 0.7812 (-0.1312, 95% CI" in gate.described("eval", verdict["sets"]["eval"], 0.05)
     assert np.isfinite(verdict["sets"]["eval"]["deltas"]["macro_f1"]["low"])
+
+
+def test_a_row_that_is_no_input_is_named_and_the_rest_judged(tmp_path, monkeypatch):
+    """A batch with one invalid row (a required field left empty): that row is left out with its number and field, as
+    batch.py reports it, and the other rows are judged (the pipeline here a double that answers the example's label)."""
+    import pandas as pd
+
+    from building import contract
+
+    model, label = gate.model, contract.label()
+    right = getattr(model.Expected.model_validate(model.Expected.model_config["json_schema_extra"]["examples"][0]), label)
+    required = next(name for name, field in model.Input.model_fields.items() if field.is_required())
+    rows = [contract.input_example(), {**contract.input_example(), required: ""}, contract.input_example()]
+    pd.DataFrame([{**r, contract.expected_column(): gate._label_word(right)} for r in rows]).to_csv(tmp_path / "batch.csv", index=False)
+    answer = model.Output.model_construct(**{label: right})
+    monkeypatch.setattr(contract, "run_each", lambda inputs, flags=None, timings=None: [answer for _ in inputs])
+    judged = gate.judged(tmp_path / "batch.csv")
+    assert judged["row_numbers"] == [1, 3] and judged["expected"] == judged["predicted"] == [gate._label_word(right)] * 2
+    (left_out,) = judged["left_out"]
+    assert left_out["row"] == 2 and left_out["problem"].startswith(f"{required}: "), left_out
+    verdict = gate.compare({"sets": {"batch": judged}, "cases": []}, {"sets": {"batch": judged}, "cases": []}, gate.SETTINGS)
+    assert verdict["passed"] and verdict["sets"]["batch"]["rows"] == 2 and verdict["sets"]["batch"]["left_out"] == [left_out]

@@ -51,8 +51,10 @@ def pipeline_names() -> dict[str, str]:
         if issubclass(schema, BaseModel):
             names |= {name: f"a field of {schema.__name__}" for name in schema.model_fields if name not in TRACE}
         else:
-            names |= {member.value: f"a value of {schema.__name__}" for member in schema}
+            names |= {member.value: f"a value of {schema.__name__}" for member in schema if member.value not in names}
     names |= {name: "a constant of model.py" for name in vars(model) if name.isupper() and name not in CONTRACT_CONSTANTS}
+    for name in ("Input", "Output", "Flags", "Expected"):  # the contract's own names
+        names.pop(name, None)
     files = [*recipe.DATA.values(), *(getattr(model, "LABELLED_SETS", None) or {}).values()]
     names |= {Path(file).name: "a data file" for file in files} | {Path(file).stem: "a data file" for file in files}
     names |= {contract.expected_column(name): "an expected answer's column" for name in model.Expected.model_fields}
@@ -65,8 +67,15 @@ CONTRACT_CONSTANTS = {
 }  # fmt: skip
 
 
+# Words the machinery has of its own, which a pipeline may share: a case's fields (loop.edge_cases.EdgeCase), a gate
+# interval's bounds, the build's `eval` command, the pipeline's title, LitServe's "normal" shutdown
+MACHINERY = {"id", "ticket", "flags", "expected", "note", "source", "train", "status", "answer", "low", "high", "eval", "title", "normal"}
+ATTRIBUTES_EVERYWHERE = {"text", "category", "id", "title"}  # response.text, unicodedata.category, ...: not read as fields
+
+
 def uses(path: Path, names: dict[str, str]) -> list[str]:
-    """Where a face reads one of `names`: a string that is exactly it, an attribute, or a name (docstrings aside)."""
+    """Where a face reads one of `names`: a string that is exactly it (docstrings aside), an attribute that is a field, or
+    a class or constant of model.py by name (`model.Category`, `Category`)."""
     tree = ast.parse(path.read_text())
     docstrings = {
         id(node.body[0].value)
@@ -79,14 +88,14 @@ def uses(path: Path, names: dict[str, str]) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            word = node.value
-        elif isinstance(node, ast.Attribute):
-            word = node.attr
+            word, kinds = node.value, ("field", "value", "class", "constant", "data file", "expected")
+        elif isinstance(node, ast.Attribute) and node.attr not in ATTRIBUTES_EVERYWHERE:
+            word, kinds = node.attr, ("field", "class", "constant")
         elif isinstance(node, ast.Name):
-            word = node.id
+            word, kinds = node.id, ("class", "constant")
         else:
             continue
-        if word in names:
+        if word in names and word not in MACHINERY and any(names[word].startswith(f"a {kind}") or kind in names[word] for kind in kinds):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {word!r} ({names[word]})")
     return found
 
@@ -106,7 +115,7 @@ def uses_in_snakefile(names: dict[str, str]) -> list[str]:
 def test_the_check_sees_a_name_read_by_a_face(tmp_path, monkeypatch):
     """The scan finds what it looks for: a face that reads an output field and a class of model.py by name is caught."""
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
-    field = next(name for name in model.Output.model_fields if name not in TRACE)
+    field = next(name for name in model.Output.model_fields if name not in TRACE | MACHINERY | ATTRIBUTES_EVERYWHERE)
     face = tmp_path / "face.py"
     face.write_text(f'"""A face: {field}."""\n\n\ndef headline(answer):\n    return answer.{field}, {model.Input.__name__}, "{field}"\n')
     found = uses(face, pipeline_names())

@@ -44,7 +44,8 @@ def test_baseline_counts_fixed_broken_and_unlabelled_rows(labelled, tmp_path):
 
     # the other way round: the new run is the baseline of an older one, so those rows broke
     edited.to_csv(tmp_path / "older.csv", index=False)
-    summary = batch.summarize(tmp_path / "older.csv", "text", "expected_category", 1.0, {"input": "x"}, False, tmp_path / "o.csv", old)
+    columns = {"text": "text"}
+    summary = batch.summarize(tmp_path / "older.csv", columns, "expected_category", 1.0, {"input": "x"}, False, tmp_path / "o.csv", old)
     assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (0, 2)
 
 

@@ -1,6 +1,7 @@
 """The pipeline core: each step alone, the whole pipeline with the real model, flags, trace, bad input."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 import model
-from building import builder, encoders, files
+import recipe
+from building import builder, contract, encoders, files
+from building.contract import ContractError
 from model import Category, Flags, Ticket
 
 KNOWN_ORDER = "75983714"  # in the seeded order set (data/orders.py)
@@ -308,7 +311,15 @@ def reload() -> dict:
     return builder.ready().manifest
 
 
-def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
+def test_artifacts_are_rebuilt_when_data_changes_recording_every_file_the_recipe_writes(tmp_path, own_artifacts, monkeypatch):
+    build = recipe.build
+
+    def with_notes(data, training, encoder, out):  # a file in a subfolder too is recorded with its size and SHA-256
+        (out / "notes").mkdir()
+        (out / "notes" / "about.txt").write_text("built by a test")
+        return build(data, training, encoder, out)
+
+    monkeypatch.setattr(recipe, "build", with_notes)
     before = builder.ready().manifest
     assert before["built_at"] == json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["built_at"]  # loaded, not rebuilt
 
@@ -317,13 +328,16 @@ def test_artifacts_are_rebuilt_when_data_changes(tmp_path, own_artifacts):
     after = reload()
     assert after["data"]["train"] == files.sha256_file(tmp_path / "data" / "train.csv") != before["data"]["train"]
     assert after["classifier"]["train_rows"] == before["classifier"]["train_rows"] + 1
-    assert "eval" in after
+    assert all(name in after for name in contract.labelled_sets())
+    assert after["artifacts"]["notes/about.txt"]["bytes"] == len("built by a test") and builder.artifact_problem(after) is None
+    (own_artifacts / "notes" / "about.txt").write_text("changed")
+    assert "notes/about.txt" in builder.artifact_problem(after)
 
 
 # --- artifacts hold no pickle and are checked by hash -------------------------------------------------
 def test_artifacts_are_plain_files_recorded_with_size_and_sha256():
     manifest = builder.ready().manifest
-    assert set(manifest["artifacts"]) == set(builder.artifact_files())
+    assert set(manifest["artifacts"]) == {p.name for p in builder.ARTIFACTS_DIR.iterdir() if not p.name.startswith(".")} - {"manifest.json"}
     for name, recorded in manifest["artifacts"].items():
         path = builder.ARTIFACTS_DIR / name
         assert recorded == {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
@@ -412,9 +426,54 @@ def test_concurrent_first_builds_in_several_processes_are_safe(tmp_path):
     outputs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1] and outputs[0][1] is None  # one build, seen by both, intact
-    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted(
-        [*builder.artifact_files(), "manifest.json"]
-    )
+    recorded = json.loads((tmp_path / "artifacts" / "manifest.json").read_text())["artifacts"]
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == sorted([*recorded, "manifest.json"])
+
+
+# --- the machinery: the contract and recipe.py, whatever they declare ---------------------------------
+def test_a_labelled_set_without_a_column_the_schemas_need_fails_naming_it(own_artifacts):
+    path = next(iter(contract.labelled_sets().values()))
+    frame = pd.read_csv(path, dtype=str)
+    required = next(name for name, field in model.Input.model_fields.items() if field.is_required())
+    for column in (contract.expected_column(), required):
+        frame.drop(columns=[column]).to_csv(path, index=False)
+        with pytest.raises(ContractError, match=re.escape(f"{path.name}: no column '{column}'")):
+            reload()
+
+
+def test_ready_checks_the_contract_and_the_recipe_first(monkeypatch):
+    builder.ready()
+    monkeypatch.setattr(model, "_resources", None)
+    monkeypatch.setattr(model, "TITLE", None)
+    with pytest.raises(ContractError, match="TITLE"):
+        builder.ready()
+    monkeypatch.undo()
+    monkeypatch.setattr(model, "_resources", None)
+    monkeypatch.setitem(recipe.DATA, "extra", "no-such-file.csv")
+    with pytest.raises(ContractError, match=re.escape("no-such-file.csv")):
+        builder.ready()
+
+
+def test_without_a_label_the_evaluation_counts_rows_and_ready_names_no_accuracy(tmp_path, monkeypatch, caplog):
+    loaded = builder.ready()
+    pd.read_csv(next(iter(contract.labelled_sets().values())), dtype=str).head(5).to_csv(tmp_path / "few.csv", index=False)
+    monkeypatch.setattr(model, "LABEL", None)
+    assert builder.evaluate(tmp_path / "few.csv") == {"rows": 5}
+    monkeypatch.setattr(model, "_resources", None)
+    monkeypatch.setattr(builder, "load_or_build", lambda: loaded)
+    with caplog.at_level("INFO", logger="triage"):
+        builder.ready()
+    assert "pipeline ready in" in caplog.text and "accuracy" not in caplog.text
+
+
+def test_without_an_encoder_nothing_of_the_embedding_model_is_touched(monkeypatch):
+    def untouchable():
+        raise AssertionError("the embedding model was looked up")
+
+    monkeypatch.setattr(recipe, "ENCODER", False)
+    monkeypatch.setattr(builder, "model_source", untouchable)
+    found = builder.fingerprint()
+    assert "model" not in found and "encoder" not in found and set(found["data"]) == set(builder.data_files())
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,14 @@ from gradio_client import Client, handle_file
 
 import batch
 import model
+from building import contract
 from reporting.reports import read_report
 
 
 @pytest.fixture(scope="module")
 def tickets():
     """Eval tickets, five of each category, each with another channel and customer tier."""
-    frame = pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).groupby(model.expected_column()).head(5).reset_index(drop=True)
+    frame = pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).groupby(contract.expected_column()).head(5).reset_index(drop=True)
     channels, tiers = list(model.Channel), list(model.CustomerTier)
     frame["channel"] = [channels[i % len(channels)].value for i in range(len(frame))]
     frame["customer_tier"] = [tiers[i % len(tiers)].value for i in range(len(frame))]
@@ -35,7 +36,7 @@ def server():
 
 
 def test_every_face_gives_a_ticket_the_same_answer(tickets, server, tmp_path):
-    given = [model.ticket_from_row(row) for row in tickets.to_dict("records")]
+    given = [contract.input_from_row(row) for row in tickets.to_dict("records")]
     assert {t.customer_tier for t in given} == set(model.CustomerTier) and {t.channel for t in given} == set(model.Channel)
     answers = [model.run(t).model_dump_json() for t in given]
     assert len({json.loads(a)["urgency"] for a in answers}) > 1  # the tiers change answers: this test would see a face drop them
@@ -46,7 +47,7 @@ def test_every_face_gives_a_ticket_the_same_answer(tickets, server, tmp_path):
 
     client = Client(f"{server.url}/", verbose=False)
     for ticket, answer in zip(given, answers, strict=True):
-        *_, shown = client.predict(**ticket.model_dump(mode="json"), api_name="/triage")
+        *_, shown = client.predict(**ticket.model_dump(mode="json"), api_name="/run")
         assert shown == {k: v for k, v in json.loads(answer).items() if k != "trace"}
 
     source = tmp_path / "tickets.csv"

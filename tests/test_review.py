@@ -171,7 +171,10 @@ def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     listed = cli("queue", env=env)
     ids = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("pending")]
     assert len(ids) == 2 and json.loads(listed.stdout.splitlines()[-1])["pending"] == 2
-    done = cli("accept", ids[0], "--category", "billing", "--needs-human", "yes", "--by", "ana", env=env)
+    for wrong, said in ((["--expect", "needs_human=yes"], "category: Field required"), (["--expect", "colour=red"], "FIELD one of")):
+        refused = cli("accept", ids[0], *wrong, env=env)  # the expected answer is checked whole, naming the field
+        assert refused.returncode == 1 and said in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    done = cli("accept", ids[0], "--expect", "category=billing", "--expect", "needs_human=yes", "--by", "ana", env=env)
     assert done.returncode == 0 and "1 case accepted" in done.stdout, done.stderr[-2000:]
     refused = cli("reject", *ids, "--by", "ana", env=env)  # the first is no longer pending: nothing changes, and it is named
     assert refused.returncode == 1 and f"no pending case {ids[0]}" in refused.stderr, refused.stderr

@@ -127,7 +127,7 @@ def test_info_names_the_version(api):
     response = api.get(f"{URL}/info", timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     served = response.json()["model"]
-    assert served["version"] and served["pipeline_version"] and set(served["categories"]) == set(model.Category)
+    assert served["version"] and served["pipeline_version"] and set(served["label"]["values"]) == set(model.Category)
 
 
 @smoke
@@ -156,7 +156,7 @@ def test_a_flag_waits_in_the_review_queue(api):
 @smoke
 def test_app_triage_by_name_answers_as_the_api(app, api):
     ticket = {"text": "Where is my order 75983714? It was due on Monday.", "channel": "email", "customer_tier": "vip"}
-    *_, answer = app.predict(**ticket, top_k=2, api_name="/triage")
+    *_, answer = app.predict(**ticket, top_k=2, api_name="/run")
     answer = model.Triage.model_validate(answer)
     served = model.Triage.model_validate(predict(api, {**ticket, "flags": {"top_k": 2}}).json())
     assert answer.model_dump(exclude={"confidence", "articles"}) == served.model_dump(exclude={"confidence", "articles"})

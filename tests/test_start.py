@@ -60,7 +60,7 @@ def test_the_api_answers_while_the_ui_loads_and_the_ui_follows(tmp_path):
         while requests.get(f"{server.url}/", timeout=5).status_code == 503 and time.time() < deadline:
             time.sleep(0.5)
         assert requests.get(f"{server.url}/", timeout=5).status_code == 200
-        assert requests.get(f"{server.url}/gradio_api/info", timeout=5).json()["named_endpoints"]["/triage"]
+        assert requests.get(f"{server.url}/gradio_api/info", timeout=5).json()["named_endpoints"]["/run"]
         assert "ready: the app at" in server.log.read_text()
     finally:
         server.stop()

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 import model
 from loop import edge_cases
-from model import CaseStatus
+from loop.edge_cases import CaseStatus
 
 ROOT = model.ROOT
 BIG = "Where is my parcel? " * 240  # 4,800 characters: its row needs a fresh page of the tmpfs, whatever the store's slack

@@ -1,12 +1,14 @@
-"""The Gradio app through gradio_client: triage, compare and batch endpoints, bad input, derived controls, and the
-Gradio internals the upload guard relies on."""
+"""The Gradio app through gradio_client: run, compare and batch endpoints, bad input, derived controls and panels, and
+the Gradio internals the upload guard relies on."""
 
 import asyncio
 import inspect
 import json
 import re
 import time
+from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 import gradio as gr
 import pandas as pd
@@ -14,11 +16,12 @@ import pytest
 from conftest import free_port
 from gradio import processing_utils
 from gradio_client import Client, handle_file
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 import batch
 import model
 from app import render, ui, uploads
+from building import contract
 from loop import edge_cases, review
 
 TIMEOUT = 120
@@ -34,7 +37,7 @@ def client():
 
 
 def triage_args(text, channel="web_form", tier="standard", **flags):
-    """The Triage endpoint's arguments by position: the ticket's fields, then the flags (as on the page)."""
+    """The Run endpoint's arguments by position: the ticket's fields, then the flags (as on the page)."""
     return [text, channel, tier, *model.Flags(**flags).model_dump().values()]
 
 
@@ -45,9 +48,9 @@ def call(client, *args, api_name, **named):
 def test_every_public_endpoint_names_its_parameters_as_the_schemas_do(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = {api: [p["parameter_name"] for p in e["parameters"]] for api, e in endpoints.items()}
-    ticket, flags = list(model.Ticket.model_fields), list(model.Flags.model_fields)
-    expected = ["expected_category", "expected_needs_human", "expected_urgency", "note", "keep_pii"]
-    assert names["/triage"] == ticket + flags
+    ticket, flags = list(model.Input.model_fields), list(model.Flags.model_fields)
+    expected = [*(contract.EXPECTED_PREFIX + f for f in model.Expected.model_fields), "note", "keep_pii"]
+    assert names["/run"] == ticket + flags
     assert names["/flag_case"] == ticket + flags + expected
     assert names["/compare"] == [*ticket, *flags, *[f"b_{f}" for f in flags], "b_version"]
     assert names["/flag_compare_case"] == [*ticket, "variant", *flags, *[f"b_{f}" for f in flags], *expected]
@@ -55,45 +58,50 @@ def test_every_public_endpoint_names_its_parameters_as_the_schemas_do(client):
     assert names["/edge_cases"] == ["verdict", "source"] and names["/review_queue"] == ["state"]
     assert not any(n.startswith(("param_", "data")) for ns in names.values() for n in ns), names
     defaults = {p["parameter_name"]: p for p in endpoints["/compare"]["parameters"]}
-    assert not defaults["text"]["parameter_has_default"] and defaults["b_auto_reply"]["parameter_default"] is False  # B differs
+    required = [name for name, field in model.Input.model_fields.items() if field.is_required()]
+    assert required and not any(defaults[name]["parameter_has_default"] for name in required)
+    assert all(defaults[f"b_{f}"]["parameter_default"] == defaults[f]["parameter_default"] for f in flags)  # B starts as A
+    returned = [r["label"] for r in endpoints["/run"]["returns"]]
+    assert len(returned) == len(render.run_outputs()), (returned, render.run_outputs())
 
 
 def test_the_api_tabs_gradio_client_example_runs_as_written(client, capsys):
     """The example on the API tab, run as a user would paste it, against this server."""
     example = ui.client_example(client.src.rstrip("/"))
-    assert "text=" in example and "top_k=2" in example and 'api_name="/triage"' in example
+    assert all(f"{name}=" in example for name in contract.input_example()) and 'api_name="/run"' in example
     exec(compile(example, "api-tab-example", "exec"), {})  # the example as written
-    category, team, needs_human = capsys.readouterr().out.splitlines()[-1].split()  # after "Loaded as API: ..."
-    ticket = model.Ticket.model_config["json_schema_extra"]["examples"][0]
-    expected = model.run(ticket, {"top_k": 2})
-    assert (category, team, needs_human) == (expected.category.value, expected.team, str(expected.needs_human))
+    printed = capsys.readouterr().out.splitlines()[-1].split()  # after "Loaded as API: ..."
+    expected = contract.run(contract.input_example()).model_dump(mode="json")
+    assert printed == [str(expected[name]) for name in render.key_fields()]
 
 
 def test_named_parameters_left_out_keep_their_defaults(client):
-    *_, answer = call(client, text="How do I reset my password?", api_name="/triage")
+    *_, answer = call(client, text="How do I reset my password?", api_name="/run")
     assert answer == model.run("How do I reset my password?").model_dump(mode="json", exclude={"trace"})
-    *_, fewer = call(client, text="How do I reset my password?", top_k=1, channel="chat", api_name="/triage")
+    *_, fewer = call(client, text="How do I reset my password?", top_k=1, channel="chat", api_name="/run")
     assert len(fewer["articles"]) == 1
     with pytest.raises(TypeError, match="not a valid key-word argument"):
-        client.predict(text="x", flavour="mint", api_name="/triage")
+        client.predict(text="x", flavour="mint", api_name="/run")
 
 
 def test_triage_endpoint_matches_model_run(client):
     text = "I was charged twice for order 75983714"
-    glance, fields, label, reply, orders, articles, answer = call(client, *triage_args(text), api_name="/triage")
+    glance, fields, label, orders, articles, reply, answer = call(client, *triage_args(text), api_name="/run")
     expected = model.run(text)
     assert fields["data"] == render.answer_table(expected).values.tolist()  # every field of the answer, in words
     assert ["Order IDs", "known: 75983714"] in fields["data"] and ["Category", expected.category.value] in fields["data"]
     assert label["label"] == expected.category.value == answer["category"]
     assert answer["team"] == expected.team and answer["needs_human"] == expected.needs_human
-    assert expected.team in glance and (reply == expected.reply or expected.reply is None)
-    assert orders["data"] == [["75983714", "known order"]]
+    assert glance.startswith(f"### {render.label_of(expected.category.value)}\n") and expected.team in glance
+    assert reply == (expected.reply or "")  # an optional string: a text box of its own
+    assert orders["headers"] == ["field", "value"] and orders["data"] == [["Known", "75983714"], ["Unknown", ""]]  # a nested model
+    assert articles["headers"] == list(model.ArticleHit.model_fields)  # a list of models: a table, its fields as columns
     assert [row[0] for row in articles["data"]] == [a.id for a in expected.articles]
     assert {c["label"] for c in label["confidences"]} <= {c.value for c in model.Category}
 
 
 def test_triage_endpoint_passes_flags(client):
-    *_, answer = call(client, *triage_args("How do I reset my password?", auto_reply=False, top_k=5), api_name="/triage")
+    *_, answer = call(client, *triage_args("How do I reset my password?", auto_reply=False, top_k=5), api_name="/run")
     assert answer["reply"] is None and answer["needs_human"] is True and len(answer["articles"]) == 5
 
 
@@ -104,7 +112,7 @@ def test_triage_endpoint_passes_flags(client):
 )
 def test_bad_ticket_gives_an_error_not_a_hang(client, text, message):
     with pytest.raises(Exception, match=message) as error:
-        call(client, *triage_args(text), api_name="/triage")
+        call(client, *triage_args(text), api_name="/run")
     assert "text" in str(error.value)
 
 
@@ -112,15 +120,15 @@ def test_out_of_range_flag_gives_an_error(client):
     args = triage_args("hello")
     args[3 + list(model.Flags.model_fields).index("top_k")] = 50
     with pytest.raises(Exception, match="greater than maximum value 10"):  # Gradio's slider checks its bounds first
-        call(client, *args, api_name="/triage")
+        call(client, *args, api_name="/run")
 
 
 def test_compare_endpoint_marks_what_differs(client):
     flags_a = model.Flags().model_dump().values()
     flags_b = model.Flags(auto_reply=False).model_dump().values()
-    ticket = model.Ticket(text="How do I reset my password?").model_dump().values()
+    ticket = model.Input(text="How do I reset my password?").model_dump().values()
     headline, fields, steps, a, b = call(client, *ticket, *flags_a, *flags_b, api_name="/compare")
-    assert call(client, text="How do I reset my password?", api_name="/compare")[1] == fields  # B's default: no automatic reply
+    assert call(client, text="How do I reset my password?", b_auto_reply=False, api_name="/compare")[1] == fields  # by name
     marked = {row[0] for row in fields["data"] if row[3]}
     assert marked == {"Reply", "Needs human"}  # labelled in words
     assert [row[0] for row in steps["data"]] == [s.step for s in model.run("x", debug=True).trace]
@@ -128,8 +136,8 @@ def test_compare_endpoint_marks_what_differs(client):
     assert a["reply"] and b["reply"] is None and "2 of" in headline
     cells = [cell for row in fields["data"] for cell in row[1:3]]
     assert not {"None", "True", "False"} & set(cells) and not any(c.startswith("{") for c in cells), cells  # words, not JSON
-    _, same, *_ = call(client, text="hello", b_auto_reply=True, api_name="/compare")
-    assert not any(row[3] for row in same["data"])
+    said, same, *_ = call(client, text="hello", api_name="/compare")  # B starts as A
+    assert not any(row[3] for row in same["data"]) and "B's flags are A's" in said
 
 
 def batch_args(path, compare=False, **flags):
@@ -153,9 +161,10 @@ def test_batch_endpoint_files_match_batch_py(client, tmp_path):
 
 
 def test_batch_endpoint_on_the_bundled_evaluation_set_with_a_comparison(client):
-    headline, *_plots, files, summary = call(client, use_eval=True, compare=True, api_name="/batch_report")  # B: no auto reply
+    headline, *plots, files, summary = call(client, use_eval=True, compare=True, b_auto_reply=False, api_name="/batch_report")
     assert len(files) == 3 and summary["rows"] == 160 and summary["metrics"]["accuracy"] >= 0.8
-    assert summary["compare"]["needs_human_share"] == 1.0 and "with B 100% need a person" in headline
+    assert summary["compare"]["needs_person_share"] == 1.0 and "with B 100% need a person" in headline
+    assert len(plots) == ui.PLOTS and all(plots)  # the label's distribution, the probability histogram, the confusion matrix
 
 
 @pytest.mark.parametrize(
@@ -184,7 +193,7 @@ def test_batch_endpoint_without_a_file_says_what_to_do(client, capfd):
 def test_controls_follow_the_flag_schema():
     with gr.Blocks():
         controls = ui.controls(model.Flags)
-        ticket = ui.controls(model.Ticket)
+        ticket = ui.controls(model.Input)
     assert list(controls) == list(model.Flags.model_fields)
     assert isinstance(controls["mask_pii"], gr.Checkbox) and controls["mask_pii"].value is True
     assert isinstance(controls["top_k"], gr.Slider) and (controls["top_k"].minimum, controls["top_k"].maximum) == (1, 10)
@@ -192,7 +201,7 @@ def test_controls_follow_the_flag_schema():
     assert (ticket["customer_tier"].label, controls["mask_pii"].label) == ("Customer tier", "Mask PII")  # words
     assert isinstance(ticket["text"], gr.Textbox) and isinstance(ticket["channel"], gr.Dropdown)
     assert [c[1] for c in ticket["channel"].choices] == [c.value for c in model.Channel]  # what a client sends
-    assert ("Web form", "web_form") in ticket["channel"].choices and ("VIP", "vip") in ticket["customer_tier"].choices  # what a person sees
+    assert ("Web form", "web_form") in ticket["channel"].choices and ("Vip", "vip") in ticket["customer_tier"].choices  # what a person sees
 
 
 def test_the_page_shows_words_and_readmes_commands():
@@ -221,12 +230,73 @@ def test_a_new_flag_gets_a_control_without_changing_the_ui():
     assert controls["temperature"].maximum == 2
 
 
+class Kind(StrEnum):
+    small = "small"
+    large_one = "large_one"
+
+
+class Link(BaseModel):
+    url: str
+    score: float
+
+
+class Shaped(BaseModel):
+    """Every kind of field a forker's pipeline may have, as an input, an answer and an expected answer."""
+
+    amount: float = Field(ge=0, le=5000, description="Required, bounded, no default.")
+    stars: int = Field(ge=1, le=5)
+    count: int
+    kind: Kind | None = None
+    size: Literal["s", "m"] = "s"
+    urgent: bool | None = None
+    note: str | None = None
+    tags: list[str] = []
+    scores: list[float] = []
+    links: list[Link] = []
+    best: Link | None = None
+    extra: dict[str, int] = {}
+
+
+def test_every_field_type_gets_a_control_and_its_value_back():
+    with gr.Blocks():
+        made = ui.controls(Shaped)
+        expected = {name: ui.expected_control(name, field) for name, field in Shaped.model_fields.items()}
+    assert isinstance(made["amount"], gr.Slider) and (made["amount"].minimum, made["amount"].maximum) == (0, 5000)
+    assert isinstance(made["count"], gr.Number) and made["count"].value is None  # required, no default: empty, no 500
+    assert isinstance(made["kind"], gr.Dropdown) and ("Large one", "large_one") in made["kind"].choices
+    assert isinstance(made["note"], gr.Textbox) and isinstance(made["urgent"], gr.Checkbox)
+    assert isinstance(made["size"], gr.Dropdown) and made["size"].value == "s" and ("M", "m") in made["size"].choices
+    data = {"amount": 12.5, "stars": 3, "count": 2, "kind": None, "size": "m", "urgent": True, "note": "", "tags": '["a"]', "links": ""}
+    given = ui.values(Shaped, data)
+    assert "note" not in given and "kind" not in given and "links" not in given  # empty: the default
+    assert Shaped.model_validate(given).tags == ["a"] and given["size"] == "m"
+    assert expected["urgent"].choices[0][0] == ui.EITHER and expected["kind"].value == ui.ANY
+    raw = {"urgent": "no", "kind": ui.ANY, "tags": "a, b", "scores": "0.5", "note": "", "best": '{"url": "u", "score": 1}'}
+    answer = {name: ui.expected_value(name, Shaped.model_fields[name], value) for name, value in raw.items()}
+    assert answer == {"urgent": False, "kind": None, "tags": ["a", "b"], "scores": ["0.5"], "note": None, "best": {"url": "u", "score": 1}}
+
+
+def test_every_output_shape_gets_a_panel():
+    fields = Shaped.model_fields
+    kinds = {name: render.panel_kind(field) for name, field in fields.items()}
+    assert kinds == {
+        **dict.fromkeys(["amount", "stars", "count", "kind", "size", "urgent"]),
+        **{"note": "prose", "tags": "prose", "scores": "prose", "links": "records", "best": "fields", "extra": "json"},
+    }
+    links = render.panel_value(fields["links"], "records", [{"url": "u", "score": 0.12345}])
+    assert list(links.columns) == ["url", "score"] and links.values.tolist() == [["u", 0.123]]
+    best = render.panel_value(fields["best"], "fields", {"url": "u", "score": 1.0})
+    assert best.values.tolist() == [["URL", "u"], ["Score", "1.0"]]
+    assert render.panel_value(fields["scores"], "prose", [0.5, 0.25]) == "0.5, 0.25"
+    assert render.panel_value(fields["note"], "prose", None) == ""
+
+
 def test_api_examples_are_valid_requests():
     curl, python = ui.api_examples("http://127.0.0.1:9999")
     assert "http://127.0.0.1:9999/predict" in curl and "requests.post" in python
     body = json.loads(curl.split("-d '", 1)[1].rstrip("'"))
-    model.Ticket.model_validate({k: v for k, v in body.items() if k != "flags"})
-    model.Flags.model_validate(body["flags"])
+    assert body == contract.input_example()  # the schema's own example, nothing else
+    model.Input.model_validate(body)
 
 
 def test_old_report_folders_are_removed(tmp_path, monkeypatch):
@@ -249,13 +319,13 @@ def queue(tmp_path, monkeypatch):
     return tmp_path
 
 
-def queued() -> list[model.EdgeCase]:
+def queued() -> list[edge_cases.EdgeCase]:
     return [f.case for f in review.cases(limit=500)[0]]
 
 
 def test_flag_a_case_from_the_triage_and_compare_tabs(client, queue):
     text = "Mail jo@example.com: your billing team fixed my problem within a day. Thank you"
-    said = call(client, *triage_args(text), "feedback", "either", "low", "praise that mentions billing", True, api_name="/flag_case")
+    said = call(client, *triage_args(text), "feedback", "either", "", "low", "praise that mentions billing", True, api_name="/flag_case")
     (case,) = queued()
     assert f"Flagged as case `{case.id}`" in said
     assert f"Flagged as case `{case.id}`: it waits for a reviewer" in said and case.source == "ui"
@@ -278,6 +348,7 @@ def test_flag_a_case_from_the_triage_and_compare_tabs(client, queue):
         client,
         text="How do I reset my password?",
         variant="B",
+        b_auto_reply=False,
         expected_category="account_access",
         expected_needs_human="yes",
         api_name="/flag_compare_case",

@@ -13,7 +13,7 @@ import requests
 from conftest import Server, free_port
 
 import model
-from building import builder, versions
+from building import builder, contract, versions
 from loop import edge_cases, review
 
 ROOT = model.ROOT
@@ -147,7 +147,7 @@ def test_a_new_voice_learned_from_cases_passes_the_gate(loop, tmp_path, monkeypa
     shutil.copytree(model.DATA_DIR, data)
     shutil.copytree(builder.ARTIFACTS_DIR, artifacts, ignore=shutil.ignore_patterns(".*"))  # its encoder is reused
     style = pd.read_csv(data / "eval_style.csv", dtype=str)
-    learned = style.groupby(model.expected_column()).cumcount() % 2 == 0  # half of each category
+    learned = style.groupby(contract.expected_column()).cumcount() % 2 == 0  # half of each category
     style[~learned].to_csv(data / "eval_style.csv", index=False)
     monkeypatch.setenv("TRIAGE_DATA_DIR", str(data))
     monkeypatch.setenv("TRIAGE_ARTIFACTS_DIR", str(artifacts))
@@ -165,7 +165,7 @@ def test_a_new_voice_learned_from_cases_passes_the_gate(loop, tmp_path, monkeypa
     assert verdict["failures"] == [] and all(s["regressions"] == [] for s in verdict["sets"].values())
     assert verdict["sets"]["eval_style"]["rows"] == (~learned).sum() == 96  # the unseen half
     assert len(verdict["cases"]["training_learned"]) >= 0.9 * len(cases)  # the new voice is learned
-    assert "eval_style (96 tickets): accuracy" in gated.stdout and "95% CI" in gated.stdout and "McNemar p" in gated.stdout
+    assert "eval_style (96 rows): accuracy" in gated.stdout and "95% CI" in gated.stdout and "McNemar p" in gated.stdout
 
 
 def compare_on_the_app(version: str) -> None:
