@@ -46,6 +46,7 @@ from tqdm import tqdm
 import model
 from building import builder, contract, files
 from loop import edge_cases, review
+from loop.commands import counted
 from loop.edge_cases import EdgeCase
 from reporting import reports
 from reporting.reports import COMPARE_PREFIX, BatchInputError, read_report
@@ -125,7 +126,7 @@ def cmd_report(args) -> int:
     )
     if args.save_misclassified:
         saved = save_misclassified(args.output, summary, flags, created_by=os.environ.get("USER"))
-        print(f"{sum(new for _, new in saved)} misclassified rows flagged for review -> {review.where()}")
+        print(f"{counted(sum(new for _, new in saved), 'misclassified row')} flagged for review -> {review.where()}")
     return _finished(summary, args)
 
 

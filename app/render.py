@@ -456,7 +456,7 @@ def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
     said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
     changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
-    columns = ["set", *changed[0]] if changed else ["set", "row", TEXT, "expected", "served", "candidate", "change"]
+    columns = [*changed[0]] if changed else ["set", "row", TEXT, "expected", "served", "candidate", "change"]
     return "\n".join(said), pd.DataFrame(changed, columns=columns)
 
 

@@ -335,7 +335,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         except (batch.BatchInputError, ValidationError, review.QueueUnavailable) as error:
             raise gr.Error(str(error)) from None
         new = sum(is_new for _, is_new in saved)
-        return f"{new} misclassified rows flagged for review ({len(saved) - new} were already flagged); see the Edge cases tab."
+        return f"{counted(new, 'misclassified row')} flagged for review ({len(saved) - new} already flagged); see the Edge cases tab."
 
     report_inputs = {"file": upload, "use_eval": use_eval, "compare": with_compare, "baseline": baseline}
     go.click(report, inputs_kwargs=report_inputs | flags_a | prefixed(flags_b, "b_"), outputs=report_outputs, api_name="batch_report")

@@ -410,7 +410,7 @@ def test_batch_tab_flags_the_misclassified_rows_for_review(client, tmp_path, que
     job.result(timeout=TIMEOUT)
     said = client.submit(api_name="/save_misclassified").result(timeout=TIMEOUT)  # the same session
     (case,) = queued()
-    assert said.startswith("1 misclassified rows flagged for review") and case.ticket.text == rows[0][0]
+    assert said.startswith("1 misclassified row flagged for review") and case.ticket.text == rows[0][0]
     assert case.expected.category == "feedback" and not (queue / "cases.csv").exists()
 
 
