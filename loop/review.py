@@ -181,7 +181,10 @@ def flag(cases: list[EdgeCase | dict], created_by: str | None = None, client: st
                 sa.select(sa.func.count()).select_from(flags).where(flags.c.client == client, flags.c.flagged_at > now - RATE_WINDOW_S)
             ).scalar()
             if recent + len(new) > rate:
-                message = f"{client or 'this client'} flagged {recent} cases in the last {RATE_WINDOW_S} s; at most {rate} a minute"
+                message = (
+                    f"{client or 'this client'} flagged {recent} case{'' if recent == 1 else 's'} in the last {RATE_WINDOW_S} s and "
+                    f"asks for {len(new)} more; at most {rate} a minute"
+                )
                 raise TooManyFlags(message, retry_after=RATE_WINDOW_S)
             pending = connection.execute(sa.select(sa.func.count()).select_from(flags).where(flags.c.state == "pending")).scalar()
             if pending + len(new) > cap:

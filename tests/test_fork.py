@@ -52,7 +52,11 @@ def project(request, tmp_path_factory):
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "LIT_SERVER"))}
     env |= {"TRIAGE_VERSIONS_DIR": str(scratch / "versions"), "TRIAGE_EDGE_CASES": str(scratch / "cases.csv")}
-    env |= {"TRIAGE_DATABASE_URL": f"sqlite:///{scratch / 'queue.db'}", "TRIAGE_ENCODER": os.environ.get("TRIAGE_ENCODER", "onnx-int8")}
+    env |= {
+        "TRIAGE_FLAG_RATE": "1000",
+        "TRIAGE_DATABASE_URL": f"sqlite:///{scratch / 'queue.db'}",
+        "TRIAGE_ENCODER": os.environ.get("TRIAGE_ENCODER", "onnx-int8"),
+    }
     return {"name": request.param, "root": root, "env": env, "contract": contract_of(root, env)}
 
 
@@ -187,7 +191,7 @@ def test_the_loop_from_a_flag_to_a_promotion_and_back(project, server):
 
 def test_snakemake_reports_from_a_clone_without_artifacts(project, tmp_path):
     if project["name"] == "worked-example":
-        pytest.skip("the worked example's Snakemake runs are tests/test_smoke.py's (its ONNX build takes minutes)")
+        pytest.skip("tests/test_batch.py and tests/test_iteration.py run the worked example's Snakemake rules")
     clone = tmp_path / "clone"
     copied(clone, FORKS[project["name"]])
     name = next(iter(project["contract"]["sets"]))
