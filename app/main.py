@@ -50,6 +50,7 @@ try:  # before anything reads model.py: a part of the contract missing or ill-sh
 except contract.ContractError as error:
     sys.exit(f"cannot start: {error}")
 
+import recipe  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "starting: %d inference worker(s) on the %s encoder%s",
         SETTINGS["workers"],
-        builder.encoder_name(),
+        builder.encoder_name() if recipe.ENCODER else "no",
         "" if args.no_ui else ", and the UI",
     )
     server = build_server()

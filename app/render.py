@@ -367,7 +367,7 @@ def expected_shown(expected: BaseModel) -> str:
     """An expected answer in a cell: the label's value, then any other field it sets: `approve (risk=low)`."""
     given = expected.model_dump(mode="json", exclude_none=True)
     head = str(given.pop(contract.label())) if contract.label() in given else ""
-    extra = ", ".join(f"{k}={v if isinstance(v, SCALARS) else _short(v)}" for k, v in given.items())
+    extra = ", ".join(f"{k}={_short(v)}" for k, v in given.items())  # as the answer's cells say it: "✓ yes", "no"
     return f"{head} ({extra})" if head and extra else head or extra
 
 

@@ -98,7 +98,8 @@ def build(run=None, flags_schema: type[BaseModel] | None = None, api_url: str = 
 def run_tab(run, flags_schema: type[BaseModel]) -> None:
     """One input: the answer, each step in its own panel, and flagging the case."""
     with gr.Tab("Run"):
-        gr.Markdown("One input through the pipeline: the answer, then every step in its own panel.")
+        steps = ", then every step in its own panel" if contract.has_trace() else ""
+        gr.Markdown(f"One input through the pipeline: the answer{steps}.")
         with gr.Row():
             with gr.Column(scale=3):
                 given = input_controls()
@@ -188,6 +189,9 @@ def preset(answer: gr.JSON, expected: dict[str, gr.components.Component]) -> Non
         answer.change(lambda a: (a or {}).get(label), answer, expected[contract.expected_column()], api_visibility="private")
 
 
+STEPS_MARKED = "; steps that differ are marked below."
+
+
 def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     """One input under two sets of flags, A and B, and flagging the case with either."""
     with gr.Tab("Compare") as tab:
@@ -233,7 +237,7 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
             " (B's flags are A's: change one of B's to compare variants)" if on == "served" and values(flags_schema, data) == flags else ""
         )
         return {
-            headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}{same}; steps that differ are marked below.",
+            headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}{same}{STEPS_MARKED if contract.has_trace() else '.'}",
             fields: by_field,
             steps: by_step,
             compared: gr.Column(visible=True),
@@ -627,9 +631,14 @@ def input_controls() -> dict[str, gr.components.Component]:
     fields side by side."""
     fields, first = model.Input.model_fields, contract.text_field()
     made = {first: control(first, fields[first], lines=4)} if first else {}
-    with gr.Row():
-        made |= {name: control(name, field) for name, field in fields.items() if name != first}
+    others = [name for name in fields if name != first]
+    for at in range(0, len(others), PER_ROW):  # a few a row: a fourth squeezes a checkbox's help text a word a line
+        with gr.Row():
+            made |= {name: control(name, fields[name]) for name in others[at : at + PER_ROW]}
     return {name: made[name] for name in fields}
+
+
+PER_ROW = 3  # input controls side by side
 
 
 def prefixed(components: dict[str, gr.components.Component], prefix: str) -> dict[str, gr.components.Component]:
@@ -713,9 +722,9 @@ def expected_control(name: str, field) -> gr.components.Component:
         if optional:
             return gr.Dropdown([ANY, *words(base)], value=ANY, label=label, info=info or "or any is right")
         return gr.Dropdown(words(base), value=None, label=label, info=info or "the right answer")
-    if base in (int, float):
-        return gr.Number(value=None, label=label, info=info or ("empty: any" if optional else None), precision=0 if base is int else None)
-    how = "" if base is str else " (comma-separated)" if listed(base) else " (as JSON)"
+    if base in (int, float) and not optional:
+        return gr.Number(value=None, label=label, info=info, precision=0 if base is int else None)
+    how = "" if base is str else " (comma-separated)" if listed(base) else "" if base in (int, float) else " (as JSON)"
     return gr.Textbox("", label=label, info=(info or ("empty: any" if optional else "")) + how or None, lines=1)
 
 
@@ -742,11 +751,8 @@ def expected_controls() -> dict[str, gr.components.Component]:
     with gr.Row():
         shown = {contract.EXPECTED_PREFIX + name: expected_control(name, field) for name, field in model.Expected.model_fields.items()}
     note = gr.Textbox("", label="Note", placeholder="why this case matters", lines=1)
-    keep_pii = gr.Checkbox(
-        value=False,
-        label="Save the text as written",
-        info="by default personal data (e-mail, phone and card numbers) is masked first",
-    )
+    masking = contract.masking()  # the pipeline's clean_text, where it has one: else nothing is masked, nothing to keep
+    keep_pii = gr.Checkbox(value=False, label="Save the text as written", info=f"by default: {masking}", visible=masking is not None)
     return shown | {"note": note, "keep_pii": keep_pii}
 
 

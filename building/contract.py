@@ -197,6 +197,13 @@ def matches(expected: BaseModel, answer: BaseModel) -> bool:
     return {k: getattr(answer, k) for k in wanted} == wanted
 
 
+def masking() -> str | None:
+    """What the pipeline's `clean_text` does to a kept case's text (its docstring's first line), or None when it has
+    none: then nothing is masked, and no face offers to keep the text as written."""
+    own = getattr(model, "clean_text", None)
+    return ((own.__doc__ or "masks personal data").strip().splitlines()[0]) if own is not None else None
+
+
 def clean_text(text: str, mask_pii: bool = True) -> str:
     """A kept case's text or note as the store keeps it: the pipeline's `clean_text` (masking personal data) where it
     has one, else clean unicode on one line."""

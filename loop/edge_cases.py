@@ -66,7 +66,7 @@ class EdgeCase(BaseModel):
         "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
     )
     source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
-    keep_pii: bool = Field(False, description="Save the text as written; by default personal data is masked first.")
+    keep_pii: bool = Field(False, description="Save the text as written; by default it goes through the pipeline's clean_text first.")
     train: bool = Field(False, description="A training example: candidates learn from it, so it never counts as fixed.")
     id: str | None = Field(None, description="Set by the store: the same input, flags and expected answer give the same id.")
     status: CaseStatus | None = Field(None, description="Set by the store: open while the pipeline gets it wrong, else fixed.")

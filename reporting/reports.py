@@ -5,7 +5,8 @@ Everything here is derived from the contract (building/contract.py): no field of
 The summary's keys (the .json beside a scored CSV, what `batch.report` returns; the app reads them from this list):
 
     always       rows, errors, error_rows [{row, <text field>, error}] (the first 200), tallies {field: {value: rows}}
-                 (every enum or bool output but the label and the needs-a-person field), elapsed_s, rows_per_s, title,
+                 (every enum or bool output but the label and the needs-a-person field), numbers {field: {rows, mean,
+                 min, max}} (every number output but the probability), elapsed_s, rows_per_s, title,
                  input, flags, compare_flags, columns {Input field: its column in the scored CSV}, text_column,
                  label_column, slice_columns, pipeline_version, version, model, encoder, data, artifacts_built_at,
                  outputs {".csv", ".html", ".json": file names}; resumed_from_row, shards when a run resumed or merged
@@ -45,6 +46,7 @@ A report names files by their names, never by a path: a report made on a server 
 import functools
 import itertools
 import json
+import math
 import typing
 from collections import Counter
 from collections.abc import Callable
@@ -219,6 +221,13 @@ def tallied() -> list[str]:
     return [name for name, columns in field_columns().items() if columns == [name] and name not in skip and _values(name)]
 
 
+def numbered() -> list[str]:
+    """The number Output fields (one column each) that get a mean, a minimum and a maximum, the probability aside."""
+    fields = model.Output.model_fields
+    kept = [name for name, columns in field_columns().items() if columns == [name] and name != contract.probability()]
+    return [name for name in kept if contract.base_type(fields[name].annotation) in (int, float)]
+
+
 def words(name: str) -> str:
     """A field's name as a heading: `first_name` -> `First name`."""
     text = name.replace("_", " ")
@@ -348,6 +357,7 @@ class _Tally:
         self.misclassified: list[dict] = []
         self.misclassified_total = 0
         self.per_slice = {column: Counter() for column in self.slices}  # (value, expected, right) -> rows
+        self.numbers = {field: [0, 0.0, math.inf, -math.inf] for field in numbered()}  # rows, sum, min, max
 
     def add(self, chunk: pd.DataFrame, prefix: str) -> None:
         self.rows += len(chunk)
@@ -364,6 +374,10 @@ class _Tally:
             self.probability_rows += len(values)
             for k in (values * HISTOGRAM_BINS).astype(int).clip(lower=0, upper=HISTOGRAM_BINS - 1):
                 self.histogram[k] += 1
+        for field, (n, total, low, high) in self.numbers.items():
+            values = pd.to_numeric(ok[prefix + field], errors="coerce").dropna()
+            if len(values):
+                self.numbers[field] = [n + len(values), total + float(values.sum()), min(low, values.min()), max(high, values.max())]
         if self.needs_person:
             self.needs_person_rows += int((ok[prefix + self.needs_person] == "True").sum())
         if self.label_column:
@@ -389,6 +403,9 @@ class _Tally:
         scored = self.rows - self.errors
         out = {"rows": self.rows, "errors": self.errors, "error_rows": self.error_rows}
         out["tallies"] = {field: _ordered(self.counts[field], _values(field)) for field in tallied()}
+        if self.numbers:
+            numbers = {f: (n, t, lo, hi) for f, (n, t, lo, hi) in self.numbers.items() if n}
+            out["numbers"] = {f: {"rows": n, "mean": round(t / n, 4), "min": lo, "max": hi} for f, (n, t, lo, hi) in numbers.items()}
         if self.label:
             out |= {"label": self.label, "label_distribution": _ordered(self.counts[self.label], label_values())}
         if self.probability:
@@ -696,6 +713,10 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _short(number: float) -> str:
+    return f"{number:,.4g}" if abs(number) < 1e5 else f"{number:,.0f}"
+
+
 def _summary_cards(summary: dict[str, Any]) -> list[dict]:
     def variant_cards(s: dict[str, Any], name: str) -> dict:
         items = [("rows", s["rows"]), ("errors", s["errors"])]
@@ -705,6 +726,8 @@ def _summary_cards(summary: dict[str, Any]) -> list[dict]:
             items.append(("needs a person", f"{s['needs_person_share']:.1%}" if s["needs_person_share"] is not None else "n/a"))
         if s.get("metrics"):
             items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
+        for field, n in s.get("numbers", {}).items():
+            items.append((f"{words(field).lower()}: mean (min to max)", f"{_short(n['mean'])} ({_short(n['min'])} to {_short(n['max'])})"))
         return cards(name, items)
 
     out = [variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")]

@@ -160,3 +160,335 @@ def postgres():
     yield server
     server.stop()
     shutil.rmtree(server.folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the machinery's tests run on: drawn from the pipeline's contract (model.py), never from the worked example's
+# names, so that they run on a fork's pipeline too (README, "Your own pipeline")
+# ---------------------------------------------------------------------------------------------
+def example_input() -> dict:
+    """The Input's own example (model_config's json_schema_extra)."""
+    from building import contract
+
+    return contract.input_example()
+
+
+def labelled_rows(n: int | None = None) -> list[dict]:
+    """Rows of the first labelled set as {"input": the Input's fields, "expected": {label: value}, "row": the raw cells};
+    without a label or a labelled set, the example alone (expected empty)."""
+    import pandas as pd
+
+    import model
+    from building import contract
+
+    sets = contract.labelled_sets()
+    if not sets:
+        return [{"input": example_input(), "expected": {}, "row": example_input()}]
+    frame = pd.read_csv(next(iter(sets.values())), dtype=str, keep_default_na=False)
+    frame = frame.head(n) if n else frame
+    rows = []
+    for cells in frame.to_dict("records"):
+        one = contract.input_from_row(cells).model_dump(mode="json")
+        rows.append({"input": one, "expected": {model.LABEL: cells[contract.expected_column()]}, "row": cells})
+    return rows
+
+
+def inputs(n: int) -> list[dict]:
+    """`n` valid inputs: the labelled set's, repeated where it is shorter, or the example."""
+    pool = [r["input"] for r in labelled_rows()]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def label_values() -> list[str]:
+    """The label's values (an enum's, in order), or [] without a label."""
+    import model
+    from building import contract
+
+    if not contract.label():
+        return []
+    annotation = contract.base_type(model.Output.model_fields[contract.label()].annotation)
+    return (
+        [m.value for m in annotation]
+        if contract.is_enum(annotation)
+        else sorted({r["expected"][contract.label()] for r in labelled_rows()})
+    )
+
+
+def expected_matching(answer) -> dict:
+    """An expected answer that `answer` (an Output, or its dict) gets right: its label."""
+    from building import contract
+
+    answer = answer if isinstance(answer, dict) else answer.model_dump(mode="json")
+    return {contract.label(): answer[contract.label()]}
+
+
+def expected_not_matching(answer) -> dict:
+    """An expected answer that `answer` gets wrong: another value of the label."""
+    from building import contract
+
+    mine = expected_matching(answer)[contract.label()]
+    return {contract.label(): next(v for v in label_values() if v != mine)}
+
+
+def changed_flags() -> dict:
+    """Flags that differ from the defaults: the first bool flag turned over, else the first number moved within bounds."""
+    import model
+
+    for name, field in model.Flags.model_fields.items():
+        if field.annotation is bool:
+            return {name: not field.default}
+    name, field = next(iter(model.Flags.model_fields.items()))
+    return {name: field.default + 1}
+
+
+def invalid_input() -> tuple[dict, str]:
+    """The example with one required field made invalid, and that field's name (the 422's loc)."""
+    import model
+
+    example = example_input()
+    for name, field in model.Input.model_fields.items():
+        if field.is_required():
+            return {**example, name: None}, name
+    name = next(iter(model.Input.model_fields))
+    return {**example, name: {"not": "valid"}}, name
+
+
+def approximately(value, tolerance: float = 1e-3):
+    """`value` (an answer's JSON, say) with every float inside it matched within `tolerance`: an answer computed in
+    another batch may differ in its last digits."""
+    if isinstance(value, float):
+        return pytest.approx(value, abs=tolerance)
+    if isinstance(value, dict):
+        return {k: approximately(v, tolerance) for k, v in value.items()}
+    if isinstance(value, list):
+        return [approximately(v, tolerance) for v in value]
+    return value
+
+
+def _refused(schema, values: dict, name: str) -> bool:
+    """Whether `schema` refuses `values`, naming the field `name` first."""
+    from pydantic import ValidationError
+
+    try:
+        schema.model_validate(values)
+    except ValidationError as error:
+        return error.errors()[0]["loc"][:1] == (name,)
+    return False
+
+
+def _bounds(field) -> dict:
+    """A pydantic field's bounds: ge, gt, le, lt, min_length, max_length, where it has them."""
+    found = {}
+    for constraint in field.metadata:
+        for bound in ("ge", "gt", "le", "lt", "min_length", "max_length"):
+            if getattr(constraint, bound, None) is not None:
+                found[bound] = getattr(constraint, bound)
+    return found
+
+
+def invalid_values(schema, base: dict | None = None) -> list[tuple[str, object]]:
+    """(field, value) pairs that `schema` (a pydantic model) refuses in `base` (valid values: the example, say), one
+    mistake each, drawn from each field's type and bounds: a wrong type, each bound overstepped (numbers, text length), a
+    value no enum has. Only what the schema does refuse, naming that field, is kept."""
+    from building import contract
+
+    found = []
+    for name, field in schema.model_fields.items():
+        kind, bounds = contract.base_type(field.annotation), _bounds(field)
+        candidates = [{"not": "valid"}]
+        if kind is str:
+            candidates += [42, "", "   "]
+        elif kind is bool:
+            candidates += ["maybe"]
+        elif kind in (int, float):
+            candidates += ["many"]
+        elif contract.is_enum(kind):
+            candidates += ["no-such-value"]
+        candidates += [bounds["ge"] - 1] if "ge" in bounds else []
+        candidates += [bounds["le"] + 1] if "le" in bounds else []
+        candidates += [bounds[b] for b in ("gt", "lt") if b in bounds]
+        candidates += ["x" * (bounds["max_length"] + 1)] if "max_length" in bounds and kind is str else []
+        for value in candidates:
+            if (name, value) not in found and _refused(schema, {**(base or {}), name: value}, name):
+                found.append((name, value))
+    return found
+
+
+def edge_values(schema, base: dict | None = None) -> list[tuple[str, object]]:
+    """(field, value) pairs at the edges of what `schema` accepts in `base`: both bools, every enum value, each number at
+    its inclusive bounds, a text at its longest. Only what the schema accepts is kept."""
+    from pydantic import ValidationError
+
+    from building import contract
+
+    found = []
+    for name, field in schema.model_fields.items():
+        kind, bounds = contract.base_type(field.annotation), _bounds(field)
+        candidates = [bounds[b] for b in ("ge", "le") if b in bounds]
+        if kind is bool:
+            candidates = [True, False]
+        elif contract.is_enum(kind):
+            candidates = [member.value for member in kind]
+        elif kind is str and "max_length" in bounds:
+            candidates = ["a" * bounds["max_length"]]
+        for value in candidates:
+            try:
+                schema.model_validate({**(base or {}), name: value})
+            except ValidationError:
+                continue
+            found.append((name, value))
+    return found
+
+
+def flag_variants() -> list[dict]:
+    """Sets of flags that should change answers: none, changed_flags(), and each flag at each edge it accepts."""
+    import model
+
+    variants = [{}, changed_flags()]
+    for name, value in edge_values(model.Flags):
+        if value != model.Flags.model_fields[name].default and {name: value} not in variants:
+            variants.append({name: value})
+    return variants
+
+
+def long_input() -> dict:
+    """The example with its text field (the Input's first str field) nine tenths as long as the schema allows (5,000
+    characters where it sets no bound): the example's own text, repeated. The example itself without a text field."""
+    import model
+    from building import contract
+
+    example, name = example_input(), contract.text_field()
+    if name is None:
+        return example
+    text = str(example.get(name) or "some text")
+    most = _bounds(model.Input.model_fields[name]).get("max_length", 5000)
+    return {**example, name: " ".join([text] * max(1, most * 9 // 10 // (len(text) + 1)))}
+
+
+SLOW_PIPELINE = """
+import importlib.abc, importlib.util, os, sys, time
+
+class SlowPipeline(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "model":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("model")
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            fast, least = module.run_batch, float(os.environ["TEST_SECONDS_PER_INPUT"])
+
+            def run_batch(inputs, *args, **kwargs):  # as the pipeline's, then a sleep up to `least` seconds an input
+                start = time.perf_counter()
+                answers = fast(inputs, *args, **kwargs)
+                time.sleep(max(0.0, least * len(inputs) - (time.perf_counter() - start)))
+                return answers
+
+            module.run_batch = run_batch
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, SlowPipeline())
+"""
+
+
+def slow_pipeline(folder: Path, seconds: float = 0.05) -> dict:
+    """The environment for a server whose pipeline takes at least `seconds` an input (its `run_batch` tops itself up
+    with a sleep), so that tests of queues, timeouts, killed workers and drains have requests in flight whatever the
+    pipeline's own speed (the worked example's long inputs take longer than this already). Made by a `sitecustomize` on
+    PYTHONPATH in `folder`: the project's code is unchanged."""
+    site = Path(folder) / "slow-pipeline"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(SLOW_PIPELINE)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "TEST_SECONDS_PER_INPUT": str(seconds)}
+
+
+# --- more of the same (helper-b): an input with a text of one's own, the expected answer's example, other values ------
+def text_field() -> str:
+    """The Input's text field (the one the store cleans and masks, and tables show); a test that needs one is skipped
+    for a pipeline without one."""
+    from building import contract
+
+    found = contract.text_field()
+    if found is None:
+        pytest.skip("the pipeline's Input has no text field")
+    return found
+
+
+def with_text(text: str, base: dict | None = None) -> dict:
+    """The example (or `base`) with its text field set to `text`: many distinct valid inputs."""
+    return {**(base or example_input()), text_field(): text}
+
+
+def longest_text() -> int:
+    """The most characters the text field takes (its max_length; 5,000 when it sets none)."""
+    import model
+
+    field = model.Input.model_fields[text_field()]
+    return min([m.max_length for m in field.metadata if getattr(m, "max_length", None)] or [5000])
+
+
+def expected_example() -> dict:
+    """The expected answer's own example (model.Expected's json_schema_extra), else the label's first value."""
+    import model
+    from building import contract
+
+    examples = (model.Expected.model_config.get("json_schema_extra") or {}).get("examples")
+    return dict(examples[0]) if examples else {contract.label(): label_values()[0]}
+
+
+def other_value(annotation, value):
+    """A valid value of type `annotation` other than `value`: a bool turned over, another enum member, a number moved."""
+    from building import contract
+
+    base = contract.base_type(annotation)
+    if base is bool:
+        return not value
+    if contract.is_enum(base):
+        return next(m.value for m in base if m.value != value)
+    if base in (int, float):
+        return (value or 0) + 1
+    return f"{value or ''} (another)"
+
+
+def expected_more() -> tuple[dict, str]:
+    """The expected example with one optional field given too (the first bool or enum one), and that field's name; the
+    example alone and None when the expected answer has no such field."""
+    import model
+    from building import contract
+
+    example = expected_example()
+    for name, field in model.Expected.model_fields.items():
+        base = contract.base_type(field.annotation)
+        if not field.is_required() and name not in example and (base is bool or contract.is_enum(base)):
+            return {**example, name: True if base is bool else next(iter(base)).value}, name
+    return example, None
+
+
+def optional_input_field() -> str:
+    """The last Input field with a default (what an older store may lack a column for)."""
+    import model
+
+    return [name for name, field in model.Input.model_fields.items() if not field.is_required()][-1]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Rows (dicts) as a CSV file, the columns in the order they first appear; None an empty cell."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def expected_cells(expected: dict) -> dict:
+    """An expected answer as a table's cells: expected_<field> for each field."""
+    from building import contract
+
+    return {contract.expected_column(k): v for k, v in expected.items()}

@@ -1,5 +1,7 @@
 """The one server as an attacker and a failing machine see it: credentials on every route, files the UI may
-read, error bodies, stalled bodies, schemathesis against /openapi.json, a killed worker, SIGTERM under load."""
+read, error bodies, stalled bodies, schemathesis against /openapi.json, a killed worker, SIGTERM under load.
+
+Machinery: every input, flag and expected answer comes from the pipeline's contract (tests/conftest.py's helpers)."""
 
 import json
 import os
@@ -13,21 +15,25 @@ from pathlib import Path
 
 import gradio
 import hypothesis
+import pandas as pd
 import psutil
 import pytest
 import requests
 import schemathesis
 import yaml
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, approximately, example_input, free_port, labelled_rows, long_input, slow_pipeline
 from gradio_client import Client, handle_file
 from schemathesis.generation import GenerationMode
 
 import model
 from app.api import SETTINGS
+from building import builder, contract
 
 KEY, UI_USER, UI_PASSWORD = "sesame", "owner", "open-sesame"
-FLAGS = list(model.Flags().model_dump().values())
-TRIAGE_ARGS = ["Please cancel my order 75983714", "web_form", "standard", *FLAGS]
+FLAGS = list(model.Flags().model_dump(mode="json").values())
+FIRST = next(iter(model.Input.model_fields))  # the Input's first field: what a stalled body starts with
+# a file of the server's that the UI must never read: the evaluation set, or a file the artifacts are built from
+SERVER_FILE = next(iter(contract.labelled_sets().values()), None) or sorted(builder.recipe_data().values())[0]
 
 
 @pytest.fixture(scope="module")
@@ -95,23 +101,29 @@ def test_gradio_client_needs_credentials_and_takes_the_key_or_a_login(locked):
         Client(f"{locked.url}/", verbose=False)
     with pytest.raises(ValueError, match="Could not login"):  # Gradio answers 400 "Incorrect credentials."
         Client(f"{locked.url}/", verbose=False, auth=(UI_USER, "wrong"))
-    expected = model.run(TRIAGE_ARGS[0]).category.value
+    expected = approximately(contract.run(example_input()).model_dump(mode="json", exclude={"trace"}))
     for client in (
         Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY}),
         Client(f"{locked.url}/", verbose=False, auth=(UI_USER, UI_PASSWORD)),
         Client(f"{locked.url}/", verbose=False, auth=("anyone", KEY)),
     ):
-        assert client.predict(*TRIAGE_ARGS, api_name="/run")[-1]["category"] == expected
+        assert client.predict(**example_input(), api_name="/run")[-1] == expected
+
+
+def rows_csv(path: Path, rows: list[dict], least_bytes: int = 0) -> Path:
+    """A CSV of `rows`, repeated until it holds `least_bytes` at least."""
+    frame = pd.DataFrame(rows)
+    one = len(frame.to_csv(index=False).encode())
+    pd.concat([frame] * max(1, least_bytes // one + 1)).to_csv(path, index=False)
+    return path
 
 
 def test_uploads_are_capped(locked, tmp_path):
-    big = tmp_path / "big.csv"
-    big.write_text("text\n" + "where is my order 75983714\n" * 50_000)  # about 1.3 MB
+    big = rows_csv(tmp_path / "big.csv", [example_input()], least_bytes=1_300_000)  # the cap is 1 MB
     with open(big, "rb") as f:
         response = requests.post(f"{locked.url}/gradio_api/upload", files={"files": f}, headers={"X-API-Key": KEY}, timeout=60)
     assert response.status_code == 413, response.text[:200]
-    small = tmp_path / "small.csv"
-    small.write_text("text\nwhere is my order 75983714\n")
+    small = rows_csv(tmp_path / "small.csv", [example_input()])
     with open(small, "rb") as f:
         assert requests.post(f"{locked.url}/gradio_api/upload", files={"files": f}, headers={"X-API-Key": KEY}, timeout=60).ok
 
@@ -120,8 +132,8 @@ def test_uploads_are_capped(locked, tmp_path):
 @pytest.mark.parametrize(
     "path",
     [
-        str(model.DATA_DIR / "train.csv"),  # a server file
-        "data/train.csv",  # relative to the server's working directory
+        str(SERVER_FILE),  # a server file
+        str(SERVER_FILE.relative_to(model.ROOT)),  # relative to the server's working directory
         "DOTDOT",  # out of the upload folder with ..
         "SYMLINK",  # a link inside the upload folder to a server file
         "http://127.0.0.1:1/openapi.json",  # a URL the server would fetch
@@ -130,44 +142,60 @@ def test_uploads_are_capped(locked, tmp_path):
 def test_the_batch_tab_refuses_files_not_uploaded(locked, path, tmp_path):
     uploads = Path(gradio.utils.get_upload_folder())  # the server's, as both run on this machine
     if path == "DOTDOT":
-        path = str(uploads) + "/.." * len(uploads.parts) + str(model.DATA_DIR / "eval.csv")
+        path = str(uploads) + "/.." * len(uploads.parts) + str(SERVER_FILE)
     if path == "SYMLINK":
         link = uploads / f"triage-test-{time.time_ns()}" / "link.csv"
         link.parent.mkdir(parents=True)
-        link.symlink_to(model.DATA_DIR / "train.csv")
+        link.symlink_to(SERVER_FILE)
         path = str(link)
     file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
     events = gradio_call(locked, "batch_report", [file_data, False, False, None, *FLAGS, *FLAGS], {"X-API-Key": KEY})
     assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
-    assert "train" not in events and str(model.ROOT) not in events and "report.csv" not in events
+    assert SERVER_FILE.stem not in events and str(model.ROOT) not in events and "report.csv" not in events
 
 
 def test_the_batch_tab_refuses_a_baseline_not_uploaded(locked):
-    server_file = {"path": str(model.DATA_DIR / "eval.csv"), "meta": {"_type": "gradio.FileData"}}
+    server_file = {"path": str(SERVER_FILE), "meta": {"_type": "gradio.FileData"}}
     events = gradio_call(locked, "batch_report", [None, True, False, server_file, *FLAGS, *FLAGS], {"X-API-Key": KEY})
     assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
 
 
 def test_the_batch_tab_scores_an_upload(locked, tmp_path):
-    upload = tmp_path / "mine.csv"
-    upload.write_text("text,expected_category\nwhere is my order 75983714,order_status\n")
+    upload = rows_csv(tmp_path / "mine.csv", [labelled_rows(1)[0]["row"]])  # a row of the labelled set, as it is there
     client = Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY})
     headline, *_, summary = client.predict(handle_file(upload), False, False, None, *FLAGS, *FLAGS, api_name="/batch_report")
     assert summary["rows"] == 1 and "1 rows" in headline
 
 
 # --- error bodies ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("raw", "field"),
-    [
-        ('{"text": "hi \\ud800"}', "text"),
-        ('{"text": "hi \\udfff there"}', "text"),
-        ('{"text": "hi", "flags": {"min_confidence": NaN}}', "min_confidence"),
-        ('{"text": "hi", "flags": {"min_article_score": Infinity}}', "min_article_score"),
-        ('{"text": "hi", "flags": {"min_confidence": -Infinity}}', "min_confidence"),
-        ('{"text": "hi", "flags": {"top_k": 1e400}}', "top_k"),
-    ],
-)
+ODD_JSON = {str: ['"hi \\ud800"', '"hi \\udfff there"'], float: ["NaN", "Infinity", "-Infinity", "1e400"]}  # lone surrogates; no numbers
+
+
+def odd_bodies() -> list[tuple[str, str]]:
+    """Raw JSON bodies that Python's JSON reader takes but the schemas refuse, each with the field it names: lone
+    surrogates in each text field, NaN, infinities and an overflow in each number field, the inputs' and the flags'."""
+    found = []
+    for schema, where in ((model.Input, None), (model.Flags, "flags")):
+        for name, field in schema.model_fields.items():
+            kind = contract.base_type(field.annotation)
+            for raw in ODD_JSON.get(float if kind is int else kind, []):
+                body = {**example_input(), **({where: {name: "@"}} if where else {name: "@"})}
+                text = json.dumps(body).replace('"@"', raw)
+                if refused(json.loads(text)):
+                    found.append((text, name))
+    return found
+
+
+def refused(body: dict) -> bool:
+    try:
+        model.Input.model_validate({k: v for k, v in body.items() if k != "flags"})
+        model.Flags.model_validate(body.get("flags", {}))
+    except ValueError:  # pydantic's ValidationError
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("raw", "field"), odd_bodies())
 def test_odd_bodies_are_422_naming_the_field(locked, raw, field):
     response = requests.post(
         f"{locked.url}/predict", data=raw.encode(), headers={"Content-Type": "application/json", "X-API-Key": KEY}, timeout=30
@@ -177,7 +205,9 @@ def test_odd_bodies_are_422_naming_the_field(locked, raw, field):
 
 
 def test_error_bodies_do_not_echo_long_inputs(locked):
-    response = requests.post(f"{locked.url}/predict", json={"text": "x" * 5001}, headers={"X-API-Key": KEY}, timeout=30)
+    long = "x" * 5001
+    field = next(name for name in model.Input.model_fields if refused({**example_input(), name: long}))
+    response = requests.post(f"{locked.url}/predict", json={**example_input(), field: long}, headers={"X-API-Key": KEY}, timeout=30)
     assert response.status_code == 422 and len(response.text) < 600, len(response.text)
     assert "5001 characters" in response.json()["detail"][0]["input"]
 
@@ -204,7 +234,7 @@ def never_5xx(operation, mode, base_url: str, examples: int = 40) -> None:
 
 
 # --- slow and stalled request bodies ----------------------------------------------------------------------
-def stalled(url: str, path: str, headers: str, start: str = '{"text": ') -> socket.socket:
+def stalled(url: str, path: str, headers: str, start: str = f'{{"{FIRST}": ') -> socket.socket:
     """A request that promises more body than it sends."""
     host, port = url.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=30)
@@ -215,18 +245,18 @@ def stalled(url: str, path: str, headers: str, start: str = '{"text": ') -> sock
 @pytest.mark.parametrize(
     ("path", "headers", "start"),
     [
-        ("/predict", f"X-API-Key: {KEY}\r\nContent-Type: application/json\r\n", '{"text": '),
+        ("/predict", f"X-API-Key: {KEY}\r\nContent-Type: application/json\r\n", f'{{"{FIRST}": '),
         (
             "/gradio_api/upload",
             f"X-API-Key: {KEY}\r\nContent-Type: multipart/form-data; boundary=b\r\n",
-            '--b\r\nContent-Disposition: form-data; name="files"; filename="a.csv"\r\n\r\ntext\n',
+            f'--b\r\nContent-Disposition: form-data; name="files"; filename="a.csv"\r\n\r\n{FIRST}\n',
         ),
     ],
 )
 def test_stalled_bodies_time_out_with_408_while_serving_goes_on(locked, path, headers, start):
     sockets = [stalled(locked.url, path, headers, start) for _ in range(10)]
     start = time.time()
-    assert requests.post(f"{locked.url}/predict", json={"text": "hi"}, headers={"X-API-Key": KEY}, timeout=30).status_code == 200
+    assert requests.post(f"{locked.url}/predict", json=example_input(), headers={"X-API-Key": KEY}, timeout=30).status_code == 200
     answers = [s.recv(200).decode(errors="replace") for s in sockets]
     assert time.time() - start < 10
     assert all(a.startswith("HTTP/1.1 408") for a in answers), answers[:2]
@@ -240,11 +270,11 @@ def test_connections_beyond_the_limit_get_503_not_a_queue(locked):
     assert "HTTP/1.1 503" in answers and "HTTP/1.1 408" in answers, set(answers)  # bounded, then released
     for s in sockets:
         s.close()
-    assert requests.post(f"{locked.url}/predict", json={"text": "hi"}, headers={"X-API-Key": KEY}, timeout=30).status_code == 200
+    assert requests.post(f"{locked.url}/predict", json=example_input(), headers={"X-API-Key": KEY}, timeout=30).status_code == 200
 
 
-# --- a killed worker, SIGTERM under load -------------------------------------------------------------------
-LONG = {"text": "My parcel has not arrived and nobody answers my emails. " * 80}
+# --- a killed worker, SIGTERM under load (a pipeline of 50 ms an input at least: requests are in flight) ------------------
+LONG = long_input()
 
 
 def post(server, body):
@@ -260,7 +290,7 @@ def inference_workers(server) -> list[psutil.Process]:
 
 
 def test_a_killed_worker_is_replaced_and_its_requests_get_503(tmp_path):
-    server = Server(log=tmp_path / "server.log")
+    server = Server(log=tmp_path / "server.log", **slow_pipeline(tmp_path))
     try:
         (worker,) = inference_workers(server)
         with ThreadPoolExecutor(16) as pool:
@@ -277,14 +307,14 @@ def test_a_killed_worker_is_replaced_and_its_requests_get_503(tmp_path):
             time.sleep(0.25)
         assert 503 in health and health[-1] == 200, health  # not ready until the new worker is
         assert server.process.poll() is None and inference_workers(server)[0].pid != worker.pid
-        assert post(server, {"text": "I was charged twice"}) == (200, "application/json")
+        assert post(server, example_input()) == (200, "application/json")
     finally:
         server.stop()
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_cleanly(tmp_path):
     log = tmp_path / "server.log"
-    server = Server(log=log)
+    server = Server(log=log, **slow_pipeline(tmp_path))
     tree = server.tree()
     with ThreadPoolExecutor(32) as pool:
         futures = [pool.submit(post, server, LONG) for _ in range(32)]

@@ -65,7 +65,9 @@ def contract_of(root, env) -> dict:
     code = (
         "import json, model; from building import contract as c; contract = c.check() or {"
         "'example': c.input_example(), 'label': c.label(), 'sets': {k: str(v) for k, v in c.labelled_sets().items()},"
-        "'outputs': list(c.output_fields()), 'expected': model.Expected.model_json_schema()}; print(json.dumps(contract))"
+        "'outputs': list(c.output_fields()), 'expected': model.Expected.model_json_schema(),"
+        "'numbers': [n for n, f in c.output_fields().items() if c.base_type(f.annotation) in (int, float) and n != c.probability()]"
+        "}; print(json.dumps(contract))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -168,6 +170,7 @@ def test_batch_scores_a_labelled_set_into_a_report_with_metrics(project, built):
     run(project, "batch.py", path, "-o", str(out), "--quiet")
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["rows"] == len(pd.read_csv(path)) and summary["metrics"]["accuracy"] == built["manifest"][name]["accuracy"]
+    assert sorted(summary.get("numbers", {})) == sorted(contract["numbers"])  # every number output: mean, min, max
     html = out.with_suffix(".html").read_text()
     assert "<html" in html and contract["label"] in html
 

@@ -1,6 +1,9 @@
 """The server as a failing machine sees it: every process of it killed at each moment (the inference worker idle,
 busy or stuck, the HTTP process, LitServe's manager, the main process itself), /health under load, metrics on a
-full disk, artifacts that match their manifest but not each other. Real processes, real signals, a real tmpfs."""
+full disk, artifacts that match their manifest yet cannot be loaded. Real processes, real signals, a real tmpfs.
+
+Machinery: the inputs come from the pipeline's contract (tests/conftest.py's helpers), and the servers' pipeline takes
+50 ms an input at least (conftest.slow_pipeline), so that there is load whatever the pipeline's own speed."""
 
 import json
 import os
@@ -15,13 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import requests
 import yaml
 import zmq
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, example_input, free_port, invalid_input, long_input, slow_pipeline
 
 from app import api, observe, ui
 from app.health import HEALTH_FRESH, Watch
@@ -30,15 +32,15 @@ from building import builder, files
 
 TIMEOUT = 4  # TRIAGE_TIMEOUT of the servers here: a request's deadline is TIMEOUT + api.RUN_SECONDS
 DEADLINE = TIMEOUT + api.RUN_SECONDS
-LONG = {"text": "My parcel has not arrived and nobody answers my emails. " * 80}
+LONG = long_input()
 DEPLOYMENT = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text()) if d["kind"] == "Deployment")
 PROBE_TIMEOUT = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["timeoutSeconds"]  # /health within it
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    probes = free_port()
-    s = Server(log=tmp_path_factory.mktemp("heal") / "server.log", TRIAGE_TIMEOUT=str(TIMEOUT), TRIAGE_PROBE_PORT=str(probes))
+    probes, folder = free_port(), tmp_path_factory.mktemp("heal")
+    s = Server(log=folder / "server.log", TRIAGE_TIMEOUT=str(TIMEOUT), TRIAGE_PROBE_PORT=str(probes), **slow_pipeline(folder))
     s.probes = f"http://127.0.0.1:{probes}"
     yield s
     s.stop()
@@ -47,7 +49,7 @@ def server(tmp_path_factory):
 def post(server, body=None, timeout: float = DEADLINE + 5):
     """One /predict: (status, content type), or the name of the client's error (a hang or a dropped connection)."""
     try:
-        response = requests.post(f"{server.url}/predict", json=body or {"text": "I was charged twice"}, timeout=timeout)
+        response = requests.post(f"{server.url}/predict", json=body or example_input(), timeout=timeout)
         return response.status_code, response.headers.get("content-type", "")
     except requests.RequestException as error:
         return type(error).__name__, ""
@@ -114,8 +116,8 @@ def test_a_worker_that_connects_while_the_queue_binds_is_counted(tmp_path, monke
         time.sleep(0.05)
     try:
         assert requests_queue.connected() == 1
-        requests_queue.put({"ticket": 1})
-        assert worker.poll(5000) and pickle.loads(worker.recv()) == {"ticket": 1}
+        requests_queue.put({"request": 1})
+        assert worker.poll(5000) and pickle.loads(worker.recv()) == {"request": 1}
     finally:
         worker.close()
         requests_queue._socket.close()
@@ -123,7 +125,7 @@ def test_a_worker_that_connects_while_the_queue_binds_is_counted(tmp_path, monke
 
 def test_an_idle_worker_sleeps(server):
     """LitServe's batching loop asks the request queue every millisecond, work or not: an idle worker took 15% of a
-    core (0.75 s of CPU in 5 s). Idle, it now waits on the queue; what is left is the canary ticket each second."""
+    core (0.75 s of CPU in 5 s). Idle, it now waits on the queue; what is left is the canary input each second."""
     worker = role(server, "worker")
     time.sleep(1)
     before = sum(worker.cpu_times()[:2])
@@ -183,7 +185,7 @@ def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
 
 def test_health_gives_a_busy_worker_the_time_a_batch_may_take():
     """Idle, /health wants an answer (the canary's) within HEALTH_FRESH; with clients' requests in flight, within the
-    RUN_SECONDS a request's deadline allows its batch: 32 long tickets take 2.6 s on two quiet cores, more under load,
+    RUN_SECONDS a request's deadline allows its batch: 32 long inputs took 2.6 s on two quiet cores, more under load,
     and /health said 503 between two batches of a busy server."""
     watch = Watch(server=None, canary=None, busy_fresh=api.RUN_SECONDS)
     watch.workers_ready, watch.beat = True, time.monotonic() + 60  # ready, and the event loop turning
@@ -196,7 +198,7 @@ def test_health_gives_a_busy_worker_the_time_a_batch_may_take():
 
 
 def test_health_answers_within_the_probe_timeout_under_load(server):
-    """64 clients sending long tickets: /health is answered from memory, on the main port and on the probe port
+    """64 clients sending long inputs: /health is answered from memory, on the main port and on the probe port
     (TRIAGE_PROBE_PORT, a thread of its own: what deploy/kubernetes.yaml probes)."""
     with ThreadPoolExecutor(64) as pool:
         futures = [pool.submit(lambda: [post(server, LONG) for _ in range(4)]) for _ in range(64)]
@@ -278,7 +280,7 @@ def test_metrics_on_a_full_disk_never_take_the_server_down(tmp_path, small_tmpfs
         # new label values (routes, statuses) make new entries in the metric files, beyond the pages written so far
         for _ in range(3):
             assert post(server) == (200, "application/json")
-            assert requests.post(f"{server.url}/predict", json={"text": ""}, timeout=30).status_code == 422
+            assert requests.post(f"{server.url}/predict", json=invalid_input()[0], timeout=30).status_code == 422
             for path in ("/info", "/cases", "/docs", "/openapi.json", "/health", "/live", "/metrics", "/nothing-here"):
                 assert requests.get(f"{server.url}{path}", timeout=30).status_code < 500, path
         kill_worker(server)  # a new worker: new metric files, on the full disk
@@ -312,57 +314,49 @@ def test_metric_files_take_their_disk_space_before_use(tmp_path):
     values.close()
 
 
-# --- artifacts that match their manifest but not each other ------------------------------------------------
-def tamper(folder: Path, name: str) -> None:
-    """Replace one artifact with a wrong-shaped one and record its size and hash in the manifest, as an edit would."""
-    import faiss
-
+# --- artifacts that match their manifest yet cannot be loaded -------------------------------------------------
+def garbled(folder: Path, name: str) -> None:
+    """Replace one artifact with bytes no reader takes and record their size and hash in the manifest, as an edit would."""
     path = folder / name
-    if name == "classifier.npz":
-        with np.load(path) as saved:
-            np.savez(path, coef=saved["coef"][:, :16], intercept=saved["intercept"], classes=saved["classes"])
-    elif name == "classes":
-        name, path = "classifier.npz", folder / "classifier.npz"
-        with np.load(path) as saved:
-            classes = saved["classes"].copy()
-            classes[0] = "lottery"
-            np.savez(path, coef=saved["coef"], intercept=saved["intercept"], classes=classes)
-    else:
-        index = faiss.IndexFlatIP(16)
-        index.add(np.eye(16, dtype=np.float32))
-        faiss.write_index(index, str(path))
+    path.write_bytes(b"not an artifact\n" * 64)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["artifacts"][name] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize(
-    ("artifact", "named"), [("classifier.npz", "classifier.npz has weights"), ("classes", "lottery"), ("articles.faiss", "16-dimensional")]
-)
-def test_artifacts_of_the_wrong_shape_are_named_and_never_served(tmp_path, artifact, named):
+LOAD_EACH = """
+import sys
+from pathlib import Path
+from building import builder
+
+for folder in sys.argv[1:]:  # each a copy of the artifacts with one file garbled
+    builder.ARTIFACTS_DIR = Path(folder)
+    print("served" if builder._load_checked() is not None else "refused", flush=True)
+"""
+
+
+def test_artifacts_that_cannot_be_loaded_are_never_served(tmp_path):
+    """Each file of the build (the recipe's and the encoder's), garbled with its manifest updated: the checksums pass,
+    the load fails, and the build machinery says so and would rebuild, never serve it. The worked example's own checks
+    that its artifacts fit together are tests/example/test_triage_artifact_checks.py's."""
     builder.ready()  # built
-    folder = tmp_path / "artifacts"
-    shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
-    tamper(folder, artifact)
-    check = "import sys; from building import builder; sys.exit(0 if builder._load_checked() is None else 3)"
-    done = subprocess.run(
-        [sys.executable, "-c", check],
-        cwd=ROOT,
-        env={**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]  # refused: it would be rebuilt, never loaded
-    assert named in done.stderr and "rebuilding them" in done.stderr, done.stderr[-2000:]
+    names = list(json.loads((builder.ARTIFACTS_DIR / "manifest.json").read_text())["artifacts"])
+    folders = []
+    for name in names:
+        folders.append(tmp_path / name)
+        shutil.copytree(builder.ARTIFACTS_DIR, folders[-1], ignore=shutil.ignore_patterns(".*"))
+        garbled(folders[-1], name)
+    done = subprocess.run([sys.executable, "-c", LOAD_EACH, *map(str, folders)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["refused"] * len(names), (names, done.stdout, done.stderr[-3000:])
+    said = done.stderr.count("they cannot be loaded"), done.stderr.count("rebuilding them")
+    assert said == (len(names), len(names)), done.stderr[-3000:]
 
 
 # --- small things -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "text", ["Where is my order? ![x](http://127.0.0.1:1/t.png) <b>bold</b> **b** http://127.0.0.1:1/x", "a `b` ``c`` d"]
-)
-def test_a_flag_confirmation_shows_the_ticket_as_text_never_as_markup(text):
-    """The confirmation is Markdown: the ticket inside it is a code span, so nothing in it becomes an image, markup or a link
+@pytest.mark.parametrize("text", ["Look here: ![x](http://127.0.0.1:1/t.png) <b>bold</b> **b** http://127.0.0.1:1/x", "a `b` ``c`` d"])
+def test_a_flag_confirmation_shows_the_input_as_text_never_as_markup(text):
+    """The confirmation is Markdown: the input inside it is a code span, so nothing in it becomes an image, markup or a link
     (backslash escapes were not enough: an autolinker took the URL with the backslashes in it)."""
     import markdown_it
 

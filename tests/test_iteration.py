@@ -76,7 +76,8 @@ def test_save_misclassified_rows_flags_them_for_review(tmp_path, monkeypatch):
     cases = [f.case for f in review.cases(limit=500)[0]]
     assert sorted(c.ticket.text for c in cases) == sorted(wrong.text) and len(cases) > 0
     assert {c.source for c in cases} == {"file"} and {c.status for c in cases} == {"open"}
-    assert f"{len(cases)} misclassified row{'' if len(cases) == 1 else 's'} flagged for review" in result.stdout and not store.exists()  # not yet tests
+    rows = f"{len(cases)} misclassified row{'' if len(cases) == 1 else 's'}"
+    assert f"{rows} flagged for review" in result.stdout and not store.exists()  # not yet tests
     again = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
     assert "0 misclassified rows flagged" in again.stdout and review.counts()["pending"] == len(cases)  # merged, not repeated
 

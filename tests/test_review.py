@@ -1,4 +1,5 @@
-"""The review queue (review.py): flags wait as pending in a database; only a reviewer's accept writes the suite file."""
+"""The review queue (review.py): flags wait as pending in a database; only a reviewer's accept writes the suite file.
+Inputs and expected answers come from the pipeline's contract (conftest's helpers), so these run on a fork's too."""
 
 import json
 import os
@@ -9,16 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import Server
+from conftest import Server, expected_cells, expected_example, expected_more, invalid_input, text_field, with_text, write_rows
 
 import model
+from building import contract
 from loop import edge_cases, review
 
 ROOT = model.ROOT
 
 
-def case(text: str, category: str = "billing", **more) -> dict:
-    return {"ticket": {"text": text}, "expected": {"category": category}, **more}
+def case(text: str, **more) -> dict:
+    """A flag of the example input with `text` in its text field, and the expected answer's example."""
+    return {"ticket": with_text(text), "expected": expected_example(), **more}
+
+
+def text(flagged) -> str:
+    return getattr(flagged.ticket, text_field())
 
 
 @pytest.fixture
@@ -32,31 +39,32 @@ def queue(tmp_path, monkeypatch):
 
 
 def test_a_flag_waits_for_review_and_never_touches_the_suite(queue):
-    ((flagged, new),) = review.flag([case("You charged me twice, write to jo@example.com", note="jo@example.com says so")], client="a")
+    written, note = "You charged me twice, write to jo@example.com", "jo@example.com says so"
+    ((flagged, new),) = review.flag([case(written, note=note)], client="a")
     assert new and review.counts() == {"pending": 1, "accepted": 0, "rejected": 0}
-    assert "[EMAIL]" in flagged.ticket.text and "[EMAIL]" in flagged.note  # masked before it is kept
+    assert text(flagged) == contract.clean_text(written) and flagged.note == contract.clean_text(note)  # masked before it is kept
     assert not (queue / "suite.csv").exists() and edge_cases.load_cases() == []
     page, total = review.cases("pending")
     assert total == 1 and page[0].case == flagged and page[0].client == "a"
 
 
 def test_what_the_store_sets_cannot_be_sent(queue):
-    forged = case("Refund me now", "returns_refunds", created_at="1999-01-01T00:00:00Z", status="fixed", id="abc", answer={})
+    forged = case("Refund me now", created_at="1999-01-01T00:00:00Z", status="fixed", id="abc", answer={})
     ((kept, _),) = review.flag([forged], client="a")
-    assert kept.created_at != "1999-01-01T00:00:00Z" and kept.id != "abc" and kept.answer["category"]
+    assert kept.created_at != "1999-01-01T00:00:00Z" and kept.id != "abc" and kept.answer[contract.label()] is not None
 
 
 def test_without_a_key_pii_is_masked_even_when_asked_to_keep_it(queue):
-    text = "Call me on +44 7700 900123 about my refund"
-    ((anonymous, _),) = review.flag([case(text, "returns_refunds", keep_pii=True)], client="a")
-    ((trusted, _),) = review.flag([case(text, "returns_refunds", keep_pii=True, note="x")], trusted=True)
-    assert "7700" not in anonymous.ticket.text and not anonymous.keep_pii
-    assert trusted.ticket.text == text and trusted.keep_pii
+    written = "Call me on +44 7700 900123 about my refund"
+    ((anonymous, _),) = review.flag([case(written, keep_pii=True)], client="a")
+    ((trusted, _),) = review.flag([case(written, keep_pii=True, note="x")], trusted=True)
+    assert text(anonymous) == contract.clean_text(written, mask_pii=True) and not anonymous.keep_pii
+    assert text(trusted) == contract.clean_text(written, mask_pii=False) and trusted.keep_pii
 
 
 def test_the_same_flag_merges_and_counts(queue):
-    first = review.flag([case("Refund please", "returns_refunds")], client="a")
-    again = review.flag([case("Refund please", "returns_refunds")], client="b")
+    first = review.flag([case("Refund please")], client="a")
+    again = review.flag([case("Refund please")], client="b")
     assert [new for _, new in first + again] == [True, False]
     (entry,), total = review.cases()
     assert total == 1 and entry.times_flagged == 2
@@ -82,17 +90,19 @@ def test_the_pending_queue_has_a_cap(queue):
 
 
 def test_accepting_exports_the_case_to_the_suite_with_the_reviewers_answer(queue):
-    saved = review.flag([case("I was charged but never got the lamp, order 75983714"), case("junk junk", "feedback")], client="a")
+    saved = review.flag([case("A case a reviewer keeps"), case("junk junk")], client="a")
     keep, junk = (c.id for c, _ in saved)
-    (accepted,) = review.accept([keep], "reviewer", expected={"category": "billing", "needs_human": True})
+    reviewers, _ = expected_more()  # the reviewer's own answer, with a field more than the flag's
+    (accepted,) = review.accept([keep], "reviewer", expected=reviewers)
     assert review.reject([junk], "reviewer") == 1
     assert review.counts() == {"pending": 0, "accepted": 1, "rejected": 1}
     (in_suite,) = edge_cases.load_cases()
-    assert in_suite == accepted and in_suite.expected.needs_human is True and in_suite.created_by == "reviewer"
+    assert in_suite == accepted and in_suite.expected.model_dump(mode="json", exclude_none=True) == reviewers
+    assert in_suite.created_by == "reviewer"
     assert in_suite.created_at == saved[0][0].created_at  # when it was flagged, not when it was accepted
     assert review.accept([keep, junk], "reviewer") == []  # neither is pending any more: the suite is unchanged
     assert len(edge_cases.load_cases()) == 1
-    review.flag([case("junk junk", "feedback")], client="z")  # flagged again after a rejection: it stays rejected
+    review.flag([case("junk junk")], client="z")  # flagged again after a rejection: it stays rejected
     assert review.counts()["rejected"] == 1 and review.counts()["pending"] == 0
 
 
@@ -115,9 +125,7 @@ def test_a_newer_schema_is_refused(queue):
 FLAGGER = """
 import json, sys
 from loop import review
-name = sys.argv[1]
-cases = [{"ticket": {"text": f"{name} was charged twice, case {i}"}, "expected": {"category": "billing"}} for i in range(8)]
-cases += [{"ticket": {"text": f"Shared complaint {i}"}, "expected": {"category": "feedback"}} for i in range(4)]
+name, cases = sys.argv[1], json.loads(sys.argv[2])
 for one in cases:  # one transaction each, interleaved with the other processes
     review.flag([one], client=name, trusted=True)
 print(json.dumps(review.counts()))
@@ -126,9 +134,15 @@ print(json.dumps(review.counts()))
 
 def test_several_processes_flag_into_one_postgresql_and_nothing_is_lost_or_doubled(postgres):
     env = {**os.environ, "TRIAGE_DATABASE_URL": postgres.url, "PYTHONPATH": str(ROOT)}
+
+    def cases(name: str) -> str:
+        return json.dumps(
+            [case(f"{name} was charged twice, case {i}") for i in range(8)] + [case(f"Shared complaint {i}") for i in range(4)]
+        )
+
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", FLAGGER, name], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", FLAGGER, name, cases(name)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for name in ("one", "two", "three")
     ]
@@ -137,8 +151,8 @@ def test_several_processes_flag_into_one_postgresql_and_nothing_is_lost_or_doubl
     os.environ["TRIAGE_DATABASE_URL"] = postgres.url
     try:
         page, total = review.cases(limit=500)
-        assert total == 3 * 8 + 4 and len({f.case.id for f in page}) == total, (results, [f.case.ticket.text for f in page])
-        shared = [f for f in page if f.case.ticket.text.startswith("Shared")]
+        assert total == 3 * 8 + 4 and len({f.case.id for f in page}) == total, (results, [text(f.case) for f in page])
+        shared = [f for f in page if text(f.case).startswith("Shared")]
         assert sorted(f.times_flagged for f in shared) == [3, 3, 3, 3]
         assert json.loads(results[-1][0].splitlines()[-1])["pending"] <= total
     finally:
@@ -153,7 +167,7 @@ def test_postgresql_going_down_is_named_and_the_queue_recovers(postgres, monkeyp
         review.flag([case("during the outage")], trusted=True)
     postgres.start()
     review.flag([case("after the outage")], trusted=True)
-    assert [f.case.ticket.text for f in review.cases()[0]] == ["before the outage", "after the outage"]
+    assert [text(f.case) for f in review.cases()[0]] == ["before the outage", "after the outage"]
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -164,31 +178,37 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     env = {"TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}", "TRIAGE_EDGE_CASES": str(tmp_path / "suite.csv")}
-    (tmp_path / "old_store.csv").write_text("text,expected_category,note\nMy invoice is wrong,billing,old flag\nLovely shop,feedback,\n")
-    done = cli("import", str(tmp_path / "old_store.csv"), env=env)
+    expected = expected_cells(expected_example())
+    old = [{**with_text("An old flag"), **expected, "note": "old flag"}, {**with_text("Another old one"), **expected, "note": ""}]
+    done = cli("import", str(write_rows(tmp_path / "old_store.csv", old)), env=env)
     assert done.returncode == 0 and "2 new cases to review" in done.stdout, done.stderr[-2000:]
     assert not (tmp_path / "suite.csv").exists()  # imported into the queue, not the suite
     listed = cli("queue", env=env)
     ids = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("pending")]
     assert len(ids) == 2 and json.loads(listed.stdout.splitlines()[-1])["pending"] == 2
-    for wrong, said in ((["--expect", "needs_human=yes"], "category: Field required"), (["--expect", "colour=red"], "FIELD one of")):
+    reviewers, more = expected_more()  # the reviewer's answer: the label and one field more
+    expect = [a for k, v in reviewers.items() for a in ("--expect", f"{k}={'yes' if v is True else v}")]
+    wrongs = [(["--expect", "colour=red"], "FIELD one of")]
+    if more:  # the other field alone: the expected answer is set whole, and lacks its label
+        wrongs.append((expect[-2:], f"{contract.label()}: Field required"))
+    for wrong, said in wrongs:
         refused = cli("accept", ids[0], *wrong, env=env)  # the expected answer is checked whole, naming the field
         assert refused.returncode == 1 and said in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
-    done = cli("accept", ids[0], "--expect", "category=billing", "--expect", "needs_human=yes", "--by", "ana", env=env)
+    done = cli("accept", ids[0], *expect, "--by", "ana", env=env)
     assert done.returncode == 0 and "1 case accepted" in done.stdout, done.stderr[-2000:]
     refused = cli("reject", *ids, "--by", "ana", env=env)  # the first is no longer pending: nothing changes, and it is named
     assert refused.returncode == 1 and f"no pending case {ids[0]}" in refused.stderr, refused.stderr
     assert "1 case rejected" in cli("reject", ids[1], "--by", "ana", env=env).stdout
     typo = cli("accept", "nosuchcase", env=env)
     assert typo.returncode == 1 and "no pending case nosuchcase" in typo.stderr
-    broken = tmp_path / "broken.csv"
-    broken.write_text("text,expected_category\nfine,billing\nbad,lottery\n")
+    bad, _ = invalid_input()
+    broken = write_rows(tmp_path / "broken.csv", [{**with_text("fine"), **expected}, {**bad, **expected}])
     done = cli("import", str(broken), env=env)
     assert done.returncode == 1 and "nothing imported" in done.stderr and "line 3" in done.stderr and "Traceback" not in done.stderr
     done = cli("import", str(tmp_path / "missing.csv"), env=env)
     assert done.returncode == 1 and "nothing imported" in done.stderr and "missing.csv" in done.stderr
     (kept,) = edge_cases.load_cases(tmp_path / "suite.csv")
-    assert kept.created_by == "ana" and kept.expected.needs_human is True
+    assert kept.created_by == "ana" and kept.expected.model_dump(mode="json", exclude_none=True) == reviewers
     assert json.loads(cli("queue", "--state", "all", env=env).stdout.splitlines()[-1]) | {"database": None} == {
         "shown": 2,
         "total": 2,
@@ -244,7 +264,7 @@ def test_two_servers_share_one_postgresql_and_survive_its_outage(postgres):
         for s in servers:  # each replica sees every flag
             listed = requests.get(f"{s.url}/cases", params={"state": "pending", "limit": 100}, headers=key, timeout=60).json()
             assert listed["total"] == 13 and len({c["case"]["id"] for c in listed["cases"]}) == 13
-            assert [c["times_flagged"] for c in listed["cases"] if c["case"]["ticket"]["text"].startswith("Everyone")] == [6]
+            assert [c["times_flagged"] for c in listed["cases"] if c["case"]["ticket"][text_field()].startswith("Everyone")] == [6]
         postgres.stop()
         down = requests.post(f"{servers[0].url}/cases", json=case("During the outage"), headers=key, timeout=120)
         assert down.status_code == 503 and "the review database cannot be used now" in down.json()["detail"], down.text

@@ -15,6 +15,7 @@ import pytest
 from conftest import SNAKEMAKE, with_this_python
 
 import model
+from building import contract
 
 pytestmark = pytest.mark.slurm
 ROOT = model.ROOT
@@ -47,7 +48,11 @@ def folders(tmp_path) -> list[str]:
 
 def test_the_sharded_report_on_slurm_equals_the_local_report(cluster, tmp_path):
     (tmp_path / "in").mkdir()
-    pd.read_csv(model.DATA_DIR / "eval.csv").head(40)[["text", "expected_category"]].to_csv(tmp_path / "in" / "tiny.csv", index=False)
+    (labelled, *_) = contract.labelled_sets().values()  # the evaluation set's first 40 rows: its inputs and right answers
+    rows = pd.read_csv(labelled, dtype=str, keep_default_na=False).head(40)
+    rows[[c for c in rows.columns if c in model.Input.model_fields or c == contract.expected_column()]].to_csv(
+        tmp_path / "in" / "tiny.csv", index=False
+    )
     target = f"{tmp_path}/out/tiny.sharded.csv"
     on_slurm = snakemake("--profile", "profiles/slurm", target, "--set-scatter", "split=2", *folders(tmp_path), *SLURM)
     assert on_slurm.returncode == 0, on_slurm.stderr[-3000:]
@@ -60,7 +65,7 @@ def test_the_sharded_report_on_slurm_equals_the_local_report(cluster, tmp_path):
 
 def test_a_failing_job_is_reported_as_failed(cluster, tmp_path):
     (tmp_path / "in").mkdir()
-    pd.DataFrame({"message": ["no text column here"] * 4}).to_csv(tmp_path / "in" / "bad.csv", index=False)
+    pd.DataFrame({"message": ["no input column here"] * 4}).to_csv(tmp_path / "in" / "bad.csv", index=False)
     target = f"{tmp_path}/out/bad.sharded.csv"
     run = snakemake("--profile", "profiles/slurm", target, "--set-scatter", "split=2", *folders(tmp_path), *SLURM)
     assert run.returncode not in (0, -9, 137), "snakemake should fail by itself, not hang until killed"

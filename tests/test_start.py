@@ -11,7 +11,9 @@ import time
 
 import psutil
 import requests
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, approximately, example_input, free_port
+
+from building import contract
 
 SLOW_IMPORT = """
 import importlib.abc, importlib.util, os, sys, time
@@ -48,8 +50,8 @@ def test_the_api_answers_while_the_ui_loads_and_the_ui_follows(tmp_path):
     server = Server(log=tmp_path / "server.log", wait_for_ui=False, **gradio_import(tmp_path, "20"))
     try:
         assert requests.get(f"{server.url}/health", timeout=5).text == "ok"
-        answer = requests.post(f"{server.url}/predict", json={"text": "Where is my order 75983714?"}, timeout=30)
-        assert answer.status_code == 200 and answer.json()["category"] == "order_status"
+        answer = requests.post(f"{server.url}/predict", json=example_input(), timeout=30)
+        assert answer.status_code == 200 and answer.json() == approximately(contract.run(example_input()).model_dump(mode="json"))
         page = requests.get(f"{server.url}/", headers={"accept": "text/html"}, timeout=5)
         assert page.status_code == 503 and page.headers["retry-after"] == "1"
         assert 'http-equiv="refresh"' in page.text and 'href="/docs"' in page.text  # reloads itself; the API's docs

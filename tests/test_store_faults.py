@@ -1,5 +1,6 @@
 """The edge-case store under faults (issue 15): a full disk (a real small tmpfs), bad lines, a folder where the store
-should be, growth, PII in the note, spreadsheet formulas; through the store's functions and over HTTP."""
+should be, growth, PII in the note, spreadsheet formulas; through the store's functions and over HTTP. Inputs and
+expected answers come from the pipeline's contract (conftest's helpers), so these run on a fork's pipeline too."""
 
 import contextlib
 import csv
@@ -12,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Server
-from pydantic import ValidationError
+from conftest import Server, expected_example, expected_not_matching, longest_text, text_field, with_text
+from pydantic import TypeAdapter, ValidationError
 
 import model
+from building import contract
 from loop import edge_cases
 from loop.edge_cases import CaseStatus
 
 ROOT = model.ROOT
-BIG = "Where is my parcel? " * 240  # 4,800 characters: its row needs a fresh page of the tmpfs, whatever the store's slack
 
 
 @contextlib.contextmanager
@@ -49,16 +50,37 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def case(text: str, category: str = "order_status", **more) -> dict:
-    return {"ticket": {"text": text}, "expected": {"category": category}, **more}
+def case(text: str, **more) -> dict:
+    """A case of the example input with `text` in its text field, and the expected answer's example."""
+    return {"ticket": with_text(text), "expected": expected_example(), **more}
 
 
-def bad_lines(good_row: str) -> list[tuple[bytes, str]]:
-    """Bad lines made from a good one, each with a word its problem must name: torn, binary, a missing cell, an
-    unknown category."""
-    cells = next(csv.reader([good_row]))
-    missing = cells[:6] + cells[7:]  # no channel: every later cell one column to the left
-    unknown = [*cells[:9], "not_a_category", *cells[10:]]
+def wrong_case(text: str) -> dict:
+    """A case the pipeline gets wrong now (open when saved)."""
+    return {**case(text), "expected": expected_not_matching(contract.run(with_text(text)))}
+
+
+def big(text: str) -> list[dict]:
+    """Cases whose rows together hold 4,800 characters of text (as few as the text field's length allows): saved at
+    once they need a fresh page of the tmpfs, whatever the store's slack."""
+    size = min(longest_text(), 4800)
+    return [case((f"{i} {text} " + "x" * size)[:size]) for i in range(-(-4800 // size))]
+
+
+def text(one) -> str:
+    return getattr(one.ticket, text_field())
+
+
+def bad_lines(header: str, good_row: str) -> list[tuple[bytes, str]]:
+    """Bad lines made from a good one, each with a word its problem must name: torn, binary, a missing cell, a value its
+    field does not take (the label's, or else an input field's)."""
+    columns, cells = next(csv.reader([header])), next(csv.reader([good_row]))
+    first = columns.index(next(iter(model.Input.model_fields)))
+    missing = cells[:first] + cells[first + 1 :]  # an input field's cell left out: every later cell one column to the left
+    refused = [contract.expected_column()] if contract.label() else []
+    refused += [name for name, field in model.Input.model_fields.items() if not accepts(field.annotation, "not_a_value")]
+    where = columns.index(refused[0])
+    unknown = [*cells[:where], "not_a_value", *cells[where + 1 :]]
 
     def line(cells: list[str]) -> bytes:
         buffer = io.StringIO()
@@ -69,8 +91,16 @@ def bad_lines(good_row: str) -> list[tuple[bytes, str]]:
         (good_row.encode()[:50] + b"\n", "cells"),  # torn: the first 50 bytes of a row
         (b"\x89PNG\r\n\x1a\n", "UTF-8"),  # binary (and its \r\n\x1a\n ends two lines: the second is \x1a alone)
         (line(missing), f"{len(missing)} cells"),  # one fewer than the header's
-        (line(unknown), "category"),
+        (line(unknown), refused[0].removeprefix(contract.EXPECTED_PREFIX)),
     ]
+
+
+def accepts(annotation, value: str) -> bool:
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 # --- the store's functions --------------------------------------------------------------------------------------
@@ -81,39 +111,38 @@ def test_a_full_disk_leaves_no_torn_row_and_saving_works_once_space_is_freed(tmp
         if why_not:
             pytest.skip(why_not)
         store = folder / "edge_cases.csv"
-        ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?")], path=store)
+        ((first, _),) = edge_cases.save_cases([case("The first case")], path=store)
         before = store.read_bytes()
         filler = fill(folder)
         with pytest.raises(Exception) as raised:
-            edge_cases.save_cases([case(BIG)], path=store)
+            edge_cases.save_cases(big("big"), path=store)
         assert store.read_bytes() == before  # all or nothing: cut back to its size before the write
         assert isinstance(raised.value, edge_cases.StoreFull), raised.value
         assert str(raised.value) == "the edge-case store is full: no space left on device; nothing was saved"
         assert edge_cases.read_cases(store) == ([first], [])
         filler.unlink()
-        ((saved, new),) = edge_cases.save_cases([case(BIG)], path=store)
-        assert new and edge_cases.read_cases(store) == ([first, saved], [])
+        saved = edge_cases.save_cases(big("big"), path=store)
+        assert all(new for _, new in saved) and edge_cases.read_cases(store) == ([first, *(c for c, _ in saved)], [])
         assert store.read_bytes().startswith(before) and store.read_bytes().endswith(b"\n")
 
 
 def test_a_torn_last_row_left_by_a_crash_is_skipped_and_the_next_row_stays_whole(tmp_path):
     store = tmp_path / "edge_cases.csv"
-    ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?")], path=store)
+    ((first, _),) = edge_cases.save_cases([case("The first case")], path=store)
     with open(store, "ab") as f:  # what the old code left on a full disk: half a row, no line end
         f.write(store.read_bytes().splitlines()[1][:70])
     assert edge_cases.load_cases(store) == [first]
     torn = edge_cases.read_cases(store)
     assert torn.cases == [first] and [s["line"] for s in torn.skipped] == [3]
-    ((second, new),) = edge_cases.save_cases([case("My parcel never came")], path=store)
+    ((second, new),) = edge_cases.save_cases([case("A second case")], path=store)
     assert new and edge_cases.read_cases(store) == ([first, second], torn.skipped)
 
 
 def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
     store = tmp_path / "edge_cases.csv"
-    cases = [case("Where is order 75983714?"), case("Refund me please", "returns_refunds")]
+    cases = [case("The first case"), case("A second case")]
     saved = [s for s, _ in edge_cases.save_cases(cases, path=store)]
-    good_row = store.read_text().splitlines()[1]
-    bad = bad_lines(good_row)
+    bad = bad_lines(*store.read_text().splitlines()[:2])
     with open(store, "ab") as f:
         f.write(b"".join(line for line, _ in bad))
     assert edge_cases.load_cases(store) == saved
@@ -121,7 +150,7 @@ def test_bad_lines_are_skipped_and_named_and_the_rest_is_served(tmp_path):
     assert [s["line"] for s in store_read.skipped] == [4, 5, 6, 7, 8]  # lines 2 and 3 are the cases; \x1a is line 6
     for s, (_, word) in zip([store_read.skipped[i] for i in (0, 1, 3, 4)], bad, strict=True):
         assert word in s["problem"], s
-    ((third, new),) = edge_cases.save_cases([case("Cancel my order 75983714", "feedback")], path=store)  # flagging goes on
+    ((third, new),) = edge_cases.save_cases([wrong_case("A third case")], path=store)  # flagging goes on
     assert new and third.status == CaseStatus.open and edge_cases.load_cases(store) == [*saved, third]
     assert edge_cases.set_case_status([third.id], CaseStatus.fixed, path=store) == 1
     lines = store.read_bytes().split(b"\n")
@@ -148,7 +177,7 @@ def test_a_store_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(edge_cases.StoreUnavailable, match="is a directory"):
         edge_cases.read_cases(store)
     with pytest.raises(edge_cases.StoreUnavailable, match="is a directory"):
-        edge_cases.save_cases([case("Where is order 75983714?")], path=store)
+        edge_cases.save_cases([case("The first case")], path=store)
     out = subprocess.run(
         [sys.executable, "-m", "loop", "cases", "fix", "abc"],
         cwd=ROOT,
@@ -169,17 +198,18 @@ def bytes_read() -> int:
 def test_a_grown_store_is_read_only_where_it_grew(tmp_path):
     """After 1,500 cases a save and a lookup read the appended bytes, not the store; a rewrite or a cut is read afresh."""
     store = tmp_path / "edge_cases.csv"
-    ((first, _),) = edge_cases.save_cases([case("Where is order 75983714?", "feedback")], path=store)  # the pipeline is loaded now
+    ((first, _),) = edge_cases.save_cases([wrong_case("The first case")], path=store)  # the pipeline is loaded now
     assert first.status == CaseStatus.open
     many = [
-        first.model_copy(update={"id": f"{i:012x}", "ticket": first.ticket.model_copy(update={"text": f"Ticket {i}"})}) for i in range(1500)
+        first.model_copy(update={"id": f"{i:012x}", "ticket": first.ticket.model_copy(update={text_field(): f"Case {i}"})})
+        for i in range(1500)
     ]
     edge_cases._append_cases(store, many)
     size = store.stat().st_size
     assert len(edge_cases.load_cases(store)) == 1501  # once, all of it
 
     start = bytes_read()
-    ((saved, new),) = edge_cases.save_cases([case("Is my parcel lost?")], path=store)
+    ((saved, new),) = edge_cases.save_cases([case("A second case")], path=store)
     assert new and edge_cases.load_cases(store)[-1] == saved and len(edge_cases.load_cases(store)) == 1502
     assert bytes_read() - start < size / 20, f"read {bytes_read() - start} bytes of a {size}-byte store"
 
@@ -193,23 +223,29 @@ def test_a_grown_store_is_read_only_where_it_grew(tmp_path):
 
 
 def test_the_note_is_masked_like_the_text_and_formulas_are_quoted(tmp_path):
-    store = tmp_path / "edge_cases.csv"
+    """The note goes through the pipeline's clean_text as the text does (personal data masked) unless keep_pii; its
+    length limit holds for the note as kept; a cell a spreadsheet would run as a formula is quoted."""
+    store, field = tmp_path / "edge_cases.csv", text_field()
     note = "from jo@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"
-    ((masked, _),) = edge_cases.save_cases([case("Where is order 75983714?", note=note)], path=store)
-    assert masked.note == "from [EMAIL], call [PHONE], card [CARD]"
-    ((kept, _),) = edge_cases.save_cases([case("Where is order 75983714? (kept)", note=note, keep_pii=True)], path=store)
+    ((masked, _),) = edge_cases.save_cases([case("The first case", note=note)], path=store)
+    assert masked.note == contract.clean_text(note, mask_pii=True)
+    ((kept, _),) = edge_cases.save_cases([case("The first case (kept)", note=note, keep_pii=True)], path=store)
     assert kept.note == note
     raw = store.read_text()
-    assert "jo@example.com" in raw and raw.count("jo@example.com") == 1  # only the case that keeps its PII
-    with pytest.raises(ValidationError, match="note"):  # "[EMAIL]" is longer than "a@b.c": past 1,000 characters once masked
-        edge_cases.save_cases([case("Where is order 75983714? (long note)", note="a@b.c " * 166)], path=store)
+    assert raw.count("jo@example.com") == (1 if masked.note != note else 2)  # masked: only the case that keeps its PII
+    long_note = "a@b.c " * 166  # 996 characters; masked, "[EMAIL]" is longer than "a@b.c"
+    if len(contract.clean_text(long_note, mask_pii=True)) > 1000:  # past 1,000 characters once masked
+        with pytest.raises(ValidationError, match="note"):
+            edge_cases.save_cases([case("The first case (long note)", note=long_note)], path=store)
+    with pytest.raises(ValidationError, match="note"):
+        edge_cases.save_cases([case("The first case (longer note)", note="x" * 1001)], path=store)
 
-    formulas = ['=HYPERLINK("http://evil.example","parcel")', "+1 where is my parcel", "-2+3 refund", "@SUM(A1) cancel", "'=quoted"]
+    formulas = ['=HYPERLINK("http://evil.example","parcel")', "+1 where is it", "-2+3 refund", "@SUM(A1) cancel", "'=quoted"]
     saved = [s for s, _ in edge_cases.save_cases([case(f, note=f) for f in formulas], path=store)]
     rows = list(csv.reader(io.StringIO(store.read_text())))
     cells = {name: [row[i] for row in rows[-len(formulas) :]] for i, name in enumerate(rows[0])}
-    assert cells["text"] == cells["note"] == ["'" + f for f in formulas]  # a spreadsheet shows each as text
-    assert [c.ticket.text for c in edge_cases.load_cases(store)[-len(formulas) :]] == [s.ticket.text for s in saved] == formulas
+    assert cells[field] == cells["note"] == ["'" + f for f in formulas]  # a spreadsheet shows each as text
+    assert [text(c) for c in edge_cases.load_cases(store)[-len(formulas) :]] == [text(s) for s in saved] == formulas
     assert [c.note for c in edge_cases.load_cases(store)[-len(formulas) :]] == formulas
 
 
@@ -225,7 +261,8 @@ def store_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     with small_tmpfs(folder) as why_not:
         log = tmp_path_factory.mktemp("log") / "server.log"
-        s = Server(log=log, TRIAGE_EDGE_CASES=str(folder / "edge_cases.csv"), TRIAGE_REVIEW_KEY="judge")
+        cases = {"TRIAGE_EDGE_CASES": str(folder / "edge_cases.csv"), "TRIAGE_FLAG_RATE": "1000"}  # big(): many flags a minute
+        s = Server(log=log, TRIAGE_REVIEW_KEY="judge", **cases)
         s.folder, s.store, s.why_not = folder, folder / "edge_cases.csv", why_not
         try:
             yield s
@@ -246,11 +283,14 @@ def is_json_problem(response: requests.Response, status: int, words: str) -> boo
     return response.status_code == status and response.headers["content-type"] == "application/json" and words in response.json()["detail"]
 
 
-def accepted(server, body: dict) -> requests.Response:
-    """Flag a case (it waits in the queue), then accept it as a reviewer: the answer of the accept."""
-    flagged = requests.post(f"{server.url}/cases", json=body, timeout=120)
-    assert flagged.status_code in (200, 201), flagged.text
-    decision = {"ids": [flagged.json()["id"]], "accept": True, "reviewer": "judge"}
+def accepted(server, *bodies: dict) -> requests.Response:
+    """Flag cases (they wait in the queue), then accept them at once as a reviewer: the answer of the accept."""
+    ids = []
+    for body in bodies:
+        flagged = requests.post(f"{server.url}/cases", json=body, timeout=120)
+        assert flagged.status_code in (200, 201), flagged.text
+        ids.append(flagged.json()["id"])
+    decision = {"ids": ids, "accept": True, "reviewer": "judge"}
     return requests.post(f"{server.url}/cases/review", json=decision, headers={"X-Review-Key": "judge"}, timeout=120)
 
 
@@ -259,11 +299,11 @@ def test_a_full_disk_over_http_is_a_507_and_get_keeps_working(store_server):
         pytest.skip(store_server.why_not)
     url, store = f"{store_server.url}/cases", store_server.store
     fresh(store)
-    assert accepted(store_server, case("Where is order 75983714?")).json()["changed"] == 1
+    assert accepted(store_server, case("The first case")).json()["changed"] == 1
     before = store.read_bytes()
     filler = fill(store_server.folder)
     try:
-        full = accepted(store_server, case(BIG))
+        full = accepted(store_server, *big("over HTTP"))
         assert is_json_problem(full, 507, "the edge-case store is full: no space left on device"), full.text
         assert store.read_bytes() == before
         listed = requests.get(url, timeout=60)
@@ -271,22 +311,23 @@ def test_a_full_disk_over_http_is_a_507_and_get_keeps_working(store_server):
         assert requests.post(url, json=case("flagging goes on: the queue is elsewhere"), timeout=120).status_code == 201
     finally:
         filler.unlink()
-    assert accepted(store_server, case(BIG)).json()["changed"] == 1  # still pending after the 507: accepted now
+    many = len(big("over HTTP"))
+    assert accepted(store_server, *big("over HTTP")).json()["changed"] == many  # still pending after the 507: accepted now
     listed = requests.get(url, timeout=60).json()
-    assert listed["total"] == 2 and listed["skipped"] == []
+    assert listed["total"] == 1 + many and listed["skipped"] == []
 
 
 def test_bad_lines_over_http_are_skipped_and_reported(store_server):
     url, store = f"{store_server.url}/cases", store_server.store
     fresh(store)
-    assert accepted(store_server, case("Where is order 75983714? (bad lines)")).status_code == 200
-    bad = bad_lines(store.read_text().splitlines()[1])
+    assert accepted(store_server, case("The first case (bad lines)")).status_code == 200
+    bad = bad_lines(*store.read_text().splitlines()[:2])
     with open(store, "ab") as f:
         f.write(b"".join(line for line, _ in bad) + store.read_bytes().splitlines()[1][:70])  # and a torn last row
     listed = requests.get(url, timeout=60)
     assert listed.status_code == 200 and listed.json()["total"] == 1, listed.text
     assert [s["line"] for s in listed.json()["skipped"]] == [3, 4, 5, 6, 7, 8]
-    added = accepted(store_server, case("My parcel never came"))
+    added = accepted(store_server, case("A second case"))
     assert added.status_code == 200, added.text
     listed = requests.get(url, timeout=60).json()
     assert listed["total"] == 2 and listed["cases"][-1]["id"] == added.json()["accepted"][0]
@@ -299,7 +340,7 @@ def test_a_store_that_is_a_folder_is_a_503_over_http(store_server):
     store.mkdir()
     try:
         assert is_json_problem(requests.get(url, timeout=60), 503, "the edge-case store cannot be used: is a directory")
-        posted = accepted(store_server, case("Where is order 75983714? (a folder)"))
+        posted = accepted(store_server, case("The first case (a folder)"))
         assert is_json_problem(posted, 503, "the edge-case store cannot be used: is a directory"), posted.text
     finally:
         fresh(store)
