@@ -492,3 +492,82 @@ def expected_cells(expected: dict) -> dict:
     from building import contract
 
     return {contract.expected_column(k): v for k, v in expected.items()}
+
+
+# --- (helper-c): a row of a labelled table, rows of every label, the pipeline's answers, flags as KEY=VALUE ------------
+def labelled_row(cells: dict) -> dict:
+    """One row of a labelled table (its cells, as in the labelled set) in labelled_rows' shape: the Input it makes, the
+    expected answer, the cells."""
+    from building import contract
+
+    one = contract.input_from_row(cells).model_dump(mode="json")
+    label = contract.label()
+    return {"input": one, "expected": {label: cells[contract.expected_column()]} if label else {}, "row": cells}
+
+
+def labelled_mix(n: int) -> list[dict]:
+    """`n` labelled rows (labelled_rows' shape) taking each label value in turn, so that a few rows hold as many classes
+    as they can; the set repeated where it is shorter."""
+    from building import contract
+
+    by_value = {}
+    for row in labelled_rows():
+        by_value.setdefault(row["expected"].get(contract.label()), []).append(row)
+    queues = list(by_value.values())
+    mixed = [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)]
+    return [mixed[i % len(mixed)] for i in range(n)]
+
+
+def answers(given: list[dict], flags: dict | None = None) -> list:
+    """The pipeline's answers (model.Output) to `given` inputs under `flags`, in one `run_batch`: as a report scores
+    them when they make one chunk (an answer may depend on the rest of its batch in its last digits)."""
+    import model
+
+    return model.run_batch(given, model.Flags(**(flags or {})))
+
+
+def relabelled(rows: list[dict], right: bool) -> list[dict]:
+    """`rows` with each expected answer one the pipeline gets right (`right`) or wrong, its answers drawn in one batch."""
+    from building import contract
+
+    out = []
+    for row, answer in zip(rows, answers([r["input"] for r in rows]), strict=True):
+        expected = expected_matching(answer) if right else expected_not_matching(answer)
+        out.append({**row, "expected": expected, "row": {**row["row"], contract.expected_column(): expected[contract.label()]}})
+    return out
+
+
+def right_rows(n: int) -> list[dict]:
+    """`n` distinct labelled rows (labelled_mix's order) that the pipeline gets right, scored together as one batch."""
+    every = labelled_mix(len(labelled_rows()))
+    pool = [r for r, a in zip(every, answers([r["input"] for r in every]), strict=True) if _right(r, a)]
+    chosen = pool[:n]
+    for _ in range(5):  # a row right in one batch and wrong in another is dropped, and the next one taken
+        wrong = [r for r, a in zip(chosen, answers([r["input"] for r in chosen]), strict=True) if not _right(r, a)]
+        if not wrong:
+            assert len(chosen) == n, f"the labelled set has only {len(chosen)} rows the pipeline gets right"
+            return chosen
+        pool = [r for r in pool if r not in wrong]
+        chosen = pool[:n]
+    pytest.fail(f"no {n} rows of the labelled set that the pipeline gets right together")
+
+
+def _right(row: dict, answer) -> bool:
+    from building import contract
+
+    return str(answer.model_dump(mode="json")[contract.label()]) == row["expected"][contract.label()]
+
+
+def flag_pairs(flags: dict) -> list[str]:
+    """Flags as batch.py's KEY=VALUE pairs (for --flag and --compare): a bool as true or false."""
+    return [f"{name}={str(value).lower() if isinstance(value, bool) else value}" for name, value in flags.items()]
+
+
+def changing_flags(given: list[dict]) -> dict:
+    """Flags (the first of flag_variants() that does) under which the pipeline answers at least one of `given` inputs
+    otherwise than under the defaults: what a comparison of two variants must find differences with."""
+    plain = [a.model_dump(mode="json") for a in answers(given)]
+    for flags in flag_variants()[1:]:
+        if [a.model_dump(mode="json") for a in answers(given, flags)] != plain:
+            return flags
+    pytest.fail("no flag changes the answer to any of these inputs")

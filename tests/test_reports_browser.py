@@ -1,13 +1,16 @@
 """The HTML reports in a real browser (Debian's Chromium through Playwright) at 1400 px: they fit the window (a long
-ticket, a long id wraps inside its cell), draw their figures without a script library and log no error."""
+input, a long id wraps inside its cell), draw their figures without a script library and log no error.
+
+Machinery tests: the inputs, flags and expected answers come from the pipeline's contract (conftest's helpers), so
+they pass on a fork's pipeline too."""
 
 import shutil
 from pathlib import Path
 
-import pandas as pd
-from conftest import SHOTS
+from conftest import SHOTS, changing_flags, expected_not_matching, labelled_mix, labelled_row, relabelled, text_field, with_text, write_rows
 
 import batch
+from building import contract
 from loop import edge_cases
 
 WIDTH = 1400
@@ -28,31 +31,33 @@ def opened(browser, path: Path, shot: str) -> tuple:
 
 
 def test_batch_report_fits_the_window(browser, tmp_path):
-    rows = [
-        (f"Where is my order? The tracking page {LONG} says nothing", "billing"),  # misclassified: listed with its text
-        ("I was charged twice for the same order", "billing"),
-        ("The app crashes every time I open it", "technical_issue"),
-    ]
-    source = tmp_path / "tickets.csv"
-    pd.DataFrame(rows, columns=["text", "expected_category"]).assign(ticket_id=[LONG, "b", "c"]).to_csv(source, index=False)
-    summary = batch.report(source, tmp_path / "r.csv", compare={"top_k": 1, "min_confidence": 0.9}, progress=False)
+    text, given = text_field(), labelled_mix(3)  # three labelled rows, as many classes as they hold
+    long = labelled_row({**given[0]["row"], text: f"{given[0]['row'][text]} {LONG} says nothing"})
+    rows = relabelled([long], right=False) + given[1:]  # the first misclassified: listed with its long text
+    cells = [{**r["row"], "ticket_id": ticket_id} for r, ticket_id in zip(rows, [LONG, "b", "c"], strict=True)]
+    source = write_rows(tmp_path / "tickets.csv", cells)
+    compare = changing_flags([r["input"] for r in rows])
+    summary = batch.report(source, tmp_path / "r.csv", compare=compare, progress=False)
     width, errors, page = opened(browser, tmp_path / "r.html", "batch-report.png")
     assert width <= WIDTH and errors == []
     figures = 3 + len(summary["tallies"])  # the label's values, the probability, each other tally, the confusion matrix
     assert page.locator("figure.chart").count() == figures and page.locator("table.matrix").count() == 2  # A and B
     assert page.locator(".bar").first.bounding_box()["width"] > 0 and page.get_by_text(LONG[:40], exact=False).count() >= 1
-    per_category = page.locator("table.sortable").first
-    per_category.get_by_role("columnheader", name="f1").click()  # the sort on a column header still works
-    shown = [float(t) for t in per_category.locator("tbody td:nth-child(4)").all_inner_texts()]
+    per_class = page.locator("table.sortable").first
+    per_class.get_by_role("columnheader", name="f1").click()  # the sort on a column header still works
+    shown = [float(t) for t in per_class.locator("tbody td:nth-child(4)").all_inner_texts()]
     assert len(shown) == len(summary["metrics"]["per_class"]) > 1 and shown == sorted(shown)  # only the classes with rows
 
 
 def test_case_report_fits_the_window(browser, tmp_path, monkeypatch):
     store = tmp_path / "store" / "edge_cases.csv"
     store.parent.mkdir()
-    shutil.copy(edge_cases.cases_file(), store)
+    if edge_cases.cases_file().exists():  # the pipeline's own cases too, whatever they are
+        shutil.copy(edge_cases.cases_file(), store)
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(store))
-    case = {"ticket": {"text": f"Thanks, lovely service {LONG}"}, "expected": {"category": "billing"}, "note": LONG, "source": "file"}
+    ticket = with_text(f"Thanks, lovely service {LONG}")
+    expected = expected_not_matching(contract.run(ticket))  # an answer the pipeline does not give: the case stays open
+    case = {"ticket": ticket, "expected": expected, "note": LONG, "source": "file"}
     edge_cases.save_cases([case], path=store)
     summary = batch.cases_report(tmp_path / "cases.csv")
     assert summary["open"] >= 1 and summary["store"] == "edge_cases.csv"
