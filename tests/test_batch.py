@@ -350,7 +350,7 @@ def _bad_files() -> list[tuple[bytes, str]]:
         (b"  \n\n", "the file is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a CSV file"),
         (f"{header}\nun caf\u00e9 tr\u00e8s cher\n".encode("latin-1"), "not UTF-8"),
-        (b"message,label\nhello,billing\n", f"no {required!r} column"),
+        (b"message,label\nhello,yes\n", f"no {required!r} column"),
         (f"{header}\nhello\n{too_many}\n".encode(), "not a readable CSV"),
     ]
 

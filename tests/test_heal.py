@@ -315,12 +315,12 @@ def test_metric_files_take_their_disk_space_before_use(tmp_path):
 
 
 # --- artifacts that match their manifest yet cannot be loaded -------------------------------------------------
-def garbled(folder: Path, name: str) -> None:
-    """Replace one artifact with bytes no reader takes and record their size and hash in the manifest, as an edit would."""
-    path = folder / name
-    path.write_bytes(b"not an artifact\n" * 64)
+def garbled(folder: Path, names: list[str]) -> None:
+    """Replace artifacts with bytes no reader takes and record their sizes and hashes in the manifest, as an edit would."""
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["artifacts"][name] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
+    for name in names:
+        (folder / name).write_bytes(b"not an artifact\n" * 64)
+        manifest["artifacts"][name] = {"bytes": (folder / name).stat().st_size, "sha256": files.sha256_file(folder / name)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -329,28 +329,30 @@ import sys
 from pathlib import Path
 from building import builder
 
-for folder in sys.argv[1:]:  # each a copy of the artifacts with one file garbled
+for folder in sys.argv[1:]:  # each a copy of the artifacts with files garbled
     builder.ARTIFACTS_DIR = Path(folder)
     print("served" if builder._load_checked() is not None else "refused", flush=True)
 """
 
 
 def test_artifacts_that_cannot_be_loaded_are_never_served(tmp_path):
-    """Each file of the build (the recipe's and the encoder's), garbled with its manifest updated: the checksums pass,
-    the load fails, and the build machinery says so and would rebuild, never serve it. The worked example's own checks
-    that its artifacts fit together are tests/example/test_triage_artifact_checks.py's."""
+    """The recipe's files garbled, their manifest updated: the checksums pass, recipe.load fails, and the build
+    machinery says so and would rebuild, never serve them; the same for the encoder's files, where there is an encoder.
+    The worked example's own checks that its artifacts fit together are tests/example/test_triage_artifact_checks.py's."""
     builder.ready()  # built
     names = list(json.loads((builder.ARTIFACTS_DIR / "manifest.json").read_text())["artifacts"])
+    kinds = {"recipe": [n for n in names if n not in builder.ENCODER_FILES], "encoder": [n for n in names if n in builder.ENCODER_FILES]}
     folders = []
-    for name in names:
-        folders.append(tmp_path / name)
-        shutil.copytree(builder.ARTIFACTS_DIR, folders[-1], ignore=shutil.ignore_patterns(".*"))
-        garbled(folders[-1], name)
+    for kind, garble in kinds.items():
+        if garble:
+            folders.append(tmp_path / kind)
+            shutil.copytree(builder.ARTIFACTS_DIR, folders[-1], ignore=shutil.ignore_patterns(".*"))
+            garbled(folders[-1], garble)
     done = subprocess.run([sys.executable, "-c", LOAD_EACH, *map(str, folders)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["refused"] * len(names), (names, done.stdout, done.stderr[-3000:])
+    assert done.stdout.split() == ["refused"] * len(folders), (kinds, done.stdout, done.stderr[-3000:])
     said = done.stderr.count("they cannot be loaded"), done.stderr.count("rebuilding them")
-    assert said == (len(names), len(names)), done.stderr[-3000:]
+    assert said == (len(folders), len(folders)), done.stderr[-3000:]
 
 
 # --- small things -----------------------------------------------------------------------------------------
