@@ -35,7 +35,6 @@ import recipe
 from app import render, ui
 from building import builder, contract, encoders
 
-ROOT = model.ROOT
 FIRST = next(iter(model.Input.model_fields))  # the Input's first field: what a malformed body names
 
 
@@ -376,25 +375,16 @@ def test_the_ui_is_served_at_the_root(server):
     assert answer == approximately(contract.run(example_input()).model_dump(mode="json", exclude={"trace"}))
 
 
-# --- the documented examples, run as written --------------------------------------------------------
-def documented(language: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    return re.search(rf"<!-- api-example:{language} -->\n```\w+\n(.*?)```", readme, re.S).group(1)
-
-
-def test_readme_examples_are_the_ui_examples():
-    curl, python = ui.api_examples()
-    assert documented("curl").strip() == curl.strip() and documented("python").strip() == python.strip()
-
-
-def test_readme_curl_example_runs_as_written(server):
-    command = documented("curl").replace("http://localhost:7860", server.url)
-    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True).stdout
+# --- the API tab's examples (README's: tests/example/test_triage_api.py), run as written -------------------------
+def test_the_curl_example_runs_as_written(server):
+    curl, _ = ui.api_examples(server.url)
+    out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60, check=True).stdout
     assert json.loads(out) == contract.run(contract.input_example()).model_dump(mode="json")
 
 
-def test_readme_python_example_runs_as_written(server, capsys):
-    exec(documented("python").replace("http://localhost:7860", server.url), {})
+def test_the_python_example_runs_as_written(server, capsys):
+    _, python = ui.api_examples(server.url)
+    exec(python, {})
     expected = contract.run(contract.input_example()).model_dump(mode="json")
     assert capsys.readouterr().out.split() == [str(expected[name]) for name in render.key_fields()]
 

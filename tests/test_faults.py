@@ -113,7 +113,7 @@ def test_gradio_client_needs_credentials_and_takes_the_key_or_a_login(locked):
 def rows_csv(path: Path, rows: list[dict], least_bytes: int = 0) -> Path:
     """A CSV of `rows`, repeated until it holds `least_bytes` at least."""
     frame = pd.DataFrame(rows)
-    one = len(frame.to_csv(index=False).encode())
+    one = len(frame.to_csv(index=False, header=False).encode())
     pd.concat([frame] * max(1, least_bytes // one + 1)).to_csv(path, index=False)
     return path
 

@@ -1,8 +1,11 @@
 """The worked example's content as the API serves it (triage's fields, flags, bounds and accuracy): a fork rewrites these.
 
 The machinery's own tests of the API (tests/test_api.py) take their inputs, flags and expected answers from the
-pipeline's contract; these are the ones that name triage's."""
+pipeline's contract; these are the ones that name triage's, and README's examples (README documents the worked example)."""
 
+import json
+import re
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -11,7 +14,10 @@ import requests
 from conftest import Server
 
 import model
+from app import render, ui
 from building import builder, contract, encoders
+
+ROOT = model.ROOT
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +75,26 @@ def test_info_and_health(server):
     assert info["batching"]["max_batch_size"] >= 8
     assert info["encoder"]["name"] == builder.encoder_name()
     assert requests.get(f"{server.url}/health", timeout=5).text == "ok"
+
+
+# --- the documented examples, run as written --------------------------------------------------------
+def documented(language: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return re.search(rf"<!-- api-example:{language} -->\n```\w+\n(.*?)```", readme, re.S).group(1)
+
+
+def test_readme_examples_are_the_ui_examples():
+    curl, python = ui.api_examples()
+    assert documented("curl").strip() == curl.strip() and documented("python").strip() == python.strip()
+
+
+def test_readme_curl_example_runs_as_written(server):
+    command = documented("curl").replace("http://localhost:7860", server.url)
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == contract.run(contract.input_example()).model_dump(mode="json")
+
+
+def test_readme_python_example_runs_as_written(server, capsys):
+    exec(documented("python").replace("http://localhost:7860", server.url), {})
+    expected = contract.run(contract.input_example()).model_dump(mode="json")
+    assert capsys.readouterr().out.split() == [str(expected[name]) for name in render.key_fields()]

@@ -148,7 +148,7 @@ def classify(text: str, amount_eur: float, debug: bool = False) -> tuple[tuple[d
     exp = {v: math.exp(s - top) for v, s in totals.items()}
     probs = {v: round(e / sum(exp.values()), 4) for v, e in exp.items()}
     best = max(probs, key=probs.get)
-    hits = sorted({t for t in tokens if t in weights["words"]}, key=lambda t: -weights["words"][t][best])[:3]
+    hits = sorted(dict.fromkeys(t for t in tokens if t in weights["words"]), key=lambda t: -weights["words"][t][best])[:3]
     return (probs, [WordHit(word=t, weight=round(weights["words"][t][best], 3)) for t in hits]), (
         {"probabilities": probs, "tokens": len(tokens)} if debug else {}
     )
