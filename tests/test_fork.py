@@ -24,6 +24,11 @@ from gradio_client.exceptions import AppError
 
 FORKS = {"worked-example": None, "expense": ROOT / "tests" / "forks" / "expense"}
 ENGINEERS_FILES = ("model.py", "recipe.py", "data")  # what README's "Your own pipeline" says a forker replaces
+MACHINERY_TESTS = [  # the tests of the machinery, drawn from the contract: they come with a fork and pass on it
+    *("test_api", "test_faults", "test_heal", "test_start", "test_litserve_internals", "test_generic", "test_layout"),
+    *("test_batch", "test_batch_faults", "test_iteration", "test_reports_browser"),
+    *("test_gate", "test_edge_cases", "test_review", "test_store_faults", "test_versions", "test_slurm"),
+]
 
 
 def copied(target, fork) -> None:
@@ -46,10 +51,11 @@ def copied(target, fork) -> None:
 
 @pytest.fixture(scope="module", params=sorted(FORKS))
 def project(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
-    copied(root, FORKS[request.param])
-    scratch = root / "scratch"
+    base = tmp_path_factory.mktemp(request.param)
+    root, scratch = base / "project", base / "scratch"  # what runs leaves the copy's own tree alone
+    root.mkdir()
     scratch.mkdir()
+    copied(root, FORKS[request.param])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "LIT_SERVER"))}
     env |= {"TRIAGE_VERSIONS_DIR": str(scratch / "versions"), "TRIAGE_EDGE_CASES": str(scratch / "cases.csv")}
     env |= {
@@ -166,7 +172,7 @@ def test_gradio_client_calls_every_public_endpoint_by_name(project, server):
 def test_batch_scores_a_labelled_set_into_a_report_with_metrics(project, built):
     contract = project["contract"]
     name, path = next(iter(contract["sets"].items()))
-    out = project["root"] / "scratch" / "report" / f"{name}.csv"
+    out = project["root"].parent / "scratch" / "report" / f"{name}.csv"
     run(project, "batch.py", path, "-o", str(out), "--quiet")
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["rows"] == len(pd.read_csv(path)) and summary["metrics"]["accuracy"] == built["manifest"][name]["accuracy"]
@@ -230,3 +236,23 @@ def test_every_tab_in_a_real_browser_without_console_errors(project, server, bro
     finally:
         page.close()
     assert not errors, errors
+
+
+def test_the_machinerys_own_tests_pass_on_the_fork(project):
+    """README's step 4: the tests of the machinery take their inputs from the contract, so they come with the fork."""
+    if project["name"] == "worked-example":
+        pytest.skip("on the worked example they are the suite itself")
+    root = project["root"]
+    for command in (["git", "init", "-q"], ["git", "add", "-A"]):  # a fork is a git checkout (tests/test_layout.py reads it)
+        subprocess.run(command, cwd=root, check=True, capture_output=True, timeout=120)
+    env = {k: v for k, v in project["env"].items() if not k.startswith("TRIAGE_")}
+    files = [f"tests/{name}.py" for name in MACHINERY_TESTS]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

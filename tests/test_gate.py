@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from loop import gate
 
 CLASSES = [f"c{i}" for i in range(8)]
-EXPECTED = [c for c in CLASSES for _ in range(20)]  # 160 tickets, 20 per class, as data/eval.csv
+EXPECTED = [c for c in CLASSES for _ in range(20)]  # 160 rows, 20 per class (the worked example's evaluation set has that shape)
 
 
 def answers(wrong: dict[int, str]) -> list[str]:

@@ -70,6 +70,7 @@ CONTRACT_CONSTANTS = {
 # Words the machinery has of its own, which a pipeline may share: a case's fields (loop.edge_cases.EdgeCase), a gate
 # interval's bounds, the build's `eval` command, the pipeline's title, LitServe's "normal" shutdown
 MACHINERY = {"id", "ticket", "flags", "expected", "note", "source", "train", "status", "answer", "low", "high", "eval", "title", "normal"}
+MACHINERY |= {"description", "verdict", "Verdict", "reject", "accept", "text"}  # OpenAPI's, the gate's and the queue's words
 ATTRIBUTES_EVERYWHERE = {"text", "category", "id", "title"}  # response.text, unicodedata.category, ...: not read as fields
 
 
@@ -85,8 +86,11 @@ def uses(path: Path, names: dict[str, str]) -> list[str]:
         and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
+    own = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef | ast.FunctionDef)}  # the face's own
     found = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.Name | ast.Attribute) and getattr(node, "id", getattr(node, "attr", None)) in own:
+            continue
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             word, kinds = node.value, ("field", "value", "class", "constant", "data file", "expected")
         elif isinstance(node, ast.Attribute) and node.attr not in ATTRIBUTES_EVERYWHERE:

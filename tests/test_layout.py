@@ -74,7 +74,8 @@ def test_importing_the_pipeline_loads_no_other_module():
 
 
 def test_the_pipeline_without_its_artifacts_says_how_to_load_them():
-    done = subprocess.run([sys.executable, "-c", "import model; model.run('hi')"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    code = "import model; from building import contract; model.run_batch([contract.input_example()])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "builder.ready()" in done.stderr.splitlines()[-1], done.stderr[-2000:]
 
 
