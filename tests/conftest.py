@@ -155,6 +155,16 @@ class Postgres:
 
 
 @pytest.fixture
+def loop(tmp_path, monkeypatch):
+    """A suite (empty: what the repository's data/edge_cases.csv holds plays no part), a review queue and a versions
+    folder of this test's own; children inherit them."""
+    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "suite.csv"))
+    monkeypatch.setenv("TRIAGE_VERSIONS_DIR", str(tmp_path / "versions"))
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
+    return tmp_path
+
+
+@pytest.fixture
 def postgres():
     server = Postgres()
     yield server

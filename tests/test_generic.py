@@ -10,6 +10,8 @@ import typing
 from enum import Enum
 from pathlib import Path
 
+import pydantic
+import pytest
 from pydantic import BaseModel
 
 import model
@@ -124,3 +126,49 @@ def test_the_check_sees_a_name_read_by_a_face(tmp_path, monkeypatch):
     face.write_text(f'"""A face: {field}."""\n\n\ndef headline(answer):\n    return answer.{field}, {model.Input.__name__}, "{field}"\n')
     found = uses(face, pipeline_names())
     assert len(found) == 3 and all(line.startswith("face.py:5:") for line in found), found
+
+
+def broken_flags():
+    return pydantic.create_model("Flags", needed=(int, ...))
+
+
+def foreign_expected():
+    return pydantic.create_model(
+        "Expected", **{name: (field.annotation, None) for name, field in model.Expected.model_fields.items()}, nope=(int, None)
+    )
+
+
+def exampleless_input():
+    return pydantic.create_model("Input", **{name: (field.annotation, field) for name, field in model.Input.model_fields.items()})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("TITLE", None, "`TITLE` must be a string"),
+        ("Input", None, "`Input` must be a pydantic model"),
+        ("Input", exampleless_input, "Input needs one example"),
+        ("Output", dict, "`Output` must be a pydantic model"),
+        ("Expected", None, "`Expected` must be a pydantic model"),
+        ("Expected", foreign_expected, "Expected.nope is not a field of Output"),
+        ("run_batch", None, "no `run_batch("),
+        ("Flags", broken_flags, "Flags.needed has none"),
+        ("LABEL", "nope", "LABEL = 'nope' is not a field of Output"),
+        ("PROBABILITY", "nope", "PROBABILITY = 'nope' is not a field of Output"),
+    ],
+)
+def test_a_missing_or_misshapen_part_of_the_contract_is_named_in_one_line(monkeypatch, name, value, said):
+    contract.check()  # the pipeline as it is keeps the contract
+    monkeypatch.setattr(model, name, value() if callable(value) and value is not dict else value, raising=False)
+    with pytest.raises(contract.ContractError) as raised:
+        contract.check()
+    message = str(raised.value)
+    assert said in message and "README.md, 'Your own pipeline'" in message and "\n" not in message, message
+
+
+def test_optional_parts_left_out_turn_their_features_off(monkeypatch):
+    for name in ("LABEL", "LABELLED_SETS", "SLICES", "PROBABILITY", "NEEDS_PERSON", "PROBABILITIES"):
+        monkeypatch.delattr(model, name, raising=False)
+    contract.check()
+    assert (contract.label(), contract.probability(), contract.needs_person(), contract.probabilities()) == (None, None, None, None)
+    assert contract.labelled_sets() == {} and contract.slices() == ()

@@ -30,16 +30,6 @@ from loop import edge_cases, review
 ROOT = model.ROOT
 
 
-@pytest.fixture
-def loop(tmp_path, monkeypatch):
-    """A suite (empty: what the repository's data/edge_cases.csv holds plays no part), a review queue and a versions
-    folder of this test's own; children inherit them."""
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "suite.csv"))
-    monkeypatch.setenv("TRIAGE_VERSIONS_DIR", str(tmp_path / "versions"))
-    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
-    return tmp_path
-
-
 def cli(*args: str) -> subprocess.CompletedProcess:
     package = "building" if args[0] in ("build", "eval") else "loop"  # python -m building build|eval, python -m loop ...
     return subprocess.run([sys.executable, "-m", package, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)

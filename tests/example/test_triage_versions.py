@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 import model
 from building import builder, contract
@@ -15,16 +14,6 @@ from loop import edge_cases, gate, review
 
 ROOT = model.ROOT
 MISROUTED = "Lovely toaster, just far too noisy for our kitchen, so it is going back"  # a return the model calls feedback
-
-
-@pytest.fixture
-def loop(tmp_path, monkeypatch):
-    """A suite (empty: what the repository's data/edge_cases.csv holds plays no part), a review queue and a versions
-    folder of this test's own; children inherit them."""
-    monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "suite.csv"))
-    monkeypatch.setenv("TRIAGE_VERSIONS_DIR", str(tmp_path / "versions"))
-    monkeypatch.setenv("TRIAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'review.sqlite3'}")
-    return tmp_path
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
