@@ -165,7 +165,7 @@ def parse_columns(pairs: list[str]) -> dict[str, str]:
 
 
 def parse_flags(pairs: list[str], base: model.Flags | None = None, option: str = "--flag") -> model.Flags:
-    """`["top_k=5", "auto_reply=false"]` -> Flags, on top of `base`. Raises BatchInputError naming the key."""
+    """`["name=5", "other=false"]` -> Flags, on top of `base`. Raises BatchInputError naming the key."""
     values = (base or model.Flags()).model_dump()
     for pair in pairs:
         key, sep, value = pair.partition("=")

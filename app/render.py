@@ -53,24 +53,6 @@ def in_words(name: str, field=None) -> str:
 SCALARS = (str, int, float, bool)
 
 
-def is_scalar(annotation) -> bool:
-    base = contract.base_type(annotation)
-    return base in SCALARS or contract.is_enum(base) or typing.get_origin(base) is typing.Literal
-
-
-def is_optional(field) -> bool:
-    """Whether a field may be null (`X | None`)."""
-    annotation = field.annotation
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return type(None) in typing.get_args(annotation)
-
-
-def _model(annotation) -> type[BaseModel] | None:
-    base = contract.base_type(annotation)
-    return base if isinstance(base, type) and issubclass(base, BaseModel) else None
-
-
 def panel_kind(field) -> str | None:
     """How an output field gets a panel of its own: `records` (a list of models: a table, the model's fields as columns),
     `fields` (a nested model: a field/value table), `prose` (a list of scalars, joined; or an optional string, such as a
@@ -78,12 +60,12 @@ def panel_kind(field) -> str | None:
     base = contract.base_type(field.annotation)
     if typing.get_origin(base) is list:
         (item,) = typing.get_args(base) or (Any,)
-        return "records" if _model(item) else "prose" if is_scalar(item) else "json"
-    if _model(base):
+        return "records" if contract.model_of(item) else "prose" if contract.is_scalar(item) else "json"
+    if contract.model_of(base):
         return "fields"
-    if base is str and is_optional(field):
+    if base is str and contract.is_optional(field.annotation):
         return "prose"
-    return None if is_scalar(base) else "json"
+    return None if contract.is_scalar(base) else "json"
 
 
 def panel_fields() -> dict[str, Any]:
@@ -95,7 +77,7 @@ def panel_fields() -> dict[str, Any]:
 def record_columns(field) -> list[str]:
     """A list of models' table columns: the model's fields."""
     (item,) = typing.get_args(contract.base_type(field.annotation))
-    return list(_model(item).model_fields)
+    return list(contract.model_of(item).model_fields)
 
 
 def panel_value(field, kind: str, value: Any) -> Any:
@@ -104,7 +86,7 @@ def panel_value(field, kind: str, value: Any) -> Any:
         columns = record_columns(field)
         return pd.DataFrame([[_cell(row.get(c)) for c in columns] for row in value or []], columns=columns)
     if kind == "fields":
-        shown = _model(field.annotation).model_fields
+        shown = contract.model_of(field.annotation).model_fields
         value = value or {}
         return pd.DataFrame({"field": [label_of(k, shown.get(k)) for k in value], "value": [_short(v) for v in value.values()]})
     if kind == "prose":
@@ -138,7 +120,11 @@ def headline_fields() -> list[str]:
     """The output's scalar fields a headline names: the label first, its probability, the needs-person field; else, or
     after them, the first few other scalars."""
     named = [n for n in (contract.label(), contract.probability(), contract.needs_person()) if n]
-    others = [n for n, f in contract.output_fields().items() if n not in named and panel_kind(f) is None and not is_optional(f)]
+    others = [
+        n
+        for n, f in contract.output_fields().items()
+        if n not in named and panel_kind(f) is None and not contract.is_optional(f.annotation)
+    ]
     return named + others[: 3 if named else 4]
 
 

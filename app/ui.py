@@ -49,7 +49,6 @@ from app.render import (
     has_probabilities,
     in_words,
     input_shown,
-    is_scalar,
     label_of,
     literal,
     panel_fields,
@@ -363,13 +362,13 @@ def review_answer() -> gr.Dropdown:
     its values where it is an enum). Hidden for a pipeline without a label."""
     label = contract.label()
     base = contract.base_type(model.Expected.model_fields[label].annotation) if label else None
-    choices = [(AS_FLAGGED, AS_FLAGGED), *(words(base) if has_choices(base) else [])]
+    choices = [(AS_FLAGGED, AS_FLAGGED), *words(base)]
     return gr.Dropdown(
         choices,
         value=AS_FLAGGED,
         label=f"Expected {in_words(label)}" if label else "Expected answer",
         visible=label is not None,
-        allow_custom_value=label is not None and not has_choices(base),
+        allow_custom_value=label is not None and not contract.choices(base),
     )
 
 
@@ -606,7 +605,7 @@ def control(name: str, field, value=None, lines: int = 1) -> gr.components.Compo
     default = value if value is not None else None if field.is_required() else field.get_default(call_default_factory=True)
     if base is bool:
         return gr.Checkbox(value=bool(default), label=label, info=info)
-    if has_choices(base):
+    if contract.choices(base):
         return gr.Dropdown(choices=words(base), value=getattr(default, "value", default), label=label, info=info)
     if base in (int, float):
         least, most = bounds(field)
@@ -654,7 +653,7 @@ def values(schema: type[BaseModel], data: dict, prefix: str = "") -> dict:
         if value in (None, "") and not field.is_required():
             continue
         base = contract.base_type(field.annotation)
-        if isinstance(value, str) and value and not (base is str or has_choices(base)):
+        if isinstance(value, str) and value and not (base is str or contract.choices(base)):
             value = parsed(name, value)
         given[name] = value
     return given
@@ -696,15 +695,9 @@ def examples(per_label: int = 1) -> list[list]:
 EITHER, ANY = "either", "any"
 
 
-def has_choices(base) -> bool:
-    """An enum or a Literal: a dropdown of its values."""
-    return contract.is_enum(base) or typing.get_origin(base) is typing.Literal
-
-
 def words(kind) -> list[tuple[str, typing.Any]]:
     """A dropdown's choices for an enum or a Literal: each value shown in words (`large_one` -> "Large one")."""
-    values = [e.value for e in kind] if contract.is_enum(kind) else list(typing.get_args(kind))
-    return [(label_of(str(v)), v) for v in values]
+    return [(label_of(str(v)), v) for v in contract.choices(kind)]
 
 
 def expected_control(name: str, field) -> gr.components.Component:
@@ -718,7 +711,7 @@ def expected_control(name: str, field) -> gr.components.Component:
         if optional:
             return gr.Dropdown([EITHER, "yes", "no"], value=EITHER, label=label, info=info or "or either is right")
         return gr.Checkbox(value=False, label=label, info=info)
-    if has_choices(base):
+    if contract.choices(base):
         if optional:
             return gr.Dropdown([ANY, *words(base)], value=ANY, label=label, info=info or "or any is right")
         return gr.Dropdown(words(base), value=None, label=label, info=info or "the right answer")
@@ -730,7 +723,7 @@ def expected_control(name: str, field) -> gr.components.Component:
 
 def listed(base) -> bool:
     """A list of scalars (`list[str]`, `list[float]`): entered as comma-separated text."""
-    return typing.get_origin(base) is list and all(is_scalar(a) for a in typing.get_args(base))
+    return typing.get_origin(base) is list and all(contract.is_scalar(a) for a in typing.get_args(base))
 
 
 def expected_value(name: str, field, raw):
@@ -740,7 +733,7 @@ def expected_value(name: str, field, raw):
     base = contract.base_type(field.annotation)
     if base is bool and isinstance(raw, str):
         return raw == "yes"
-    if isinstance(raw, str) and base is not str and not has_choices(base):
+    if isinstance(raw, str) and base is not str and not contract.choices(base):
         return [s.strip() for s in raw.split(",") if s.strip()] if listed(base) else parsed(f"expected {name}", raw)
     return raw
 

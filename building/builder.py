@@ -75,7 +75,7 @@ def data_files() -> dict[str, Path]:
 
 def check_recipe() -> None:
     """recipe.py declares what the machinery calls; else ContractError naming the part."""
-    where = "see README.md, 'Your own pipeline'"
+    where = contract.WHERE
     if not isinstance(getattr(recipe, "DATA", None), dict) or not isinstance(getattr(recipe, "ENCODER", None), bool):
         raise ContractError(f"recipe.py: needs DATA (a dict: name -> file in data/) and ENCODER (True or False) ({where})")
     wanted = ("build", "load", "calibration_texts") if recipe.ENCODER else ("build", "load")

@@ -10,6 +10,7 @@ the face leaves its metrics out. `check()` runs at build and at start: a missing
 naming it and where the contract is documented, never an AttributeError inside a face.
 """
 
+import types
 import typing
 import unicodedata
 from enum import Enum
@@ -102,7 +103,7 @@ def slices() -> tuple[str, ...]:
 
 def labelled_sets() -> dict[str, Path]:
     """The labelled sets of data/ that exist, by name (the first one is the evaluation set); none without a label."""
-    named = getattr(model, "LABELLED_SETS", None) or {} if label() else {}
+    named = (getattr(model, "LABELLED_SETS", None) or {}) if label() else {}
     return {name: model.DATA_DIR / file for name, file in named.items() if (model.DATA_DIR / file).exists()}
 
 
@@ -122,7 +123,7 @@ def input_example() -> dict[str, Any]:
 
 def text_field() -> str | None:
     """The Input's first text field (what tables show of a row), or None."""
-    return next((name for name, field in model.Input.model_fields.items() if _base(field.annotation) is str), None)
+    return next((name for name, field in model.Input.model_fields.items() if base_type(field.annotation) is str), None)
 
 
 def output_fields() -> dict[str, Any]:
@@ -130,22 +131,55 @@ def output_fields() -> dict[str, Any]:
     return {name: field for name, field in model.Output.model_fields.items() if name != "trace"}
 
 
-def _base(annotation):
+# ---------------------------------------------------------------------------------------------
+# The shapes of a field, as every face reads them from its annotation
+# ---------------------------------------------------------------------------------------------
+def base_type(annotation):
     """`Annotated[str, ...]` -> str; `X | None` -> X."""
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        return _base(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return base_type(args[0])
     return annotation
 
 
-base_type = _base
+def is_optional(annotation) -> bool:
+    """Whether a field may be null (`X | None`)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return type(None) in typing.get_args(annotation)
 
 
 def is_enum(annotation) -> bool:
-    annotation = _base(annotation)
+    annotation = base_type(annotation)
     return isinstance(annotation, type) and issubclass(annotation, Enum)
+
+
+def choices(annotation) -> list:
+    """The values an enum or a Literal allows, in the schema's order; [] for any other type."""
+    annotation = base_type(annotation)
+    if is_enum(annotation):
+        return [member.value for member in annotation]
+    return list(typing.get_args(annotation)) if typing.get_origin(annotation) is typing.Literal else []
+
+
+def model_of(annotation) -> type[BaseModel] | None:
+    """The pydantic model a field holds (a nested model), or None."""
+    annotation = base_type(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def is_scalar(annotation) -> bool:
+    """One value a cell holds as text: a string, number or bool, an enum or a Literal, or a union of those."""
+    annotation = base_type(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # a union of scalars (int | str) is one
+        return all(is_scalar(a) for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is not None:  # list[...], dict[...] are not
+        return False
+    return isinstance(annotation, type) and issubclass(annotation, str | int | float | bool | Enum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,11 +238,11 @@ def masking() -> str | None:
     return ((own.__doc__ or "masks personal data").strip().splitlines()[0]) if own is not None else None
 
 
-def clean_text(text: str, mask_pii: bool = True) -> str:
-    """A kept case's text or note as the store keeps it: the pipeline's `clean_text` (masking personal data) where it
-    has one, else clean unicode on one line."""
+def clean_text(text: str, masked: bool = True) -> str:
+    """A kept case's text or note as the store keeps it: the pipeline's `clean_text` (masking personal data unless not
+    `masked`) where it has one, else clean unicode on one line."""
     own = getattr(model, "clean_text", None)
     if own is not None:
-        return own(text, mask_pii)
+        return own(text, masked)
     text = unicodedata.normalize("NFKC", text)
     return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text).split())

@@ -62,7 +62,7 @@ class EdgeCase(BaseModel):
     ticket: Input
     flags: Flags = Field(default_factory=Flags, description="The flags the pipeline ran with.")
     expected: Expected
-    note: Annotated[str, AfterValidator(lambda note: contract.clean_text(note, mask_pii=False))] = Field(
+    note: Annotated[str, AfterValidator(lambda note: contract.clean_text(note, masked=False))] = Field(
         "", max_length=1000, description="Why this case matters (one line: control characters and line breaks become spaces)."
     )
     source: CaseSource = Field(CaseSource.api, description="Where the case was flagged.")
@@ -353,11 +353,7 @@ def _cell(value: Any) -> str:
 def _structured(annotation) -> bool:
     """Whether a field's cell holds JSON: a list, dict, tuple or set, or a model."""
     base = contract.base_type(annotation)
-    return (
-        typing.get_origin(base) in (list, dict, tuple, set)
-        or base in (list, dict, tuple, set)
-        or (isinstance(base, type) and issubclass(base, BaseModel))
-    )
+    return typing.get_origin(base) in (list, dict, tuple, set) or base in (list, dict, tuple, set) or contract.model_of(base) is not None
 
 
 def cell_value(annotation, cell: str) -> Any:

@@ -78,30 +78,22 @@ def _shape(annotation) -> tuple[str, Any]:
     """How a field is written: ("model", the model), ("models", the item's model), ("list", None) for a list of
     strings, numbers, enums or bools, ("json", None) for a dict or anything nested otherwise, ("scalar", None)."""
     base = contract.base_type(annotation)
-    if isinstance(base, type) and issubclass(base, BaseModel):
+    if contract.model_of(base):
         return "model", base
     origin, args = typing.get_origin(base), typing.get_args(base)
     if origin in (list, tuple, set, frozenset) and args:
-        item = contract.base_type(args[0])
-        if isinstance(item, type) and issubclass(item, BaseModel):
+        item = contract.model_of(args[0])
+        if item:
             return "models", item
-        return ("list", None) if _is_scalar(item) else ("json", None)
+        return ("list", None) if contract.is_scalar(args[0]) else ("json", None)
     if origin is not None or base in (list, tuple, set, frozenset, dict) or base is Any:
-        return ("scalar", None) if _is_scalar(base) else ("json", None)
+        return ("scalar", None) if contract.is_scalar(base) else ("json", None)
     return "scalar", None
-
-
-def _is_scalar(annotation) -> bool:
-    if typing.get_origin(annotation) is typing.Literal:
-        return True
-    if typing.get_origin(annotation) is not None:  # a union of scalars (int | str) is one; list[...], dict[...] are not
-        return all(_is_scalar(contract.base_type(a)) for a in typing.get_args(annotation) if a is not type(None))
-    return (isinstance(annotation, type) and issubclass(annotation, str | int | float | bool)) or contract.is_enum(annotation)
 
 
 def _columns(name: str, annotation, seen: tuple = ()) -> list[str]:
     kind, inner = _shape(annotation)
-    if kind == "model" and inner not in seen:  # order_ids -> order_ids_known, order_ids_unknown
+    if kind == "model" and inner not in seen:  # a nested model: <field>_<sub>, for each of its fields
         return [c for sub, f in inner.model_fields.items() for c in _columns(f"{name}_{sub}", f.annotation, (*seen, inner))]
     if kind == "models" and inner not in seen:  # hits -> hits_count, hits_first_id, hits_first_score, ...
         return [f"{name}_count", *_columns(f"{name}_first", inner, seen)]
@@ -202,12 +194,8 @@ def read_report(path: str | Path, chunk_size: int):
 # ---------------------------------------------------------------------------------------------
 def _values(field: str) -> list[str]:
     """The values an enum, Literal or bool Output field can take, in the schema's order; [] for anything else."""
-    base = contract.base_type(model.Output.model_fields[field].annotation)
-    if contract.is_enum(base):
-        return [str(member.value) for member in base]
-    if typing.get_origin(base) is typing.Literal:
-        return [str(v) for v in typing.get_args(base)]
-    return ["True", "False"] if base is bool else []
+    annotation = model.Output.model_fields[field].annotation
+    return ["True", "False"] if contract.base_type(annotation) is bool else [str(v) for v in contract.choices(annotation)]
 
 
 def label_values() -> list[str]:

@@ -104,7 +104,7 @@ def test_save_cleans_the_text_records_the_answer_and_merges_duplicates(tmp_path)
     written = f"Write to jo@example.com: {example_input()[field]}"
     case = {"ticket": with_text(written), "expected": expected_example(), "note": "n"}
     ((first, new),) = edge_cases.save_cases([case], created_by="owner", path=store)
-    assert new and getattr(first.ticket, field) == contract.clean_text(written, mask_pii=True)
+    assert new and getattr(first.ticket, field) == contract.clean_text(written, masked=True)
     assert first.answer[label] == answered(first.ticket.model_dump())[label] and first.created_by == "owner"
     assert set(first.answer) == set(edge_cases.ANSWER_FIELDS)
     assert first.pipeline_version == model.PIPELINE_VERSION and first.artifacts == edge_cases.artifacts_fingerprint()
@@ -112,8 +112,8 @@ def test_save_cleans_the_text_records_the_answer_and_merges_duplicates(tmp_path)
     ((again, new_again),) = edge_cases.save_cases([case], path=store)
     assert not new_again and again.id == first.id and len(edge_cases.load_cases(store)) == 1
     ((kept, _),) = edge_cases.save_cases([{**case, "keep_pii": True}], path=store)
-    assert getattr(kept.ticket, field) == contract.clean_text(written, mask_pii=False)
-    masked = contract.clean_text(written, mask_pii=True) != contract.clean_text(written, mask_pii=False)
+    assert getattr(kept.ticket, field) == contract.clean_text(written, masked=False)
+    masked = contract.clean_text(written, masked=True) != contract.clean_text(written, masked=False)
     assert len(edge_cases.load_cases(store)) == (2 if masked else 1)  # another text, another case
     loaded = edge_cases.load_cases(store)[0]
     assert loaded.model_dump(exclude={"keep_pii"}) == first.model_dump(exclude={"keep_pii"})
@@ -274,6 +274,6 @@ def test_what_is_saved_can_always_be_read_back(tmp_path):
     odd = {"ticket": with_text(text), "expected": expected_example(), "note": note, "keep_pii": True}
     ((saved, _),) = edge_cases.save_cases([odd], path=store)
     (loaded,) = edge_cases.load_cases(store)
-    assert getattr(loaded.ticket, field) == getattr(saved.ticket, field) == contract.clean_text(text, mask_pii=False)
-    assert loaded.note == contract.clean_text(note, mask_pii=False)
+    assert getattr(loaded.ticket, field) == getattr(saved.ticket, field) == contract.clean_text(text, masked=False)
+    assert loaded.note == contract.clean_text(note, masked=False)
     assert not any(c in getattr(loaded.ticket, field) + loaded.note for c in "\x00\r\n\u202e")

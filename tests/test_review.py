@@ -58,8 +58,8 @@ def test_without_a_key_pii_is_masked_even_when_asked_to_keep_it(queue):
     written = "Call me on +44 7700 900123 about my refund"
     ((anonymous, _),) = review.flag([case(written, keep_pii=True)], client="a")
     ((trusted, _),) = review.flag([case(written, keep_pii=True, note="x")], trusted=True)
-    assert text(anonymous) == contract.clean_text(written, mask_pii=True) and not anonymous.keep_pii
-    assert text(trusted) == contract.clean_text(written, mask_pii=False) and trusted.keep_pii
+    assert text(anonymous) == contract.clean_text(written, masked=True) and not anonymous.keep_pii
+    assert text(trusted) == contract.clean_text(written, masked=False) and trusted.keep_pii
 
 
 def test_the_same_flag_merges_and_counts(queue):

@@ -228,13 +228,13 @@ def test_the_note_is_masked_like_the_text_and_formulas_are_quoted(tmp_path):
     store, field = tmp_path / "edge_cases.csv", text_field()
     note = "from jo@example.com, call +44 20 7946 0958, card 4111 1111 1111 1111"
     ((masked, _),) = edge_cases.save_cases([case("The first case", note=note)], path=store)
-    assert masked.note == contract.clean_text(note, mask_pii=True)
+    assert masked.note == contract.clean_text(note, masked=True)
     ((kept, _),) = edge_cases.save_cases([case("The first case (kept)", note=note, keep_pii=True)], path=store)
     assert kept.note == note
     raw = store.read_text()
     assert raw.count("jo@example.com") == (1 if masked.note != note else 2)  # masked: only the case that keeps its PII
     long_note = "a@b.c " * 166  # 996 characters; masked, "[EMAIL]" is longer than "a@b.c"
-    if len(contract.clean_text(long_note, mask_pii=True)) > 1000:  # past 1,000 characters once masked
+    if len(contract.clean_text(long_note, masked=True)) > 1000:  # past 1,000 characters once masked
         with pytest.raises(ValidationError, match="note"):
             edge_cases.save_cases([case("The first case (long note)", note=long_note)], path=store)
     with pytest.raises(ValidationError, match="note"):
