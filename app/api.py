@@ -17,7 +17,7 @@ Settings (environment variables):
     TRIAGE_PROBE_PORT       a second port with /health and /live only, answered by a thread   (default: none)
     LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
     TRIAGE_REVIEW_KEY       the header X-Review-Key that POST /cases/review needs (default: LIT_SERVER_API_KEY)
-    TRIAGE_DATABASE_URL, TRIAGE_FLAG_RATE, TRIAGE_MAX_PENDING   the review queue (review.py)
+    TRIAGE_DATABASE_URL, TRIAGE_DATABASE_WAIT, TRIAGE_FLAG_RATE, TRIAGE_MAX_PENDING   the review queue (review.py)
 
 Faults: a killed inference worker is replaced (restart_workers), at any moment, idle or busy; the requests
 it held get a JSON 503 and /health says 503 until the new one answers. Every /predict has a deadline
@@ -31,12 +31,12 @@ This file reads: the LitAPI (four hooks), schemas, routes, build_server. Beside 
 use of LitServe's internals, pinned by a test), app/guards.py (the ASGI guards), app/health.py (what /health knows).
 """
 
+import asyncio
+import importlib
 import json
 import math
 import multiprocessing
 import os
-import secrets
-import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -52,9 +52,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import model
 from app import observe
-from app.guards import RequestGuard, WorkerWatch
+from app.guards import RequestGuard, WorkerWatch, header_bytes, same_secret
 from app.health import HEALTH_FRESH, Watch, watch_parent
-from app.litserve_internals import TriageServer, ask_worker, key_dependencies, name_the_queue_timeout, take_routes
+from app.litserve_internals import TriageServer, ask_worker, key_dependencies, name_the_queue_timeout, take_routes, worker_signals
 from building import builder, contract
 from loop import edge_cases
 
@@ -93,10 +93,7 @@ class Answer(NamedTuple):
 
 class TriageAPI(ls.LitAPI):
     def setup(self, device):
-        # Stopped by the server (SIGTERM): exit like a program, so that what this process holds (tqdm's lock, a
-        # named semaphore) is released; killed outright, it would leave a "leaked semaphore" warning behind.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process stops this one
+        worker_signals()  # a signal to the whole process group is the main process's: it drains, then stops this one
         watch_parent(multiprocessing.parent_process().pid)
         name_the_queue_timeout(SETTINGS["timeout"])
         builder.ready()  # load the artifacts (built if missing) before /health says ready
@@ -149,13 +146,15 @@ ERRORS = {  # every error a client of /predict or /cases can get, each with its 
     401: ("The API key is missing or wrong (only when the server has LIT_SERVER_API_KEY set).", Problem),
     403: ("Reviewing over HTTP is off: the server has no reviewer key (TRIAGE_REVIEW_KEY or LIT_SERVER_API_KEY).", Problem),
     408: (f"The request body stalled or took longer than TRIAGE_BODY_TIMEOUT ({SETTINGS['body_timeout']:g} s).", Problem),
+    409: ("A case to decide is no longer pending: another reviewer decided it first (named, with how), or it is not queued.", Problem),
     413: (f"The request body is larger than TRIAGE_MAX_BODY_BYTES ({SETTINGS['max_body_bytes']} bytes).", Problem),
     422: ("A field is missing, unknown or out of bounds: each problem names its field.", FieldProblems),
     429: ("Too many flags from this client in the last minute (only without an API key): retry after Retry-After seconds.", Problem),
     500: ("The pipeline failed on this input (other requests in the same batch are answered).", Problem),
     503: (
         "The server is at its connection limit, or the inference worker stopped and is being replaced: retry. On /cases: the "
-        "review database or the suite file cannot be used (unreachable, a folder, unreadable); nothing was saved.",
+        "review database or the suite file cannot be used (unreachable, locked past TRIAGE_DATABASE_WAIT, removed, a folder, "
+        "unreadable); nothing was saved.",
         Problem,
     ),
     504: (
@@ -217,6 +216,9 @@ class QueuedCase(BaseModel):
     state: str = Field(description="pending, accepted or rejected")
     times_flagged: int = Field(description="How often the same case was flagged.")
     case: edge_cases.EdgeCase
+    reviewed_by: str | None = Field(None, description="Decided: the reviewer.")
+    reviewed_at: str | None = Field(None, description="Decided: when (UTC, ISO 8601).")
+    suite_id: str | None = Field(None, description="Accepted: the case's id in the suite (another when the reviewer changed the answer).")
 
 
 class QueuePage(BaseModel):
@@ -240,6 +242,7 @@ class Decision(BaseModel):
 class Reviewed(BaseModel):
     changed: int = Field(description="Cases accepted or rejected by this call (those not pending are left alone).")
     accepted: list[str] = Field([], description="The accepted cases' ids in the suite (new ones when `expected` changed them).")
+    suite_ids: dict[str, str] = Field({}, description="Each accepted case's id in the queue and its id in the suite.")
     counts: dict[str, int]
 
 
@@ -344,17 +347,21 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
 
 def add_case_routes(server: ls.LitServer) -> None:
     """POST /cases flags an edge case into the review queue (review.py); GET /cases lists the suite or the queue;
-    POST /cases/review accepts or rejects flagged cases, with the reviewer's key. review.py (SQLAlchemy) is imported
-    at the first call: neither /predict nor the inference workers need it, and it weighs half a second at start."""
+    POST /cases/review accepts or rejects flagged cases, with the reviewer's key. The routes are async: their work runs
+    on the queue's own threads (review.call), never on those that answer /health, /predict and the app. review.py
+    (SQLAlchemy) is imported at the first call, off the event loop: neither /predict nor the inference workers need
+    it, and it weighs half a second at start."""
     auth = key_dependencies(server)  # the API key, when one is set
 
-    def post_case(case: edge_cases.EdgeCase, request: Request, response: Response) -> CaseSaved:
-        from loop import review
+    async def queue():
+        return sys.modules.get("loop.review") or await asyncio.to_thread(importlib.import_module, "loop.review")
 
+    async def post_case(case: edge_cases.EdgeCase, request: Request, response: Response) -> CaseSaved:
+        review = await queue()
         trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
         try:
-            flagged = review.flag(
-                [case.model_copy(update={"source": edge_cases.CaseSource.api})], client=client_of(request), trusted=trusted
+            flagged = await review.call(
+                review.flag, [case.model_copy(update={"source": edge_cases.CaseSource.api})], client=client_of(request), trusted=trusted
             )
         except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
             raise HTTPException(422, detail=f"{contract.error_message(error)} (after cleaning the text)") from None
@@ -368,39 +375,48 @@ def add_case_routes(server: ls.LitServer) -> None:
         response.status_code = 201 if new else 200
         return CaseSaved(id=saved.id, new=new, state="pending" if new else "already flagged", case=saved)
 
-    def get_cases(
+    async def get_cases(
         state: Annotated[CaseState, Query(description="`suite`: the regression suite file; else the queue's")] = CaseState.suite,
         offset: int = Query(0, ge=0, le=2**62),  # a database takes a 64-bit offset, not any integer
         limit: int = Query(50, ge=1, le=500),
     ) -> CasePage | QueuePage:
-        from loop import review
+        review = await queue()
 
-        try:
+        def page() -> CasePage | QueuePage:
             if state == CaseState.suite:
                 store = edge_cases.read_cases()
                 page = store.cases[offset : offset + limit]
                 return CasePage(total=len(store.cases), offset=offset, limit=limit, cases=page, skipped=store.skipped)
             queued, total = review.cases(state.value, offset, limit)
-            cases = [QueuedCase(state=f.state, times_flagged=f.times_flagged, case=f.case) for f in queued]
+            cases = [QueuedCase(**f._asdict()) for f in queued]
             return QueuePage(state=state.value, total=total, offset=offset, limit=limit, counts=review.counts(), cases=cases)
+
+        try:
+            return await review.call(page)
         except (edge_cases.StoreUnavailable, review.QueueUnavailable) as error:
             raise HTTPException(503, detail=str(error)) from None
 
-    def post_review(decision: Decision, request: Request) -> Reviewed:
-        from loop import review
-
+    async def post_review(decision: Decision, request: Request) -> Reviewed:
+        review = await queue()
         key = os.environ.get("TRIAGE_REVIEW_KEY") or os.environ.get("LIT_SERVER_API_KEY")
         if not key:
             raise HTTPException(403, detail="reviewing over HTTP is off: set TRIAGE_REVIEW_KEY (or LIT_SERVER_API_KEY) on the "
                                 "server, or run python -m loop cases accept|reject on its machine")  # fmt: skip
-        if not secrets.compare_digest(request.headers.get("x-review-key", ""), key):
+        if not same_secret(header_bytes(request, "x-review-key"), key):  # in any Unicode: UTF-8 bytes compared
             raise HTTPException(401, detail="the header X-Review-Key is missing or wrong")
         reviewer = decision.reviewer or "api"
-        try:
+
+        def decide() -> Reviewed:
             if decision.accept:
                 accepted = review.accept(decision.ids, reviewer, expected=decision.expected, train=decision.train)
-                return Reviewed(changed=len(accepted), accepted=[c.id for c in accepted], counts=review.counts())
+                linked = dict(zip(dict.fromkeys(decision.ids), [c.id for c in accepted], strict=True))
+                return Reviewed(changed=len(accepted), accepted=[c.id for c in accepted], suite_ids=linked, counts=review.counts())
             return Reviewed(changed=review.reject(decision.ids, reviewer), counts=review.counts())
+
+        try:
+            return await review.call(decide)
+        except review.NotPending as error:
+            raise HTTPException(409, detail=str(error)) from None
         except review.QueueUnavailable as error:
             raise HTTPException(503, detail=str(error)) from None
         except edge_cases.StoreFull as error:
@@ -444,9 +460,10 @@ def add_case_routes(server: ls.LitServer) -> None:
         summary="Accept or reject flagged cases (reviewers)",
         description="With the header X-Review-Key (TRIAGE_REVIEW_KEY, or else LIT_SERVER_API_KEY): `accept: true` exports "
         "pending cases to the regression suite file, with `expected` when given (the reviewer's answer); `accept: false` "
-        "rejects them. Cases that are not pending are left as they are. 403 when the server has no reviewer key.",
+        "rejects them. A case is decided once: when one of the ids is not pending (another reviewer was first), nothing "
+        "changes and the answer is 409 naming who decided it and how. 403 when the server has no reviewer key.",
         tags=["edge cases"],
-        responses=error_responses(400, 401, 403, 408, 413, 422, 503, 507),
+        responses=error_responses(400, 401, 403, 408, 409, 413, 422, 503, 507),
     )
 
 
@@ -500,7 +517,7 @@ def add_service_routes(server: TriageServer, litserve_info) -> None:
         "/info",
         litserve_info.endpoint,
         methods=["GET"],
-        dependencies=litserve_info.dependencies,
+        dependencies=key_dependencies(server),  # LitServe's own compares the key as str: one outside ASCII never matched
         summary="What is serving",
         description="The pipeline's title and version, what it was built from (model, encoder, data hashes), its label with "
         "the label's values, each labelled set's rows and metrics, every flag with its default and bounds, and the batching "

@@ -6,7 +6,34 @@ import json
 import secrets
 from http.cookies import CookieError, SimpleCookie
 
+from fastapi import HTTPException, Request
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+def same_secret(given: str | bytes | None, wanted: str) -> bool:
+    """Whether a credential is the one wanted, in constant time, in any Unicode: both compared as UTF-8 bytes (a header
+    arrives as bytes: `given` as they came; secrets.compare_digest takes no str outside ASCII)."""
+    if given is None:
+        return False
+    given = given if isinstance(given, bytes) else given.encode("utf-8", "surrogateescape")
+    return secrets.compare_digest(given, wanted.encode("utf-8", "surrogateescape"))
+
+
+def header_bytes(request, name: str) -> bytes:
+    """A request header's value as the client sent it (Starlette decodes headers as Latin-1, which this undoes)."""
+    return request.headers.get(name, "").encode("latin-1")
+
+
+def api_key_check(key: str):
+    """The API key's route dependency: LitServe's own (`api_key_auth`) compares str, so a key outside ASCII never
+    matched; this compares the header's bytes with the key's UTF-8."""
+
+    async def check(request: Request) -> None:  # async: FastAPI runs a sync dependency in its thread pool
+        if not same_secret(header_bytes(request, "x-api-key"), key):
+            raise HTTPException(401, detail="the header X-API-Key is missing or wrong")
+
+    return check
 
 
 async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
@@ -20,6 +47,8 @@ class KeyGate:
 
     A request passes with the header X-API-Key (API and UI alike: for the UI it stands for a login) or
     with the UI's login session (Gradio's cookie). Everything else, Gradio's own routes included, gets 401.
+    Without an API key (a UI password alone) only the UI is behind the login: the API's own routes (/predict, /info,
+    /cases, ...: every route of the app but the UI mounted beside them) stay as open as with no credentials.
     """
 
     OPEN = frozenset(
@@ -44,16 +73,18 @@ class KeyGate:
         """Gradio's `auth` function: the UI's own user and password, or any name with the API key as password."""
 
         def check(username: str, given: str) -> bool:
-            as_user = password is not None and secrets.compare_digest(username, user) and secrets.compare_digest(given, password)
-            return as_user or (key is not None and secrets.compare_digest(given, key))
+            as_user = password is not None and same_secret(username, user) and same_secret(given, password)
+            return as_user or (key is not None and same_secret(given, key))
 
         return check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN or scope["path"].startswith(self.OPEN_PREFIXES):
             return await self.app(scope, receive, send)
+        if self.key is None and self._api_route(scope):
+            return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.key is not None and secrets.compare_digest(headers.get(b"x-api-key", b""), self.key.encode()):
+        if self.key is not None and same_secret(headers.get(b"x-api-key", b""), self.key):
             if (gradio := self.gradio) is not None:  # Gradio checks its own cookie: give it the session the key stands for
                 cookie = f"access-token-unsecure-{gradio.cookie_id}={self.token}".encode()
                 rest = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
@@ -64,6 +95,13 @@ class KeyGate:
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
         await send_json(send, 401, {"detail": "credentials missing or wrong: send the header X-API-Key, or log in to the app at /"})
+
+    @staticmethod
+    def _api_route(scope: Scope) -> bool:
+        """Whether the request is for one of the API's routes, not the UI mounted beside them (Starlette puts the app in
+        the scope before any middleware runs)."""
+        routes = scope["app"].router.routes if "app" in scope else []
+        return any(not isinstance(r, Mount) and r.matches(scope)[0] != Match.NONE for r in routes)
 
     def _session(self, cookie_header: str) -> bool:
         gradio = self.gradio

@@ -8,7 +8,7 @@ import html
 import logging
 import os
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import asynccontextmanager, suppress
 
 from starlette.types import Receive, Scope, Send
@@ -57,9 +57,14 @@ class LateUI:
 
         def build() -> None:
             try:
-                built.set_result(self.build())
-            except BaseException as error:  # handed to the event loop, which ends the server
-                built.set_exception(error)
+                result, error = self.build(), None
+            except BaseException as failed:  # handed to the event loop, which ends the server
+                result, error = None, failed
+            with suppress(InvalidStateError):  # cancelled: the server stopped while the UI loaded, nothing waits for it
+                if error is None:
+                    built.set_result(result)
+                else:
+                    built.set_exception(error)
 
         threading.Thread(target=build, name="triage-ui", daemon=True).start()
         try:

@@ -9,7 +9,8 @@ Overridden (TriageServer), each calling LitServe's own first or last:
                                 `alongside` (main.py: the UI, loaded while the API already answers)
     _start_server               + the `ready:` log line
     _start_worker_monitoring    + a supervisor: a dead HTTP process or manager ends the server with status 1
-    _perform_graceful_shutdown  the HTTP process drains before the workers stop; a dead manager is the supervisor's case
+    _perform_graceful_shutdown  the HTTP process drains before the workers stop (WORKER_STOP: they ignore SIGTERM);
+                                a dead manager is the supervisor's case
 Read or written:
     workers_setup_status, WorkerSetupStatus.READY     workers_ready()
     response_buffer, ResponseBufferItem, LitAPIStatus, app.response_queue_id, the queue item
@@ -53,6 +54,8 @@ import zmq.utils.monitor
 from fastapi import Depends, HTTPException
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
+
+from app.guards import api_key_check
 
 PINNED = "0.2.19"  # the LitServe version every name here was read in (requirements.txt pins it)
 LITSERVE_ROUTES = ("/", "/health", "/info", "/predict")  # what LitServer.__init__ registers; take_routes() removes them
@@ -261,6 +264,11 @@ class TriageServer(ls.LitServer):
         for process in uvicorn_workers.values():
             process.join(self.uvicorn_graceful_timeout + 5)
         alive = {k: p for k, p in uvicorn_workers.items() if p.is_alive()}
+        for worker in self.inference_workers:  # nothing in flight now: each exits like a program (worker_signals)
+            if worker.is_alive():
+                os.kill(worker.pid, WORKER_STOP)
+        for worker in self.inference_workers:
+            worker.join(5)  # LitServe's own stop then finds them gone (its SIGTERM they ignore: see worker_signals)
         super()._perform_graceful_shutdown(manager, alive, shutdown_reason)
 
 
@@ -294,6 +302,8 @@ async def ask_worker(server: ls.LitServer, request, timeout: float):
 def key_dependencies(server: ls.LitServer, api: ls.LitAPI | None = None) -> list:
     """The route dependencies that check the API key: LitServe's (setup_auth), or none when it has no check to make."""
     auth = server.setup_auth(api)
+    if auth is ls.server.api_key_auth:  # LitServe's compares str: a key outside ASCII never matched; the same on UTF-8 bytes
+        auth = api_key_check(ls.server.LIT_SERVER_API_KEY)
     return [] if auth is ls.server.no_auth else [Depends(auth)]
 
 
@@ -309,11 +319,27 @@ def take_routes(server: ls.LitServer) -> dict:
 
 def request_shutdown(server: ls.LitServer) -> bool:
     """Stop the server as LitServe's own /shutdown does (its shutdown event), from a thread: the main thread is waiting on
-    that event in `run`. False while the server is still starting (no event yet)."""
+    that event in `run`. False while the server is still starting (no event yet). The helpers' ends are expected from
+    now on: the HTTP process, signalled with the whole group, may be done draining before the main thread wakes."""
     if server._shutdown_event is None:
         return False
+    server.stopping = True
     threading.Thread(target=server._shutdown_event.set).start()
     return True
+
+
+WORKER_STOP = signal.SIGUSR1  # how the main process stops an inference worker once nothing is in flight
+
+
+def worker_signals() -> None:
+    """In an inference worker: SIGTERM and SIGINT are ignored, WORKER_STOP exits like a program (what the worker holds,
+    tqdm's lock or a named semaphore, is released; killed outright it would leave a "leaked semaphore" warning). A
+    supervisor (systemd, `kill -TERM -PGID`) or a terminal's Ctrl-C signals the whole process group: the main process
+    drains the requests in flight, which need this worker, and then stops it. LitServe's own stop sends SIGTERM:
+    TriageServer sends WORKER_STOP first."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(WORKER_STOP, lambda *_: sys.exit(0))
 
 
 def name_the_queue_timeout(seconds: float) -> None:

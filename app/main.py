@@ -5,8 +5,9 @@
 
 The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The API answers first; the UI
 loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those few seconds). Host and port default to
-GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM drains
-and stops the whole process tree.
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM, to this process or
+to its whole process group, drains and stops the whole process tree. The server serves, in every process, the version
+it found served as it started (a promotion takes effect at the next start).
 
 Credentials (environment variables). With LIT_SERVER_API_KEY set, nothing but /health, the API docs
 (/docs, /openapi.json) and the UI's login page answers without credentials: the API takes the header
@@ -50,13 +51,17 @@ try:  # before anything reads model.py: a part of the contract missing or ill-sh
 except contract.ContractError as error:
     sys.exit(f"cannot start: {error}")
 
+from building import builder, versions  # noqa: E402
+
+if builder.UNSERVABLE:  # a served.json that cannot be read: one line, not a traceback, and never artifacts/ instead
+    sys.exit(f"cannot start: {builder.UNSERVABLE}")
+
 import recipe  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
 from app.late_ui import LateUI  # noqa: E402
 from app.litserve_internals import request_shutdown  # noqa: E402
-from building import builder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--no-ui", action="store_true", help="serve the API only")
     args = parser.parse_args(argv)
+    # The folder this server serves, resolved once (as builder was imported): every process it starts or restarts (the
+    # spawned inference workers import anew) serves this one, whatever is promoted meanwhile: that takes effect at the
+    # next start, and /info, /metrics, the UI and /predict name and use the same version
+    os.environ["TRIAGE_ARTIFACTS_DIR"] = str(builder.ARTIFACTS_DIR.absolute())
 
     key, ui_user, ui_password = (os.environ.get(v) or None for v in ("LIT_SERVER_API_KEY", "TRIAGE_UI_USER", "TRIAGE_UI_PASSWORD"))
     guarded = bool(key or ui_password)  # KeyGate in front, and the UI behind a login
@@ -75,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         builder.encoder_name() if recipe.ENCODER else "no",
         "" if args.no_ui else ", and the UI",
     )
-    server = build_server()
+    try:
+        server = build_server()
+    except versions.VersionError as error:  # the served version's folder is gone or broken
+        sys.exit(f"cannot start: {error}")
     if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)
     server.ready_message = f"ready: the API at {public}/predict, its docs at {public}/docs"
@@ -109,19 +121,26 @@ def main(argv: list[str] | None = None) -> None:
         server.app.add_middleware(KeyGate, key=key, ui=late)
 
     main_pid = os.getpid()
-    # Every process forked from this one (the HTTP process, LitServe's manager) ends when this one dies, however it
-    # dies; the spawned inference workers watch it themselves (TriageAPI.setup). A restart on the same port then works.
-    os.register_at_fork(after_in_child=lambda: watch_parent(main_pid) if os.getppid() == main_pid else None)
+
+    def forked() -> None:
+        """In a process forked from this one (the HTTP process, LitServe's manager): it ends when this one dies, however
+        it dies (the spawned inference workers watch it themselves: TriageAPI.setup), so a restart on the same port
+        works; and it leaves SIGTERM and SIGINT to this one. systemd, many supervisors and a terminal's Ctrl-C signal
+        the whole process group: the manager would die under requests in flight. The HTTP process's uvicorn installs
+        its own handlers as it starts serving: from anyone, a signal only makes it drain, as this one asks it to."""
+        if os.getppid() == main_pid:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            watch_parent(main_pid)
+
+    os.register_at_fork(after_in_child=forked)
 
     def on_stop(signum, frame):  # drain, then stop the whole tree: no orphans, no traceback
-        if os.getpid() != main_pid:  # a forked helper (multiprocessing's manager) inherited this handler: end quietly
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        elif not request_shutdown(server):  # still starting
+        if os.getpid() == main_pid and not request_shutdown(server):  # still starting
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)  # Ctrl-C: the same (a terminal sends it to the workers too: they ignore it)
+    signal.signal(signal.SIGTERM, on_stop)  # from a supervisor, to this process or to its whole group: the same drain
+    signal.signal(signal.SIGINT, on_stop)  # Ctrl-C: the same (a terminal sends it to the whole group: the others ignore it)
     server.run(
         host=args.host,
         port=args.port,
@@ -132,8 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-if __name__ == "__mp_main__":  # an inference worker (spawned: it imports this file): Ctrl-C is for the main process
+if __name__ == "__mp_main__":  # an inference worker (spawned: it imports this file): a signal to the group is for the main process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 elif __name__ == "__main__":
     try:
         main()

@@ -6,7 +6,9 @@ pipeline's schemas: a field is shown as its type suggests, never by its name."""
 import ast
 import json
 import re
+import tempfile
 import typing
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,8 +16,36 @@ import pandas as pd
 from pydantic import BaseModel
 
 import model
-from building import contract
+from building import contract, versions
 from loop import edge_cases, review
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`()\[\],;]+){2,}/?")  # /a/b and longer, never a URL's path
+
+
+def public(message: str) -> str:
+    """An error's message as a client may see it: the server's folders (the versions', the project's, the home and
+    temporary ones) left out of every path, any other absolute path cut to its name. A message names what is wrong
+    (a version, a file), never where the server keeps it."""
+    folders = [versions.versions_dir(), model.ROOT, Path(gr.utils.get_upload_folder()), Path(tempfile.gettempdir()), Path.home()]
+    for folder in sorted({str(f) for p in folders for f in (p, p.resolve())} - {"/"}, key=len, reverse=True):
+        message = message.replace(folder + "/", "").replace(folder, Path(folder).name)
+    return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name, message)
+
+
+def refusal(error: Exception | str) -> gr.Error:
+    """The gr.Error a handler raises for `error`: its message, public (no server path)."""
+    return gr.Error(public(str(error)))
+
+
+def version_folder(version: str) -> Path:
+    """The folder of a version a client named; gr.Error when the name is no version's or no such version exists."""
+    try:
+        folder = versions.folder(version)
+    except versions.VersionError as error:
+        raise refusal(error) from None
+    if not folder.is_dir():
+        raise gr.Error(f"no version {version}: python -m loop versions lists them")
+    return folder
 
 
 def rounded(value: Any) -> Any:
@@ -376,7 +406,7 @@ def check_all() -> tuple[str, list[dict]]:
         store = edge_cases.read_cases()
         results = edge_cases.check_cases(store.cases)
     except edge_cases.StoreUnavailable as error:
-        raise gr.Error(str(error)) from None
+        raise refusal(error) from None
     rows = []
     for r in results:
         case = r["case"]
@@ -408,13 +438,12 @@ def check_all() -> tuple[str, list[dict]]:
 def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     """Each suite case's verdict on the served version (`rows`, from check_all) and on `version`, run in a process of
     its own (gate.side); the cases whose verdicts differ first."""
-    from building import versions
     from loop import gate
 
     try:
-        other = {c["id"]: c for c in gate.side(versions.folder(version), [], sets=False)["cases"]}
+        other = {c["id"]: c for c in gate.side(version_folder(version), [], sets=False)["cases"]}
     except versions.VersionError as error:
-        raise gr.Error(str(error)) from None
+        raise refusal(error) from None
     both = []
     for r in rows:
         if r["id"] in other:
@@ -428,20 +457,20 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
 def gate_report(version: str) -> tuple[str, pd.DataFrame]:
     """The last gate verdict of `version` (its gate.json, written by `python -m loop gate`): the verdict and every
     regression, each set's deltas with their intervals and McNemar's test, and the inputs whose answer changes."""
-    from building import versions
     from loop import gate
 
     try:
-        verdict = json.loads((versions.folder(version) / "gate.json").read_text())
-    except versions.VersionError as error:
-        raise gr.Error(str(error)) from None
+        verdict = json.loads((version_folder(version) / "gate.json").read_text())
     except (OSError, ValueError):
         raise gr.Error(f"{version} has not been through the gate: python -m loop gate {version}") from None
-    significance = verdict["settings"]["significance"]
-    said = [f"**{version} {'passes' if verdict['passed'] else 'fails'} the gate** against {verdict['against']}"]
-    said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
-    said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
-    changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
+    try:
+        significance = verdict["settings"]["significance"]
+        said = [f"**{version} {'passes' if verdict['passed'] else 'fails'} the gate** against {verdict['against']}"]
+        said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
+        said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
+        changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise gr.Error(f"{version}'s gate.json is not a gate record: python -m loop gate {version} writes it again") from None
     columns = [*changed[0]] if changed else ["set", "row", TEXT, "expected", "served", "candidate", "change"]
     return "\n".join(said), pd.DataFrame(changed, columns=columns)
 
@@ -463,7 +492,7 @@ def review_queue(state: str) -> tuple[str, pd.DataFrame]:
         counts = review.counts()
         page, total = review.cases(state, limit=500)
     except review.QueueUnavailable as error:
-        raise gr.Error(str(error)) from None
+        raise refusal(error) from None
     rows = []
     for f in page:
         case = f.case

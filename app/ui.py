@@ -16,7 +16,6 @@ new flag a control (and a parameter), a new step a panel, and nothing here chang
 import argparse
 import json
 import os
-import secrets
 import shutil
 import typing
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 import batch
 import model
+from app.guards import same_secret
 from app.render import (
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
@@ -54,11 +54,13 @@ from app.render import (
     panel_fields,
     panel_value,
     record_columns,
+    refusal,
     review_queue,
     step_panels,
     under_both,
+    version_folder,
 )
-from app.uploads import only_uploads, report_dir
+from app.uploads import Turns, batch_limits, only_uploads, report_dir, within_limits
 from building import builder, contract, versions
 from loop import edge_cases, gate, review
 from loop.commands import counted
@@ -222,13 +224,15 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     def compare(**data):
         on, one = data["b_version"] or "served", values(model.Input, data)
         flags = values(flags_schema, data, "b_")
+        if on != "served":
+            version_folder(on)  # a name that is no version's, or no such version: said at once
         try:
             a = run(one, values(flags_schema, data), True)
             b = run(one, flags, True) if on == "served" else gate.one_ticket(on, one, flags)
         except ValidationError as error:
             raise gr.Error(contract.error_message(error)) from None
-        except versions.VersionError as error:
-            raise gr.Error(str(error)) from None
+        except versions.VersionError as error:  # a broken version: what is wrong with it, never where it lies
+            raise refusal(error) from None
         by_field, by_step = differences(a, b)
         n_diff = int((by_field.differs != "").sum())
         sides = "A and B" if on == "served" else f"A (served) and B (version {on})"
@@ -292,6 +296,8 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         last_report = gr.State(None)  # the scored CSV's path lives on the server, never sent by a client
 
     report_outputs = [headline, *plots, files, summary, last_report]
+    limits = batch_limits()
+    turns = Turns(limits["running"], limits["waiting"])
 
     def report(file=None, baseline=None, progress=gr.Progress(track_tqdm=True), **data):  # noqa: B008  (files: optional for clients)
         flags = values(flags_schema, data)
@@ -299,6 +305,15 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         if not source:  # a message for the person where the eye is, not an error for the server's log
             message = "Upload a CSV file" + (", or tick 'Use the bundled evaluation set'." if evaluation else " first.")
             return {headline: message} | dict.fromkeys(report_outputs[1:])  # and the last report's outputs cleared
+        with turns.turn(on_wait=lambda: progress(0, desc="waiting for another batch to finish")):
+            return scored_report(source, baseline, flags, data)
+
+    def scored_report(source, baseline, flags, data):
+        try:
+            for path in filter(None, [source, baseline]):  # before anything is scored
+                within_limits(path, limits["rows"], limits["mb"])
+        except batch.BatchInputError as error:
+            raise refusal(str(error).replace(str(path), Path(path).name)) from None
         out_dir = report_dir()
         try:
             scored = batch.report(
@@ -312,7 +327,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         except batch.BatchInputError as error:
             shutil.rmtree(out_dir, ignore_errors=True)
             message = str(error).replace(str(source), Path(source).name)
-            raise gr.Error(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
+            raise refusal(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
         except ValidationError as error:
             raise gr.Error(contract.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
@@ -336,12 +351,13 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         try:
             saved = batch.save_misclassified(path, scored, model.Flags.model_validate(flags), **who)
         except (batch.BatchInputError, ValidationError, review.QueueUnavailable) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(error) from None
         new = sum(is_new for _, is_new in saved)
         return f"{counted(new, 'misclassified row')} flagged for review ({len(saved) - new} already flagged); see the Edge cases tab."
 
     report_inputs = {"file": upload, "use_eval": use_eval, "compare": with_compare, "baseline": baseline}
-    go.click(report, inputs_kwargs=report_inputs | flags_a | prefixed(flags_b, "b_"), outputs=report_outputs, api_name="batch_report")
+    every = report_inputs | flags_a | prefixed(flags_b, "b_")
+    go.click(report, inputs_kwargs=every, outputs=report_outputs, api_name="batch_report", concurrency_limit=None)  # turns bound it
     save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
 
 
@@ -351,7 +367,8 @@ def batch_intro() -> str:
     said = f"Score a CSV of inputs: a column per input field, by its name ({columns}; an empty cell takes the default)."
     if contract.label():
         said += f" An `{contract.expected_column()}` column adds accuracy and a confusion matrix."
-    return said
+    limits = batch_limits()
+    return said + f" At most {limits['rows']:,} rows and {limits['mb']} MB a file (larger ones: `batch.py` on your own machine)."
 
 
 AS_FLAGGED = "as flagged"
@@ -501,7 +518,7 @@ def cases_tab() -> None:
     def reviewer(request: gr.Request, key: str | None) -> str:
         """The logged-in reviewer, when the reviewer key (where the server sets one) is right; else an error."""
         name, wanted = reviewer_of(request), os.environ.get("TRIAGE_REVIEW_KEY")
-        if name is None or (wanted and not secrets.compare_digest(key or "", wanted)):
+        if name is None or (wanted and not same_secret(key or "", wanted)):
             raise gr.Error("Reviewing needs a logged-in reviewer (and the reviewer key, where the server sets one).")
         return name
 
@@ -517,7 +534,7 @@ def cases_tab() -> None:
             else:
                 said = f"{counted(review.reject(data[chosen], who))} rejected."
         except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(error) from None
         return {decided: said, **show_queue(data[state], request)}
 
     def accept_cases(data, request: gr.Request):
@@ -537,7 +554,7 @@ def cases_tab() -> None:
         try:
             n = edge_cases.set_case_status(ids, edge_cases.CaseStatus.fixed) if ids else 0
         except edge_cases.StoreUnavailable as error:
-            raise gr.Error(str(error)) from None
+            raise refusal(error) from None
         return {
             marked: f"{counted(n)} marked fixed." if n else "No newly fixed case to mark.",
             **run_cases(data[verdict], data[source], request),
@@ -778,7 +795,7 @@ def save_flagged(one: dict, flags: dict, data: dict, request: gr.Request) -> str
     except ValidationError as error:
         raise gr.Error(contract.error_message(error)) from None
     except review.QueueUnavailable as error:  # too many flags, a full queue, a database that does not answer: nothing saved
-        raise gr.Error(str(error)) from None
+        raise refusal(error) from None
     if saved.status == edge_cases.CaseStatus.open:
         state = f"the pipeline answers {answer_shown(saved.answer) or 'otherwise'} today"
     else:

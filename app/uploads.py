@@ -1,5 +1,6 @@
-"""Files the page takes and gives: a file input reads only what was uploaded on the page; a batch report gets a
-folder of its own that goes after an hour.
+"""Files the page takes and gives: a file input reads only what was uploaded on the page; a batch is bounded (rows,
+bytes, batches at once and waiting: `batch_limits`); a batch report gets a folder of its own that goes after an hour,
+or when its server process ends.
 
 `only_uploads` patches Gradio, read as of gradio 6.31.0 (`GRADIO_VERSION_READ`); tests/test_ui.py fails on any
 other version and when what it relies on moves. On an upgrade, re-read:
@@ -13,12 +14,18 @@ other version and when what it relies on moves. On an upgrade, re-read:
 - gradio/utils.py, `get_upload_folder()`: where uploads land (`GRADIO_TEMP_DIR`, else `<tmp>/gradio`).
 """
 
+import contextlib
+import multiprocessing.util
+import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
+
+import batch
 
 GRADIO_VERSION_READ = "6.31.0"
 
@@ -49,10 +56,100 @@ def only_uploads(component: gr.File) -> gr.File:
 
 
 def report_dir(max_age_s: float = 3600) -> Path:
-    """A new folder for one batch report. Gradio serves a copy, so folders older than an hour are removed."""
+    """A new folder for one batch report, named for this process, which removes it when it ends (a server stopped by
+    SIGTERM too: no partial report stays behind). Gradio serves a copy, so folders older than an hour go, and so do
+    those of a process that is gone (one killed outright)."""
     parent = Path(tempfile.gettempdir()) / "triage-reports"
     parent.mkdir(exist_ok=True)
     for old in parent.iterdir():
-        if time.time() - old.stat().st_mtime > max_age_s:
+        if time.time() - old.stat().st_mtime > max_age_s or not _alive(old.name.split("-")[0]):
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=parent))
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{os.getpid()}-"))
+    _made.setdefault(os.getpid(), []).append(folder)
+    if len(_made[os.getpid()]) == 1:  # multiprocessing runs this when the process ends, a forked server process included
+        multiprocessing.util.Finalize(None, _remove_made, args=(os.getpid(),), exitpriority=0)
+    return folder
+
+
+_made: dict[int, list[Path]] = {}  # the report folders each process made (a forked child inherits its parent's list)
+
+
+def _remove_made(pid: int) -> None:
+    for folder in _made.pop(pid, []):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process `pid` (a folder name's) still runs; a name that is no pid counts as alive (age alone)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
+
+
+ROWS_DEFAULT, RUNNING_DEFAULT, WAITING_DEFAULT = 20_000, 1, 4  # see batch_limits
+
+
+def batch_limits() -> dict[str, int]:
+    """The Batch tab's bounds (environment variables), so that one upload cannot hold the server:
+    TRIAGE_BATCH_MAX_ROWS (20,000: about a minute's scoring on two cores, at some 400 inputs a second, two with a
+    comparison), TRIAGE_MAX_UPLOAD_MB (50, also Gradio's cap on an upload), TRIAGE_BATCH_CONCURRENCY (batches scored at
+    once: 1, as one already keeps two cores busy) and TRIAGE_BATCH_WAITING (batches that may wait for a turn: 4; one
+    more is refused at once)."""
+    return {
+        "rows": int(os.environ.get("TRIAGE_BATCH_MAX_ROWS", ROWS_DEFAULT)),
+        "mb": int(os.environ.get("TRIAGE_MAX_UPLOAD_MB", "50")),
+        "running": max(1, int(os.environ.get("TRIAGE_BATCH_CONCURRENCY", RUNNING_DEFAULT))),
+        "waiting": max(0, int(os.environ.get("TRIAGE_BATCH_WAITING", WAITING_DEFAULT))),
+    }
+
+
+def within_limits(path: str | Path, rows: int, mb: int) -> None:
+    """Refuse, before anything is scored, a CSV over `mb` megabytes or `rows` rows (rows as scoring reads them, counted
+    only up to one past the cap); the message names the cap and its setting."""
+    name = Path(path).name
+    if Path(path).stat().st_size > mb * 1024 * 1024:
+        raise gr.Error(f"{name} is larger than {mb} MB, the most this server scores (TRIAGE_MAX_UPLOAD_MB).")
+    seen = 0
+    for chunk in batch.read_chunks(path, min(rows + 1, 65536)):
+        seen += len(chunk)
+        if seen > rows:
+            raise gr.Error(
+                f"{name} has more than {rows:,} rows, the most this server scores in one batch (TRIAGE_BATCH_MAX_ROWS): "
+                "split it, or score it with batch.py on your own machine."
+            )
+
+
+class Turns:
+    """At most `running` batches scored at once and `waiting` more waiting for their turn; one more is refused at once
+    with a message. (Gradio's own queue would keep every click waiting, with no end: the event runs with
+    concurrency_limit=None and this bounds it.)"""
+
+    def __init__(self, running: int, waiting: int):
+        self.running, self.waiting = running, waiting
+        self.free, self.admitted = threading.Semaphore(running), threading.Semaphore(running + waiting)
+
+    @contextlib.contextmanager
+    def turn(self, on_wait=None):
+        """Hold a turn for one batch; `on_wait()` is called first when the batch must wait for it."""
+        if not self.admitted.acquire(blocking=False):
+            raise gr.Error(
+                f"The server is scoring {self.running} batch(es) with {self.waiting} more waiting, the most it takes "
+                "(TRIAGE_BATCH_CONCURRENCY, TRIAGE_BATCH_WAITING): try again in a few minutes."
+            )
+        try:
+            if not self.free.acquire(blocking=False):
+                if on_wait:
+                    on_wait()
+                self.free.acquire()
+            try:
+                yield
+            finally:
+                self.free.release()
+        finally:
+            self.admitted.release()

@@ -33,7 +33,7 @@ import model
 import recipe
 from building import contract, files, versions
 from building.contract import ContractError
-from building.encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source
+from building.encoders import ModelError, OnnxEncoder, TorchEncoder, load_encoder, model_source, width_problem
 from building.files import sha256_file
 
 log = logging.getLogger("triage")
@@ -44,8 +44,28 @@ MANIFEST_KEYS = ("pipeline_version", "code", "data", "model", "encoder", "built_
 # ---------------------------------------------------------------------------------------------
 # Where: the artifacts' folder, the encoder, the data
 # ---------------------------------------------------------------------------------------------
-# What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/)
-ARTIFACTS_DIR = Path(os.environ.get("TRIAGE_ARTIFACTS_DIR") or versions.served_dir() or model.ROOT / "artifacts")
+# What the steps run on: TRIAGE_ARTIFACTS_DIR, else the promoted version's folder (versions.py), else artifacts/ (from data/).
+# A server resolves it once and sets TRIAGE_ARTIFACTS_DIR for the processes it starts (app/main.py): one version for life
+# A served.json that cannot be read leaves artifacts/ in its place and UNSERVABLE saying why: whatever would serve,
+# build or load raises it (servable()), while commands that serve nothing (the review queue) still work
+def _served_folder() -> tuple[Path, str | None]:
+    if os.environ.get("TRIAGE_ARTIFACTS_DIR"):
+        return Path(os.environ["TRIAGE_ARTIFACTS_DIR"]), None
+    try:
+        return versions.served_dir() or model.ROOT / "artifacts", None
+    except versions.VersionError as error:
+        return model.ROOT / "artifacts", str(error)
+
+
+ARTIFACTS_DIR, UNSERVABLE = _served_folder()
+
+
+def servable() -> None:
+    """Raise VersionError when served.json could not be read as this process started (UNSERVABLE)."""
+    if UNSERVABLE:
+        raise versions.VersionError(UNSERVABLE)
+
+
 # The encoder that runs the embedding model (TRIAGE_ENCODER), when recipe.ENCODER; bench/RESULTS.md compares them:
 #   onnx-int8  ONNX Runtime, weights and activations in int8 with fixed scales (the default: fastest, same accuracy)
 #   onnx       ONNX Runtime, float32 (the same numbers as PyTorch)
@@ -205,27 +225,45 @@ def export_onnx(out_dir: Path, int8: bool) -> None:
 
 
 def _build_encoder(staging: Path, record: dict):
-    """The chosen encoder, its files (if any) written to `staging`: exported afresh, or reused from the last build."""
+    """The chosen encoder, its files (if any) written to `staging`: exported afresh, or reused from the last build when
+    they are what its manifest records and fit the embedding model (never kept and trained around: reused_encoder)."""
     if record["name"] == "torch":
         return TorchEncoder(*model_source())
+    reused = reused_encoder(staging, record)
+    if reused is not None:
+        return reused
+    log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
+    command = [sys.executable, "-m", "building", "export-onnx", str(staging), *(["--int8"] if record["name"] == "onnx-int8" else [])]
+    env = {**os.environ, "TRIAGE_DATA_DIR": str(model.DATA_DIR)}
+    done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, env=env)  # torch stays out of this process
+    if done.returncode != 0:
+        raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
+
+
+def reused_encoder(staging: Path, record: dict) -> OnnxEncoder | None:
+    """The last build's encoder files, copied to `staging`, when its manifest records the same `record` and their
+    hashes, and the encoder fits the embedding model (width_problem: a file replaced with its manifest edited to match
+    passes the hashes); else None, after saying why when there were files to reuse."""
     try:
         previous = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
-        reuse = previous.get("encoder") == record and all(
-            sha256_file(ARTIFACTS_DIR / name) == previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
-        )
+        if previous.get("encoder") != record or any(
+            sha256_file(ARTIFACTS_DIR / name) != previous["artifacts"][name]["sha256"] for name in ENCODER_FILES
+        ):
+            return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        reuse = False
-    if reuse:
-        for name in ENCODER_FILES:
-            shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
-    else:
-        log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
-        command = [sys.executable, "-m", "building", "export-onnx", str(staging), *(["--int8"] if record["name"] == "onnx-int8" else [])]
-        env = {**os.environ, "TRIAGE_DATA_DIR": str(model.DATA_DIR)}
-        done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, env=env)  # torch stays out of this process
-        if done.returncode != 0:
-            raise ModelError(f"exporting the model to ONNX failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
-    return OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
+        return None
+    for name in ENCODER_FILES:
+        shutil.copyfile(ARTIFACTS_DIR / name, staging / name)
+    try:
+        encoder = OnnxEncoder(staging / "encoder.onnx", staging / "tokenizer.json")
+        problem = width_problem(encoder, model_source()[0])
+    except Exception as error:  # any file ONNX Runtime or the tokenizer cannot read is not reused
+        problem = f"it cannot be loaded ({type(error).__name__}: {error})"
+    if problem is None:
+        return encoder
+    log.warning("artifacts: %s is not reused: %s; exporting the embedding model again", ARTIFACTS_DIR / "encoder.onnx", problem)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +276,7 @@ def build_artifacts() -> dict[str, Any]:
     file is written under a temporary name and renamed into place, and the manifest, which records each
     file's size and SHA-256, comes last. A promoted version is never rebuilt (build a candidate instead).
     """
+    servable()
     if versions.name_of(ARTIFACTS_DIR):
         raise versions.VersionError(f"{ARTIFACTS_DIR} is a version, served as it was built: python -m loop candidate")
     contract.check()
@@ -248,6 +287,7 @@ def build_artifacts() -> dict[str, Any]:
 def build_candidate(training: list) -> dict[str, Any]:
     """A candidate version: data/ and `training` (the suite's edge cases accepted with `train`) built into a new
     folder of versions/, beside what is served, which is not touched. Returns its manifest (`version` names it)."""
+    servable()
     contract.check()
     name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     target = versions.folder(name)
@@ -371,15 +411,22 @@ def served() -> dict[str, Any]:
     """What is served, without loading it: the version's name ("artifacts" for artifacts/, built from data/) and the
     model, encoder and data it was built from (artifacts/: what it is built from now; model and encoder None without
     an encoder)."""
+    servable()
     if versions.name_of(ARTIFACTS_DIR):
-        saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
-        return {"version": saved["version"], **{k: saved.get(k) for k in ("model", "encoder", "data")}}
+        try:
+            saved = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())
+            return {"version": saved["version"], **{k: saved.get(k) for k in ("model", "encoder", "data")}}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            why = f"its folder {ARTIFACTS_DIR} is gone" if not ARTIFACTS_DIR.is_dir() else f"{type(error).__name__}: {error}"
+            fix = "python -m loop rollback, or promote another"
+            raise versions.VersionError(f"version {ARTIFACTS_DIR.name} cannot be served ({why}): {fix}") from None
     current = fingerprint()
     return {"version": "artifacts", **{k: current.get(k) for k in ("model", "encoder", "data")}}
 
 
 def manifest() -> dict:
     """The artifacts' manifest (versions, hashes, eval metrics), without loading the model when it is up to date."""
+    servable()
     saved = _fresh_manifest() if model._resources is None else None
     return saved if saved is not None else ready().manifest
 
@@ -414,6 +461,7 @@ def load_or_build() -> Any:
     """The saved artifacts when they are fresh and intact; else built afresh (after waiting for a build that another
     process may be running, and looking again). A version's folder is loaded as it was built, or refused, never
     rebuilt."""
+    servable()
     if versions.name_of(ARTIFACTS_DIR):
         return load_version(ARTIFACTS_DIR)
     check_data()
@@ -490,6 +538,11 @@ def load(manifest: dict, encoder=None, folder: Path | None = None) -> Any:
     the files do not fit together."""
     folder = folder or ARTIFACTS_DIR
     if recipe.ENCODER and encoder is None:
-        on_onnx = manifest["encoder"]["name"] != "torch"
-        encoder = OnnxEncoder(*(folder / f for f in ENCODER_FILES)) if on_onnx else TorchEncoder(*model_source())
+        if manifest["encoder"]["name"] == "torch":
+            encoder = TorchEncoder(*model_source())
+        else:
+            encoder = OnnxEncoder(*(folder / f for f in ENCODER_FILES))
+            problem = width_problem(encoder, model_source()[0])
+            if problem:  # its hashes may match a manifest edited to match it: never served, rebuilt (or refused: a version)
+                raise ValueError(f"{folder / ENCODER_FILES[0]}: {problem}")
     return recipe.load(folder, manifest, encoder)

@@ -6,6 +6,7 @@ builder.py makes the ONNX files; model.py's `embed` step calls `encode`.
 """
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -40,6 +41,24 @@ def model_source() -> tuple[str, str | None]:
 
 class ModelError(RuntimeError):
     """The embedding model is missing or is not the one it claims to be."""
+
+
+def model_width(model: str) -> int | None:
+    """The width of the model's token vectors (its config.json's hidden_size): what an encoder exported from it gives;
+    None where it cannot be read (a hub name)."""
+    try:
+        return int(json.loads((Path(model) / "config.json").read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def width_problem(encoder, model: str) -> str | None:
+    """None when `encoder` gives vectors as wide as `model`'s (or that width is unknown); else what is wrong. A file and
+    a manifest can be replaced together: their hashes agree, the shape tells that the encoder is not this model's."""
+    expected, width = model_width(model), encoder.encode(["shape check"]).shape[-1]
+    if expected is None or width == expected:
+        return None
+    return f"it gives {width}-dimensional vectors, the embedding model {expected} ({Path(model).parent.name or model})"
 
 
 def ort_threads() -> int:

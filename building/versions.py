@@ -1,24 +1,35 @@
 """Versions of what the pipeline runs on, kept side by side, and which one is served.
 
-    versions/
+    versions/                     at the project root (TRIAGE_VERSIONS_DIR moves it)
       20261128-234501-3fa2c1/     a candidate: every artifact file, its manifest.json (with `version`), gate.json
       20261129-101500-77b0de/     another
-      served.json                 {"served": "20261128-234501-3fa2c1", "history": [...]}: switched atomically
+      served.json                 {"served": "20261129-101500-77b0de", "history": ["", "20261128-234501-3fa2c1"]}
+      switches.log                every promotion and rollback, one JSON line each, appended and never rewritten
 
 `python -m loop candidate` builds one (builder.build_candidate), `gate ID` judges it against the served one
-(gate.py), `promote ID` switches the served version and `rollback` returns to the one before, each by one atomic
-rename of served.json. A server reads served.json when it starts: it serves that version's folder as it was built,
-never rebuilt; with no served.json it serves artifacts/, built from data/ (TRIAGE_ARTIFACTS_DIR overrides both).
-This file is a leaf: the build (builder.py) imports it to find the served folder.
+(gate.py), which records the SHA-256 of every file it judged; `promote ID` serves it (its files still those the gate
+judged) and `rollback` returns to the one before. Both hold a lock for their whole read-check-write of served.json and
+switch it by one atomic rename. served.json's `history` is the way back: the versions served before, newest last (""
+is artifacts/); promote pushes, rollback pops. What was switched, and when, is switches.log's, which only grows.
+A server reads served.json when it starts: it serves that version's folder as it was built, never rebuilt; with no
+served.json it serves artifacts/, built from data/ (TRIAGE_ARTIFACTS_DIR overrides both).
+The build (builder.py) imports this file to find the served folder; it reaches back only to check a version's files.
 """
 
+import contextlib
+import getpass
 import json
 import os
 import re
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+import model
+from building import files
+
 NAME = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+GATE_FILES = ("gate.json", "gate.html")  # the gate's report, beside what it judged: not part of the version
+LOCK_WAIT_S = 60
 
 
 class VersionError(RuntimeError):
@@ -31,31 +42,71 @@ def name_of(folder: Path) -> str | None:
 
 
 def versions_dir() -> Path:
-    return Path(os.environ.get("TRIAGE_VERSIONS_DIR", ROOT / "versions"))
+    """versions/ at the project root, or TRIAGE_VERSIONS_DIR."""
+    return Path(os.environ.get("TRIAGE_VERSIONS_DIR") or model.ROOT / "versions")
+
+
+def served_file() -> Path:
+    return versions_dir() / "served.json"
 
 
 def folder(version: str) -> Path:
     """The folder of `version`; a name that is not a version's (a path, `..`) raises VersionError."""
-    if not NAME.fullmatch(version or ""):
+    if not isinstance(version, str) or not NAME.fullmatch(version):
         raise VersionError(f"{version!r} is not a version name (like 20261128-234501-3fa2c1): see python -m loop versions")
     return versions_dir() / version
 
 
+def kept(version: str) -> bool:
+    """Whether `version` is a version's name with a complete folder (its manifest written last)."""
+    return isinstance(version, str) and bool(NAME.fullmatch(version)) and (versions_dir() / version / "manifest.json").is_file()
+
+
 def state() -> dict:
-    """served.json: the served version and those served before it (newest last); empty when none was promoted."""
+    """served.json: the served version (None: artifacts/) and the way back (newest last); empty when none was promoted.
+    A file of any other shape, or a history naming a version that is not kept, raises VersionError naming the file:
+    a rollback must never land on a path or on nothing."""
+    path = served_file()
     try:
-        saved = json.loads((versions_dir() / "served.json").read_text())
+        saved = json.loads(path.read_text())
     except FileNotFoundError:
         return {"served": None, "history": []}
     except (OSError, ValueError) as error:
-        raise VersionError(f"{versions_dir() / 'served.json'} cannot be read ({error}): mend or delete it") from None
-    return {"served": saved.get("served"), "history": list(saved.get("history", []))}
+        raise VersionError(f"{path} cannot be read ({error}): mend it, or delete it to serve artifacts/") from None
+    problem = _problem(saved)
+    if problem:
+        raise VersionError(f"{path}: {problem}: mend it, or delete it to serve artifacts/")
+    return {"served": saved["served"], "history": list(saved["history"])}
+
+
+def _problem(saved) -> str | None:
+    """What makes `saved` no state (see `state`), or None. The served version's folder may be gone (`present`)."""
+    if not isinstance(saved, dict) or set(saved) != {"served", "history"}:
+        return 'not {"served": VERSION or null, "history": [VERSION or "", ...]}'
+    served, history = saved["served"], saved["history"]
+    if served is not None and not (isinstance(served, str) and NAME.fullmatch(served)):
+        return f"served {served!r} is not a version name"
+    if not isinstance(history, list):
+        return "history is not a list"
+    for i, name in enumerate(history):
+        if name != "" and not kept(name):
+            named = isinstance(name, str) and NAME.fullmatch(name)
+            return f"history[{i}] {name!r} is {'no version kept' if named else 'not a version name'}"
+    return None
 
 
 def served_dir() -> Path | None:
-    """The folder of the promoted version, or None (serve artifacts/, built from data/)."""
+    """The folder of the promoted version, or None (serve artifacts/, built from data/). Its folder may be gone: `present`
+    says so; rollback and promote still work then."""
     served = state()["served"]
     return folder(served) if served else None
+
+
+def present(path: Path) -> Path:
+    """`path`, a version's folder, when it holds its manifest; else VersionError naming it and the way out."""
+    if not (path / "manifest.json").is_file():
+        raise VersionError(f"version {path.name} is gone ({path} has no manifest.json): python -m loop rollback, or promote another")
+    return path
 
 
 def listing() -> list[str]:
@@ -64,39 +115,109 @@ def listing() -> list[str]:
     return sorted(p.parent.name for p in found if NAME.fullmatch(p.parent.name))
 
 
-def _switch(served: str | None, history: list[str]) -> None:
-    """Write served.json under a temporary name, then rename: a reader sees the old pointer or the new one."""
-    versions_dir().mkdir(parents=True, exist_ok=True)
-    temporary = versions_dir() / f".served.{os.getpid()}.tmp"
-    with open(temporary, "w") as f:
-        json.dump({"served": served, "history": history}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, versions_dir() / "served.json")
+def sealed(path: Path) -> dict[str, str]:
+    """The SHA-256 of every file in a version's folder, its manifest.json included, but the gate's report: what the gate
+    records of what it judged, and what promote finds again."""
+    found = sorted(p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in GATE_FILES)
+    return {p.relative_to(path).as_posix(): files.sha256_file(p) for p in found}
 
 
-def promote(version: str, force: bool = False) -> str:
-    """Serve `version` from the next start on: it must exist and have passed its gate against what is served now
-    (`force` skips that). Returns what was served before (or "artifacts/")."""
-    path, now = folder(version), state()
+def intact(version: str) -> Path:
+    """The folder of `version`, kept, with every file its manifest records as recorded; else VersionError naming it."""
+    path = folder(version)
     if not (path / "manifest.json").is_file():
         raise VersionError(f"no version {version} in {versions_dir()}: see python -m loop versions")
-    if not force:
-        try:
-            verdict = json.loads((path / "gate.json").read_text())
-        except (OSError, ValueError):
-            raise VersionError(f"{version} has not been through the gate: python -m loop gate {version}") from None
-        if not verdict.get("passed") or verdict.get("against") != (now["served"] or "artifacts"):
-            raise VersionError(f"{version} did not pass its gate against what is served now ({now['served'] or 'artifacts/'})")
-    _switch(version, [*now["history"], now["served"] or ""])
-    return now["served"] or "artifacts/"
+    from building import builder  # builder imports this file
+
+    try:
+        problem = builder.artifact_problem(json.loads((path / "manifest.json").read_text()), path)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+        problem = f"{path / 'manifest.json'} cannot be read ({error})"
+    if problem:
+        raise VersionError(f"{version} is not as it was built: {problem}")
+    return path
 
 
-def rollback() -> str:
-    """Serve again what was served before the last promotion ("" in the history is artifacts/); returns it."""
-    now = state()
-    if not now["history"]:
-        raise VersionError("nothing to roll back to: no version was promoted")
-    *history, previous = now["history"]
-    _switch(previous or None, history)
-    return previous or "artifacts/"
+def judged(version: str, served: str | None) -> None:
+    """VersionError unless `version`'s gate.json is the gate's record of these very files, and it passed against `served`."""
+    path = folder(version)
+    gate = path / "gate.json"
+    try:
+        verdict = json.loads(gate.read_text())
+    except FileNotFoundError:
+        raise VersionError(f"{version} has not been through the gate: python -m loop gate {version}") from None
+    except (OSError, ValueError) as error:
+        raise VersionError(f"{gate} cannot be read ({error}): python -m loop gate {version}") from None
+    recorded = verdict.get("sha256") if isinstance(verdict, dict) else None
+    if not isinstance(recorded, dict) or verdict.get("candidate") != version or "manifest.json" not in recorded:
+        raise VersionError(f"{gate} records no SHA-256 of the files the gate judged (not the gate's record): python -m loop gate {version}")
+    now = sealed(path)
+    changed = sorted(set(now) ^ set(recorded) | {name for name in now.keys() & recorded.keys() if now[name] != recorded[name]})
+    if changed:
+        more = f" and {len(changed) - 1} more are" if len(changed) > 1 else " is"
+        raise VersionError(f"{path / changed[0]}{more} not what the gate judged ({gate}): python -m loop gate {version}")
+    if not verdict.get("passed") or verdict.get("against") != (served or "artifacts"):
+        raise VersionError(f"{version} did not pass its gate against what is served now ({served or 'artifacts/'})")
+
+
+def promote(version: str, force: bool = False) -> dict:
+    """Serve `version` from the next start on: its files must be those its manifest records and, unless `force`, those
+    its gate judged, passing against what is served now. Returns the state it produced."""
+    with _switching():
+        now = state()
+        intact(version)
+        if not force:
+            judged(version, now["served"])
+        return _switch(version, [*now["history"], now["served"] or ""], "promote")
+
+
+def rollback() -> dict:
+    """Serve again what was served before the last promotion ("" in the history is artifacts/); returns the state it
+    produced."""
+    with _switching():
+        now = state()
+        if not now["history"]:
+            raise VersionError("nothing to roll back to: no version was promoted")
+        *history, previous = now["history"]
+        return _switch(previous or None, history, "rollback")
+
+
+@contextlib.contextmanager
+def _switching():
+    """The lock every promote and rollback holds from reading served.json to its rename: one at a time, none lost."""
+    from filelock import Timeout
+
+    try:
+        lock = files.file_lock(served_file())
+        lock.acquire(timeout=LOCK_WAIT_S)
+    except Timeout:
+        raise VersionError(f"{lock.lock_file} was held for {LOCK_WAIT_S} s by another promote or rollback: try again") from None
+    except OSError as error:  # a folder where the lock or versions/ should be, a full disk
+        raise VersionError(f"{served_file()} cannot be locked ({error})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _switch(served: str | None, history: list[str], command: str) -> dict:
+    """Write served.json by one atomic rename (a reader sees the old pointer or the new one), then log the switch."""
+    now = {"served": served, "history": history}
+    try:
+        files.write_atomic(served_file(), json.dumps(now, indent=1) + "\n")
+    except OSError as error:
+        raise VersionError(f"{served_file()}: not switched ({error})") from None
+    line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command, "by": _who()} | now
+    try:
+        with open(versions_dir() / "switches.log", "a") as log:
+            log.write(json.dumps(line) + "\n")
+    except OSError as error:
+        raise VersionError(f"switched, but {versions_dir() / 'switches.log'} could not record it ({error})") from None
+    return now
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

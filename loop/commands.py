@@ -8,6 +8,7 @@ answer), `cases import FILE.csv [--accept]`, `cases fix|reopen|train ID ...`. Ve
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -73,6 +74,7 @@ def cmd_cases_queue(args) -> int:
         given = case.expected.model_dump(exclude_none=True, mode="json")  # the label, and each other field where given
         first = str(given.pop(label, "")) if label else ""
         shown = f"{f.state:9} {case.id}  {first:16} {edge_cases.in_words(given):28} x{f.times_flagged}"
+        shown += f"  -> {f.suite_id}" if f.suite_id else ""  # accepted: its id in the suite
         print(f"{shown}  {edge_cases.input_text(case.ticket)[:70]!r}  {case.note[:40]}")
     print(json.dumps({"shown": len(page), "total": total, **review.counts(), "database": review.where()}))
     return 0
@@ -99,15 +101,19 @@ def expected_given(pairs: list[str]) -> Expected | None:
 
 def cmd_cases_accept(args) -> int:
     answer = expected_given(args.expect)
-    not_pending(args.args)
-    accepted = review.accept(args.args, args.by, expected=answer, train=args.train)
+    with not_pending(args.args):
+        accepted = review.accept(args.args, args.by, expected=answer, train=args.train)
     print(f"{counted(len(accepted))} accepted into {edge_cases.cases_file()}")
+    for queued, case in zip(dict.fromkeys(args.args), accepted, strict=True):
+        if case.id != queued:  # the reviewer's answer makes another case
+            print(f"{queued} is {case.id} in the suite")
     return 0
 
 
 def cmd_cases_reject(args) -> int:
-    not_pending(args.args)
-    print(f"{counted(review.reject(args.args, args.by))} rejected")
+    with not_pending(args.args):
+        rejected = review.reject(args.args, args.by)
+    print(f"{counted(rejected)} rejected")
     return 0
 
 
@@ -121,8 +127,15 @@ def existing(ids: list[str], found: set[str], what: str, listing: str) -> None:
         sys.exit(f"nothing changed: no {what} {', '.join(missing)} ({listing} lists them)")
 
 
-def not_pending(ids: list[str]) -> None:
-    existing(ids, {f.case.id for f in review.pending(ids)}, "pending case", "python -m loop cases queue --state all")
+@contextlib.contextmanager
+def not_pending(ids: list[str]):
+    """Stop when no id is given, or naming each case that is not pending (another reviewer was first, say) when the
+    decision in the block is refused: nothing was changed."""
+    existing(ids, set(ids), "pending case", "python -m loop cases queue --state all")
+    try:
+        yield
+    except review.NotPending as error:
+        sys.exit(str(error))
 
 
 def in_suite(ids: list[str]) -> None:
@@ -179,29 +192,49 @@ def cmd_gate(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    before = versions.promote(args.version, force=args.force)
-    print(f"{args.version} is served from the next start of each server (was {before}); undo: python -m loop rollback")
+    produced = versions.promote(args.version, force=args.force)
+    was = produced["history"][-1] or "artifacts/"
+    print(f"{args.version} is served from the next start of each server (was {was}); undo: python -m loop rollback")
+    print(json.dumps(produced))  # the state this promotion produced (served.json)
     return 0
 
 
 def cmd_rollback(args) -> int:
-    print(f"{versions.rollback()} is served again from the next start of each server")
+    produced = versions.rollback()
+    print(f"{produced['served'] or 'artifacts/'} is served again from the next start of each server")
+    print(json.dumps(produced))  # the state this rollback produced (served.json)
     return 0
 
 
 def cmd_versions(args) -> int:
-    served, first = versions.state()["served"], next(iter(contract.labelled_sets()), None)  # the evaluation set
+    now, first = versions.state(), next(iter(contract.labelled_sets()), None)  # the evaluation set
     for name in versions.listing():
-        saved = json.loads((versions.folder(name) / "manifest.json").read_text())
-        gated = versions.folder(name) / "gate.json"
-        verdict = json.loads(gated.read_text())["passed"] if gated.is_file() else None
-        mark = "*" if name == served else " "
-        gate_said = {True: "gate passed", False: "gate failed", None: "not gated"}[verdict]
-        accuracy = (saved.get(first) or {}).get("accuracy") if first else None
-        scored = f"  accuracy {accuracy:.4f}" if accuracy is not None else ""
-        print(f"{mark} {name}{scored}  {len(saved.get('training_cases', []))} training cases  {gate_said}")
-    print(f"served: {served or 'artifacts/ (built from data/)'}")
+        try:
+            saved = json.loads((versions.folder(name) / "manifest.json").read_text())
+            accuracy = (saved.get(first) or {}).get("accuracy") if first else None
+            about = f"  accuracy {accuracy:.4f}" if accuracy is not None else ""
+            about += f"  {len(saved.get('training_cases', []))} training cases"
+        except (OSError, ValueError, AttributeError, TypeError):
+            about = "  manifest.json unreadable"
+        mark = "*" if name == now["served"] else " "
+        print(f"{mark} {name}{about}  {gate_said(versions.folder(name) / 'gate.json')}")
+    gone = now["served"] and now["served"] not in versions.listing()
+    print(f"served: {now['served'] or 'artifacts/ (built from data/)'}{' (its folder is gone: python -m loop rollback)' if gone else ''}")
+    print(f"way back (rollback): {' <- '.join(reversed([h or 'artifacts/' for h in now['history']])) or 'none'}")
     return 0
+
+
+def gate_said(gated: Path) -> str:
+    """What a version's gate.json says, without hashing its files (promote does)."""
+    try:
+        verdict = json.loads(gated.read_text())
+    except FileNotFoundError:
+        return "not gated"
+    except (OSError, ValueError):
+        return "gate.json unreadable"
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("sha256"), dict):
+        return "gate.json not the gate's record (no SHA-256 of the files)"
+    return "gate passed" if verdict.get("passed") else "gate failed"
 
 
 CASE_ACTIONS = {
@@ -241,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     gating.set_defaults(run=cmd_gate)
     promoting = commands.add_parser("promote", help="serve a version that passed its gate (from each server's next start)")
     promoting.add_argument("version")
-    promoting.add_argument("--force", action="store_true", help="without a passing gate")
+    promoting.add_argument("--force", action="store_true", help="without a passing gate (its files still checked against its manifest)")
     promoting.set_defaults(run=cmd_promote)
     commands.add_parser("rollback", help="serve again what was served before the last promotion").set_defaults(run=cmd_rollback)
     commands.add_parser("versions", help="the versions kept, which is served, their gates").set_defaults(run=cmd_versions)

@@ -191,14 +191,19 @@ def save_cases(cases: list[EdgeCase | dict], created_by: str | None = None, path
     saved and whether it was new. On a full disk nothing is written (StoreFull); a store that cannot be used at all
     raises StoreUnavailable. Flags from the faces go to the review queue (review.py); this is what accepting one does.
     """
+    return append_recorded(recorded(cases, created_by), path)
+
+
+def append_recorded(cases: list[EdgeCase], path: Path | None = None) -> list[tuple[EdgeCase, bool]]:
+    """Append cases as `recorded` gave them to the suite, as `save_cases` does, without running the pipeline again
+    (review.accept runs it before it takes its locks)."""
     path = path or cases_file()
-    recorded_now = recorded(cases, created_by)
     try:
         with file_lock(path):
             _widen(path)
             saved = {c.id: c for c in read_cases(path).cases}
             out = []
-            for case in recorded_now:
+            for case in cases:
                 out.append((saved[case.id], False) if case.id in saved else (case, True))
                 saved.setdefault(case.id, case)
             _append_cases(path, [case for case, new in out if new])

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import model
-from building import builder, contract, versions
+from building import builder, contract, files, versions
 from loop import edge_cases
 from reporting import reports
 
@@ -235,18 +235,22 @@ def compare(served: dict, candidate: dict, chosen: dict[str, float]) -> dict[str
 
 
 def run(version: str, batches: list[str] = ()) -> dict[str, Any]:
-    """Judge `version` against what is served now; its report goes to the candidate's folder (gate.json, gate.html)."""
-    folder = versions.folder(version)
-    if not (folder / "manifest.json").is_file():
-        raise versions.VersionError(f"no version {version}: see python -m loop versions")
-    served_name = versions.state()["served"] or "artifacts"
-    served_folder = versions.served_dir() or builder.ARTIFACTS_DIR
+    """Judge `version` against what is served now; its report goes to the candidate's folder (gate.json, gate.html).
+    gate.json records the SHA-256 of every file judged (`versions.sealed`), the same before and after judging: promote
+    serves only those files."""
+    folder = versions.intact(version)  # its files as its manifest records them
+    judged_files = versions.sealed(folder)
+    now = versions.state()["served"]  # read once: what the verdict is against
+    served_name, served_folder = (now, versions.present(versions.folder(now))) if now else ("artifacts", builder.ARTIFACTS_DIR)
     chosen = settings()
     served, candidate = side(served_folder, list(batches)), side(folder, list(batches))
+    if versions.sealed(folder) != judged_files:
+        raise versions.VersionError(f"{folder} changed while the gate judged it: python -m loop gate {version}")
     verdict = compare(served, candidate, chosen) | {"candidate": version, "against": served_name, "batches": [str(b) for b in batches]}
     verdict["sides"] = {"served": served["about"], "candidate": candidate["about"]}  # version, pipeline, data hashes, encoder
-    (folder / "gate.html").write_text(html(verdict))
-    (folder / "gate.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    verdict["sha256"] = judged_files  # every file of the candidate, its manifest.json included
+    files.write_atomic(folder / "gate.html", html(verdict))
+    files.write_atomic(folder / "gate.json", json.dumps(verdict, indent=2) + "\n")
     return verdict
 
 

@@ -581,3 +581,19 @@ def changing_flags(given: list[dict]) -> dict:
         if [a.model_dump(mode="json") for a in answers(given, flags)] != plain:
             return flags
     pytest.fail("no flag changes the answer to any of these inputs")
+
+
+def fake_version(versions_dir: Path, payload: bytes = b"weights") -> str:
+    """A version kept in `versions_dir` in seconds, without a build: one artifact file and the manifest recording its size
+    and SHA-256, as the build writes them (what promote, rollback and the gate's record check; it cannot be served)."""
+    import hashlib
+    import json
+    import secrets
+
+    name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    folder = versions_dir / name
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(payload)
+    recorded = {"weights.bin": {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}}
+    (folder / "manifest.json").write_text(json.dumps({"version": name, "artifacts": recorded}, indent=2) + "\n")
+    return name

@@ -257,8 +257,8 @@ def test_a_reviewer_accepts_and_rejects_over_http(cases_server):
     assert rejected["changed"] == 1 and rejected["counts"]["rejected"] >= 1
     (in_suite,) = [c for c in edge_cases.load_cases(cases_server.store) if c.id == done.json()["accepted"][0]]
     assert in_suite.created_by == "ana" and in_suite.expected.model_dump(mode="json", exclude_none=True) == reviewers
-    again = requests.post(f"{url}/review", json={**decision, "ids": ids}, headers=reviewer, timeout=60).json()
-    assert again["changed"] == 0  # neither is pending any more
+    again = requests.post(f"{url}/review", json={**decision, "ids": ids}, headers=reviewer, timeout=60)
+    assert again.status_code == 409 and f"{ids[0]} was accepted by ana at " in again.json()["detail"]  # neither is pending any more
 
 
 def test_what_is_saved_can_always_be_read_back(tmp_path):

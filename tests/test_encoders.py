@@ -4,6 +4,7 @@ and the processes that serve never import torch."""
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 import model
 from building import builder, encoders
+from building.files import sha256_file
 
 ROOT = model.ROOT
 
@@ -149,3 +151,49 @@ def test_workers_times_threads_fit_the_cores_the_process_may_use(monkeypatch):
     env = {k: v for k, v in os.environ.items() if k not in ("TRIAGE_WORKERS", "TRIAGE_ORT_THREADS")}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1", done.stdout + done.stderr  # a process pinned to one core runs one thread
+
+
+def narrow_onnx(path: Path, vocabulary: int, width: int = 8) -> None:
+    """An ONNX encoder of the wrong shape: the exported one's inputs and output, `width`-dimensional token vectors."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((vocabulary, width)).astype(np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["tokens"])],
+        "narrow",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"]) for n in names],
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "tokens", width])],
+        [table],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_a_resealed_encoder_of_the_wrong_shape_is_exported_again_never_trained_around(tmp_path, monkeypatch):
+    """encoder.onnx replaced by one of another width, the manifest's hashes edited to match: the hashes pass, so only the
+    shape tells. It is neither loaded nor reused by the rebuild (which trained the rest around it): exported again from
+    the packaged model, and the log names it. Float32 ONNX (TRIAGE_ENCODER=onnx), the quicker export: one build."""
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "artifacts"
+    builder.ready()
+    shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
+    narrow_onnx(folder / "encoder.onnx", Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size())
+    monkeypatch.setenv("TRIAGE_ENCODER", "onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoder"] = builder.encoder_record(manifest["data"])  # as a float32 build records it: fresh, and reusable
+    narrow = folder / "encoder.onnx"
+    manifest["artifacts"]["encoder.onnx"] = {"bytes": narrow.stat().st_size, "sha256": sha256_file(narrow)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    resealed = manifest["artifacts"]["encoder.onnx"]["sha256"]
+
+    env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder)}
+    done = subprocess.run([sys.executable, "-m", "building", "eval"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rebuilt = json.loads((folder / "manifest.json").read_text())
+    assert rebuilt["artifacts"]["encoder.onnx"]["sha256"] == sha256_file(folder / "encoder.onnx") != resealed, done.stderr
+    served = encoders.OnnxEncoder(folder / "encoder.onnx", folder / "tokenizer.json")
+    model_dir = encoders.model_source()[0]
+    assert served.encode(["a text"]).shape == (1, encoders.model_width(model_dir)) and encoders.model_width(model_dir) != 8
+    assert f"{folder / 'encoder.onnx'} is not reused: it gives 8-dimensional vectors, the embedding model" in done.stderr, done.stderr

@@ -12,6 +12,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio
 import hypothesis
@@ -350,6 +351,44 @@ def test_ctrl_c_stops_the_whole_tree_with_no_traceback(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
     output = log.read_text()
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    assert output.count("stopping:") == 1, output[-3000:]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_signal_to_the_whole_process_group_drains_like_one_to_the_main_process(tmp_path, signum):
+    """systemd and many supervisors stop a service with SIGTERM to its whole process group (`kill -TERM -PGID`), a
+    terminal's Ctrl-C sends SIGINT to it: every process of the server gets it at once. LitServe's manager and the
+    inference workers died of it, the requests in flight with them (8 dropped, exit status 1). Now the main process
+    drains as for a SIGTERM of its own: every request in flight answered, exit status 0, no process left."""
+    log, port = tmp_path / "server.log", free_port()
+    scratch = {"TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path}/q.sqlite3", "TRIAGE_EDGE_CASES": str(tmp_path / "cases.csv")}
+    process = subprocess.Popen(
+        [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, **slow_pipeline(tmp_path, 0.1), **scratch}, stdout=open(log, "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT, start_new_session=True,  # its own process group, as a service's
+    )  # fmt: skip
+    server = SimpleNamespace(url=f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.time() + 180
+        while not healthy(server.url):
+            assert process.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+            time.sleep(0.25)
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        assert len(tree) >= 4, tree  # the main process, LitServe's manager, the HTTP process, an inference worker
+        with ThreadPoolExecutor(24) as pool:
+            futures = [pool.submit(post, server, LONG) for _ in range(24)]
+            time.sleep(0.5)
+            os.killpg(process.pid, signum)
+            answers = [f.result() for f in futures]
+        assert answers == [(200, "application/json")] * 24, answers
+        assert process.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive, [p.cmdline()[:3] for p in alive]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert "Traceback" not in output and "leaked" not in output and "died" not in output, output[-3000:]
     assert output.count("stopping:") == 1, output[-3000:]
 
 

@@ -1,16 +1,29 @@
 """The review queue (review.py): flags wait as pending in a database; only a reviewer's accept writes the suite file.
 Inputs and expected answers come from the pipeline's contract (conftest's helpers), so these run on a fork's too."""
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import Server, expected_cells, expected_example, expected_more, invalid_input, text_field, with_text, write_rows
+import sqlalchemy as sa
+from conftest import (
+    Server,
+    expected_cells,
+    expected_example,
+    expected_more,
+    invalid_input,
+    other_value,
+    text_field,
+    with_text,
+    write_rows,
+)
 
 import model
 from building import contract
@@ -57,9 +70,9 @@ def test_what_the_store_sets_cannot_be_sent(queue):
 def test_without_a_key_pii_is_masked_even_when_asked_to_keep_it(queue):
     written = "Call me on +44 7700 900123 about my refund"
     ((anonymous, _),) = review.flag([case(written, keep_pii=True)], client="a")
-    ((trusted, _),) = review.flag([case(written, keep_pii=True, note="x")], trusted=True)
+    ((trusted, new),) = review.flag([case(f"{written}, please", keep_pii=True, note="x")], trusted=True)  # another case
     assert text(anonymous) == contract.clean_text(written, masked=True) and not anonymous.keep_pii
-    assert text(trusted) == contract.clean_text(written, masked=False) and trusted.keep_pii
+    assert text(trusted) == contract.clean_text(f"{written}, please", masked=False) and trusted.keep_pii and new
 
 
 def test_the_same_flag_merges_and_counts(queue):
@@ -100,7 +113,8 @@ def test_accepting_exports_the_case_to_the_suite_with_the_reviewers_answer(queue
     assert in_suite == accepted and in_suite.expected.model_dump(mode="json", exclude_none=True) == reviewers
     assert in_suite.created_by == "reviewer"
     assert in_suite.created_at == saved[0][0].created_at  # when it was flagged, not when it was accepted
-    assert review.accept([keep, junk], "reviewer") == []  # neither is pending any more: the suite is unchanged
+    with pytest.raises(review.NotPending, match=f"{keep} was accepted by reviewer at .*; {junk} was rejected by reviewer"):
+        review.accept([keep, junk], "reviewer")  # neither is pending any more: the suite is unchanged
     assert len(edge_cases.load_cases()) == 1
     review.flag([case("junk junk")], client="z")  # flagged again after a rejection: it stays rejected
     assert review.counts()["rejected"] == 1 and review.counts()["pending"] == 0
@@ -114,7 +128,7 @@ def test_a_database_that_cannot_be_used_is_named_and_nothing_is_saved(tmp_path, 
 
 
 def test_a_newer_schema_is_refused(queue):
-    review.counts()  # made, version 1
+    review.counts()  # made, at this code's version
     with review.engine().begin() as connection:
         connection.execute(review.meta.update().values(value="99"))
     review._engines.clear()
@@ -197,10 +211,11 @@ def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     done = cli("accept", ids[0], *expect, "--by", "ana", env=env)
     assert done.returncode == 0 and "1 case accepted" in done.stdout, done.stderr[-2000:]
     refused = cli("reject", *ids, "--by", "ana", env=env)  # the first is no longer pending: nothing changes, and it is named
-    assert refused.returncode == 1 and f"no pending case {ids[0]}" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and f"{ids[0]} was accepted by ana at " in refused.stderr, refused.stderr
+    assert "nothing changed" in refused.stderr and "Traceback" not in refused.stderr
     assert "1 case rejected" in cli("reject", ids[1], "--by", "ana", env=env).stdout
     typo = cli("accept", "nosuchcase", env=env)
-    assert typo.returncode == 1 and "no pending case nosuchcase" in typo.stderr
+    assert typo.returncode == 1 and "nosuchcase is not in the queue: nothing changed" in typo.stderr, typo.stderr
     bad, _ = invalid_input()
     broken = write_rows(tmp_path / "broken.csv", [{**with_text("fine"), **expected}, {**bad, **expected}])
     done = cli("import", str(broken), env=env)
@@ -279,3 +294,194 @@ def test_two_servers_share_one_postgresql_and_survive_its_outage(postgres):
     finally:
         for s in servers:
             s.stop()
+
+
+# --- decisions: once, all or nothing, linked to the suite (issue 34) ------------------------------------------------
+def suite_ids() -> list[str]:
+    return [c.id for c in edge_cases.load_cases()]
+
+
+def test_a_case_is_decided_once_and_a_call_with_one_decided_id_changes_nothing(queue):
+    first, second = (c.id for c, _ in review.flag([case("Decide me"), case("And me")], client="a"))
+    review.reject([first], "ana")
+    for decide in (lambda: review.accept([second, first], "bo"), lambda: review.reject([second, first], "bo")):
+        with pytest.raises(review.NotPending, match=f"^{first} was rejected by ana at 20[0-9-]+T[0-9:]+Z: nothing changed$"):
+            decide()
+    assert review.counts() == {"pending": 1, "accepted": 0, "rejected": 1} and suite_ids() == []  # `second` untouched
+    with pytest.raises(review.NotPending, match="nosuch is not in the queue"):
+        review.accept(["nosuch"], "bo")
+    assert review.counts()["pending"] == 1
+
+
+def test_an_accept_with_another_answer_links_the_queued_case_to_its_suite_case(queue):
+    ((flagged, _),) = review.flag([case("Link me")], client="a")
+    reviewers, _ = expected_more()
+    reviewers = {
+        **reviewers,
+        contract.label(): other_value(model.Expected.model_fields[contract.label()].annotation, reviewers[contract.label()]),
+    }
+    (accepted,) = review.accept([flagged.id], "ana", expected=reviewers)
+    assert accepted.id != flagged.id and suite_ids() == [accepted.id]
+    ((listed, *_),), _ = review.cases("accepted")
+    (entry,), _ = review.cases("accepted")
+    assert listed.id == flagged.id and entry.suite_id == accepted.id and entry.reviewed_by == "ana" and entry.reviewed_at
+
+
+def test_an_accept_cut_short_between_the_suite_and_the_queue_is_completed_by_the_next_decision(queue, monkeypatch):
+    """The suite is appended inside the queue's transaction: a crash before its commit leaves the case in the suite and
+    pending. The next decision completes that first one (nothing twice, queue and suite agree) and is refused."""
+    flagged = [c for c, _ in review.flag([case("Crash one"), case("Crash two"), case("Crash three")], client="a")]
+    append = edge_cases.append_recorded
+
+    def append_then_die(cases, path=None):
+        append(cases, path)
+        raise KeyboardInterrupt  # as if the process died before the commit
+
+    monkeypatch.setattr(edge_cases, "append_recorded", append_then_die)
+    for one in flagged:
+        with pytest.raises(KeyboardInterrupt):
+            review.accept([one.id], "ana")
+    monkeypatch.setattr(edge_cases, "append_recorded", append)
+    assert review.counts()["pending"] == 3 and suite_ids() == [c.id for c in flagged]
+    reviewers = {
+        contract.label(): other_value(model.Expected.model_fields[contract.label()].annotation, expected_example()[contract.label()])
+    }
+    with pytest.raises(review.NotPending, match=f"{flagged[0].id} was accepted by ana as {flagged[0].id} \\(found in the suite\\)"):
+        review.reject([flagged[0].id], "bo")
+    with pytest.raises(review.NotPending, match=f"{flagged[1].id} was accepted by ana as {flagged[1].id}"):
+        review.accept([flagged[1].id], "bo", expected=reviewers)  # another answer: the first decision stands
+    (again,) = review.accept([flagged[2].id], "bo")  # the very case that is there: accepted, not added twice
+    assert again.id == flagged[2].id and suite_ids() == [c.id for c in flagged]
+    page, _ = review.cases("accepted")
+    assert {f.case.id: f.suite_id for f in page} == {c.id: c.id for c in flagged} and review.counts()["pending"] == 0
+
+
+V1_SCHEMA = """
+CREATE TABLE triage_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(200));
+CREATE TABLE triage_flags (id VARCHAR(12) PRIMARY KEY, state VARCHAR(10) NOT NULL, case_json TEXT NOT NULL,
+    client VARCHAR(200), flagged_at FLOAT NOT NULL, times_flagged INTEGER DEFAULT '1' NOT NULL,
+    reviewed_by VARCHAR(200), reviewed_at VARCHAR(32));
+INSERT INTO triage_meta VALUES ('schema_version', '1');
+"""
+
+
+def test_a_version_1_database_is_upgraded_in_place_on_first_use(queue):
+    import sqlite3
+
+    kept = edge_cases.recorded([case("From before the upgrade"), case("Decided before it")])
+    with sqlite3.connect(queue / "review.sqlite3") as old:
+        old.executescript(V1_SCHEMA)
+        for state, one in zip(("pending", "accepted"), kept, strict=True):
+            old.execute("INSERT INTO triage_flags VALUES (?, ?, ?, 'a', 1.0, 1, NULL, NULL)", (one.id, state, one.model_dump_json()))
+    review._engines.clear()
+    assert review.counts() == {"pending": 1, "accepted": 1, "rejected": 0}
+    with review.engine().connect() as connection:
+        assert connection.execute(sa.select(review.meta.c.value)).scalar() == str(review.SCHEMA_VERSION) == "2"
+    (accepted,) = review.accept([kept[0].id], "ana")
+    assert {f.case.id: f.suite_id for f in review.cases("accepted")[0]} == {kept[0].id: accepted.id, kept[1].id: None}
+    review._engines.clear()
+    assert review.counts()["accepted"] == 2  # opened again: upgraded once
+
+
+# --- the database under faults ----------------------------------------------------------------------------------------
+def test_a_flag_is_acknowledged_only_once_on_disk(queue):
+    review.counts()
+    with review.engine().connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_database_file_removed_or_replaced_in_use_is_refused_never_written(queue, how):
+    review.flag([case("Before")], client="a")
+    path = queue / "review.sqlite3"
+    for leftover in queue.glob("review.sqlite3*"):
+        leftover.unlink()
+    if how == "replaced":
+        import sqlite3
+
+        sqlite3.connect(path).close()  # another (empty) file there now
+    for call in (lambda: review.flag([case("After")], client="a"), review.counts, lambda: review.reject(["x"], "ana")):
+        with pytest.raises(review.QueueUnavailable, match=r"the review database review.sqlite3 was removed or replaced while in use"):
+            call()
+    assert how == "replaced" or not path.exists()  # nothing made a new file behind the open one either
+    review._engines.clear()  # a restart uses the file there now
+    assert review.counts()["pending"] == 0
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_waiting_on_a_locked_sqlite_database_is_bounded(queue, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DATABASE_WAIT", "1")
+    review.counts()
+    review._engines.clear()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(queue / "review.sqlite3")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        start = time.perf_counter()
+        with pytest.raises(review.QueueUnavailable, match="locked by another writer for longer than TRIAGE_DATABASE_WAIT, 1 s"):
+            review.flag([case("Locked out")], trusted=True)
+        assert time.perf_counter() - start < 3
+
+        async def many():  # as a server's routes call it, three times as many at once as it has threads
+            calls = [review.call(review.flag, [case(f"Waiting {i}")], trusted=True) for i in range(3 * review.CALLS_AT_ONCE)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        start = time.perf_counter()
+        errors = asyncio.run(many())
+        assert time.perf_counter() - start < 2 * 1 + 2  # those that waited for a thread, then for the lock
+        assert all(isinstance(e, review.QueueUnavailable) for e in errors), errors
+        busy = [e for e in errors if isinstance(e, review.QueueBusy)]
+        assert len(busy) >= review.CALLS_AT_ONCE and "review.sqlite3 is slow or locked" in str(busy[0])
+    finally:
+        holder.communicate("\n", timeout=10)
+    review.flag([case("After the lock")], trusted=True)
+    assert review.counts()["pending"] == 1
+
+
+def test_waiting_on_a_locked_postgresql_is_bounded(postgres, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", postgres.url)
+    monkeypatch.setenv("TRIAGE_DATABASE_WAIT", "1")
+    review.counts()
+    other = sa.create_engine(postgres.url)
+    with other.connect() as holder, ThreadPoolExecutor(1) as pool:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(7355608)")  # the queue's write lock, held by another session
+        try:
+            locked_out = pool.submit(review.flag, [case("Locked out")], trusted=True)
+            with pytest.raises(review.QueueUnavailable, match="locked by another writer for longer than TRIAGE_DATABASE_WAIT, 1 s"):
+                locked_out.result(timeout=3)  # a TimeoutError here: it would wait for as long as the lock is held
+            assert review.counts()["pending"] == 0  # reading goes on
+        finally:
+            holder.exec_driver_sql("SELECT pg_advisory_unlock(7355608)")
+    other.dispose()
+    review.flag([case("After the lock")], trusted=True)
+    assert review.counts()["pending"] == 1
+
+
+def test_a_refused_flag_costs_no_pipeline_run(queue, monkeypatch):
+    monkeypatch.setenv("TRIAGE_FLAG_RATE", "2")
+    calls = []
+    run_batch = model.run_batch
+    monkeypatch.setattr(model, "run_batch", lambda *args, **kwargs: calls.append(1) or run_batch(*args, **kwargs))
+    ((first, _),) = review.flag([case("One")], client="a")
+    review.flag([case("Two")], client="a")
+    assert len(calls) == 2
+    for i in range(20):
+        with pytest.raises(review.TooManyFlags):
+            review.flag([case(f"Refused {i}")], client="a")
+    monkeypatch.setenv("TRIAGE_MAX_PENDING", "2")
+    with pytest.raises(review.QueueFull):
+        review.flag([case("Over the cap")], client="b")
+    assert len(calls) == 2  # refused before the pipeline ran
+    ((again, new),) = review.flag([case("One")], client="a")  # a known case merges, as kept, without a run either
+    assert not new and again == first and len(calls) == 2
+    assert review._ids([edge_cases.EdgeCase.model_validate(case("One"))]) == [first.id]

@@ -5,8 +5,11 @@ on a fork's pipeline too; what the worked example's candidates learn: tests/exam
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +19,7 @@ from conftest import (
     expected_cells,
     expected_matching,
     expected_not_matching,
+    fake_version,
     free_port,
     label_values,
     labelled_rows,
@@ -25,6 +29,7 @@ from conftest import (
 
 import model
 from building import contract, versions
+from building.files import sha256_file
 from loop import edge_cases, review
 
 ROOT = model.ROOT
@@ -83,7 +88,7 @@ def test_a_version_name_is_never_a_path(loop):
             versions.folder(bad)
     with pytest.raises(versions.VersionError, match="nothing to roll back to"):
         versions.rollback()
-    (loop / "versions").mkdir()
+    (loop / "versions").mkdir(exist_ok=True)  # the lock of the refused rollback made it
     (loop / "versions" / "served.json").write_text("{torn")
     with pytest.raises(versions.VersionError, match="cannot be read"):
         versions.state()
@@ -217,3 +222,226 @@ def compare_on_the_app(version: str, probe: dict, served: dict, learned: dict) -
             client.submit(**probe, b_version="../artifacts", api_name="/compare").result(timeout=120)
     finally:
         demo.close()
+
+
+def test_versions_live_at_the_project_root(monkeypatch):
+    """Where README, the configuration table and the Snakefile say, ignored by git; TRIAGE_VERSIONS_DIR moves it."""
+    monkeypatch.delenv("TRIAGE_VERSIONS_DIR")
+    assert versions.versions_dir() == Path(__file__).resolve().parent.parent / "versions" == ROOT / "versions"
+    assert "versions/" in (ROOT / ".gitignore").read_text().split()
+    monkeypatch.setenv("TRIAGE_VERSIONS_DIR", "/somewhere/else")
+    assert versions.served_file() == Path("/somewhere/else/served.json")
+
+
+TAMPERED = {
+    "a history that is no name": '{"served": null, "history": ["abc"]}',
+    "a history that is a path": '{"served": null, "history": ["../../../tmp"]}',
+    "a history naming no version kept": '{"served": null, "history": ["20261128-234501-3fa2c1"]}',
+    "a history that is no list": '{"served": null, "history": "abc"}',
+    "a served path": '{"served": "../artifacts", "history": []}',
+    "no history": '{"served": null}',
+    "a list": '["20261128-234501-3fa2c1"]',
+    "a number": "3",
+    "torn": '{"served": nu',
+}
+
+
+@pytest.mark.parametrize("written", list(TAMPERED.values()), ids=list(TAMPERED))
+def test_a_tampered_served_json_is_refused_in_one_line(loop, written):
+    """Every command that reads which version is served refuses it, naming the file, and leaves it as it was."""
+    kept = fake_version(loop / "versions")
+    served = loop / "versions" / "served.json"
+    served.write_text(written)
+    with pytest.raises(versions.VersionError, match=re.escape("served.json")):
+        versions.promote(kept, force=True)
+    for command in (["rollback"], ["versions"]):
+        done = cli(*command)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and "served.json" in done.stderr, (command, done.stderr)
+        assert "Traceback" not in done.stderr and served.read_text() == written
+
+
+def test_an_unreadable_served_json_is_named(loop):
+    (loop / "versions" / "served.json").mkdir(parents=True)  # what no one can read as a file
+    done = cli("rollback")
+    assert done.returncode == 1 and "served.json cannot be read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_lock_that_cannot_be_taken_is_named(loop):
+    (loop / "versions" / ".served.json.lock").mkdir(parents=True)  # a folder where promote and rollback lock
+    with pytest.raises(versions.VersionError, match=re.escape("served.json cannot be locked")):
+        versions.rollback()
+
+
+def test_a_tampered_served_json_leaves_the_queue_working(loop):
+    """The review queue needs no served version: it is listed whatever served.json holds; the suite's check, which runs
+    the served pipeline, is refused in one line."""
+    (loop / "versions").mkdir()
+    (loop / "versions" / "served.json").write_text(TAMPERED["a list"])
+    listed = cli("cases", "queue")
+    assert listed.returncode == 0 and '"pending": 0' in listed.stdout, listed.stderr
+    checked = cli("cases", "check")
+    assert checked.returncode == 1 and "served.json" in checked.stderr and "Traceback" not in checked.stderr, checked.stderr
+
+
+def test_a_served_version_whose_folder_is_gone_is_named_and_rolled_back(loop):
+    gone = fake_version(loop / "versions")
+    versions.promote(gone, force=True)
+    shutil.rmtree(loop / "versions" / gone)
+    with pytest.raises(versions.VersionError, match=f"version {gone} is gone .*: python -m loop rollback"):
+        versions.present(versions.served_dir())
+    done = cli("rollback")
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1]) == {"served": None, "history": []}, done.stderr
+
+
+def gated(monkeypatch, version: str) -> dict:
+    """The gate's verdict on `version`, judged by the real gate.run on answers made up for the purpose (both sides alike)."""
+    from loop import gate
+
+    monkeypatch.setattr(gate, "side", lambda folder, batches, sets=True: {"about": {}, "sets": {}, "cases": []})
+    return gate.run(version)
+
+
+def test_promote_serves_only_what_the_gate_judged(loop, monkeypatch):
+    version = fake_version(loop / "versions")
+    folder = loop / "versions" / version
+    verdict = gated(monkeypatch, version)
+    assert verdict["passed"] and verdict["sha256"] == {name: sha256_file(folder / name) for name in ("manifest.json", "weights.bin")}
+    as_judged = {name: (folder / name).read_bytes() for name in ("manifest.json", "weights.bin", "gate.json")}
+
+    def restored():
+        for name, content in as_judged.items():
+            (folder / name).write_bytes(content)
+
+    # a file changed after the gate, the manifest resealed to match: intact by its manifest, not what the gate judged
+    (folder / "weights.bin").write_bytes(b"other weights")
+    manifest = json.loads(as_judged["manifest.json"])
+    manifest["artifacts"]["weights.bin"] = {"bytes": 13, "sha256": sha256_file(folder / "weights.bin")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    done = cli("promote", version)
+    assert done.returncode == 1 and f"{folder / 'manifest.json'} and 1 more are not what the gate judged" in done.stderr, done.stderr
+    assert f"({folder / 'gate.json'})" in done.stderr and "Traceback" not in done.stderr
+    restored()
+    (folder / "extra.bin").write_bytes(b"read by no manifest")
+    with pytest.raises(versions.VersionError, match=re.escape("extra.bin is not what the gate judged")):
+        versions.promote(version)
+    (folder / "extra.bin").unlink()
+    # a gate.json written by hand: without the hashes, or with hashes that are not these files'
+    hand_written = {"candidate": version, "passed": True, "against": "artifacts"}
+    (folder / "gate.json").write_text(json.dumps(hand_written))
+    with pytest.raises(versions.VersionError, match=re.escape("gate.json records no SHA-256 of the files the gate judged")):
+        versions.promote(version)
+    (folder / "gate.json").write_text(json.dumps(hand_written | {"sha256": {"manifest.json": "0" * 64, "weights.bin": "0" * 64}}))
+    with pytest.raises(versions.VersionError, match=re.escape("manifest.json and 1 more are not what the gate judged")):
+        versions.promote(version)
+    assert versions.state()["served"] is None
+    # --force skips the gate, never the manifest
+    (folder / "weights.bin").write_bytes(b"weights, changed")
+    with pytest.raises(versions.VersionError, match=re.escape("weights.bin has 16 bytes, the manifest says 7")):
+        versions.promote(version, force=True)
+    restored()
+    (folder / "gate.json").write_text(json.dumps(hand_written))
+    assert versions.promote(version, force=True)["served"] == version
+    versions.rollback()
+    restored()
+    done = cli("promote", version)  # untouched since its gate
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1]) == {"served": version, "history": [""]}, done.stderr
+
+
+def test_the_gate_refuses_a_candidate_changed_while_judged(loop, monkeypatch):
+    from loop import gate
+
+    version = fake_version(loop / "versions")
+    folder = loop / "versions" / version
+
+    def judged_while_changed(side_folder, batches, sets=True):
+        if side_folder == folder:
+            (folder / "weights.bin").write_bytes(b"changed under the gate")
+        return {"about": {}, "sets": {}, "cases": []}
+
+    monkeypatch.setattr(gate, "side", judged_while_changed)
+    with pytest.raises(versions.VersionError, match="changed while the gate judged it"):
+        gate.run(version)
+    assert not (folder / "gate.json").exists()
+
+
+def test_a_server_serves_the_version_it_started_with_in_every_process(loop):
+    """A promotion takes effect at the next start. Inference workers are spawned (they import anew): one that started,
+    or restarted after a crash, once a promotion was made served the new version while /info and /metrics named the
+    old. Here a candidate that answers otherwise is promoted while the server starts (once its main process has chosen
+    what to serve, before the workers load), and the worker is then killed: every answer stays the started version's."""
+    import threading
+    import time
+
+    import psutil
+
+    from building import builder
+
+    label, values, field = contract.label(), label_values(), text_field()
+    moved = {value: values[(i + 1) % len(values)] for i, value in enumerate(values)}
+    broken = [  # the evaluation set with every label moved on, four times over: a candidate that answers otherwise
+        {"ticket": {**r["input"], field: f"{r['input'][field]} {i}"}, "expected": {label: moved[r["expected"][label]]}, "train": True}
+        for r in labelled_rows()
+        for i in range(4)
+    ]
+    edge_cases.save_cases(broken)
+    version = candidate()
+    probes = [r["input"] for r in labelled_rows()]
+    started = [judged(a.model_dump(mode="json")) for a in model.run_batch(probes)]  # artifacts/, in this process
+    before = model._resources
+    model.install(builder.load_version(versions.folder(version)))
+    try:
+        promoted = [judged(a.model_dump(mode="json")) for a in model.run_batch(probes)]
+    finally:
+        model.install(before)
+    differ = [i for i in range(len(probes)) if not close(started[i], promoted[i])][:16]
+    assert differ, "the candidate answers as artifacts/ does: nothing to tell them apart by"
+
+    log = loop / "server.log"
+    log.touch()
+
+    def promote_once_starting() -> None:  # the main process has resolved what it serves; its workers are still to come
+        deadline = time.time() + 120
+        while "starting:" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.02)
+        versions.promote(version, force=True)
+
+    promoting = threading.Thread(target=promote_once_starting)
+    promoting.start()
+    server = Server(log=log, wait_for_ui=False)
+    promoting.join()
+    try:
+        assert versions.state()["served"] == version
+        for moment in ("started", "restarted"):
+            assert requests.get(f"{server.url}/info", timeout=30).json()["model"]["version"] == "artifacts", moment
+            assert 'triage_version_info{version="artifacts"} 1.0' in requests.get(f"{server.url}/metrics", timeout=30).text
+            for i in differ:
+                answer = requests.post(f"{server.url}/predict", json=probes[i], timeout=60)
+                assert answer.status_code == 200, (moment, answer.status_code, answer.text)
+                assert close(judged(answer.json()), started[i]), (moment, answer.json(), started[i], promoted[i])
+            if moment == "started":
+                (worker,) = [p for p in server.tree() if "spawn_main" in " ".join(p.cmdline())]
+                worker.kill()
+                psutil.wait_procs([worker], timeout=10)
+                for status, within in ((503, 10), (200, 120)):  # /health sees it gone, then its replacement ready
+                    deadline = time.time() + within
+                    while requests.get(f"{server.url}/health", timeout=10).status_code != status and time.time() < deadline:
+                        time.sleep(0.1)
+                (restarted,) = [p for p in server.tree() if "spawn_main" in " ".join(p.cmdline())]
+                assert restarted.pid != worker.pid and requests.get(f"{server.url}/health", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_server_whose_version_is_gone_stops_in_one_line(loop):
+    """served.json names a version whose folder was removed: the server stops at once, naming it and the way back."""
+    from conftest import fake_version
+
+    gone = fake_version(loop / "versions")
+    versions.promote(gone, force=True)
+    shutil.rmtree(loop / "versions" / gone)
+    command = [sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(free_port())]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cannot start: version {gone}") and "python -m loop rollback" in last, done.stderr[-3000:]
