@@ -37,7 +37,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
@@ -353,8 +352,12 @@ def add_case_routes(server: ls.LitServer) -> None:
     it, and it weighs half a second at start."""
     auth = key_dependencies(server)  # the API key, when one is set
 
+    imported = []  # review.py once its import is complete (sys.modules has it half-imported while another thread runs it)
+
     async def queue():
-        return sys.modules.get("loop.review") or await asyncio.to_thread(importlib.import_module, "loop.review")
+        if not imported:
+            imported.append(await asyncio.to_thread(importlib.import_module, "loop.review"))
+        return imported[0]
 
     async def post_case(case: edge_cases.EdgeCase, request: Request, response: Response) -> CaseSaved:
         review = await queue()

@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         "" if args.no_ui else ", and the UI",
     )
     try:
+        if versions.name_of(builder.ARTIFACTS_DIR):  # a version as built and as its gate judged it, or one line here
+            versions.unchanged(builder.ARTIFACTS_DIR)
         server = build_server()
-    except versions.VersionError as error:  # the served version's folder is gone or broken
+    except versions.VersionError as error:  # the served version's folder is gone, broken or changed
         sys.exit(f"cannot start: {error}")
     if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)

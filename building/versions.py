@@ -17,10 +17,12 @@ The build (builder.py) imports this file to find the served folder; it reaches b
 """
 
 import contextlib
+import errno
 import getpass
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -68,7 +70,7 @@ def state() -> dict:
     a rollback must never land on a path or on nothing."""
     path = served_file()
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(_read_small(path))
     except FileNotFoundError:
         return {"served": None, "history": []}
     except (OSError, ValueError) as error:
@@ -77,6 +79,23 @@ def state() -> dict:
     if problem:
         raise VersionError(f"{path}: {problem}: mend it, or delete it to serve artifacts/")
     return {"served": saved["served"], "history": list(saved["history"])}
+
+
+def _read_small(path: Path, most: int = 1 << 20) -> str:
+    """A small regular file's text, never following a symbolic link, never blocking on a fifo or reading a device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError("a symbolic link, not a file") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        text = f.read(most + 1)
+    if len(text) > most:
+        raise OSError(f"larger than {most} bytes")
+    return text.decode("utf-8")
 
 
 def _problem(saved) -> str | None:
@@ -122,20 +141,59 @@ def sealed(path: Path) -> dict[str, str]:
     return {p.relative_to(path).as_posix(): files.sha256_file(p) for p in found}
 
 
+def _differs(path: Path, recorded: dict[str, str]) -> list[str]:
+    """The files of the folder `path` that are not as `recorded` (`sealed`'s hashes): changed, added or gone; an
+    artifact before the manifest (resealed to match it, the manifest differs too: the artifact is the news)."""
+    now = sealed(path)
+    changed = set(now) ^ set(recorded) | {name for name in now.keys() & recorded.keys() if now[name] != recorded[name]}
+    return sorted(changed, key=lambda name: (name == "manifest.json", name))
+
+
 def intact(version: str) -> Path:
     """The folder of `version`, kept, with every file its manifest records as recorded; else VersionError naming it."""
     path = folder(version)
     if not (path / "manifest.json").is_file():
         raise VersionError(f"no version {version} in {versions_dir()}: see python -m loop versions")
-    from building import builder  # builder imports this file
-
-    try:
-        problem = builder.artifact_problem(json.loads((path / "manifest.json").read_text()), path)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
-        problem = f"{path / 'manifest.json'} cannot be read ({error})"
+    problem = _built_problem(path)
     if problem:
         raise VersionError(f"{version} is not as it was built: {problem}")
     return path
+
+
+def _built_problem(path: Path) -> str | None:
+    """What makes the folder `path` no version as it was built, or None: a symbolic link (the folder or a file in it:
+    what it points to may change), a manifest naming another version (a folder copied under a new name), a file that
+    is not what the manifest records."""
+    from building import builder  # builder imports this file
+
+    links = [p for p in [path, *path.rglob("*")] if p.is_symlink()]
+    if links:
+        return f"{links[0]} is a symbolic link: a version holds its own files"
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("version") != path.name:
+            return f"{path / 'manifest.json'} is version {manifest.get('version')!r}'s, not {path.name}'s (a copied folder)"
+        return builder.artifact_problem(manifest, path)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+        return f"{path / 'manifest.json'} cannot be read ({error})"
+
+
+def unchanged(path: Path) -> None:
+    """What a server checks before it serves the version in `path`: as it was built (`intact`) and, when it went through
+    the gate, still the files the gate judged (a file changed and its manifest resealed after the promotion is refused
+    too). VersionError naming the file and the way out."""
+    problem = _built_problem(path) if (path / "manifest.json").is_file() else f"{path} has no manifest.json"
+    if problem is None and (path / "gate.json").is_file():
+        try:
+            recorded = json.loads((path / "gate.json").read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError) as error:
+            recorded, problem = None, f"{path / 'gate.json'} cannot be read ({error})"
+        if problem is None:
+            changed = _differs(path, recorded) if isinstance(recorded, dict) else []
+            if changed:  # (a gate.json from before the gate recorded hashes has none: checked against the manifest only)
+                problem = f"{path / changed[0]} is not what the gate judged"
+    if problem:
+        raise VersionError(f"version {path.name} cannot be served ({problem}): python -m loop rollback, or promote another")
 
 
 def judged(version: str, served: str | None) -> None:
@@ -151,8 +209,7 @@ def judged(version: str, served: str | None) -> None:
     recorded = verdict.get("sha256") if isinstance(verdict, dict) else None
     if not isinstance(recorded, dict) or verdict.get("candidate") != version or "manifest.json" not in recorded:
         raise VersionError(f"{gate} records no SHA-256 of the files the gate judged (not the gate's record): python -m loop gate {version}")
-    now = sealed(path)
-    changed = sorted(set(now) ^ set(recorded) | {name for name in now.keys() & recorded.keys() if now[name] != recorded[name]})
+    changed = _differs(path, recorded)
     if changed:
         more = f" and {len(changed) - 1} more are" if len(changed) > 1 else " is"
         raise VersionError(f"{path / changed[0]}{more} not what the gate judged ({gate}): python -m loop gate {version}")
@@ -201,18 +258,22 @@ def _switching():
 
 
 def _switch(served: str | None, history: list[str], command: str) -> dict:
-    """Write served.json by one atomic rename (a reader sees the old pointer or the new one), then log the switch."""
+    """Write served.json by one atomic rename (a reader sees the old pointer or the new one), and log the switch: the log
+    is opened first (never through a link to elsewhere), so a switch it cannot record is not made."""
     now = {"served": served, "history": history}
+    log_file, flags = versions_dir() / "switches.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        log = os.open(log_file, flags, 0o644)
+    except OSError as error:
+        raise VersionError(f"{log_file} cannot record a switch ({error.strerror}): nothing switched") from None
     try:
         files.write_atomic(served_file(), json.dumps(now, indent=1) + "\n")
+        line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command, "by": _who()} | now
+        os.write(log, (json.dumps(line) + "\n").encode())
     except OSError as error:
-        raise VersionError(f"{served_file()}: not switched ({error})") from None
-    line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": command, "by": _who()} | now
-    try:
-        with open(versions_dir() / "switches.log", "a") as log:
-            log.write(json.dumps(line) + "\n")
-    except OSError as error:
-        raise VersionError(f"switched, but {versions_dir() / 'switches.log'} could not record it ({error})") from None
+        raise VersionError(f"{served_file()} or {log_file}: {error.strerror} (python -m loop versions says what is served)") from None
+    finally:
+        os.close(log)
     return now
 
 

@@ -218,8 +218,13 @@ def cmd_versions(args) -> int:
             about = "  manifest.json unreadable"
         mark = "*" if name == now["served"] else " "
         print(f"{mark} {name}{about}  {gate_said(versions.folder(name) / 'gate.json')}")
-    gone = now["served"] and now["served"] not in versions.listing()
-    print(f"served: {now['served'] or 'artifacts/ (built from data/)'}{' (its folder is gone: python -m loop rollback)' if gone else ''}")
+    problem = ""
+    if now["served"]:  # what a server would refuse at its start: the folder gone, or changed since it was built or gated
+        try:
+            versions.unchanged(versions.folder(now["served"]))
+        except versions.VersionError as error:
+            problem = f" -- {error}"
+    print(f"served: {now['served'] or 'artifacts/ (built from data/)'}{problem}")
     print(f"way back (rollback): {' <- '.join(reversed([h or 'artifacts/' for h in now['history']])) or 'none'}")
     return 0
 

@@ -214,7 +214,7 @@ async def call(function, *args, **kwargs):
     async routes: the threads that answer /health, /live, /predict and the app never wait on the database, and a burst
     of flags waits its turn without holding any. A call not started within TRIAGE_DATABASE_WAIT (those before it wait
     on a locked database) is refused (QueueBusy), so that each ends within twice that, the pipeline's run aside."""
-    pool = _pools.get(os.getpid()) or _pools.setdefault(os.getpid(), ThreadPoolExecutor(CALLS_AT_ONCE, thread_name_prefix="review"))
+    pool = _pools.get(os.getpid()) or _pools.setdefault(os.getpid(), ThreadPoolExecutor(CALLS_AT_ONCE, thread_name_prefix="queue-calls"))
     future = pool.submit(function, *args, **kwargs)
     answer = asyncio.wrap_future(future)
     done, _ = await asyncio.wait({answer}, timeout=wait())
@@ -350,8 +350,9 @@ def _within_limits(connection: sa.Connection, new: set[str], client: str | None,
 
 
 def _rows(connection: sa.Connection, ids: list[str]) -> dict[str, Flagged]:
-    """Those of `ids` that are in the queue, whatever their state, by id."""
-    return {r.id: _flagged(r) for r in connection.execute(sa.select(flags).where(flags.c.id.in_(ids)))}
+    """Those of `ids` that are in the queue, whatever their state, by id, oldest first."""
+    chosen = sa.select(flags).where(flags.c.id.in_(ids)).order_by(flags.c.flagged_at, flags.c.id)
+    return {r.id: _flagged(r) for r in connection.execute(chosen)}
 
 
 def counts() -> dict[str, int]:
@@ -422,7 +423,8 @@ def pending(ids: list[str]) -> list[Flagged]:
 
 
 def _undecided(connection: sa.Connection, ids: list[str]) -> list[Flagged]:
-    """The cases of `ids`, in that order, when every one is pending; else NotPending naming each that is not."""
+    """The cases of `ids`, oldest first (the suite gets them in the queue's order), when every one is pending; else
+    NotPending naming each that is not."""
     found = _rows(connection, ids)
     problems = [
         f"{i} is not in the queue"
@@ -433,7 +435,7 @@ def _undecided(connection: sa.Connection, ids: list[str]) -> list[Flagged]:
     ]
     if problems:
         raise NotPending(f"{'; '.join(problems)}: nothing changed")
-    return [found[i] for i in ids]
+    return list(found.values())
 
 
 def _finish_interrupted(connection: sa.Connection, waiting: list[Flagged], suite_ids: list[str | None]) -> str | None:

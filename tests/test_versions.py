@@ -318,7 +318,7 @@ def test_promote_serves_only_what_the_gate_judged(loop, monkeypatch):
     manifest["artifacts"]["weights.bin"] = {"bytes": 13, "sha256": sha256_file(folder / "weights.bin")}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     done = cli("promote", version)
-    assert done.returncode == 1 and f"{folder / 'manifest.json'} and 1 more are not what the gate judged" in done.stderr, done.stderr
+    assert done.returncode == 1 and f"{folder / 'weights.bin'} and 1 more are not what the gate judged" in done.stderr, done.stderr
     assert f"({folder / 'gate.json'})" in done.stderr and "Traceback" not in done.stderr
     restored()
     (folder / "extra.bin").write_bytes(b"read by no manifest")
@@ -331,7 +331,7 @@ def test_promote_serves_only_what_the_gate_judged(loop, monkeypatch):
     with pytest.raises(versions.VersionError, match=re.escape("gate.json records no SHA-256 of the files the gate judged")):
         versions.promote(version)
     (folder / "gate.json").write_text(json.dumps(hand_written | {"sha256": {"manifest.json": "0" * 64, "weights.bin": "0" * 64}}))
-    with pytest.raises(versions.VersionError, match=re.escape("manifest.json and 1 more are not what the gate judged")):
+    with pytest.raises(versions.VersionError, match=re.escape("weights.bin and 1 more are not what the gate judged")):
         versions.promote(version)
     assert versions.state()["served"] is None
     # --force skips the gate, never the manifest
@@ -445,3 +445,93 @@ def test_a_server_whose_version_is_gone_stops_in_one_line(loop):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"cannot start: version {gone}") and "python -m loop rollback" in last, done.stderr[-3000:]
+
+
+def served_as(loop, name: str) -> None:
+    (loop / "versions" / "served.json").write_text(json.dumps({"served": name, "history": [""]}))
+
+
+def start_refused(loop) -> str:
+    """The server's start with what versions/ holds now: it must stop at once in one line; returns that line."""
+    command = [sys.executable, "app/main.py", "--no-ui", "--host", "127.0.0.1", "--port", str(free_port())]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
+def resealed(folder: Path, name: str, payload: bytes) -> None:
+    """`name` in a version's folder replaced by `payload`, and the manifest edited to match (what a careful tamperer does)."""
+    (folder / name).write_bytes(payload)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"][name] = {"bytes": len(payload), "sha256": sha256_file(folder / name)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_served_version_changed_after_its_gate_is_not_served(loop, monkeypatch):
+    """Promoted as the gate judged it, then a file changed and the manifest resealed: the server refuses it at its start
+    in one line naming the file, and `versions` says so; so does a changed file the manifest no longer matches."""
+    version = fake_version(loop / "versions")
+    gated(monkeypatch, version)
+    versions.promote(version)
+    folder = loop / "versions" / version
+    resealed(folder, "weights.bin", b"other weights")
+    line = start_refused(loop)
+    assert line.startswith(f"cannot start: version {version} cannot be served") and "weights.bin" in line, line
+    assert "weights.bin is not what the gate judged" in cli("versions").stdout
+    (folder / "weights.bin").write_bytes(b"different again")
+    assert "weights.bin" in start_refused(loop)
+
+
+@pytest.mark.parametrize("how", ["a folder copied under a new name", "a folder that links to another", "a file that links out"])
+def test_a_version_is_its_own_files(loop, monkeypatch, how):
+    """A version's folder holds its own files, as built under its name: a copy of another version under a new name
+    (its manifest names the other), a symbolic link to another version's folder, or a file linking outside, is
+    neither promoted nor served."""
+    original = fake_version(loop / "versions")
+    name = "20990101-000000-abcdef"
+    if how == "a folder copied under a new name":
+        shutil.copytree(loop / "versions" / original, loop / "versions" / name)
+        problem = "manifest.json is version"
+    elif how == "a folder that links to another":
+        (loop / "versions" / name).symlink_to(loop / "versions" / original)
+        problem = "is a symbolic link"
+    else:
+        shutil.copytree(loop / "versions" / original, loop / "versions" / name)
+        manifest = json.loads((loop / "versions" / name / "manifest.json").read_text())
+        (loop / "versions" / name / "manifest.json").write_text(json.dumps({**manifest, "version": name}))
+        outside = loop / "outside.bin"
+        shutil.copy(loop / "versions" / name / "weights.bin", outside)
+        (loop / "versions" / name / "weights.bin").unlink()
+        (loop / "versions" / name / "weights.bin").symlink_to(outside)
+        problem = "is a symbolic link"
+    with pytest.raises(versions.VersionError, match=problem):
+        versions.promote(name, force=True)
+    served_as(loop, name)
+    line = start_refused(loop)
+    assert line.startswith(f"cannot start: version {name} cannot be served") and problem in line, line
+
+
+@pytest.mark.parametrize("kind", ["a link to a good file", "a fifo", "a link to /dev/zero"])
+def test_a_served_json_that_is_no_plain_file_is_refused_at_once(loop, kind):
+    """Never followed, never waited on, never read without end: one line naming the file, at once."""
+    kept = fake_version(loop / "versions")
+    served = loop / "versions" / "served.json"
+    if kind == "a fifo":
+        os.mkfifo(served)
+    else:
+        good = loop / "good.json"
+        good.write_text(json.dumps({"served": kept, "history": [""]}))
+        served.symlink_to("/dev/zero" if "zero" in kind else good)
+    done = subprocess.run([sys.executable, "-m", "loop", "versions"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "served.json" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_switch_log_is_never_written_through_a_link(loop):
+    """versions/switches.log as a symbolic link to a file elsewhere: promote refuses before switching, the file is untouched."""
+    kept = fake_version(loop / "versions")
+    victim = loop / "victim.txt"
+    victim.write_text("mine\n")
+    (loop / "versions" / "switches.log").symlink_to(victim)
+    with pytest.raises(versions.VersionError, match=re.escape("switches.log cannot record a switch")):
+        versions.promote(kept, force=True)
+    assert victim.read_text() == "mine\n" and versions.state()["served"] is None
