@@ -115,8 +115,9 @@ def in_version(folder: Path, code: str, *args: str) -> str:
     """What `code` prints, run in a process of its own on the version in `folder`; VersionError with its last line."""
     env = {**os.environ, "TRIAGE_ARTIFACTS_DIR": str(folder), "PYTHONPATH": str(model.ROOT)}
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=model.ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise versions.VersionError(f"{folder.name} could not answer: {done.stderr.strip().splitlines()[-1:]}")
+    if done.returncode != 0:  # its last line, a VersionError's own words without the class name when it is one
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1].removeprefix("building.versions.VersionError: ")
+        raise versions.VersionError(last if last.startswith(f"version {folder.name} ") else f"{folder.name} could not answer: {last}")
     return done.stdout
 
 
