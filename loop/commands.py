@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,20 @@ from building import builder, contract, versions
 from loop import edge_cases, review
 from loop.edge_cases import CaseStatus
 from model import Expected
+
+
+def interpreter() -> str:
+    """The Python running this command as a person can paste it: relative to the working folder when inside it
+    (`.venv/bin/python`), else its full path; a hint that says plain `python` fails in a shell without the venv."""
+    try:
+        return str(Path(sys.executable).relative_to(Path.cwd()))
+    except ValueError:
+        return sys.executable
+
+
+def pasteable(message: str) -> str:
+    """`message` with each `python -m ...` it suggests run by this interpreter."""
+    return re.sub(r"(?<![\w/.-])python -m ", f"{interpreter()} -m ", message)
 
 
 def counted(n: int, noun: str = "case") -> str:
@@ -121,10 +136,10 @@ def existing(ids: list[str], found: set[str], what: str, listing: str) -> None:
     """Stop before anything is changed when no id is given, or naming the ids that are no `what` (a typo, or a case
     decided already); `listing` is the command that lists them."""
     if not ids:
-        sys.exit(f"give the ids of the {what}s ({listing} lists them)")
+        sys.exit(pasteable(f"give the ids of the {what}s ({listing} lists them)"))
     missing = [i for i in ids if i not in found]
     if missing:
-        sys.exit(f"nothing changed: no {what} {', '.join(missing)} ({listing} lists them)")
+        sys.exit(pasteable(f"nothing changed: no {what} {', '.join(missing)} ({listing} lists them)"))
 
 
 @contextlib.contextmanager
@@ -168,7 +183,7 @@ def cmd_candidate(args) -> int:
     built = builder.build_candidate([c for c in edge_cases.load_cases() if c.train])
     shown = ("version", "based_on", "training_cases", *contract.labelled_sets())  # and each labelled set's metrics, by its name
     print(json.dumps({k: built.get(k) for k in shown}, indent=2))
-    print(f"next: python -m loop gate {built['version']}", file=sys.stderr)
+    print(f"next: {interpreter()} -m loop gate {built['version']}", file=sys.stderr)
     return 0
 
 
@@ -194,7 +209,7 @@ def cmd_gate(args) -> int:
 def cmd_promote(args) -> int:
     produced = versions.promote(args.version, force=args.force)
     was = produced["history"][-1] or "artifacts/"
-    print(f"{args.version} is served from the next start of each server (was {was}); undo: python -m loop rollback")
+    print(f"{args.version} is served from the next start of each server (was {was}); undo: {interpreter()} -m loop rollback")
     print(json.dumps(produced))  # the state this promotion produced (served.json)
     return 0
 
@@ -295,4 +310,4 @@ def main(argv: list[str] | None = None) -> int:
     except review.QueueUnavailable as error:
         sys.exit(f"{review.where()}: {error}")
     except versions.VersionError as error:
-        sys.exit(str(error))
+        sys.exit(pasteable(str(error)))

@@ -535,3 +535,13 @@ def test_the_switch_log_is_never_written_through_a_link(loop):
     with pytest.raises(versions.VersionError, match=re.escape("switches.log cannot record a switch")):
         versions.promote(kept, force=True)
     assert victim.read_text() == "mine\n" and versions.state()["served"] is None
+
+
+def test_a_printed_command_names_the_interpreter_that_ran(loop):
+    """A hint can be pasted as it is, in a shell without the venv: `undo:` and a refusal's advice name the Python that
+    ran the command (relative to the working folder when inside it), never a bare `python`."""
+    python = str(Path(sys.executable).relative_to(ROOT)) if Path(sys.executable).is_relative_to(ROOT) else sys.executable
+    done = cli("promote", fake_version(loop / "versions"), "--force")
+    assert done.returncode == 0 and f"undo: {python} -m loop rollback" in done.stdout, done.stdout + done.stderr
+    refused = cli("gate", "not-a-version")
+    assert refused.returncode == 1 and f"see {python} -m loop versions" in refused.stderr, refused.stderr
