@@ -242,7 +242,7 @@ class _writing:
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
             _same_file(self.engine)
         except BaseException as error:
-            self.__exit__(type(error), error, None)
+            self._close(type(error), error, None)
             raise
         return connection
 
@@ -251,8 +251,12 @@ class _writing:
             try:
                 _same_file(self.engine)
             except QueueUnavailable as gone:
-                self.__exit__(type(gone), gone, None)
+                self._close(type(gone), gone, None)
                 raise
+        self._close(kind, error, traceback)
+
+    def _close(self, kind, error, traceback) -> None:
+        """End the transaction or connection (rolled back on `error`); a database error becomes QueueUnavailable."""
         try:
             self.context.__exit__(kind, error, traceback)
         except sa.exc.SQLAlchemyError as failed:
@@ -276,13 +280,7 @@ class _reading(_writing):
             raise
         return connection
 
-    def __exit__(self, kind, error, traceback):
-        try:
-            self.context.__exit__(kind, error, traceback)
-        except sa.exc.SQLAlchemyError as failed:
-            raise _unavailable(failed) from None
-        if isinstance(error, sa.exc.SQLAlchemyError):
-            raise _unavailable(error) from None
+    __exit__ = _writing._close  # a read commits nothing: no second look at the file
 
 
 def _unavailable(error: Exception) -> QueueUnavailable:
