@@ -7,7 +7,10 @@ Overridden (TriageServer), each calling LitServe's own first or last:
                                 AnswerTransport (both ZeroMQ): see each
     lifespan                    + in the HTTP process: the queue's end bound, the health watch running, then
                                 `alongside` (main.py: the UI, loaded while the API already answers)
-    _start_server               + the `ready:` log line
+    run                         + StartingPage on the port LitServe binds (uvicorn.Config.bind_socket, as run() calls
+                                it), answering from the first second while the workers start
+    _start_server               + the `ready:` log line; StartingPage stops (the HTTP process takes the port's
+                                connections from then on)
     _start_worker_monitoring    + a supervisor: a dead HTTP process or manager ends the server with status 1
     _perform_graceful_shutdown  the HTTP process drains before the workers stop (WORKER_STOP: they ignore SIGTERM);
                                 a dead manager is the supervisor's case
@@ -34,6 +37,8 @@ outside the guards, so they are added with FastAPI's add_middleware as before.
 
 import asyncio
 import atexit
+import html
+import json
 import logging
 import os
 import pickle
@@ -45,9 +50,12 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import litserve as ls
+import uvicorn
 import zmq
 import zmq.asyncio
 import zmq.utils.monitor
@@ -173,6 +181,68 @@ class AnswerTransport(MessageTransport):
         self._closed = True
 
 
+class StartingPage:
+    """What the port answers while the server starts, from a thread of the main process, on LitServe's own listening
+    socket: /live 200 (the process is alive), / a page that reloads itself, anything else 503 naming what the server
+    waits for ("building the artifacts: step 2 of 5, ..." from `progress`, the file builder.progress writes), with
+    Retry-After. Each answer closes its connection, so no client stays on it once the HTTP process serves."""
+
+    def __init__(self, listening, progress: Path | None):
+        def waiting_for() -> str:
+            with suppress(OSError, UnicodeDecodeError):
+                return progress.read_text(encoding="utf-8")[:200] if progress else "starting the inference workers"
+            return "starting the inference workers"
+
+        class Answer(BaseHTTPRequestHandler):
+            server_version, sys_version = "starting", ""  # not Python's version
+
+            def do_GET(self):
+                doing = waiting_for()
+                if self.path.split("?")[0] == "/live":
+                    self.answer(200, "text/plain", "ok")
+                elif self.path.split("?")[0] == "/health":
+                    self.answer(503, "text/plain", f"not ready: {doing}")
+                elif "text/html" in self.headers.get("Accept", ""):
+                    self.answer(503, "text/html", STARTING_PAGE.format(doing=html.escape(doing)))
+                else:
+                    self.answer(
+                        503, "application/json", json.dumps({"detail": f"the server is starting ({doing}): retry in a few seconds"})
+                    )
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+            def answer(self, status: int, kind: str, text: str) -> None:
+                body = text.encode()
+                self.send_response(status)
+                for name, value in (("Content-Type", f"{kind}; charset=utf-8"), ("Content-Length", str(len(body))),
+                                    ("Retry-After", "2"), ("Cache-Control", "no-store"), ("Connection", "close")):  # fmt: skip
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(listening.getsockname()[:2], Answer, bind_and_activate=False)
+        self.server.socket.close()
+        self.server.socket = listening.dup()  # closed by stop(); LitServe's socket stays open for its HTTP process
+        self.server.request_queue_size = 2048  # uvicorn's backlog
+        self.server.server_activate()  # listen(): uvicorn binds without it, so the port refused connections until now
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), name="starting-page", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+
+
+STARTING_PAGE = """<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="2"><title>Starting</title>
+<body style="font-family:sans-serif;margin:4em">The server is starting: {doing}.<p>This page reloads itself every two seconds."""
+
+
 class TriageServer(ls.LitServer):
     """LitServer with this server's request queue, a ready line, a supervisor of its helpers and a draining shutdown.
 
@@ -189,6 +259,8 @@ class TriageServer(ls.LitServer):
         self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
         self._disable_openapi_url = True  # the app has its /openapi.json: this only drops run()'s Swagger line (`ready:` names /docs)
         self.alongside: list = []  # async context managers the HTTP process runs while it serves (main.py: the UI)
+        self.progress: Path | None = None  # where a build says how far it is (main.py: TRIAGE_BUILD_PROGRESS)
+        self.starting: StartingPage | None = None
 
     def _init_manager(self, num_api_servers: int):
         """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps), and its
@@ -216,9 +288,31 @@ class TriageServer(ls.LitServer):
                     await stack.enter_async_context(context())
                 yield
 
+    def run(self, *args, **kwargs):
+        """LitServe binds the port, then starts the HTTP process only once every inference worker is ready (a first start
+        builds the artifacts there: minutes). Meanwhile StartingPage answers on the same socket."""
+        bind = uvicorn.Config.bind_socket
+
+        def bind_and_answer(config):
+            uvicorn.Config.bind_socket = bind  # once: the HTTP process's uvicorn uses the socket given to it
+            socket = bind(config)
+            self.starting = StartingPage(socket, self.progress)
+            return socket
+
+        uvicorn.Config.bind_socket = bind_and_answer
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            uvicorn.Config.bind_socket = bind
+            if self.starting:
+                self.starting.stop()
+
     def _start_server(self, *args, **kwargs):
-        """Adds the `ready:` line: LitServe calls this once the workers are ready; no callback fires then."""
+        """Adds the `ready:` line: LitServe calls this once the workers are ready; no callback fires then. StartingPage
+        stops: the HTTP process accepts from now on (a connection made meanwhile waits in the socket's backlog)."""
         started = super()._start_server(*args, **kwargs)
+        if self.starting:
+            self.starting.stop()
         log.info(self.ready_message)
         return started
 

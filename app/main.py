@@ -3,8 +3,10 @@
     python app/main.py [--host 0.0.0.0] [--port 7860] [--no-ui]
     python -m app.main
 
-The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The API answers first; the UI
-loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those few seconds). Host and port default to
+The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The port answers from the first second:
+while the inference workers start (a first start builds the artifacts: minutes), /live says ok and everything else 503
+naming what it waits for, "building the artifacts: step 3 of 6, ..." (StartingPage in app/litserve_internals.py). The
+API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds). Host and port default to
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM, to this process or
 to its whole process group, drains and stops the whole process tree. The server serves, in every process, the version
 it found served as it started (a promotion takes effect at the next start).
@@ -92,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"cannot start: {error}")
     if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)
+    starting = tempfile.mkdtemp(prefix="triage-start-")  # a build in a worker says how far it is here; the port's page reads it
+    server.temporary.append(starting)
+    atexit.register(shutil.rmtree, starting, ignore_errors=True)
+    server.progress = Path(starting) / "progress"
+    os.environ["TRIAGE_BUILD_PROGRESS"] = str(server.progress)
     server.ready_message = f"ready: the API at {public}/predict, its docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
         server.watch.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))

@@ -13,8 +13,10 @@ model, encoder and code) matches and every file has its recorded SHA-256, else a
 this module: it only runs on what is installed (whatever `recipe.load` returns, with the manifest as `.manifest`).
 """
 
+import contextlib
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import logging
 import os
@@ -309,15 +311,21 @@ def _build(target: Path | None = None, training: list | tuple = (), about: dict 
     result in `model` and evaluate it on each labelled set; the manifest, written last, gets `about` (a candidate's
     name, origin and training cases)."""
     target = target or ARTIFACTS_DIR
+    sets = contract.labelled_sets()
+    steps = itertools.count(1)
+    progress(next(steps), "checking data/")
     check_recipe()
     check_data()
-    for path in contract.labelled_sets().values():
+    for path in sets.values():
         labelled_frame(path)  # each set has the columns the schemas need, before minutes of building
     current = fingerprint()  # what this build is made from: recorded in the manifest
     before = _recorded_files(target)
     with tempfile.TemporaryDirectory(dir=target, prefix=".build-") as tmp:
         staging = Path(tmp)
+        if recipe.ENCODER:
+            progress(next(steps), f"the {current['encoder']['name']} encoder")
         encoder = _build_encoder(staging, current["encoder"]) if recipe.ENCODER else None
+        progress(next(steps), "what recipe.py builds")
         built = recipe.build(recipe_data(), list(training), encoder, staging)
         clash = sorted(set(built or {}) & {*MANIFEST_KEYS, *contract.labelled_sets()})
         if clash:
@@ -330,6 +338,7 @@ def _build(target: Path | None = None, training: list | tuple = (), about: dict 
             "artifacts": {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_file(staging / name)} for name in written},
             **(about or {}),
         }
+        progress(next(steps), "writing the files")
         for name in written:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target / name)
@@ -337,12 +346,23 @@ def _build(target: Path | None = None, training: list | tuple = (), about: dict 
             (target / name).unlink(missing_ok=True)
         loaded = load(manifest, encoder, target)
         model.install(loaded)  # the pipeline runs on what was just built: evaluate it
-        for name, path in contract.labelled_sets().items():
+        for name, path in sets.items():
+            progress(next(steps), f"evaluating it on {path.name}")
             log.info("artifacts: evaluating the build on %s", path.name)
             manifest[name] = evaluate(path)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staging / "manifest.json", target / "manifest.json")  # last: marks the build complete
     return loaded
+
+
+def progress(step: int, doing: str) -> None:
+    """Where a build is ("building the artifacts: step 2 of 5, ..."), for the page a starting server answers with
+    (app/litserve_internals.py: StartingPage reads the file TRIAGE_BUILD_PROGRESS names; the server sets it)."""
+    total = 3 + bool(recipe.ENCODER) + len(contract.labelled_sets())
+    path = os.environ.get("TRIAGE_BUILD_PROGRESS")
+    if path:
+        with contextlib.suppress(OSError):  # the server's own folder, gone when it stops: never a reason to fail a build
+            files.write_atomic(Path(path), f"building the artifacts: step {step} of {total}, {doing}")
 
 
 def _recorded_files(folder: Path) -> set[str]:

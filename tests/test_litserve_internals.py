@@ -20,6 +20,17 @@ REREAD = "LitServe changed {what}: re-read app/litserve_internals.py ({where}), 
 
 # every LitServer method TriageServer overrides, with the parameters it was written against
 OVERRIDDEN = {
+    "run": [
+        "self",
+        "host",
+        "port",
+        "num_api_servers",
+        "log_level",
+        "generate_client_file",
+        "api_server_worker_type",
+        "pretty_logs",
+        "kwargs",
+    ],
     "_init_manager": ["self", "num_api_servers"],
     "lifespan": ["self", "app"],
     "_start_server": ["self", "port", "num_uvicorn_servers", "log_level", "sockets", "uvicorn_worker_type", "kwargs"],
@@ -80,6 +91,14 @@ def test_each_attribute_read_or_set_is_still_made_by_litserve(name):
     source = inspect.getsource(getattr(litserve.LitServer, ATTRIBUTES[name]))
     assert f"self.{name} = " in source or f"self.{name}: " in source, REREAD.format(
         what=f"LitServer.{name} (no longer made in {ATTRIBUTES[name]})", where="its docstring's list"
+    )
+
+
+def test_run_binds_the_port_with_uvicorn_before_the_workers_start():
+    """TriageServer.run answers on the socket LitServe's run() binds (uvicorn.Config.bind_socket), before the workers start."""
+    run = inspect.getsource(litserve.LitServer.run)
+    assert run.index("config.bind_socket()") < run.index("self.launch_inference_worker(") < run.index("self._start_server("), REREAD.format(
+        what="LitServer.run's order (bind, workers, HTTP process)", where="TriageServer.run and StartingPage"
     )
 
 
