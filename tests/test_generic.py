@@ -18,6 +18,8 @@ import model
 import recipe
 from building import contract
 
+pytestmark = pytest.mark.quick  # a second or so: in the fast check
+
 ROOT = model.ROOT
 FACES = [
     *sorted((ROOT / "app").glob("*.py")),

@@ -92,6 +92,7 @@ def role(server, name: str) -> psutil.Process:
     return http if name == "http" else manager
 
 
+@pytest.mark.shapeless
 # --- the inference worker -------------------------------------------------------------------------------
 def test_a_worker_that_connects_while_the_queue_binds_is_counted(tmp_path, monkeypatch):
     """The workers retry their connect (every 100 ms) long before the HTTP process binds the request queue. One accepted
@@ -123,6 +124,7 @@ def test_a_worker_that_connects_while_the_queue_binds_is_counted(tmp_path, monke
         requests_queue._socket.close()
 
 
+@pytest.mark.shapeless
 def test_an_idle_worker_sleeps(server):
     """LitServe's batching loop asks the request queue every millisecond, work or not: an idle worker took 15% of a
     core and woke 5,000 times in 5 s. Idle, it now waits on the queue; what is left is the canary input each second
@@ -146,6 +148,7 @@ def wakeups(process: psutil.Process) -> int:
     return sum(map(int, counts))
 
 
+@pytest.mark.shapeless
 def test_a_worker_killed_while_idle_is_replaced_and_later_requests_are_answered(server):
     """Killed while it waits on its queue (an idle worker's whole life): with LitServe's multiprocessing queue the
     killed reader kept the queue's lock and every later request hung while /health said ok."""
@@ -156,6 +159,7 @@ def test_a_worker_killed_while_idle_is_replaced_and_later_requests_are_answered(
     assert [post(server) for _ in range(5)] == [(200, "application/json")] * 5
 
 
+@pytest.mark.shapeless
 def test_a_worker_killed_at_random_moments_under_load_never_leaves_a_request_hanging(server):
     rng = random.Random(15)
     stop = time.time() + 1e9
@@ -178,6 +182,7 @@ def test_a_worker_killed_at_random_moments_under_load_never_leaves_a_request_han
     assert [post(server) for _ in range(5)] == [(200, "application/json")] * 5
 
 
+@pytest.mark.shapeless
 def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
     """SIGSTOP: alive to every process check, answering nothing. /health must stop saying ok; requests end at their deadline."""
     worker = role(server, "worker")
@@ -196,6 +201,7 @@ def test_a_stuck_worker_makes_health_503_and_requests_504_then_recovers(server):
     assert post(server) == (200, "application/json")
 
 
+@pytest.mark.shapeless
 def test_health_gives_a_busy_worker_the_time_a_batch_may_take():
     """Idle, /health wants an answer (the canary's) within HEALTH_FRESH; with clients' requests in flight, within the
     RUN_SECONDS a request's deadline allows its batch: 32 long inputs took 2.6 s on two quiet cores, more under load,
@@ -210,6 +216,7 @@ def test_health_gives_a_busy_worker_the_time_a_batch_may_take():
     assert not watch.ok  # longer than any batch may take: stuck
 
 
+@pytest.mark.shapeless
 def test_health_answers_within_the_probe_timeout_under_load(server):
     """64 clients sending long inputs: /health is answered from memory, on the main port and on the probe port
     (TRIAGE_PROBE_PORT, a thread of its own: what deploy/kubernetes.yaml probes)."""
@@ -237,6 +244,7 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+@pytest.mark.shapeless
 @pytest.mark.parametrize("victim", ["http", "manager", "main"])
 def test_a_dead_helper_or_main_process_ends_the_whole_server_and_frees_the_port(tmp_path, victim):
     """The HTTP process (a SIGBUS once left a zombie holding the port) or LitServe's manager dies: the server exits
@@ -284,6 +292,7 @@ def fill(folder: Path) -> None:
                 pass
 
 
+@pytest.mark.shapeless
 def test_metrics_on_a_full_disk_never_take_the_server_down(tmp_path, small_tmpfs):
     log = tmp_path / "server.log"
     server = Server(log=log, PROMETHEUS_MULTIPROC_DIR=str(small_tmpfs))
@@ -307,6 +316,7 @@ def test_metrics_on_a_full_disk_never_take_the_server_down(tmp_path, small_tmpfs
         server.stop()
 
 
+@pytest.mark.shapeless
 def test_a_metric_file_that_does_not_fit_is_kept_in_memory_and_counted(small_tmpfs):
     fill(small_tmpfs)
     before = observe.write_failures
@@ -317,6 +327,7 @@ def test_a_metric_file_that_does_not_fit_is_kept_in_memory_and_counted(small_tmp
     assert observe.write_failures == before + 1
 
 
+@pytest.mark.shapeless
 def test_metric_files_take_their_disk_space_before_use(tmp_path):
     """The library's files are sparse (truncate): on a full disk, writing to them through mmap is a SIGBUS."""
     path = tmp_path / "counter_1.db"
@@ -381,6 +392,7 @@ def test_a_flag_confirmation_shows_the_input_as_text_never_as_markup(text):
     assert code and code.group(1) == text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"), html
 
 
+@pytest.mark.shapeless
 def test_the_kubernetes_probes_ask_the_probe_port_with_timeouts():
     container = DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}

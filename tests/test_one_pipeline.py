@@ -35,6 +35,7 @@ def server():
     running.stop()
 
 
+@pytest.mark.quick
 def test_every_face_gives_a_ticket_the_same_answer(tickets, server, tmp_path):
     given = [contract.input_from_row(row) for row in tickets.to_dict("records")]
     assert {t.customer_tier for t in given} == set(model.CustomerTier) and {t.channel for t in given} == set(model.Channel)

@@ -166,6 +166,7 @@ def test_every_readme_command_names_a_program_the_set_up_installs():
             assert program in debian, f"{command}: {program} is neither in .venv/bin nor installed by the set-up line"
 
 
+@pytest.mark.quick
 def test_snakemake_runs_its_rules_with_its_own_python_unactivated(tmp_path):
     """`.venv/bin/snakemake -c2 reports/...` with the venv not activated: the rules' `python` is the venv's."""
     (tmp_path / "in").mkdir()

@@ -190,6 +190,7 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.quick
 def test_a_reviewer_works_the_queue_from_the_command_line(tmp_path):
     env = {"TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'q.sqlite3'}", "TRIAGE_EDGE_CASES": str(tmp_path / "suite.csv")}
     expected = expected_cells(expected_example())

@@ -63,6 +63,7 @@ def test_the_sharded_report_on_slurm_equals_the_local_report(cluster, tmp_path):
     assert submitted >= 4, "split, two shards and merge should each have been a Slurm job"  # none ran locally
 
 
+@pytest.mark.shapeless
 def test_a_failing_job_is_reported_as_failed(cluster, tmp_path):
     (tmp_path / "in").mkdir()
     pd.DataFrame({"message": ["no input column here"] * 4}).to_csv(tmp_path / "in" / "bad.csv", index=False)

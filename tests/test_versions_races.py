@@ -15,6 +15,8 @@ from conftest import fake_version
 import model
 from building import files, versions
 
+pytestmark = pytest.mark.shapeless  # the versions' lock and record, whatever the pipeline
+
 ROUNDS = 30
 WORKER = """
 import contextlib, io, json, os, sys, time
