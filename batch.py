@@ -1,7 +1,7 @@
 """Batch reports for domain experts: a CSV of inputs in; a scored CSV, an HTML report and a JSON summary out.
 
     python batch.py data/<labelled set>.csv -o reports/scored.csv   # also writes reports/scored.html and .json
-    python batch.py inputs.csv -o out.csv --column FIELD=COLUMN --flag KEY=VALUE --compare KEY=VALUE
+    python batch.py inputs.csv -o reports/out.csv --column FIELD=COLUMN --flag KEY=VALUE --compare KEY=VALUE
 
 Everything is read from the contract (building/contract.py), never a field of the worked example: each row is the
 pipeline's whole Input (`contract.input_from_row`: every field from the column of its name, or the column
@@ -46,7 +46,7 @@ from tqdm import tqdm
 import model
 from building import builder, contract, files
 from loop import edge_cases, review
-from loop.commands import counted
+from loop.commands import counted, interpreter
 from loop.edge_cases import EdgeCase
 from reporting import reports
 from reporting.reports import COMPARE_PREFIX, BatchInputError, read_report
@@ -127,6 +127,7 @@ def cmd_report(args) -> int:
     if args.save_misclassified:
         saved = save_misclassified(args.output, summary, flags, created_by=os.environ.get("USER"))
         print(f"{counted(sum(new for _, new in saved), 'misclassified row')} flagged for review -> {review.where()}")
+        print(f"next: {interpreter()} -m loop cases queue", file=sys.stderr)  # pasted without the venv, it still works
     return _finished(summary, args)
 
 
@@ -139,15 +140,22 @@ def cmd_cases(args) -> int:
     """Every edge case against the pipeline now, as a report; 0 whatever the verdicts."""
     summary = cases_report(args.output)
     print(json.dumps({k: summary[k] for k in ("cases", "fixed", "open", "broken", "newly fixed")}) + f" -> {args.output}")
+    if summary["broken"]:
+        print(f"next: {interpreter()} -m loop cases check", file=sys.stderr)
     return 0  # the report is the product; `python -m loop cases check` exits 1 on a broken case
 
 
 def _finished(summary: dict[str, Any], args) -> int:
     """The one line a finished report prints."""
     accuracy = summary.get("metrics", {}).get("accuracy")
+    failed = reports.failed_rows(summary, 5)
+    rows = ", ".join(str(r["row"]) for r in failed["rows"]) + (", ..." if failed["more"] else "")
     print(
-        f"{summary['rows']} rows, {summary['errors']} errors, {summary['rows_per_s']} rows/s"
+        f"{counted(summary['rows'], 'row')}, {counted(summary['errors'], 'error')}"
+        + (f" (row{'s' if summary['errors'] > 1 else ''} {rows})" if failed["rows"] else "")
+        + f", {summary['rows_per_s']} rows/s"
         + (f", accuracy {accuracy}" if accuracy is not None else "")
+        + (f", A and B differ in {counted(summary['compare']['differing_total'], 'row')}" if "compare" in summary else "")
         + f" -> {args.output} (+ .json{'' if args.no_html else ', .html'})"
     )
     return 0
@@ -275,7 +283,7 @@ def check_file(path: str | Path) -> Path:
     if not head.strip():
         raise BatchInputError(f"{path}: the file is empty")
     if b"\x00" in head:
-        raise BatchInputError(f"{path}: not a CSV file (it holds binary data)")
+        raise BatchInputError(f"{path}: not a CSV file (a NUL byte on line {_nul_line(path)}: binary data, or not UTF-8)")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as error:

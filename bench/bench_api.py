@@ -46,6 +46,13 @@ sys.path.insert(0, str(ROOT))
 import model  # noqa: E402
 from building import builder  # noqa: E402
 
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
+
 
 def tickets(n: int) -> list[str]:
     texts = pd.concat([pd.read_csv(model.DATA_DIR / f"{name}.csv").text for name in ("eval", "train")])
@@ -161,8 +168,10 @@ def main() -> None:
     texts, few = tickets(args.requests), tickets(args.latency_requests)
     OUT.mkdir(parents=True, exist_ok=True)
 
+    stage("loading the pipeline")
     builder.ready()
     model.run_batch(texts[:64])
+    stage(f"in process: run_batch over {args.requests} tickets, then in chunks of {args.concurrency}, then run one at a time")
     rounds = []
     for _ in range(3):  # the best of three: the in-process figure at its fastest, so the ratio is not flattered
         start = time.perf_counter()
@@ -184,6 +193,7 @@ def main() -> None:
 
     port = free_port()
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    stage(f"the server (app/main.py): starting, then wrk for {args.seconds} s at {args.concurrency} connections")
     litserve, startup = launch([sys.executable, "app/main.py", "--host", "127.0.0.1", "--port", str(port)], port)
     try:
         asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up
@@ -197,11 +207,13 @@ def main() -> None:
         stop(litserve)
 
     fresh = OUT / "cold-artifacts"
+    stage("start-up: from no artifacts (a first build), warm, and the API alone")
     shutil.rmtree(fresh, ignore_errors=True)
     cold, cold_ui = start_up([], fresh)
     (warm, warm_ui), (warm_api_only, _) = start_up([], fresh), start_up(["--no-ui"], fresh)
 
     port = free_port()
+    stage(f"plain FastAPI (bench/plain_fastapi.py): wrk for {args.seconds} s")
     fastapi_server, plain_startup = launch([sys.executable, "bench/plain_fastapi.py", str(port)], port)
     try:
         asyncio.run(load(f"http://127.0.0.1:{port}/predict", few[:8], 1))  # warm up

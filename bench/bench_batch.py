@@ -36,6 +36,14 @@ from building import builder  # noqa: E402
 OUT = ROOT / "bench" / "out"
 
 
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def make_csv(rows: int) -> Path:
     path = OUT / f"rows{rows}.csv"
     if not path.exists():
@@ -129,17 +137,22 @@ def main() -> None:
     parser.add_argument("--size-rows", type=int, nargs="+", default=[40, 1000])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    stage("loading the pipeline")
     builder.ready()
     result = {}
     if "throughput" in args.parts:
+        stage(f"throughput: {args.rows} rows, in process and through batch.py, {args.rounds} rounds")
         result["throughput"] = throughput(args.rows, args.rounds)
     if "memory" in args.parts:
+        stage(f"memory: peak RSS of batch.py on {' and '.join(map(str, args.memory_rows))} rows")
         small, large = (peak_rss_mb(n) for n in args.memory_rows)
         result["memory"] = {"rows": args.memory_rows, "peak_rss_mb": [small, large], "ratio": round(large / small, 3)}
     if "scale_out" in args.parts:
+        stage(f"scale-out: snakemake on {args.shard_rows} rows in 1 shard, then 2")
         one, two = sharded_wall_s(args.shard_rows, 1), sharded_wall_s(args.shard_rows, 2)
         result["scale_out"] = {"rows": args.shard_rows, "wall_s_1_shard": one, "wall_s_2_shards": two, "speedup": round(one / two, 3)}
     if "report_size" in args.parts:
+        stage(f"report size: HTML reports of {' and '.join(map(str, args.size_rows))} rows")
         result["report_size"] = [report_sizes(n) for n in args.size_rows]
     print(json.dumps(result, indent=2))
 

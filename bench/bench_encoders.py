@@ -23,6 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "encoders"
 ENCODERS = ("torch", "onnx", "onnx-int8")
 
+
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 MEASURE = """
 import itertools, json, resource, sys, time
 start = time.perf_counter()
@@ -55,6 +64,7 @@ def main() -> None:
         (OUT / encoder).mkdir(parents=True, exist_ok=True)
         for old in (OUT / encoder).iterdir():
             old.unlink()
+        stage(f"{encoder}: building the artifacts from nothing")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "building", "build"], cwd=ROOT, env=env(encoder), check=True, capture_output=True)
         manifest = json.loads((OUT / encoder / "manifest.json").read_text())
@@ -65,8 +75,9 @@ def main() -> None:
             "encoder_mb": round((OUT / encoder / "encoder.onnx").stat().st_size / 1e6, 1) if encoder != "torch" else None,
         }
     rounds = {encoder: [] for encoder in ENCODERS}
-    for _ in range(args.rounds):
+    for k in range(args.rounds):
         for encoder in ENCODERS:
+            stage(f"round {k + 1} of {args.rounds}: {encoder}, load and score {args.tickets} tickets")
             out = subprocess.run(
                 [sys.executable, "-c", MEASURE, str(args.tickets)], cwd=ROOT, env=env(encoder), check=True, capture_output=True, text=True
             ).stdout

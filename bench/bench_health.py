@@ -32,6 +32,14 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,8 +125,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--ref", help="an earlier commit to measure beside this working tree")
     args = parser.parse_args()
+    stage(f"this tree: starting the server, then {args.clients} clients for {args.seconds} s")
     results = {"clients": args.clients, "seconds": args.seconds, "this tree": measure(ROOT, args.clients, args.seconds)}
     if args.ref:
+        stage(f"{args.ref}: a worktree, the server, then {args.clients} clients for {args.seconds} s")
         with tempfile.TemporaryDirectory() as tmp:
             worktree = Path(tmp) / "ref"
             subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.ref], cwd=ROOT, check=True, capture_output=True)

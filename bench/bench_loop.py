@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,14 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OLD_LIMITS = {"macro_f1": 0.01, "class_f1": 0.05}  # the absolute thresholds the gate had before
+
+
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
 
 
 def command(*args: str, env: dict) -> str:
@@ -57,7 +66,9 @@ def experiment(scratch: Path, accept: str) -> dict:
         "TRIAGE_EDGE_CASES": str(scratch / "cases.csv"),
         "TRIAGE_DATABASE_URL": f"sqlite:///{scratch / 'review.sqlite3'}",
     }
+    stage(f"accepting {accept}: building the artifacts on half the style set")
     command("-m", "building", "build", env=env)
+    stage(f"accepting {accept}: flagging, accepting as training, a candidate, its gate")
     if accept == "misclassified":
         report = ("-o", str(scratch / "outside-report.csv"), "--quiet", "--save-misclassified")
         command("batch.py", str(scratch / "outside.csv"), *report, env=env)

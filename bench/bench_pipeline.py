@@ -21,6 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import model
 from building import builder
 
+STARTED = time.perf_counter()
+
+
+def stage(what: str) -> None:
+    """A line as each stage starts, flushed at once (to stderr: stdout is the result), so minutes of work are not silent."""
+    print(f"[{time.perf_counter() - STARTED:5.0f} s] {what}", file=sys.stderr, flush=True)
+
 
 def tickets(n: int) -> list[str]:
     texts = pd.concat([pd.read_csv(model.DATA_DIR / f"{name}.csv").text for name in ("eval", "train")])
@@ -33,10 +40,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     texts = tickets(args.tickets)
+    stage("loading the pipeline")
     builder.ready()
     model.run_batch(texts[:64])  # load and warm up
     loop, batch = [], []
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        stage(f"repeat {repeat + 1} of {args.repeats}: {len(texts)} tickets one at a time, then in one run_batch")
         start = time.perf_counter()
         for text in texts:
             model.run(text)

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_api import free_port, launch, stop, tickets, wrk  # noqa: E402
+from bench_api import free_port, launch, stage, stop, tickets, wrk  # noqa: E402
 
 from building import builder, encoders  # noqa: E402
 
@@ -93,6 +93,7 @@ def main() -> None:
         env = {**base, "TRIAGE_WORKERS": str(workers)}
         os.environ["TRIAGE_WORKERS"] = str(workers)
         threads = encoders.ort_threads()
+        stage(f"{workers} workers: in process, then the server under wrk for {args.seconds} s")
         reference = in_process(texts, workers, env)
         http = served(texts, workers, args.seconds, args.concurrency)
         rows.append(
@@ -106,6 +107,7 @@ def main() -> None:
                 "startup_s": http["startup_s"],
             }
         )
+    stage("one process with every core")
     one_process = in_process(texts, 1, {**base, "TRIAGE_WORKERS": "1"})
     result = {"cores": cores, "encoder": builder.encoder_name(), "tickets": args.tickets, "wrk_seconds": args.seconds}
     result.update(concurrency=args.concurrency, in_process_one_process_all_cores_per_s=round(one_process, 1), rows=rows)

@@ -4,8 +4,9 @@ Everything here is derived from the contract (building/contract.py): no field of
 
 The summary's keys (the .json beside a scored CSV, what `batch.report` returns; the app reads them from this list):
 
-    always       rows, errors, error_rows [{row, <text field>, error}] (the first 200), tallies {field: {value: rows}}
-                 (every enum or bool output but the label and the needs-a-person field), numbers {field: {rows, mean,
+    always       rows, errors, error_rows [{row, field, <text field>, error}] (the first 200; field: the Input
+                 field the error names, "" where the pipeline failed), error_rows_more (failed, not listed), tallies
+                 {field: {value: rows}} (every enum or bool output but the label and the needs-a-person field), numbers {field: {rows, mean,
                  min, max}} (every number output but the probability), elapsed_s, rows_per_s, title,
                  input, flags, compare_flags, columns {Input field: its column in the scored CSV}, text_column,
                  label_column, slice_columns, pipeline_version, version, model, encoder, data, artifacts_built_at,
@@ -17,12 +18,17 @@ The summary's keys (the .json beside a scored CSV, what `batch.report` returns; 
     probability  probability (the field's name), probability_mean, probability_histogram {bin_edges, counts}
     needs_person needs_person (the field's name), needs_person_share
     --compare    compare {B's own keys above from rows to per_slice, agreement (share of rows where every output field
-                 agrees), agreement_per_field {field: share}, differing_rows, differing_total}
-    --baseline   baseline {baseline, field, changed, fixed, broken, changed_unlabelled, still_wrong, changed_per_field,
-                 rows {fixed, broken, changed_unlabelled}, sides {baseline, now}, metric_deltas}
+                 agrees), agreement_per_field {field: share}, differing_rows, differing_total (rows where any output
+                 field differs), differing_per_field {field: rows}}
+    --baseline   baseline {baseline, field, changed (rows where any output field changed), fixed, broken,
+                 changed_unlabelled, still_wrong, changed_other_fields (the label kept, another field changed),
+                 changed_per_field, rows {fixed, broken, changed_unlabelled, changed_other_fields}, sides {baseline,
+                 now}, metric_deltas}
 
 Listed rows: misclassified_rows {row, <text field>, expected, <label>, <probability>}; differing_rows {row, <text
-field>, fields, A, B}; baseline rows {row, <text field>, expected, before, now} (without a label: fields, before).
+field>, fields, A {field: its cells in a line}, B {...}}; baseline rows {row, <text field>, fields, expected, before,
+now} (the label's values; changed_other_fields and without a label: before {field: ...}, now {field: ...}).
+`failed_rows()` gives the first rows that failed as people read them (row, field, why) and how many more.
 `<text field>` is contract.text_field(), or every Input field where it has none. `figures()` gives the app three
 plotly figures in this order, None where the pipeline has none: label distribution, probability, confusion matrix.
 Before issue 33: category_distribution, mean_confidence, confidence_histogram, needs_human_share, per_intent,
@@ -61,6 +67,7 @@ import model
 from building import builder, contract, files
 
 MAX_LISTED_ROWS = 200  # misclassified, differing or failing rows kept in the summary
+FAILED_SHOWN = 20  # failing rows the HTML page (and the app's Batch tab) lists; the JSON keeps MAX_LISTED_ROWS, the CSV all
 HISTOGRAM_BINS = 20
 COMPARE_PREFIX = "compare_"  # the second variant's columns in a scored CSV
 LIST_SEPARATOR = "; "  # between the items of a list of strings or numbers in one cell
@@ -216,10 +223,71 @@ def numbered() -> list[str]:
     return [name for name in kept if contract.base_type(fields[name].annotation) in (int, float)]
 
 
-def words(name: str) -> str:
-    """A field's name as a heading: `first_name` -> `First name`."""
-    text = name.replace("_", " ")
+ACRONYMS = {"pii": "PII", "id": "ID", "ids": "IDs", "url": "URL"}  # as the app's labels write them (app/render.py)
+
+
+def _in_words(name: str) -> str:
+    """A code name in words: `first_name` -> "First name", `source_url` -> "Source URL"."""
+    text = " ".join(ACRONYMS.get(w, w) for w in str(name).split("_"))
     return text[:1].upper() + text[1:]
+
+
+def _field(name: str):
+    """The schema's field of that name (the Output's, else the Input's), or None."""
+    return contract.output_fields().get(name) or model.Input.model_fields.get(name)
+
+
+def words(name: str) -> str:
+    """A field's name as a heading: the schema's `title` where it has one, else its name in words (`_in_words`)."""
+    field = _field(name)
+    return field.title if field is not None and field.title else _in_words(name)
+
+
+def value_words(name: str | None, value: Any) -> Any:
+    """A field's value as people read it: "yes"/"no" for a bool, an enum's or a Literal's value in words
+    (`account_access` -> "Account access"), anything else as it is. Tables and figures for people; never the JSON."""
+    field = _field(name) if name else None
+    if field is None or value is None or value == "":
+        return value
+    if contract.base_type(field.annotation) is bool:
+        return {"True": "yes", "False": "no", True: "yes", False: "no"}.get(value, value)
+    return _in_words(value) if str(value) in map(str, contract.choices(field.annotation)) else value
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 row`, `2 rows`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _failure(cell: str) -> tuple[str, str]:
+    """An error cell split into the Input fields it names ("" where the pipeline itself failed) and why:
+    `row 3: channel: Input should be ...` -> ("channel", "Input should be ..."); several fields joined by ", "."""
+    why = cell.split(": ", 1)[1] if cell.startswith("row ") and ": " in cell else cell
+    parts = [part.partition(": ") for part in why.split("; ")]
+    if all(sep and head.split(".")[0] in model.Input.model_fields for head, sep, _ in parts):
+        return ", ".join(dict.fromkeys(head for head, _, _ in parts)), why if len(parts) > 1 else parts[0][2]
+    return "", why
+
+
+def failed_rows(source: dict[str, Any] | pd.DataFrame, limit: int = FAILED_SHOWN, prefix: str = "") -> dict[str, Any]:
+    """The rows that failed, for a table people read: {"rows": the first `limit` as {row, field, why}, "more": how
+    many others failed}. `row` numbers a row as its error cell does (1: the first row after the header); `field` is
+    the Input field the error names, "" where the pipeline itself failed. `source`: a summary (or its "compare", B's),
+    or a scored CSV as a frame of strings (`read_report`; `prefix` "compare_" for B's errors). The app's Batch tab
+    calls it too."""
+    if isinstance(source, pd.DataFrame):
+        cells = source[source[prefix + "error"] != ""][prefix + "error"]
+        listed, total = [(_row_number(cell, i), cell) for i, cell in cells.head(limit).items()], len(cells)
+    else:
+        listed, total = [(item["row"], item["error"]) for item in source.get("error_rows", [])[:limit]], source.get("errors", 0)
+    rows = [{"row": row, **dict(zip(("field", "why"), _failure(cell), strict=True))} for row, cell in listed]
+    return {"rows": rows, "more": total - len(rows)}
+
+
+def _row_number(cell: str, index: Any) -> int:
+    """The row an error cell names (`row 3: ...`), else the frame's index + 1."""
+    head = cell.split(":", 1)[0]
+    return int(head[4:]) if head.startswith("row ") and head[4:].isdigit() else int(index) + 1
 
 
 def _shown(row: pd.Series, columns: dict[str, str]) -> dict[str, Any]:
@@ -250,7 +318,7 @@ def summary(
     label_column = label_column if contract.label() else None
     variants = {"": _Tally(columns, label_column, slices), COMPARE_PREFIX: _Tally(columns, label_column, slices)}
     fields = field_columns()
-    agreement, differing, compared = Counter(), [], False
+    agreement, per_field, differing, compared = Counter(), Counter(), [], False
     for chunk in read_report(scored_csv, 4096):
         compared = compared or COMPARE_PREFIX + "error" in chunk
         for prefix, tally in variants.items():
@@ -262,6 +330,7 @@ def summary(
             every = pd.concat(same.values(), axis=1).all(axis=1) if same else both
             agreement.update({"rows": int(both.sum()), "": int((both & every).sum())})
             agreement.update({field: int((both & s).sum()) for field, s in same.items()})
+            per_field.update({field: int((both & ~s).sum()) for field, s in same.items()})
             for i, row in chunk[both & ~every].iterrows():
                 if len(differing) < MAX_LISTED_ROWS:
                     differing.append(_differing(row, i, columns, [f for f, s in same.items() if not s[i]]))
@@ -286,6 +355,7 @@ def summary(
             "agreement_per_field": share,
             "differing_rows": differing,
             "differing_total": agreement["rows"] - agreement[""],
+            "differing_per_field": {field: per_field[field] for field in fields},
         }
     if baseline is not None:
         out["baseline"] = compare_baseline(scored_csv, baseline, columns, label_column, out)
@@ -323,9 +393,8 @@ def _field_text(row: pd.Series, field: str, prefix: str = "") -> str:
 
 
 def _differing(row: pd.Series, index: int, columns: dict[str, str], fields: list[str]) -> dict[str, Any]:
-    """A row where A and B differ: which fields, and what each variant says of them."""
-    a = "; ".join(f"{f}: {_field_text(row, f)}" for f in fields)
-    b = "; ".join(f"{f}: {_field_text(row, f, COMPARE_PREFIX)}" for f in fields)
+    """A row where A and B differ: which fields, and what each variant says of them ({field: its cells in a line})."""
+    a, b = ({f: _field_text(row, f, prefix) for f in fields} for prefix in ("", COMPARE_PREFIX))
     return {"row": int(index) + 1, **_shown(row, columns), "fields": ", ".join(fields), "A": a, "B": b}
 
 
@@ -352,8 +421,9 @@ class _Tally:
         ok = chunk[chunk[prefix + "error"] == ""]
         self.errors += len(chunk) - len(ok)
         for i, row in chunk[chunk[prefix + "error"] != ""].head(MAX_LISTED_ROWS - len(self.error_rows)).iterrows():
-            why = row[prefix + "error"].removeprefix(f"row {int(i) + 1}: ")
-            self.error_rows.append({"row": int(i) + 1, **_shown(row, self.columns), "error": why})
+            cell = row[prefix + "error"]
+            why = cell.removeprefix(f"row {int(i) + 1}: ")
+            self.error_rows.append({"row": int(i) + 1, "field": _failure(cell)[0], **_shown(row, self.columns), "error": why})
         for field, counts in self.counts.items():
             counts.update(value for value in ok[prefix + field] if value != "")  # none is no value
         if self.probability:
@@ -390,6 +460,7 @@ class _Tally:
     def summary(self) -> dict[str, Any]:
         scored = self.rows - self.errors
         out = {"rows": self.rows, "errors": self.errors, "error_rows": self.error_rows}
+        out["error_rows_more"] = self.errors - len(self.error_rows)  # failed too, not listed here: the CSV lists every one
         out["tallies"] = {field: _ordered(self.counts[field], _values(field)) for field in tallied()}
         if self.numbers:
             numbers = {f: (n, t, lo, hi) for f, (n, t, lo, hi) in self.numbers.items() if n}
@@ -473,15 +544,17 @@ def metrics(pairs: Counter) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 def compare_baseline(scored_csv: Path, baseline_csv: str | Path, columns: dict[str, str], label_column: str | None, summary: dict) -> dict:
     """This run against an earlier scored CSV of the same input (from any earlier pipeline version), row by row: the
-    rows whose label changed (without a label: whose answer changed in any field both reports hold), split into fixed
-    (was wrong, now right), broken (was right, now wrong) and changed-unlabelled; how many rows changed in each field;
-    the per-class metric deltas; and which pipeline, model and data each side came from."""
+    rows whose answer changed in any field both reports hold (`changed`); those whose label changed split into fixed
+    (was wrong, now right), broken (was right, now wrong), still wrong and changed-unlabelled (no expected value), the
+    others `changed_other_fields` (without a label every change is changed-unlabelled); how many rows changed in each
+    field; the per-class metric deltas; and which pipeline, model and data each side came from."""
     baseline_csv, label = Path(baseline_csv), contract.label()
     try:
         before_summary = json.loads(baseline_csv.with_suffix(".json").read_text())
     except (OSError, ValueError):
         before_summary = {}
-    counts, per_field, rows = Counter(), Counter(), {"fixed": [], "broken": [], "changed_unlabelled": []}
+    counts, per_field = Counter(), Counter()
+    rows = {"fixed": [], "broken": [], "changed_unlabelled": [], "changed_other_fields": []}
     before_pairs = Counter()  # (expected, answered) in the baseline, for the metric deltas
     try:
         for now, before in itertools.zip_longest(read_report(scored_csv, 4096), read_report(baseline_csv, 4096)):
@@ -494,20 +567,18 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, columns: dict[s
             fields = {f: cols for f, cols in field_columns().items() if all(c in before for c in cols)}  # what both reports hold
             same = {f: _same(now, before, cols) for f, cols in fields.items()}
             per_field.update({f: int((both & ~s).sum()) for f, s in same.items()})
-            kept = same[label] if label else pd.concat(same.values(), axis=1).all(axis=1) if same else pd.Series(True, index=now.index)
-            changed = both & ~kept
-            for i, row in now[changed].iterrows():
-                expected = row[label_column] if label_column else ""
-                was, answer = (before[label][i], row[label]) if label else ("", "")
-                kind = _change(expected, was, answer) if label else "changed_unlabelled"
+            kept = pd.concat(same.values(), axis=1).all(axis=1) if same else pd.Series(True, index=now.index)
+            for i, row in now[both & ~kept].iterrows():  # any field changed, not only the label
+                differ = [f for f, s in same.items() if not s[i]]
+                if label in differ:
+                    expected, was, answer = row[label_column] if label_column else "", before[label][i], row[label]
+                    kind, item = _change(expected, was, answer), {"expected": expected, "before": was, "now": answer}
+                else:
+                    kind = "changed_other_fields" if label else "changed_unlabelled"
+                    item = {side: {f: _field_text(r, f) for f in differ} for side, r in (("before", before.loc[i]), ("now", row))}
                 counts[kind] += 1
                 if kind in rows and len(rows[kind]) < MAX_LISTED_ROWS:
-                    if label:
-                        item = {"expected": expected, "before": was, "now": answer}
-                    else:
-                        differ = [f for f, s in same.items() if not s[i]]
-                        item = {"fields": ", ".join(differ), "before": "; ".join(f"{f}: {_field_text(before.loc[i], f)}" for f in differ)}
-                    rows[kind].append({"row": int(i) + 1, **_shown(row, columns), **item})
+                    rows[kind].append({"row": int(i) + 1, **_shown(row, columns), "fields": ", ".join(differ), **item})
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
         raise BatchInputError(f"{baseline_csv.name}: cannot read the baseline ({error})") from None
     sides = ("pipeline_version", "model", "encoder", "data", "artifacts_built_at")
@@ -515,7 +586,7 @@ def compare_baseline(scored_csv: Path, baseline_csv: str | Path, columns: dict[s
         "baseline": baseline_csv.name,
         "field": label,
         "changed": sum(counts.values()),
-        **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong")},
+        **{kind: counts[kind] for kind in ("fixed", "broken", "changed_unlabelled", "still_wrong", "changed_other_fields")},
         "changed_per_field": {f: n for f, n in per_field.items() if n},
         "rows": rows,
         "sides": {"baseline": {k: before_summary.get(k) for k in sides}, "now": {k: summary.get(k) for k in sides}},
@@ -546,12 +617,14 @@ def _variants(summary: dict[str, Any]) -> dict[str, dict]:
     return {"A (flags)": summary, "B (compare flags)": summary["compare"]} if "compare" in summary else {"pipeline": summary}
 
 
-def _bars(title: str, distributions: list[dict[str, int]], values: list[str], series: list[str]) -> dict:
-    """A bar chart of counts by value (the schema's values first, then any other seen), one bar per variant."""
-    values = values + sorted({v for d in distributions for v in d} - set(values))
+def _bars(title: str, distributions: list[dict[str, int]], field: str, series: list[str]) -> dict:
+    """A bar chart of a field's counts by value (the schema's values first, then any other seen; in words), one bar per
+    variant."""
+    values = _values(field)
+    values += sorted({v for d in distributions for v in d} - set(values))
     counts = {v: [d.get(v, 0) for d in distributions] for v in values}
     top = max((max(row) for row in counts.values()), default=0) or 1
-    rows = [{"label": v, "values": [(n, round(90 * n / top, 1)) for n in row]} for v, row in counts.items()]
+    rows = [{"label": value_words(field, v), "values": [(n, round(90 * n / top, 1)) for n in row]} for v, row in counts.items()]
     return {"kind": "bars", "title": title, "series": series, "rows": rows}
 
 
@@ -564,27 +637,28 @@ def charts(summary: dict[str, Any]) -> list[dict]:
     series, out = list(variants), []
     if "label_distribution" in summary:
         title = f"{words(summary['label'])} distribution"
-        out.append(_bars(title, [v["label_distribution"] for v in variants.values()], label_values(), series))
+        out.append(_bars(title, [v["label_distribution"] for v in variants.values()], summary["label"], series))
     if "probability_histogram" in summary:
         histograms = [v["probability_histogram"]["counts"] for v in variants.values()]
         top = max(max(h) for h in histograms) or 1
         edges = summary["probability_histogram"]["bin_edges"]
         columns = [
-            {"label": f"{lo:.2f} to {hi:.2f}", "values": [(h[k], round(100 * h[k] / top, 1)) for h in histograms]}
+            {"label": f"{lo:.2f} to {hi:.2f}", "values": [(counted(h[k], "row"), round(100 * h[k] / top, 1)) for h in histograms]}
             for k, (lo, hi) in enumerate(itertools.pairwise(edges))
         ]
-        name, axis = words(summary["probability"]), summary["probability"].replace("_", " ")
-        out.append({"kind": "columns", "title": name, "series": series, "columns": columns, "top": top, "axis": axis})
+        name, top = words(summary["probability"]), counted(top, "row")
+        out.append({"kind": "columns", "title": name, "series": series, "columns": columns, "top": top, "axis": _lower(name)})
     for field in summary.get("tallies", {}):
-        out.append(_bars(words(field), [v["tallies"].get(field, {}) for v in variants.values()], _values(field), series))
+        out.append(_bars(words(field), [v["tallies"].get(field, {}) for v in variants.values()], field, series))
     if summary.get("metrics"):
         matrices = []
         for name, v in variants.items():
             cm = v["metrics"]["confusion_matrix"]
             cells = cm["rows_expected_columns_predicted"]
             top = max((max(row) for row in cells), default=0) or 1
-            rows = [(label, [(n, round(n / top, 2)) for n in row]) for label, row in zip(cm["labels"], cells, strict=True)]
-            matrices.append({"name": name, "labels": cm["labels"], "rows": rows})
+            labels = [value_words(summary["label"], label) for label in cm["labels"]]
+            rows = [(label, [(n, round(n / top, 2)) for n in row]) for label, row in zip(labels, cells, strict=True)]
+            matrices.append({"name": name, "labels": labels, "rows": rows})
         out.append({"kind": "matrix", "title": "Confusion matrix (rows: expected, columns: predicted)", "matrices": matrices})
     return out
 
@@ -628,38 +702,88 @@ def figures(summary: dict[str, Any]) -> list:
 
 def report_html(summary: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (reporting/templates/report.html): cards, figures drawn in HTML and CSS
-    (`charts()`), tables and run metadata; no script but the sort on a column header, nothing fetched."""
+    (`charts()`), tables and run metadata; no script but the sort on a column header, nothing fetched. Words, not code
+    names: fields by their titles, enum values in words, booleans yes/no (`for_people`); the JSON keeps the names."""
     tables = []
     label = summary.get("label")
     if summary.get("metrics"):
-        per_class = [{label: c, **m} for c, m in summary["metrics"]["per_class"].items()]
-        tables.append(table(f"Per {label.replace('_', ' ')}", per_class, len(per_class)))
+        per_class = [_per_class(label, c, m) for c, m in summary["metrics"]["per_class"].items()]
+        tables.append(table(f"Per {_lower(words(label))}", per_class, len(per_class)))
     for column, rows in summary.get("per_slice", {}).items():
-        tables.append(table(f"Per {column.replace('_', ' ')}", rows, len(rows)))
+        tables.append(table(f"Per {_lower(words(column))}", rows, len(rows)))
     if "misclassified_rows" in summary:
         tables.append(table("Misclassified rows", summary["misclassified_rows"], summary["misclassified_total"]))
     if summary["errors"]:
-        tables.append(table("Rows with errors", summary["error_rows"], summary["errors"]))
+        tables.append(_failed_table("Rows with errors", summary))
     if "compare" in summary:
         b = summary["compare"]
         if b["errors"] and b["error_rows"] != summary["error_rows"]:
-            tables.append(table("Rows with errors in B", b["error_rows"], b["errors"]))
+            tables.append(_failed_table("Rows with errors in B", b))
+        tables.append(_per_field_table("A and B field by field", b.get("differing_per_field", {}), b["agreement_per_field"]))
         tables.append(table("Rows where A and B differ", b["differing_rows"], b["differing_total"]))
     if "baseline" in summary:
         changes = summary["baseline"]
+        tables.append(_per_field_table("Changed since the baseline, field by field", changes["changed_per_field"]))
         for kind, title in (("broken", "Broken since the baseline (was right, now wrong)"), ("fixed", "Fixed since the baseline")):
             if changes["field"]:
                 tables.append(table(title, changes["rows"][kind], changes[kind]))
         title = "Changed since the baseline, no label" if changes["field"] else "Changed since the baseline"
         tables.append(table(title, changes["rows"]["changed_unlabelled"], changes["changed_unlabelled"]))
+        if changes["field"]:
+            title = f"Changed since the baseline in other fields than the {_lower(words(changes['field']))}"
+            tables.append(table(title, changes["rows"].get("changed_other_fields", []), changes.get("changed_other_fields", 0)))
     return page(
         title=Path(summary["input"]).name,
         card_groups=_summary_cards(summary),
-        notes=[f"{summary['rows']} rows in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s)."],
+        notes=[f"{counted(summary['rows'], 'row')} in {summary['elapsed_s']} s ({summary['rows_per_s']} rows/s)."],
         charts=charts(summary),
-        tables=tables,
+        tables=[{**t, "rows": for_people(t["rows"], label)} for t in tables],
         metadata=_metadata(summary),
     )
+
+
+def _lower(text: str) -> str:
+    """Words in the middle of a sentence: "Needs human" -> "needs human"; "PII masked" stays."""
+    return text if text[:2].isupper() else text[:1].lower() + text[1:]
+
+
+def _per_class(label: str, value: str, m: dict[str, Any]) -> dict[str, Any]:
+    """A class's row of the per-class table: recall says "no rows" where no row expects the class (not 0.0)."""
+    return {label: value, **m, "recall": m["recall"] if m["support"] else "no rows"}
+
+
+def _failed_table(title: str, variant: dict[str, Any]) -> dict:
+    """The first FAILED_SHOWN rows that failed (`failed_rows`): row, field, why, and the row's text; how many more."""
+    failed, texts = failed_rows(variant), {item["row"]: item for item in variant["error_rows"]}
+    shown = [{k: v for k, v in texts[r["row"]].items() if k not in ("row", "field", "error")} for r in failed["rows"]]
+    rows = [{"row": r["row"], "field": r["field"], **s, "why": r["why"]} for r, s in zip(failed["rows"], shown, strict=True)]
+    more = f"and {counted(failed['more'], 'more row')}: the scored CSV's error column lists every one" if failed["more"] else ""
+    return table(title, rows, variant["errors"], note=more)
+
+
+def _per_field_table(title: str, differing: dict[str, int], agreement: dict[str, float] | None = None) -> dict:
+    """Each output field and the rows where it differs (and, comparing A and B, the share of rows where it agrees)."""
+    rows = [{"field": f, "rows that differ": n} for f, n in differing.items()]  # the field in words: `for_people`
+    if agreement:
+        rows = [row | {"agreement": agreement.get(f)} for row, f in zip(rows, differing, strict=True)]
+    return table(title, rows, len(rows))
+
+
+def for_people(rows: list[dict[str, Any]], label: str | None = None) -> list[dict[str, Any]]:
+    """A table's rows as people read them: each column named in words (a field by its title), a field's values in words
+    (`value_words`; `expected`, `before` and `now` hold the label's), a list of fields as their titles, and what a
+    variant says of several fields ({field: text}) as "Title: text" lines."""
+
+    def cell(key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return "; ".join(f"{words(f)}: {value_words(f, v) if v != '' else '(none)'}" for f, v in value.items())
+        if key == "fields":
+            return ", ".join(words(f) for f in value.split(", ")) if value else value
+        if key == "field":
+            return words(value) if value else "(the pipeline)"
+        return value_words(label if key in ("expected", "before", "now") else key, value)
+
+    return [{words(k): cell(k, v) for k, v in row.items()} for row in rows]
 
 
 def page(title: str, card_groups: list[dict], tables: list[dict], metadata: dict, charts: list[dict] = (), notes: list[str] = ()) -> str:
@@ -679,9 +803,9 @@ def _unbreakable(value: Any) -> bool:
     return isinstance(value, str) and any(len(word) > 20 for word in value.split())
 
 
-def table(title: str, rows: list[dict], total: int) -> dict:
-    """A table of the page: its title, the rows shown and how many there are in all."""
-    return {"title": title, "rows": rows, "total": total}
+def table(title: str, rows: list[dict], total: int, note: str = "") -> dict:
+    """A table of the page: its title, the rows shown, how many there are in all and a line under it."""
+    return {"title": title, "rows": rows, "total": total, "note": note}
 
 
 def cards(title: str, items: list[tuple[str, Any]], notes: list[str] = ()) -> dict:
@@ -701,6 +825,9 @@ def _metadata(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_METRIC_WORDS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+
+
 def _short(number: float) -> str:
     return f"{number:,.4g}" if abs(number) < 1e5 else f"{number:,.0f}"
 
@@ -709,27 +836,29 @@ def _summary_cards(summary: dict[str, Any]) -> list[dict]:
     def variant_cards(s: dict[str, Any], name: str) -> dict:
         items = [("rows", s["rows"]), ("errors", s["errors"])]
         if "probability" in s:
-            items.append((f"mean {s['probability'].replace('_', ' ')}", s["probability_mean"]))
+            items.append((f"mean {_lower(words(s['probability']))}", s["probability_mean"]))
         if "needs_person" in s:
             items.append(("needs a person", f"{s['needs_person_share']:.1%}" if s["needs_person_share"] is not None else "n/a"))
         if s.get("metrics"):
             items += [("accuracy", s["metrics"]["accuracy"]), ("macro-F1", s["metrics"]["macro_f1"])]
         for field, n in s.get("numbers", {}).items():
-            items.append((f"{words(field).lower()}: mean (min to max)", f"{_short(n['mean'])} ({_short(n['min'])} to {_short(n['max'])})"))
+            items.append((f"{_lower(words(field))}: mean (min to max)", f"{_short(n['mean'])} ({_short(n['min'])} to {_short(n['max'])})"))
         return cards(name, items)
 
     out = [variant_cards(summary, "A (flags)" if "compare" in summary else "Summary")]
     if "compare" in summary:
         b = summary["compare"]
         out.append(variant_cards(b, "B (compare flags)"))
-        items = [("every field", b["agreement"]), *b["agreement_per_field"].items()]
-        out.append(cards("Agreement between A and B (share of rows both answered)", items))
+        items = [("every field", b["agreement"]), *((_lower(words(f)), share) for f, share in b["agreement_per_field"].items())]
+        notes = [f"A and B differ in {counted(b['differing_total'], 'row')}, in any field (the table below says which)."]
+        out.append(cards("Agreement between A and B (share of rows both answered)", items, notes))
     if "baseline" in summary:
         b = summary["baseline"]
         deltas = b.get("metric_deltas", {})
-        items = [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])] if b["field"] else []
-        items += [(f"{f} changed", n) for f, n in b["changed_per_field"].items()]
-        items += [(f"{k} change", f"{v:+.4f}") for k, v in deltas.items() if k != "per_class_f1"]
+        items = [("rows changed, any field", b["changed"])]
+        items += [("fixed", b["fixed"]), ("broken", b["broken"]), ("changed, no label", b["changed_unlabelled"])] if b["field"] else []
+        items += [(f"{_lower(words(f))} changed", n) for f, n in b["changed_per_field"].items()]
+        items += [(f"{_METRIC_WORDS[k]} change", f"{v:+.4f}") for k, v in deltas.items() if k in _METRIC_WORDS]
         out.append(cards(f"Against the baseline {Path(b['baseline']).name}", items))
     return out
 
@@ -786,11 +915,14 @@ def _case_shown(row: dict[str, Any]) -> dict[str, Any]:
     shown = {text: row[_case_column(text)]} if text else {"input": every}
     expected = [k.removeprefix("expected_") for k, v in row.items() if k.startswith("expected_") and v is not None]
     out = {"id": row["id"], "status": row["status"], **shown}
-    out["expected"] = ", ".join(f"{k}: {row[f'expected_{k}']}" for k in expected)
-    out["now"] = ", ".join(f"{k}: {row.get(f'now_{k}')}" for k in expected)
+
+    def said(column: str) -> str:  # "category: Billing, needs human: yes"
+        return ", ".join(f"{_lower(words(k))}: {value_words(k, row.get(column.format(k)))}" for k in expected)
+
+    out["expected"], out["now"] = said("expected_{}"), said("now_{}")
     if (probability := contract.probability()) and f"now_{probability}" in row:
-        out[f"{probability.replace('_', ' ')} now"] = row[f"now_{probability}"]
-    out["when flagged"] = ", ".join(f"{k}: {row.get(f'{k}_when_flagged')}" for k in expected)
+        out[f"{_lower(words(probability))} now"] = row[f"now_{probability}"]
+    out["when flagged"] = said("{}_when_flagged")
     out["note"] = row["note"]
     out["flagged"] = f"{(row['created_at'] or '')[:16].replace('T', ' ')} ({row['source']})"  # 2026-11-26 21:10 (file)
     return out
@@ -817,6 +949,6 @@ def cases_html(summary: dict[str, Any], counts: dict[str, int]) -> str:
     return page(
         title="edge cases",
         card_groups=[cards("Edge cases now", list(counts.items()))],
-        tables=[table(title, [_case_shown(r) for r in summary["listed"][v]], counts[v]) for v, title in CASE_TABLES.items()],
+        tables=[table(title, for_people([_case_shown(r) for r in summary["listed"][v]]), counts[v]) for v, title in CASE_TABLES.items()],
         metadata={k: summary[k] for k in ("store", "pipeline_version", "model", "encoder", "data")},
     )

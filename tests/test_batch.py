@@ -6,6 +6,7 @@ rules, its columns) is tested in tests/example/test_triage_batch.py.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -266,8 +267,11 @@ def test_compare_reports_both_variants(tickets_csv, tmp_path):
     answered = sum(bool(d) for d in differ)
     assert b["differing_total"] == answered > 0 and b["agreement"] == round(1 - answered / 8, 4)
     assert [row["fields"] for row in b["differing_rows"]] == [", ".join(d) for d in differ if d]
+    assert b["differing_per_field"] == {field: sum(field in d for d in differ) for field in fields}  # field by field
     page = (tmp_path / "r.html").read_text()
     assert "B (compare flags)" in page and f"Rows where A and B differ ({answered})" in page
+    assert f"A and B field by field ({len(fields)})" in page
+    assert f"A and B differ in {answered} row{'' if answered == 1 else 's'}" in result.stdout  # the line the run prints
 
 
 def test_compare_lists_rows_that_differ(tickets_csv, tmp_path):
@@ -322,6 +326,54 @@ def test_bad_rows_get_an_error_and_keep_their_place(tmp_path):
     assert [(r["row"], r[text][:3]) for r in summary["error_rows"]] == [(i + 2, v[:3]) for i, v in enumerate(bad)]  # in the JSON too
     assert summary["error_rows"][0]["error"] == scored.error[1].removeprefix("row 2: ")
     assert f"Rows with errors ({len(bad)})" in (tmp_path / "r.html").read_text()
+
+
+def test_failed_rows_are_listed_in_the_json_the_html_and_the_line_first_n_and_a_count(tmp_path):
+    """Which rows failed, the field and why, where the eye is: the JSON, the HTML (the first FAILED_SHOWN and how many
+    more) and the run's line; `failed_rows` gives the same from the summary or the scored CSV (the app's Batch tab)."""
+    text, shown = text_field(), reports.FAILED_SHOWN
+    bad = next(v for n, v in invalid_values(model.Input, TICKETS[0]["input"]) if n == text and isinstance(v, str))
+    rows = [TICKETS[0]["row"], *({**TICKETS[1]["row"], text: bad} for _ in range(shown + 3)), TICKETS[2]["row"]]
+    result = run_cli(write_rows(tmp_path / "t.csv", rows), "-o", tmp_path / "r.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"{shown + 3} errors (rows 2, 3, 4, 5, 6, ...)" in result.stdout
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["row"], r["field"]) for r in summary["error_rows"]] == [(k, text) for k in range(2, shown + 5)]
+    assert summary["error_rows_more"] == 0
+    failed = reports.failed_rows(summary)
+    why = summary["error_rows"][0]["error"].removeprefix(f"{text}: ")
+    assert failed == {"rows": [{"row": k, "field": text, "why": why} for k in range(2, shown + 2)], "more": 3}
+    assert reports.failed_rows(read_back(tmp_path / "r.csv")) == failed  # from the scored CSV alone, the same
+    assert reports.failed_rows(summary, 2) == {"rows": failed["rows"][:2], "more": shown + 1}
+    page = (tmp_path / "r.html").read_text()
+    table = page[page.index(f"Rows with errors (first {shown} of {shown + 3})") :]
+    assert "and 3 more rows" in table and table.count(why) == shown and f"<td>{reports.words(text)}</td>" in table
+
+
+def test_a_failure_of_the_pipeline_names_no_field():
+    frame = pd.DataFrame({"error": ["", "row 2: RuntimeError: boom", f"row 3: {text_field()}: too long"]}, index=[5, 6, 7])
+    rows = reports.failed_rows(frame)["rows"]
+    assert rows == [{"row": 2, "field": "", "why": "RuntimeError: boom"}, {"row": 3, "field": text_field(), "why": "too long"}]
+
+
+def test_the_html_report_says_words_not_code_names(tmp_path):
+    """Field titles and enum values in words, booleans yes/no, counted nouns right, a class no row expects says "no
+    rows" where its recall would be 0.0; the Run section (machine-readable metadata) keeps the code names."""
+    one = reports.label_values()[0]  # every row expects one class: the others answered are expected by no row
+    flags = changing_flags(inputs_of(TICKETS))
+    source = write_csv(tmp_path / "t.csv", TICKETS, **{EXPECTED: [one] * len(TICKETS)})
+    batch.report(source, tmp_path / "r.csv", compare=flags, progress=False)
+    page = (tmp_path / "r.html").read_text().replace("<wbr>", "")
+    body = page[page.index("<body>") : page.index("<h2>Run</h2>")]
+    fields = {**contract.output_fields(), **model.Input.model_fields}
+    coded = [name for name in fields if "_" in name] + [str(v) for f in fields.values() for v in contract.choices(f.annotation)]
+    assert not [name for name in coded if "_" in name and re.search(rf"[>\s]{re.escape(name)}[<:,\s]", body)]
+    assert not re.search(r"<td>(True|False)</td>|: (True|False)\b", body) and not re.search(r"\b1 rows\b", body)
+    assert all(reports.words(f) in body for f in json.loads((tmp_path / "r.json").read_text())["compare"]["agreement_per_field"])
+    per_class = body[body.index(f"Per {reports.words(LABEL).lower()}") :].split("</table>")[0]
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in per_class.split("<tr>")[2:]]  # class, precision, recall, F1, support
+    assert cells and all((recall == "no rows") == (support == "0") for _, _, recall, _, support in cells)
+    assert any(support == "0" for *_, support in cells)  # a class answered that no row expects
 
 
 def test_a_failing_row_does_not_cost_the_others(monkeypatch):
@@ -540,14 +592,15 @@ def test_a_pipeline_without_label_probability_or_person_gets_a_report_of_its_own
     rows = [{"text": f"input {i}", **reports.flatten(a)} for i, a in enumerate(SHAPED)]
     b = [{**reports.flatten(a.model_copy(update={"published": True})), "error": ""} for a in SHAPED]  # B publishes all
     frame = pd.DataFrame(rows).join(pd.DataFrame(b).add_prefix(reports.COMPARE_PREFIX))
-    frame.loc[1, "error"] = "row 2: score: Input should be a valid integer"
+    given = next(iter(model.Input.model_fields))  # an error names an Input field
+    frame.loc[1, "error"] = f"row 2: {given}: Input should be a valid integer"
     frame.to_csv(tmp_path / "scored.csv", index=False)
     run = {"input": "x.csv", "flags": {}, "compare_flags": {}}
     summary = reports.summary(tmp_path / "scored.csv", {"text": "text"}, None, elapsed_s=1.0, run=run, output_path=tmp_path / "r.csv")
     for key in ("label", "label_distribution", "metrics", "probability_histogram", "probability_mean", "needs_person_share"):
         assert key not in summary, key
     assert summary["tallies"] == {"verdict": {"keep": 2}, "published": {"True": 1, "False": 1}}  # rows without an error
-    assert summary["error_rows"] == [{"row": 2, "text": "input 1", "error": "score: Input should be a valid integer"}]
+    assert summary["error_rows"] == [{"row": 2, "field": given, "text": "input 1", "error": f"{given}: Input should be a valid integer"}]
     assert summary["compare"]["agreement_per_field"] == {f: 1.0 if f != "published" else 0.5 for f in reports.field_columns()}
     assert summary["compare"]["differing_rows"][0]["fields"] == "published"
     page = reports.report_html(summary)
@@ -571,6 +624,6 @@ def test_slices_split_the_accuracy(tickets_csv, tmp_path):
     summary = batch.report(tickets_csv, tmp_path / "r.csv", slices=["ticket_id"], progress=False)
     table = summary["per_slice"]["ticket_id"]
     assert sorted(row["ticket_id"] for row in table) == [f"id-{i}" for i in range(8)]  # each in one class: it names it
-    assert all(row["rows"] == 1 and row[contract.label()] for row in table) and "Per ticket id" in (tmp_path / "r.html").read_text()
+    assert all(row["rows"] == 1 and row[contract.label()] for row in table) and "Per ticket ID" in (tmp_path / "r.html").read_text()
     with pytest.raises(batch.BatchInputError, match="no slice column 'nope'"):
         batch.report(tickets_csv, tmp_path / "r.csv", slices=["nope"], progress=False)

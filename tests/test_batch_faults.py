@@ -515,6 +515,17 @@ def test_a_nul_byte_past_the_first_4_kib_exits_2_naming_the_line(tmp_path):
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.csv.partial").exists()
 
 
+def test_a_nul_byte_in_the_first_lines_exits_2_naming_the_line(tmp_path):
+    """README: a NUL byte anywhere stops the run with a message naming the line, in the head the first check reads too."""
+    text = text_field()
+    rows = [{**TICKETS[0]["row"], text: f"input number {i}"} for i in range(3)]
+    path = write_rows(tmp_path / "nul.csv", rows)
+    path.write_bytes(path.read_bytes().replace(b"number 1", b"number\x001"))  # line 3: the header is line 1
+    result = run_cli(path, "-o", tmp_path / "out.csv", "--quiet")
+    assert result.returncode == 2 and "a NUL byte on line 3" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
 def _repeated() -> list[tuple[str, str]]:
     text = contract.text_field() or next(iter(model.Input.model_fields))
     return [(f"{text},{EXPECTED},{text}", repr(text)), (f"note,{text},note", "'note'")]

@@ -4,7 +4,10 @@ Machinery tests: the inputs and expected answers come from the pipeline's labell
 pass on a fork's pipeline too."""
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +18,7 @@ import batch
 import model
 from building import contract
 from loop import edge_cases, review
+from reporting import reports
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +60,27 @@ def test_baseline_counts_fixed_broken_and_unlabelled_rows(labelled, tmp_path):
     assert (summary["baseline"]["fixed"], summary["baseline"]["broken"]) == (0, 2)
 
 
+def test_baseline_counts_rows_where_any_field_changed_field_by_field(labelled, tmp_path):
+    """The label kept, another output field changed (say who must answer): the rows count as changed, field by field,
+    listed with what each side said; not "0 changed" because only the label was compared."""
+    source, old, _ = labelled
+    edited = read(old)
+    field = next(f for f, columns in reports.field_columns().items() if columns == [f] and f != LABEL)  # one cell, not the label
+    edited.loc[[1, 3], field] = [f"earlier {value}" for value in edited[field][[1, 3]]]
+    baseline = tmp_path / "baseline.csv"
+    edited.to_csv(baseline, index=False)
+    result = run_cli(source, "-o", tmp_path / "new.csv", "--quiet", "--baseline", baseline)
+    assert result.returncode == 0, result.stderr
+    changes = json.loads((tmp_path / "new.json").read_text())["baseline"]
+    assert (changes["changed"], changes["changed_other_fields"], changes["fixed"], changes["broken"]) == (2, 2, 0, 0)
+    assert changes["changed_per_field"] == {field: 2}
+    listed = changes["rows"]["changed_other_fields"]
+    assert [(r["row"], r["fields"]) for r in listed] == [(2, field), (4, field)]
+    assert listed[0]["before"][field].startswith("earlier ") and not listed[0]["now"][field].startswith("earlier ")
+    page = (tmp_path / "new.html").read_text()
+    assert "Changed since the baseline, field by field (1)" in page and f"<td>{reports.words(field)}</td>" in page
+
+
 def test_baseline_of_another_input_exits_2(labelled, tmp_path):
     _, old, rows = labelled
     other = write_csv(tmp_path / "other.csv", rows[:3])
@@ -87,6 +112,12 @@ def test_save_misclassified_rows_flags_them_for_review(tmp_path, monkeypatch):
     assert {c.source for c in cases} == {"file"} and {c.status for c in cases} == {"open"}
     rows = f"{len(cases)} misclassified row{'' if len(cases) == 1 else 's'}"
     assert f"{rows} flagged for review" in result.stdout and not store.exists()  # not yet tests
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("next: "))  # the interpreter that ran
+    ran = Path(sys.executable)
+    assert hint == f"next: {ran.relative_to(model.ROOT) if ran.is_relative_to(model.ROOT) else ran} -m loop cases queue"
+    bare = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")} | {"PATH": "/usr/bin:/bin"}
+    pasted = subprocess.run(hint.removeprefix("next: "), shell=True, cwd=model.ROOT, env=bare, capture_output=True, text=True, timeout=120)
+    assert pasted.returncode == 0, pasted.stderr  # pasted as it is in a shell without the venv, it works
     again = run_cli(source, "-o", tmp_path / "out.csv", "--quiet", "--save-misclassified")
     assert "0 misclassified rows flagged" in again.stdout and review.counts()["pending"] == len(cases)  # merged, not repeated
 
