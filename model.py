@@ -381,7 +381,7 @@ def decide(
         body = resources().articles_by_id[best.id]["body"]
         reply = (
             f"Hello,\n\nthank you for your message. {body}\n\n(From our help centre: “{best.title}”.) "
-            f"If this does not answer your question, reply to this e-mail and our {team} team will take it from there."
+            f"If this does not answer your question, reply to this message and our {team} team will take it from there."
         )
     details = {"rule": rule, "urgency_rule": why_urgency, "article_considered": best.id if best else None} if debug else {}
     return Decision(team, urgency, reply), details

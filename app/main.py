@@ -6,9 +6,9 @@
 The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The port answers from the first second:
 while the inference workers start (a first start builds the artifacts: minutes), /live says ok and everything else 503
 naming what it waits for, "building the artifacts: step 3 of 6, ..." (StartingPage in app/litserve_internals.py). The
-API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds). Host and port default to
-GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or SIGTERM, to this process or
-to its whole process group, drains and stops the whole process tree. The server serves, in every process, the version
+API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds).
+Host and port default to GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or
+SIGTERM, to this process or to its whole process group, drains and stops the whole process tree. The server serves, in every process, the version
 it found served as it started (a promotion takes effect at the next start).
 
 Credentials (environment variables). With LIT_SERVER_API_KEY set, nothing but /health, the API docs
@@ -54,9 +54,10 @@ except contract.ContractError as error:
     sys.exit(f"cannot start: {error}")
 
 from building import builder, versions  # noqa: E402
+from building.files import pasteable  # noqa: E402
 
 if builder.UNSERVABLE:  # a served.json that cannot be read: one line, not a traceback, and never artifacts/ instead
-    sys.exit(f"cannot start: {builder.UNSERVABLE}")
+    sys.exit(pasteable(f"cannot start: {builder.UNSERVABLE}"))
 
 import recipe  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             versions.unchanged(builder.ARTIFACTS_DIR)
         server = build_server()
     except versions.VersionError as error:  # the served version's folder is gone, broken or changed
-        sys.exit(f"cannot start: {error}")
+        sys.exit(pasteable(f"cannot start: {error}"))  # its advice (python -m loop ...) as this shell can paste it
     if METRICS_DIR:  # made above: removed however the server stops, os._exit included
         server.temporary.append(METRICS_DIR)
     starting = tempfile.mkdtemp(prefix="triage-start-")  # a build in a worker says how far it is here; the port's page reads it

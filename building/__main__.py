@@ -7,6 +7,7 @@ from pathlib import Path
 
 from building import builder, contract, versions
 from building.encoders import ModelError
+from building.files import pasteable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             builder.export_onnx(args.dir, args.int8)
     except (ModelError, versions.VersionError, contract.ContractError) as error:
-        sys.exit(str(error))
+        sys.exit(pasteable(str(error)))
     return 0
 
 

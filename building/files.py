@@ -1,10 +1,12 @@
 """Writing files safely, for every room: a lock between processes, a checksum, a write that is never seen half-done,
-and CSV cells that a spreadsheet shows as text and never runs."""
+and CSV cells that a spreadsheet shows as text and never runs; and a command as a person can paste it."""
 
 import contextlib
 import fcntl
 import hashlib
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,17 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def interpreter() -> str:
+    """The Python running this command as a person can paste it: relative to the working folder when inside it
+    (`.venv/bin/python`), else its full path; a hint that says plain `python` fails in a shell without the venv."""
+    try:
+        return str(Path(sys.executable).relative_to(Path.cwd()))
+    except ValueError:
+        return sys.executable
+
+
+def pasteable(message: str) -> str:
+    """`message` with each `python -m ...` it suggests run by this interpreter."""
+    return re.sub(r"(?<![\w/.-])python -m ", f"{interpreter()} -m ", message)

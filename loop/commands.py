@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from building import builder, contract, versions
+from building.files import interpreter, pasteable
 from loop import edge_cases, review
 from loop.edge_cases import CaseStatus
 from model import Expected
-
-
-def interpreter() -> str:
-    """The Python running this command as a person can paste it: relative to the working folder when inside it
-    (`.venv/bin/python`), else its full path; a hint that says plain `python` fails in a shell without the venv."""
-    try:
-        return str(Path(sys.executable).relative_to(Path.cwd()))
-    except ValueError:
-        return sys.executable
-
-
-def pasteable(message: str) -> str:
-    """`message` with each `python -m ...` it suggests run by this interpreter."""
-    return re.sub(r"(?<![\w/.-])python -m ", f"{interpreter()} -m ", message)
 
 
 def counted(n: int, noun: str = "case") -> str:

@@ -139,6 +139,13 @@ def test_run_replies_automatically_when_safe():
     assert result.reply is not None and "reset" in result.reply.lower() and not result.needs_human
 
 
+@pytest.mark.parametrize("channel", list(model.Channel))
+def test_an_automatic_reply_fits_every_channel(channel):
+    """A reply to a chat message or a web form said "reply to this e-mail"."""
+    reply = model.run({"text": "How do I reset my password?", "channel": channel}).reply
+    assert reply is not None and "reply to this e-mail" not in reply  # the article itself may speak of e-mail
+
+
 def test_run_accepts_ticket_dict_and_string_alike():
     text = "The app crashes every time I open my basket"
     a, b, c = model.run(text), model.run({"text": text}), model.run(Ticket(text=text))
