@@ -256,7 +256,7 @@ def validation_error(request: Request, error: RequestValidationError) -> JSONRes
         if e["type"] == "json_invalid":  # loc ("body", position), input {}: the body as sent instead
             problem |= {
                 "loc": ["body"],
-                "msg": f"invalid JSON: {e['ctx']['error']} at character {e['loc'][1]}",
+                "msg": f"invalid JSON: {str(e['ctx']['error']).removesuffix(' at')} at character {e['loc'][1]}",  # "starting at"
                 "input": shorten(error.body),
             }
         elif isinstance(e.get("input"), bytes):  # not sent as JSON: FastAPI passed the raw bytes on

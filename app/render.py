@@ -18,6 +18,8 @@ from pydantic import BaseModel
 import model
 from building import contract, versions
 from loop import edge_cases, review
+from loop.commands import counted
+from reporting import reports
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`()\[\],;]+){2,}/?")  # /a/b and longer, never a URL's path
 
@@ -71,6 +73,14 @@ def label_of(name: str, field=None) -> str:
     return words[:1].upper() + words[1:]
 
 
+def value_words(value: Any, field=None) -> str:
+    """A value as a person reads it: an enum's or a Literal's value in words (`web_form` -> "Web form"), a bool as
+    yes or no, nothing for None; anything else as a cell shows it (`_short`)."""
+    if field is not None and value is not None and contract.choices(field.annotation):
+        return label_of(str(value))
+    return _short(value)
+
+
 def in_words(name: str, field=None) -> str:
     """`label_of` in the middle of a sentence: "expected unit price", "item IDs"."""
     words = label_of(name, field)
@@ -80,7 +90,6 @@ def in_words(name: str, field=None) -> str:
 # ---------------------------------------------------------------------------------------------
 # The shapes of the answer: which fields are scalars for the headline, which get a panel of their own
 # ---------------------------------------------------------------------------------------------
-SCALARS = (str, int, float, bool)
 
 
 def panel_kind(field) -> str | None:
@@ -105,27 +114,34 @@ def panel_fields() -> dict[str, Any]:
 
 
 def record_columns(field) -> list[str]:
-    """A list of models' table columns: the model's fields."""
+    """A list of models' table columns: the model's fields, in words."""
+    return [label_of(name, f) for name, f in _record_fields(field).items()]
+
+
+def _record_fields(field) -> dict[str, Any]:
     (item,) = typing.get_args(contract.base_type(field.annotation))
-    return list(contract.model_of(item).model_fields)
+    return contract.model_of(item).model_fields
 
 
 def panel_value(field, kind: str, value: Any) -> Any:
     """What a panel shows of `value` (the field's JSON value)."""
     if kind == "records":
-        columns = record_columns(field)
-        return pd.DataFrame([[_cell(row.get(c)) for c in columns] for row in value or []], columns=columns)
+        fields = _record_fields(field)
+        rows = [[_cell(row.get(name), f) for name, f in fields.items()] for row in value or []]
+        return pd.DataFrame(rows, columns=record_columns(field))
     if kind == "fields":
         shown = contract.model_of(field.annotation).model_fields
         value = value or {}
-        return pd.DataFrame({"field": [label_of(k, shown.get(k)) for k in value], "value": [_short(v) for v in value.values()]})
+        labels = [label_of(k, shown.get(k)) for k in value]
+        return pd.DataFrame({"field": labels, "value": [value_words(v, shown.get(k)) for k, v in value.items()]})
     if kind == "prose":
         return ", ".join(str(_cell(v)) for v in value) if isinstance(value, list) else value or ""
     return value if isinstance(value, (dict, list)) else {"value": value}
 
 
-def _cell(value: Any) -> Any:
-    return rounded(value) if value is None or isinstance(value, SCALARS) else _short(value)
+def _cell(value: Any, field=None) -> Any:
+    """A table cell: a number as a number (rounded), anything else in words."""
+    return rounded(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value_words(value, field)
 
 
 def has_probabilities() -> bool:
@@ -139,10 +155,10 @@ def class_probabilities(answer: BaseModel, trace: list[dict]) -> dict[str, float
         step, key = contract.probabilities()
         found = next((s["details"].get(key) for s in trace if s["step"] == step), None)
         if found:
-            return found
+            return {label_of(str(k)): v for k, v in found.items()}  # each class in words, as the headline names it
     label, probability = contract.label(), contract.probability()
     if label and probability:
-        return {str(answer.model_dump(mode="json")[label]): getattr(answer, probability)}
+        return {label_of(str(answer.model_dump(mode="json")[label])): getattr(answer, probability)}
     return None
 
 
@@ -175,7 +191,7 @@ def at_a_glance(result: BaseModel) -> str:
     parts = []
     for name in headline_fields():
         if name not in (label, person):
-            value = f"{shown[name]:.2f}" if name == probability else _short(shown[name])
+            value = f"{shown[name]:.2f}" if name == probability else value_words(shown[name], fields[name])
             parts.append(f"{label_of(name, fields[name])} **{value}**")
     if person:
         parts.append("**a person must answer**" if shown[person] else "**no person needed**")
@@ -185,9 +201,9 @@ def at_a_glance(result: BaseModel) -> str:
 def answer_table(answer: BaseModel) -> pd.DataFrame:
     """Every field of an answer (its trace aside), labelled in words, each value as a person reads it: a field added to
     the schema is a new row, with nothing to change here."""
-    shown = answer.model_dump(mode="json", exclude={"trace"})
-    labels = [label_of(k, type(answer).model_fields[k]) for k in shown]
-    return pd.DataFrame({"field": labels, "value": [_short(v) for v in shown.values()]})
+    shown, fields = answer.model_dump(mode="json", exclude={"trace"}), type(answer).model_fields
+    labels = [label_of(k, fields[k]) for k in shown]
+    return pd.DataFrame({"field": labels, "value": [value_words(v, fields[k]) for k, v in shown.items()]})
 
 
 LONG_TEXT = 80  # characters: a longer string is shown in a text box, not a table cell
@@ -197,17 +213,18 @@ def show_value(value: Any, label: str) -> None:
     """A step's output or details, readably: tables for records and for flat mappings, text, or JSON. Never a Markdown:
     inside gr.render, a Markdown that the next input's render puts a table in its place was handed that table's value
     in the browser (`TypeError: e.trim is not a function`, Gradio 6.31, tests/test_browser.py)."""
-    value = rounded(value)
+    value, fields = rounded(value), contract.output_fields()  # a value named as an output field is shown as the answer's
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        gr.Dataframe(pd.DataFrame(value), label=label, interactive=False, wrap=True)
+        rows = pd.DataFrame([{label_of(k): _cell(v, fields.get(k)) for k, v in row.items()} for row in value])
+        gr.Dataframe(rows, label=label, interactive=False, wrap=True)
     elif isinstance(value, dict) and value and not any(isinstance(v, (dict, list)) for v in value.values()):
         short = {k: v for k, v in value.items() if not (isinstance(v, str) and len(v) > LONG_TEXT)}
-        if short:
-            rows = pd.DataFrame({"name": list(short), "value": [str(v) for v in short.values()]})
+        if short:  # names in words, values as cells say them: `Mask PII yes`, `Reply` empty, never `True`, `None`
+            rows = pd.DataFrame({"name": [label_of(k) for k in short], "value": [str(_cell(v, fields.get(k))) for k, v in short.items()]})
             gr.Dataframe(rows, label=label, interactive=False, wrap=True)
         for name, long in value.items():  # long texts in a box of their own, not cut in a table cell
             if name not in short:
-                show_value(long, f"{label}: {name}")
+                show_value(long, f"{label}: {label_of(name)}")
     elif isinstance(value, str):
         gr.Textbox(value=value, label=label, interactive=False, lines=min(10, 2 + len(value) // 100))
     elif value in (None, {}, []):
@@ -222,7 +239,7 @@ def step_panels(trace: list[dict] | None) -> None:
         gr.Textbox(value="Run an input to see each step of the pipeline here.", show_label=False, interactive=False)
         return
     for number, step in enumerate(trace, start=1):
-        title = f"{number}. {step['step']} · {step['ms']:.1f} ms" + (" · skipped" if step.get("skipped") else "")
+        title = f"{number}. {label_of(step['step'])} · {step['ms']:.1f} ms" + (" · skipped" if step.get("skipped") else "")
         with gr.Accordion(title, open=False, elem_classes=["step-panel"]):
             if step.get("skipped"):
                 gr.Textbox(value=step["skipped"], label="skipped by a flag", interactive=False)
@@ -234,7 +251,7 @@ def step_panels(trace: list[dict] | None) -> None:
                 show_value(plain, "details")
             for name, value in details.items():
                 if name not in plain:
-                    show_value(value, name)
+                    show_value(value, label_of(name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +261,12 @@ def differences(a: BaseModel, b: BaseModel) -> tuple[pd.DataFrame, pd.DataFrame]
     """Field by field and step by step, with what differs marked."""
     da, db = a.model_dump(mode="json", exclude={"trace"}), b.model_dump(mode="json", exclude={"trace"})
     fields = [
-        {"field": label_of(k, field), "A": _short(da[k]), "B": _short(db[k]), "differs": "◆ differs" if da[k] != db[k] else ""}
+        {
+            "field": label_of(k, field),
+            "A": value_words(da[k], field),
+            "B": value_words(db[k], field),
+            "differs": "◆ differs" if da[k] != db[k] else "",
+        }
         for k, field in type(a).model_fields.items()
         if k != "trace"
     ]
@@ -255,7 +277,7 @@ def differences(a: BaseModel, b: BaseModel) -> tuple[pd.DataFrame, pd.DataFrame]
         same = other is not None and (s.output, s.details, s.skipped) == (other.output, other.details, other.skipped)
         steps.append(
             {
-                "step": s.step,
+                "step": label_of(s.step),
                 "A": "skipped" if s.skipped else f"{s.ms:.1f} ms",
                 "B": "missing" if other is None else ("skipped" if other.skipped else f"{other.ms:.1f} ms"),
                 "differs": "" if same else "◆ differs",
@@ -264,16 +286,26 @@ def differences(a: BaseModel, b: BaseModel) -> tuple[pd.DataFrame, pd.DataFrame]
     return pd.DataFrame(fields), pd.DataFrame(steps, columns=["step", "A", "B", "differs"])
 
 
+def flag_differences(schema: type[BaseModel], a: dict, b: dict) -> str:
+    """The flags on which B differs from A, by their titles, each with both values (`**Auto reply** (A yes, B no)`);
+    empty where they agree. `a`, `b`: flags as given (a default left out)."""
+    fa, fb = (schema.model_validate(given).model_dump(mode="json") for given in (a, b))
+    fields = schema.model_fields
+    return ", ".join(
+        f"**{label_of(n, f)}** (A {value_words(fa[n], f)}, B {value_words(fb[n], f)})" for n, f in fields.items() if fa[n] != fb[n]
+    )
+
+
 def _short(value: Any) -> str:
-    """A value as a cell a person reads: words, a tick, or nothing; never `None`, `True` or JSON."""
+    """A value as a cell a person reads: words, yes or no, or nothing; never `None`, `True` or JSON."""
     if value is None or value == [] or value == {}:
         return ""
     if isinstance(value, bool):
-        return "✓ yes" if value else "no"
+        return "yes" if value else "no"
     if isinstance(value, list):
         value = ", ".join(v["id"] if isinstance(v, dict) and "id" in v else _short(v) for v in value)
     elif isinstance(value, dict):
-        value = "; ".join(f"{k.replace('_', ' ')}: {_short(v)}" for k, v in value.items() if _short(v))
+        value = "; ".join(f"{in_words(k)}: {_short(v)}" for k, v in value.items() if _short(v))
     shown = str(rounded(value))
     return shown if len(shown) <= 120 else shown[:117] + "..."
 
@@ -334,19 +366,14 @@ def flags_table(schema: type[BaseModel]) -> pd.DataFrame:
 def batch_headline(summary: dict) -> str:
     """A batch summary in a line: rows and speed; accuracy where labelled; the share a person must answer where the
     pipeline has that notion; variant B and the baseline where there are."""
-    label = in_words(contract.label()) if contract.label() else None
-    parts = [f"**{summary['rows']} rows**, {summary['errors']} errors, {summary['rows_per_s']} rows/s"]
+    parts = [f"**{counted(summary['rows'], 'row')}**, {counted(summary['errors'], 'error')}, {summary['rows_per_s']} rows/s"]
     if summary.get("metrics"):
         parts.append(f"accuracy **{summary['metrics']['accuracy']}**, macro-F1 {summary['metrics']['macro_f1']}")
     if summary.get(PERSON_SHARE) is not None:
         parts.append(f"{summary[PERSON_SHARE]:.0%} need a person")
     if "compare" in summary:
         b = summary["compare"]
-        on_label = (b.get("agreement_per_field") or {}).get(contract.label())
-        if on_label is not None:
-            parts.append(f"A and B agree on the {label} of **{on_label:.0%}** of rows")
-        elif b.get("agreement") is not None:
-            parts.append(f"A and B agree on every field of **{b['agreement']:.0%}** of rows")
+        parts.append(compare_said(b, summary["rows"] - summary["errors"]))
         if b.get(PERSON_SHARE) is not None:
             parts.append(f"with B {b[PERSON_SHARE]:.0%} need a person")
     if "baseline" in summary:
@@ -357,7 +384,84 @@ def batch_headline(summary: dict) -> str:
     return " · ".join(parts)
 
 
+def compare_said(compared: dict, scored: int) -> str:
+    """How A and B differ over a batch, on any output field, not only the label: the rows where some field differs,
+    and the fields that differ, in words, each with the rows where it differs (else its share of agreeing rows)."""
+    fields = contract.output_fields()
+    per_field, counts = compared.get("agreement_per_field") or {}, compared.get("differing_per_field") or {}
+    differing = [f for f, share in per_field.items() if share is not None and share < 1]
+    total = compared.get("differing_total")
+    if total is None and compared.get("agreement") is not None:
+        total = round((1 - compared["agreement"]) * scored)
+    if not total and not differing:
+        return "A and B agree on every field of every row"
+
+    def field_said(f: str) -> str:
+        return f"{label_of(f, fields.get(f))} ({counted(counts[f], 'row') if f in counts else f'{per_field[f]:.0%} agree'})"
+
+    which = ", ".join(map(field_said, differing))
+    rows = f"**{counted(total, 'row')}** of {scored}" if total is not None else "some rows"
+    return f"A and B differ on {rows}" + (f": {which}" if which else "")
+
+
 PERSON_SHARE = "needs_person_share"  # the summary's share of answers a person must answer (reporting/reports.py lists its keys)
+
+
+ERROR_COLUMNS = ["row", "field", "why"]
+SHOWN_ERRORS = reports.FAILED_SHOWN  # the Batch tab lists the first rows that failed, as the HTML page does; the CSV has all
+
+
+def failed_rows(summary: dict, limit: int = SHOWN_ERRORS) -> tuple[str, pd.DataFrame]:
+    """The rows a batch could not score: a line with their count, and a table of the first `limit`, each with its row
+    number (as the report numbers rows), the fields it names and why, in words (reports.failed_rows, whose fields are
+    code names)."""
+    failed, fields = reports.failed_rows(summary, limit), model.Input.model_fields
+
+    def named(name: str) -> str:
+        return label_of(name, fields.get(name.split(".")[0]))
+
+    def why(said: str) -> str:  # `channel: Input should be ...; text: ...` as `Channel: ...; Text: ...`
+        parts = [part.partition(": ") for part in said.split("; ")]
+        return "; ".join(
+            f"{named(head)}: {rest}" if sep and head.split(".")[0] in fields else head + sep + rest for head, sep, rest in parts
+        )
+
+    rows = [
+        {"row": r["row"], "field": ", ".join(map(named, filter(None, r["field"].split(", ")))), "why": why(r["why"])}
+        for r in failed["rows"]
+    ]
+    total = len(rows) + failed["more"]
+    if not total:
+        return "", pd.DataFrame(rows, columns=ERROR_COLUMNS)
+    shown = f"the first {len(rows)}" if failed["more"] else "each"
+    said = f"**{counted(total, 'row')} could not be scored**: {shown} below, every one in the report's CSV (its `error` column)."
+    return said, pd.DataFrame(rows, columns=ERROR_COLUMNS)
+
+
+def allowed_values(schema: type[BaseModel] | None = None) -> pd.DataFrame:
+    """Each input column a CSV may have: the field's column name as the CSV must spell it, whether it is required, and
+    what it takes: an enum's or a Literal's values as the CSV must spell them, each with its words (`web_form` (Web
+    form)), else the field's type; its default."""
+    rows = []
+    for name, field in (schema or model.Input).model_fields.items():
+        values = contract.choices(field.annotation)
+        base = contract.base_type(field.annotation)
+        if values:
+            takes = ", ".join(f"{v} ({label_of(str(v))})" if label_of(str(v)) != str(v) else str(v) for v in values)
+        else:
+            takes = "yes or no (true/false)" if base is bool else {str: "text", int: "a whole number", float: "a number"}.get(base, "JSON")
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        default = getattr(default, "value", default)  # an enum's default as the CSV spells it
+        rows.append(
+            {
+                "column": name,
+                "field": label_of(name, field),
+                "required": _short(field.is_required()),
+                "values": takes,
+                "default": _short(default),
+            }
+        )
+    return pd.DataFrame(rows, columns=["column", "field", "required", "values", "default"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,10 +484,11 @@ def input_shown(one: BaseModel) -> str:
 
 
 def expected_shown(expected: BaseModel) -> str:
-    """An expected answer in a cell: the label's value, then any other field it sets: `approve (risk=low)`."""
-    given = expected.model_dump(mode="json", exclude_none=True)
-    head = str(given.pop(contract.label())) if contract.label() in given else ""
-    extra = ", ".join(f"{k}={_short(v)}" for k, v in given.items())  # as the answer's cells say it: "✓ yes", "no"
+    """An expected answer in a cell, in words: the label's value, then any other field it sets: `Approve (risk: low)`."""
+    given, fields = expected.model_dump(mode="json", exclude_none=True), type(expected).model_fields
+    label = contract.label()
+    head = value_words(given.pop(label), fields[label]) if label in given else ""
+    extra = ", ".join(f"{in_words(k, fields[k])}: {value_words(v, fields[k])}" for k, v in given.items())  # "yes", "no"
     return f"{head} ({extra})" if head and extra else head or extra
 
 
@@ -392,12 +497,12 @@ def answer_shown(answer: dict | None, with_probability: bool = False) -> str:
     the fields an expected answer may set."""
     if not answer:
         return ""
-    label, probability = contract.label(), contract.probability()
+    label, probability, fields = contract.label(), contract.probability(), contract.output_fields()
     if label:
-        said = "" if answer.get(label) is None else str(answer[label])
+        said = value_words(answer.get(label), fields[label])
         has = with_probability and probability and isinstance(answer.get(probability), (int, float))
         return f"{said} ({answer[probability]:.2f})" if has else said
-    return ", ".join(f"{n}={_short(answer[n])}" for n in model.Expected.model_fields if n in answer)
+    return ", ".join(f"{in_words(n, fields[n])}: {value_words(answer[n], fields[n])}" for n in model.Expected.model_fields if n in answer)
 
 
 def check_all() -> tuple[str, list[dict]]:
@@ -425,19 +530,21 @@ def check_all() -> tuple[str, list[dict]]:
         )
     counts = edge_cases.verdict_counts(rows)
     headline = (
-        f"**{len(rows)} cases**: {counts['fixed']} fixed · {counts['open']} still open · "
+        f"**{counted(len(rows))}**: {counts['fixed']} fixed · {counts['open']} still open · "
         f"**{counts['broken']} newly broken** · {counts['newly fixed']} newly fixed"
-        + (f" · {counts['training']} training examples (never counted as fixed)" if counts["training"] else "")
+        + (f" · {counted(counts['training'], 'training example')} (never counted as fixed)" if counts["training"] else "")
     )
     if store.skipped:  # lines of the store that are no edge case: named, for someone to mend by hand
         lines = ", ".join(str(s["line"]) for s in store.skipped[:10]) + (" ..." if len(store.skipped) > 10 else "")
-        headline += f"\n\n{len(store.skipped)} lines of the store skipped as no edge case (lines {lines}): see `python -m loop cases check`"
+        n = len(store.skipped)
+        said = f"{counted(n, 'line')} of the store skipped as no edge case ({'line' if n == 1 else 'lines'} {lines})"
+        headline += f"\n\n{said}: see `python -m loop cases check`"
     return headline, rows
 
 
-def under_both(rows: list[dict], version: str) -> pd.DataFrame:
+def under_both(rows: list[dict], version: str) -> list[dict]:
     """Each suite case's verdict on the served version (`rows`, from check_all) and on `version`, run in a process of
-    its own (gate.side); the cases whose verdicts differ first."""
+    its own (gate.side), with `version`'s answer on what the case expects: one row a case, for `both_table`."""
     from loop import gate
 
     try:
@@ -448,10 +555,39 @@ def under_both(rows: list[dict], version: str) -> pd.DataFrame:
     for r in rows:
         if r["id"] in other:
             theirs = other[r["id"]]
-            both.append({TEXT: r[TEXT], "expected": r["expected"], "served": r["verdict"], version: theirs["verdict"]})
-            both[-1].update(answer=_short(theirs.get("now")), id=r["id"])
-    both.sort(key=lambda r: r["served"] == r[version])
-    return pd.DataFrame(both, columns=[TEXT, "expected", "served", version, "answer", "id"])
+            both.append({**r, "version": version, "candidate": theirs["verdict"], "answer": answer_words(theirs.get("now"))})
+    return both
+
+
+def both_table(both: list[dict], verdict: str = "all", source: str = "all") -> pd.DataFrame:
+    """The cases under both versions (`under_both`) that the tab's filters keep: a verdict on either version, a source;
+    the cases whose verdicts differ first. Each column says whose it is: the served version's verdict, the candidate's
+    verdict and its answer (on the fields the case expects)."""
+    version = both[0]["version"] if both else "the candidate"
+    on, answer = f"verdict on {version}", f"answer on {version}"
+    kept = [r for r in both if verdict in ("all", r["verdict"], r["candidate"]) and source in ("all", r["source"])]
+    shown = [
+        {TEXT: r[TEXT], "expected": r["expected"], "verdict served": r["verdict"], on: r["candidate"], answer: r["answer"], "id": r["id"]}
+        for r in kept
+    ]
+    shown.sort(key=lambda r: r["verdict served"] == r[on])
+    return pd.DataFrame(shown, columns=[TEXT, "expected", "verdict served", on, answer, "id"])
+
+
+def answer_words(said: str | None) -> str:
+    """An answer as loop/edge_cases.py:in_words writes it (`billing needs_human=True`), in the words of the tables
+    (`Billing (needs human: yes)`)."""
+    fields, label = contract.output_fields(), contract.label()
+    head, extra = "", []
+    for word in (said or "").split(" "):
+        name, is_pair, value = word.partition("=")
+        if is_pair and name in fields:
+            field, base = fields[name], contract.base_type(fields[name].annotation)
+            extra.append(f"{in_words(name, field)}: {value_words(value == 'True' if base is bool else value, field)}")
+        elif word:
+            head = f"{head} {word}".strip()
+    head = value_words(head, fields[label]) if head and label else head
+    return f"{head} ({', '.join(extra)})" if head and extra else head or ", ".join(extra)
 
 
 def gate_report(version: str) -> tuple[str, pd.DataFrame]:
@@ -469,6 +605,9 @@ def gate_report(version: str) -> tuple[str, pd.DataFrame]:
         said += [f"- refused: {literal(f)}" for f in verdict["failures"]] or [f"- no significant regression at {significance} on any set"]
         said += ["", *gate.table(verdict["sets"], significance, shown=literal)]
         changed = [{"set": name} | row for name, s in verdict["sets"].items() for row in s["changed_rows"]]
+        label = contract.output_fields().get(contract.label() or "")
+        for row in changed:  # the label's values in words, as in every other table
+            row |= {k: value_words(row[k], label) for k in ("expected", "served", "candidate") if k in row and label}
     except (KeyError, TypeError, AttributeError, ValueError):
         raise gr.Error(f"{version}'s gate.json is not a gate record: python -m loop gate {version} writes it again") from None
     columns = [*changed[0]] if changed else ["set", "row", TEXT, "expected", "served", "candidate", "change"]

@@ -16,6 +16,7 @@ new flag a control (and a parameter), a new step a panel, and nothing here chang
 import argparse
 import json
 import os
+import re
 import shutil
 import typing
 from pathlib import Path
@@ -30,20 +31,25 @@ import batch
 import model
 from app.guards import same_secret
 from app.render import (
+    ERROR_COLUMNS,
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
     TEXT,
     WHEN_FLAGGED,
+    allowed_values,
     answer_shown,
     answer_table,
     api_examples,
     at_a_glance,
     batch_headline,
+    both_table,
     check_all,
     class_probabilities,
     client_example,
     differences,
+    failed_rows,
     filter_cases,
+    flag_differences,
     flags_table,
     gate_report,
     has_probabilities,
@@ -71,6 +77,7 @@ CSS = """
 .step-panel .label-wrap span { font-family: ui-monospace, monospace; }
 footer { display: none !important; }
 .cases td, .cases th { word-break: normal !important; overflow-wrap: normal !important; }
+td, th, td span, th span, .prose, .prose span, .md, .md span { word-break: normal !important; overflow-wrap: break-word !important; }
 .legend, .confirmation { font-size: var(--text-sm); }
 """
 PLOTS = 3  # the Batch tab's plots: reports.figures gives three, None where the pipeline has no such thing (then hidden)
@@ -153,7 +160,9 @@ def run_tab(run, flags_schema: type[BaseModel]) -> None:
         return save_flagged(values(model.Input, data), values(flags_schema, data), data, request)
 
     named = {**given, **flags}
-    go.click(answer_of, inputs_kwargs=named, outputs=[glance, fields, *panels.values(), trace, answer], api_name="run")
+    shown = [glance, fields, *panels.values(), trace, answer]
+    ran = go.click(answer_of, inputs_kwargs=named, outputs=shown, api_name="run")
+    ran.failure(lambda: cleared(shown, {glance: NO_ANSWER, trace: []}), None, shown, api_visibility="private")
     preset(answer, expected)
     flag_go.click(flag, inputs_kwargs=named | expected, outputs=flagged, api_name="flag_case")
 
@@ -190,6 +199,15 @@ def preset(answer: gr.JSON, expected: dict[str, gr.components.Component]) -> Non
         answer.change(lambda a: (a or {}).get(label), answer, expected[contract.expected_column()], api_visibility="private")
 
 
+NO_ANSWER = "### No answer\nThe last request failed: its message says why. Nothing here belongs to an earlier one."
+
+
+def cleared(components: list, said: dict) -> dict:
+    """What a failed request leaves in its panels: `said` where it says so, every other panel empty, so that nothing
+    shown belongs to an earlier request (a `.failure` listener returns it)."""
+    return {component: None for component in components} | said
+
+
 STEPS_MARKED = "; steps that differ are marked below."
 
 
@@ -198,7 +216,8 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
     with gr.Tab("Compare") as tab:
         gr.Markdown(
             "The same input under two sets of flags, A and B, or on two versions (B on a candidate: `.venv/bin/python "
-            "-m loop candidate`): what changes, field by field and step by step. B starts as A: change one of B's flags."
+            "-m loop candidate`): what changes, field by field and step by step. B starts as A: change one of B's flags, or "
+            "B's version (then B's flags are set to A's, so that only the version differs)."
         )
         given = input_controls()
         flags_a, flags_b = flag_sets(flags_schema, "Flags B", is_open=True)
@@ -236,9 +255,15 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         by_field, by_step = differences(a, b)
         n_diff = int((by_field.differs != "").sum())
         sides = "A and B" if on == "served" else f"A (served) and B (version {on})"
-        same = (
-            " (B's flags are A's: change one of B's to compare variants)" if on == "served" and values(flags_schema, data) == flags else ""
-        )
+        changed = flag_differences(flags_schema, values(flags_schema, data), flags)
+        if changed:
+            same = f"; B's flags differ from A's: {changed}"
+        else:
+            same = (
+                " (B's flags are A's: change one of B's to compare variants)"
+                if on == "served"
+                else " (the same flags: only the version differs)"
+            )
         return {
             headline: f"**{n_diff} of {len(by_field)} fields differ** between {sides}{same}{STEPS_MARKED if contract.has_trace() else '.'}",
             fields: by_field,
@@ -252,13 +277,23 @@ def compare_tab(run, flags_schema: type[BaseModel]) -> None:
         flags = values(flags_schema, data) if data["variant"] == "A" else values(flags_schema, data, "b_")
         return save_flagged(values(model.Input, data), flags, data, request)
 
+    def b_as_a(**data):
+        """With B on another version, B's flags are set to A's: the comparison is of the versions alone."""
+        on_served = (data["b_version"] or "served") == "served"  # then B's flags stay as they are
+        return {flags_b[name]: gr.skip() if on_served else data[name] for name in flags_b}
+
     both = {**given, **flags_a, **prefixed(flags_b, "b_")}
-    go.click(
-        compare,
-        inputs_kwargs=both | {"b_version": version_b},
-        outputs=[headline, fields, steps, result_a, result_b, compared],
-        api_name="compare",
-    )
+    shown = [headline, fields, steps, result_a, result_b, compared]
+    compared_ = go.click(compare, inputs_kwargs=both | {"b_version": version_b}, outputs=shown, api_name="compare")
+
+    def failed():  # its updates made when it runs: a component made here would be placed on the page, outside the tab
+        return cleared(shown, {headline: NO_ANSWER.replace("No answer", "No comparison"), compared: gr.Column(visible=False)})
+
+    compared_.failure(failed, None, shown, api_visibility="private")
+    following = flags_a | {"b_version": version_b}
+    version_b.change(b_as_a, inputs_kwargs=following, outputs=list(flags_b.values()), api_name="b_flags", api_visibility="undocumented")
+    for control_ in flags_a.values():  # while B is on another version, its flags follow A's
+        control_.change(b_as_a, inputs_kwargs=following, outputs=list(flags_b.values()), api_visibility="private")
     tab.select(lambda: gr.Dropdown(choices=["served", *versions.listing()]), None, version_b, api_visibility="private")
     preset(result_a, expected)
     flag_inputs = {**given, "variant": variant, **flags_a, **prefixed(flags_b, "b_"), **expected}
@@ -270,6 +305,8 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
     evaluation = next(iter(contract.labelled_sets().values()), None)  # the first labelled set, where there is one
     with gr.Tab("Batch"):
         gr.Markdown(batch_intro())
+        with gr.Accordion("The CSV's input columns and the values they take", open=True):
+            gr.Dataframe(allowed_values(), interactive=False, wrap=True, column_widths=["14%", "14%", "9%", "51%", "12%"])
         with gr.Row():
             upload = only_uploads(gr.File(label="CSV file", file_types=[".csv"], type="filepath"))
             baseline = only_uploads(
@@ -283,9 +320,23 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
                     visible=evaluation is not None,
                 )
                 with_compare = gr.Checkbox(label="Also score variant B and compare", value=False, info="with Flags B below")
+                text = contract.text_field()
+                text_column = gr.Dropdown(  # batch.py's --text-column: the column that holds the input's text field
+                    [],
+                    value="",  # a default, so that clients may leave it out
+                    label="Text column",
+                    info=f"the CSV's column that holds the {in_words(text, model.Input.model_fields[text])}; empty: the one named {text}"
+                    if text
+                    else None,
+                    allow_custom_value=True,
+                    visible=text is not None,
+                )
         flags_a, flags_b = flag_sets(flags_schema, "Flags B (used when comparing)", is_open=False)
         go = gr.Button("Run batch report", variant="primary")
         headline = gr.Markdown()
+        failed = gr.Dataframe(
+            headers=ERROR_COLUMNS, label="Rows that failed", interactive=False, wrap=True, visible=False, column_widths=["8%", "17%", "75%"]
+        )
         files = gr.File(label="Report files (CSV, HTML, JSON)", file_count="multiple", interactive=False)
         plots = [gr.Plot(visible=False, show_label=False) for _ in range(PLOTS)]
         with gr.Row(visible=contract.label() is not None):
@@ -295,7 +346,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             summary = gr.JSON(label="Summary")
         last_report = gr.State(None)  # the scored CSV's path lives on the server, never sent by a client
 
-    report_outputs = [headline, *plots, files, summary, last_report]
+    report_outputs = [headline, failed, *plots, files, summary, last_report]
     limits = batch_limits()
     turns = Turns(limits["running"], limits["waiting"])
 
@@ -304,7 +355,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         source = evaluation if data["use_eval"] and evaluation else file
         if not source:  # a message for the person where the eye is, not an error for the server's log
             message = "Upload a CSV file" + (", or tick 'Use the bundled evaluation set'." if evaluation else " first.")
-            return {headline: message} | dict.fromkeys(report_outputs[1:])  # and the last report's outputs cleared
+            return cleared(report_outputs, {headline: message, failed: gr.Dataframe(visible=False)})  # and the last report's outputs
         with turns.turn(on_wait=lambda: progress(0, desc="waiting for another batch to finish")):
             return scored_report(source, baseline, flags, data)
 
@@ -319,6 +370,7 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             scored = batch.report(
                 source,
                 out_dir / f"{Path(source).stem}-report.csv",
+                text_column=(data.get("text_column") or "").strip() or None,
                 flags=flags,
                 compare=values(flags_schema, data, "b_") if data["compare"] else None,
                 progress=True,
@@ -326,15 +378,17 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
             )
         except batch.BatchInputError as error:
             shutil.rmtree(out_dir, ignore_errors=True)
-            message = str(error).replace(str(source), Path(source).name)
+            message = for_the_tab(str(error).replace(str(source), Path(source).name))
             raise refusal(message.replace(str(baseline), Path(baseline).name) if baseline else message) from None
         except ValidationError as error:
             raise gr.Error(contract.error_message(error)) from None
         paths = [scored["outputs"][k] for k in (".csv", ".html", ".json")]
         figures = [*reports.figures(scored), *[None] * PLOTS][:PLOTS]
         shown = [gr.Plot(value=f, visible=f is not None) for f in figures]  # each figure has its title
+        said, rows = failed_rows(scored)
         return {
-            headline: batch_headline(scored),
+            headline: batch_headline(scored) + (f"\n\n{said}" if said else ""),
+            failed: gr.Dataframe(value=rows, visible=len(rows) > 0),
             **dict(zip(plots, shown, strict=True)),
             files: paths,
             summary: scored | {"outputs": {k: Path(v).name for k, v in scored["outputs"].items()}},  # names, never server paths
@@ -356,9 +410,39 @@ def batch_tab(flags_schema: type[BaseModel]) -> None:
         return f"{counted(new, 'misclassified row')} flagged for review ({len(saved) - new} already flagged); see the Edge cases tab."
 
     report_inputs = {"file": upload, "use_eval": use_eval, "compare": with_compare, "baseline": baseline}
-    every = report_inputs | flags_a | prefixed(flags_b, "b_")
-    go.click(report, inputs_kwargs=every, outputs=report_outputs, api_name="batch_report", concurrency_limit=None)  # turns bound it
+    every = report_inputs | flags_a | prefixed(flags_b, "b_") | {"text_column": text_column}  # last: positional calls still work
+    unbounded = {"concurrency_limit": None}  # Turns bounds it
+    reported = go.click(report, inputs_kwargs=every, outputs=report_outputs, api_name="batch_report", **unbounded)
+
+    def gone():  # its updates made when it runs: a component made here would be placed on the page, outside the tab
+        return cleared(
+            report_outputs, {headline: "No report: the last request failed, its message says why.", failed: gr.Dataframe(visible=False)}
+        )
+
+    reported.failure(gone, None, report_outputs, api_visibility="private")
+    upload.change(csv_columns, upload, text_column, api_visibility="private")
     save_wrong.click(save_misclassified, last_report, saved_wrong, api_name="save_misclassified")
+
+
+def csv_columns(path: str | None) -> gr.Dropdown:
+    """The Text column's choices: the uploaded CSV's columns (its header alone is read); none where it has no header."""
+    try:
+        columns = list(pd.read_csv(path, nrows=0).columns) if path else []
+    except (ValueError, OSError, UnicodeDecodeError):  # not a CSV: the report says so when it is run
+        columns = []
+    return gr.Dropdown(choices=columns, value="", allow_custom_value=True)
+
+
+def for_the_tab(message: str) -> str:
+    """batch.py's message as the tab says it: where it names batch.py's `--column FIELD=COLUMN` or `--text-column`, the
+    tab's own way (the Text column box, or naming the column after the field)."""
+    text = contract.text_field()
+
+    def said(match: re.Match) -> str:
+        field = match.group(1)
+        return "pick its column under 'Text column'" if field == text else f"name the CSV's column {field}"
+
+    return re.sub(r"name its column with --column (\w+)=COLUMN(?: \(or --text-column COLUMN\))?", said, message)
 
 
 def batch_intro() -> str:
@@ -415,7 +499,7 @@ def cases_tab() -> None:
             source = gr.Dropdown(sources, value="all", label="Source", info="where the case was flagged")
             go = gr.Button("Run every case", variant="primary")
         headline = gr.Markdown()
-        rows = gr.State([])
+        rows, both_rows = gr.State([]), gr.State([])  # every case, and every case under both versions: the filters pick
         widths = ["8%", "24%", "12%", "12%", "12%", "6%", "6%", "10%", "10%"]  # at 1400 px: ids and labels whole
         table = gr.Dataframe(
             headers=SUITE_COLUMNS, interactive=False, wrap=True, label="Cases", column_widths=widths, max_height=900, elem_classes=["cases"]
@@ -492,13 +576,15 @@ def cases_tab() -> None:
         }
 
     def refilter(data):
-        return filter_cases(data[rows], data[verdict], data[source])
+        chosen_ = data[verdict], data[source]
+        return {table: filter_cases(data[rows], *chosen_), both: both_table(data[both_rows], *chosen_)}
 
     def run_both(verdict, source, version, request: gr.Request):
         if version == "none":
             raise gr.Error("Choose a candidate version first (python -m loop candidate makes one).")
         listed = run_cases(verdict, source, request)
-        return listed | {both: under_both(listed[rows], version), shown_both: gr.Column(visible=True)}
+        every = under_both(listed[rows], version)
+        return listed | {both_rows: every, both: both_table(every, verdict, source), shown_both: gr.Column(visible=True)}
 
     def show_gate(version):
         said, changed = gate_report(version)
@@ -564,9 +650,9 @@ def cases_tab() -> None:
     go.click(run_cases, inputs_kwargs={"verdict": verdict, "source": source}, outputs=listing, api_name="edge_cases")
     tab.select(run_cases, [verdict, source], listing, api_visibility="private")
     for control_ in (verdict, source):
-        control_.change(refilter, {rows, verdict, source}, table, api_visibility="private")
+        control_.change(refilter, {rows, both_rows, verdict, source}, [table, both], api_visibility="private")
     both_inputs = {"verdict": verdict, "source": source, "version": other}
-    go_both.click(run_both, inputs_kwargs=both_inputs, outputs=[*listing, both, shown_both], api_name="edge_cases_on_both")
+    go_both.click(run_both, inputs_kwargs=both_inputs, outputs=[*listing, both_rows, both, shown_both], api_name="edge_cases_on_both")
     go_gate.click(show_gate, inputs_kwargs={"version": other}, outputs=[gate_said, gate_changed, shown_gate], api_name="gate_report")
     tab.select(lambda: gr.Dropdown(choices=["none", *versions.listing()]), None, other, api_visibility="private")
     queue_outputs = [queue_headline, queue, reviewing, chosen]

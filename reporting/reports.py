@@ -675,7 +675,8 @@ def figures(summary: dict[str, Any]) -> list:
     if "label_distribution" in summary:
         values = label_values()
         values += sorted({c for v in variants.values() for c in v["label_distribution"]} - set(values))
-        bars = go.Figure([go.Bar(name=n, x=values, y=[v["label_distribution"].get(c, 0) for c in values]) for n, v in variants.items()])
+        shown = [value_words(summary["label"], c) for c in values]  # in words, as the HTML's
+        bars = go.Figure([go.Bar(name=n, x=shown, y=[v["label_distribution"].get(c, 0) for c in values]) for n, v in variants.items()])
         bars.update_layout(title=f"{words(summary['label'])} distribution", barmode="group", yaxis_title="rows")
         out[0] = bars
     if "probability_histogram" in summary:
@@ -684,15 +685,16 @@ def figures(summary: dict[str, Any]) -> list:
             edges = v["probability_histogram"]["bin_edges"]
             centres = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
             hist.add_bar(name=name, x=centres, y=v["probability_histogram"]["counts"], width=edges[1] - edges[0], opacity=0.7)
-        axis = summary["probability"].replace("_", " ")
-        hist.update_layout(title=words(summary["probability"]), barmode="overlay", xaxis_title=axis, yaxis_title="rows", xaxis_range=[0, 1])
+        axis = words(summary["probability"])
+        hist.update_layout(title=axis, barmode="overlay", xaxis_title=axis, yaxis_title="rows", xaxis_range=[0, 1])
         out[1] = hist
     if summary.get("metrics"):
         heat = make_subplots(rows=1, cols=len(variants), subplot_titles=list(variants))
         for col, v in enumerate(variants.values(), start=1):
             cm = v["metrics"]["confusion_matrix"]
             z = cm["rows_expected_columns_predicted"]
-            heatmap = go.Heatmap(z=z, x=cm["labels"], y=cm["labels"], colorscale="Blues", showscale=False, text=z, texttemplate="%{text}")
+            labels = [value_words(summary["label"], c) for c in cm["labels"]]
+            heatmap = go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", showscale=False, text=z, texttemplate="%{text}")
             heat.add_trace(heatmap, row=1, col=col)
         heat.update_layout(title="Confusion matrix (rows: expected, columns: predicted)", height=520)
         heat.update_yaxes(autorange="reversed")

@@ -93,6 +93,7 @@ def without(body: dict, name: str) -> dict:
     return {k: v for k, v in body.items() if k != name}
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(("body", "field"), bad_bodies(), ids=lambda v: str(v)[:40] if isinstance(v, str) else None)
 def test_bad_input_is_422_naming_the_field(server, body, field):
     response = predict(server, body)
@@ -106,6 +107,13 @@ def test_malformed_json_is_422(server):
     assert response.status_code == 422 and "json" in response.text.lower()
     (problem,) = response.json()["detail"]  # where it broke and what was sent, not FastAPI's `"input": {}`
     assert problem["loc"] == ["body"] and problem["input"] == sent and f"at character {len(sent)}" in problem["msg"], problem
+
+
+def test_an_unterminated_string_says_where_it_starts_in_one_at(server):
+    sent = f'{{"{FIRST}": "hi'  # Python's JSON error reads "Unterminated string starting at", then the place
+    response = requests.post(f"{server.url}/predict", data=sent.encode(), headers={"Content-Type": "application/json"}, timeout=30)
+    (problem,) = response.json()["detail"]
+    assert "starting at character" in problem["msg"] and " at at " not in problem["msg"], problem
 
 
 def test_a_body_that_is_not_utf8_is_400_saying_so(server):

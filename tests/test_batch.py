@@ -201,6 +201,17 @@ def test_library_report_summary(tickets_csv, tmp_path):
     assert summary["misclassified_total"] == 8 - correct
 
 
+def test_the_batch_tabs_figures_say_words_not_code_names(tickets_csv, tmp_path):
+    """The label's values on the bars and the confusion matrix, and the probability's axis, in words, as the HTML's."""
+    summary = batch.report(tickets_csv, tmp_path / "r.csv", progress=False)
+    bars, hist, heat = reports.figures(summary)
+    values = [str(v) for v in contract.choices(model.Output.model_fields[LABEL].annotation)]
+    assert not values or list(bars.data[0].x) == [reports.value_words(LABEL, v) for v in values]
+    assert heat is None or set(heat.data[0].x) <= {reports.value_words(LABEL, v) for v in values}
+    if hist is not None:
+        assert hist.layout.xaxis.title.text == reports.words(summary["probability"])
+
+
 def test_metrics_against_a_hand_computed_example():
     pairs = Counter({("yes", "yes"): 3, ("yes", "no"): 1, ("no", "no"): 2, ("no", "yes"): 2})
     m = reports.metrics(pairs)

@@ -150,14 +150,14 @@ def test_the_batch_tab_refuses_files_not_uploaded(locked, path, tmp_path):
         link.symlink_to(SERVER_FILE)
         path = str(link)
     file_data = {"path": path, "meta": {"_type": "gradio.FileData"}}
-    events = gradio_call(locked, "batch_report", [file_data, False, False, None, *FLAGS, *FLAGS], {"X-API-Key": KEY})
+    events = gradio_call(locked, "batch_report", [file_data, False, False, None, *FLAGS, *FLAGS, None], {"X-API-Key": KEY})
     assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
     assert SERVER_FILE.stem not in events and str(model.ROOT) not in events and "report.csv" not in events
 
 
 def test_the_batch_tab_refuses_a_baseline_not_uploaded(locked):
     server_file = {"path": str(SERVER_FILE), "meta": {"_type": "gradio.FileData"}}
-    events = gradio_call(locked, "batch_report", [None, True, False, server_file, *FLAGS, *FLAGS], {"X-API-Key": KEY})
+    events = gradio_call(locked, "batch_report", [None, True, False, server_file, *FLAGS, *FLAGS, None], {"X-API-Key": KEY})
     assert "event: error" in events and "Only a CSV file uploaded on this page can be scored" in events
 
 
@@ -165,7 +165,7 @@ def test_the_batch_tab_scores_an_upload(locked, tmp_path):
     upload = rows_csv(tmp_path / "mine.csv", [labelled_rows(1)[0]["row"]])  # a row of the labelled set, as it is there
     client = Client(f"{locked.url}/", verbose=False, headers={"X-API-Key": KEY})
     headline, *_, summary = client.predict(handle_file(upload), False, False, None, *FLAGS, *FLAGS, api_name="/batch_report")
-    assert summary["rows"] == 1 and "1 rows" in headline
+    assert summary["rows"] == 1 and "**1 row**" in headline
 
 
 # --- error bodies ------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ benchmarks' output). A figure may be off by one ticket of 160 at most: another C
 """
 
 import contextlib
+import itertools
+import math
 import os
 import re
 import shlex
@@ -116,6 +118,41 @@ def test_the_encoder_table_is_the_benchmarks():
         result_row = re.search(rf"^\| `{re.escape(name)}` \|(.+)\|$", RESULTS, flags=re.MULTILINE)
         assert result_row, f"bench/RESULTS.md has no row for {name}"
         assert figures and all(f in re.findall(r"\d+(?:\.\d+)?", result_row.group(1)) for f in figures), (name, figures)
+
+
+def test_the_front_door_fits_the_first_screen_of_a_terminal():
+    """After the Space's front matter, a few lines of what it is and the commands (set-up, run, test, fast check), all
+    within the first 50 rows of an 80-column terminal (`cat README.md`: a long line takes a row per 80 characters);
+    then the table of contents."""
+    lines = README.splitlines()
+    ends = list(itertools.accumulate(max(1, math.ceil(len(line) / 80)) for line in lines))  # the row each line ends on
+    for comment in ("# set-up", "# run:", "# test:", "# fast check:"):
+        number = next(i for i, line in enumerate(lines) if comment in line and line.startswith(("apt-get", ".venv")))
+        assert ends[number] <= 50, f"README's {comment} command ends on row {ends[number]} of an 80x50 terminal"
+    assert README.index("```bash") < README.index("## Contents") < README.index("\n## ", README.index("## Contents") + 1)
+
+
+def test_the_contents_list_every_section_with_a_working_link():
+    """The table of contents names every `## ` section, in order, each linked by GitHub's anchor for its heading."""
+    headings = re.findall(r"^## (.+)$", README, flags=re.MULTILINE)
+    contents = README[README.index("## Contents") : README.index("\n## ", README.index("## Contents") + 1)]
+    listed = re.findall(r"^- \[(.+?)\]\(#(.+?)\)$", contents, flags=re.MULTILINE)
+    assert [title for title, _ in listed] == [h for h in headings if h != "Contents"]
+    for title, anchor in listed:  # GitHub: lower case, punctuation dropped, spaces to hyphens
+        assert anchor == re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-"), (title, anchor)
+
+
+def test_the_checks_times_are_the_benchmarks():
+    """README's minutes for the suite and the fast check are bench/RESULTS.md's (section 7, bench/bench_checks.py)."""
+    (suite,) = quoted(r"# test: about (\d+) minutes on 2 cores")
+    (quick,) = quoted(r"# fast check: every face once, about (\d+) minutes?")
+    section = RESULTS[RESULTS.index("## 7. How long the checks take") :]
+    measured = {
+        name: float(m)
+        for name, m in re.findall(r"^\| (fast check|whole suite)\b[^|]*\|[^|]*\| ([\d.]+) minutes", section, flags=re.MULTILINE)
+    }
+    assert round(measured["whole suite"] / 5) * 5 == int(suite), (suite, measured)  # to the nearest 5 minutes
+    assert max(1, round(measured["fast check"])) == int(quick), (quick, measured)
 
 
 def test_the_set_up_line_needs_only_the_ordinary_package_index():

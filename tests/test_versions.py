@@ -212,7 +212,7 @@ def compare_on_the_app(version: str, probe: dict, served: dict, learned: dict) -
         assert f"between A (served) and B (version {version})" in headline
         assert close(judged(a), served) and close(judged(b), learned)
         *_, table, both = client.submit("all", "all", version, api_name="/edge_cases_on_both").result(timeout=180)
-        assert both["headers"] == [text_field(), "expected", "served", version, "answer", "id"]
+        assert both["headers"] == [text_field(), "expected", "verdict served", f"verdict on {version}", f"answer on {version}", "id"]
         training = [row for row in both["data"] if row[0] == probe[text_field()]]
         assert [row[2:4] for row in training] == [["training", "training"]] and len(both["data"]) == len(table["data"])
         said, changed, *_ = client.submit(version, api_name="/gate_report").result(timeout=60)  # its gate.json
@@ -444,7 +444,9 @@ def test_a_server_whose_version_is_gone_stops_in_one_line(loop):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"cannot start: version {gone}") and "python -m loop rollback" in last, done.stderr[-3000:]
+    ran = Path(sys.executable)  # the advice names it: pasted in a shell without the venv, it still works
+    python = ran.relative_to(ROOT) if ran.is_relative_to(ROOT) else ran
+    assert last.startswith(f"cannot start: version {gone}") and f"{python} -m loop rollback" in last, done.stderr[-3000:]
 
 
 def served_as(loop, name: str) -> None:
