@@ -8,8 +8,8 @@ while the inference workers start (a first start builds the artifacts: minutes),
 naming what it waits for, "building the artifacts: step 3 of 6, ..." (StartingPage in app/litserve_internals.py). The
 API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds).
 Host and port default to GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or
-SIGTERM, to this process or to its whole process group, drains and stops the whole process tree. The server serves, in every process, the version
-it found served as it started (a promotion takes effect at the next start).
+SIGTERM, to this process or to its whole process group, drains and stops the whole process tree. The server serves,
+in every process, the version it found served as it started (a promotion takes effect at the next start).
 
 Credentials (environment variables). With LIT_SERVER_API_KEY set, nothing but /health, the API docs
 (/docs, /openapi.json) and the UI's login page answers without credentials: the API takes the header
