@@ -234,7 +234,7 @@ def _build_encoder(staging: Path, record: dict):
     reused = reused_encoder(staging, record)
     if reused is not None:
         return reused
-    log.info("artifacts: exporting the embedding model to ONNX (%s; takes 10 to 20 s)", record["name"])
+    log.info("artifacts: exporting the embedding model to ONNX (%s; takes half a minute)", record["name"])
     command = [sys.executable, "-m", "building", "export-onnx", str(staging), *(["--int8"] if record["name"] == "onnx-int8" else [])]
     env = {**os.environ, "TRIAGE_DATA_DIR": str(model.DATA_DIR)}
     done = subprocess.run(command, cwd=model.ROOT, capture_output=True, text=True, env=env)  # torch stays out of this process
@@ -490,7 +490,8 @@ def load_or_build() -> Any:
         with files.file_lock(ARTIFACTS_DIR / "build"):
             loaded = _load_checked(quiet=True)
             if loaded is None:
-                log.info("artifacts: building %s from %s (new data, model, encoder or code)", ARTIFACTS_DIR, model.DATA_DIR)
+                why = "new data, model, encoder or code" if (ARTIFACTS_DIR / "manifest.json").exists() else "none built yet"
+                log.info("artifacts: building %s from %s (%s)", ARTIFACTS_DIR, model.DATA_DIR, why)
                 loaded = _build()
     return loaded
 

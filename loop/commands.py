@@ -41,7 +41,7 @@ def cmd_cases_check(args) -> int:
         print(f"{edge_cases.cases_file()}, line {s['line']}: skipped ({s['problem']})", file=sys.stderr)
     results = edge_cases.check_cases(store.cases)
     for r in results:
-        if r["verdict"] in ("broken", "newly fixed"):
+        if args.all or r["verdict"] in ("broken", "newly fixed"):
             print(f"{r['verdict']:12} {r['id']}  {expected_and_now(r)}: {edge_cases.input_text(r['case'].ticket)[:80]}")
     counts = edge_cases.verdict_counts(results)
     print(json.dumps({"cases": len(results), **counts, "skipped": len(store.skipped), "store": str(edge_cases.cases_file())}))
@@ -140,7 +140,7 @@ def not_pending(ids: list[str]):
 
 
 def in_suite(ids: list[str]) -> None:
-    existing(ids, {c.id for c in edge_cases.load_cases()}, "case", f"python -m loop cases check ({edge_cases.cases_file()})")
+    existing(ids, {c.id for c in edge_cases.load_cases()}, "case", "python -m loop cases check --all")
 
 
 def cmd_cases_status(args) -> int:
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     cases.add_argument("--state", choices=[*review.STATES, "all"], default="pending", help="queue: which cases to list")
     cases.add_argument("--by", default=os.environ.get("USER"), help="accept, reject, import: the reviewer's name (default $USER)")
     cases.add_argument("--accept", action="store_true", help="import: straight into the suite, as a reviewer")
+    cases.add_argument("--all", action="store_true", help="check: list every case with its id and verdict, not only the broken")
     cases.add_argument("--train", action="store_true", help="accept: as training examples (candidates learn from them)")
     cases.add_argument(
         "--expect",

@@ -95,6 +95,10 @@ def test_cases_check_command_exits_1_on_a_regression(tmp_path):
     env = {"TRIAGE_EDGE_CASES": str(store), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "loop", "cases", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "broken" in out.stdout and '"broken": 1' in out.stdout, out.stdout + out.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "loop", "cases", "check", "--all"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert saved.id in listed.stdout  # every case's id, as `cases fix` and `reopen` say to look them up
 
 
 # --- the store --------------------------------------------------------------------------------------------
