@@ -714,7 +714,8 @@ def report_html(summary: dict[str, Any]) -> str:
     for column, rows in summary.get("per_slice", {}).items():
         tables.append(table(f"Per {_lower(words(column))}", rows, len(rows)))
     if "misclassified_rows" in summary:
-        tables.append(table("Misclassified rows", summary["misclassified_rows"], summary["misclassified_total"]))
+        answered = [{"predicted" if k == label else k: v for k, v in row.items()} for row in summary["misclassified_rows"]]
+        tables.append(table("Misclassified rows", answered, summary["misclassified_total"]))  # "Expected" beside "Predicted"
     if summary["errors"]:
         tables.append(_failed_table("Rows with errors", summary))
     if "compare" in summary:
@@ -773,7 +774,7 @@ def _per_field_table(title: str, differing: dict[str, int], agreement: dict[str,
 
 def for_people(rows: list[dict[str, Any]], label: str | None = None) -> list[dict[str, Any]]:
     """A table's rows as people read them: each column named in words (a field by its title), a field's values in words
-    (`value_words`; `expected`, `before` and `now` hold the label's), a list of fields as their titles, and what a
+    (`value_words`; `expected`, `predicted`, `before` and `now` hold the label's), a list of fields as their titles, and what a
     variant says of several fields ({field: text}) as "Title: text" lines."""
 
     def cell(key: str, value: Any) -> Any:
@@ -783,7 +784,7 @@ def for_people(rows: list[dict[str, Any]], label: str | None = None) -> list[dic
             return ", ".join(words(f) for f in value.split(", ")) if value else value
         if key == "field":
             return words(value) if value else "(the pipeline)"
-        return value_words(label if key in ("expected", "before", "now") else key, value)
+        return value_words(label if key in ("expected", "predicted", "before", "now") else key, value)
 
     return [{words(k): cell(k, v) for k, v in row.items()} for row in rows]
 

@@ -385,6 +385,8 @@ def test_the_html_report_says_words_not_code_names(tmp_path):
     cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in per_class.split("<tr>")[2:]]  # class, precision, recall, F1, support
     assert cells and all((recall == "no rows") == (support == "0") for _, _, recall, _, support in cells)
     assert any(support == "0" for *_, support in cells)  # a class answered that no row expects
+    misclassified = body[body.index("Misclassified rows") :].split("</tr>")[0]
+    assert "Expected" in misclassified and "Predicted" in misclassified  # the answer beside the expected one, each named so
 
 
 def test_a_failing_row_does_not_cost_the_others(monkeypatch):
