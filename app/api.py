@@ -15,7 +15,7 @@ Settings (environment variables):
     TRIAGE_MAX_CONNECTIONS  open connections and requests at once; beyond, 503                (default 512)
     TRIAGE_GRACEFUL_TIMEOUT seconds a SIGTERM waits for requests in flight                    (default 10)
     TRIAGE_PROBE_PORT       a second port with /health and /live only, answered by a thread   (default: none)
-    LIT_SERVER_API_KEY      when set, /predict and /info need the header X-API-Key (401); /health stays open
+    LIT_SERVER_API_KEY      when set, /predict, /info, /cases and /mcp need the header X-API-Key (401); /health stays open
     TRIAGE_REVIEW_KEY       the header X-Review-Key that POST /cases/review needs (default: LIT_SERVER_API_KEY)
     TRIAGE_DATABASE_URL, TRIAGE_DATABASE_WAIT, TRIAGE_FLAG_RATE, TRIAGE_MAX_PENDING   the review queue (review.py)
 
@@ -67,7 +67,7 @@ SETTINGS = {
     "max_connections": int(os.environ.get("TRIAGE_MAX_CONNECTIONS", "512")),
     "graceful_timeout": float(os.environ.get("TRIAGE_GRACEFUL_TIMEOUT", "10")),
 }
-API_PATHS = ("/predict", "/cases", "/cases/review")
+API_PATHS = ("/predict", "/cases", "/cases/review", "/mcp")
 RUN_SECONDS = 10  # beyond its time in the queue (TRIAGE_TIMEOUT), the most a request's batch may take before its 504
 
 
@@ -344,46 +344,55 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
     )
 
 
+_imported = []  # review.py once its import is complete (sys.modules has it half-imported while another thread runs it)
+
+
+async def review_queue():
+    """loop.review, imported at the first call, off the event loop: neither /predict nor the inference workers need it,
+    and it weighs half a second at start."""
+    if not _imported:
+        _imported.append(await asyncio.to_thread(importlib.import_module, "loop.review"))
+    return _imported[0]
+
+
+async def flag_case(case: edge_cases.EdgeCase, client: str) -> CaseSaved:
+    """What POST /cases does, and the MCP tool that flags (app/mcp_tools.py): the case into the review queue, with the
+    same limits (without an API key: TRIAGE_FLAG_RATE per `client`, TRIAGE_MAX_PENDING, personal data masked). Each
+    refusal is an HTTPException with its status and a one-line detail."""
+    review = await review_queue()
+    trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
+    case = case.model_copy(update={"source": edge_cases.CaseSource.api})
+    try:
+        flagged = await review.call(review.flag, [case], client=client, trusted=trusted)
+    except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
+        raise HTTPException(422, detail=f"{contract.error_message(error)} (after cleaning the text)") from None
+    except review.TooManyFlags as error:
+        raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after)}) from None
+    except review.QueueFull as error:
+        raise HTTPException(507, detail=str(error)) from None
+    except review.QueueUnavailable as error:
+        raise HTTPException(503, detail=str(error)) from None
+    ((saved, new),) = flagged
+    return CaseSaved(id=saved.id, new=new, state="pending" if new else "already flagged", case=saved)
+
+
 def add_case_routes(server: ls.LitServer) -> None:
     """POST /cases flags an edge case into the review queue (review.py); GET /cases lists the suite or the queue;
     POST /cases/review accepts or rejects flagged cases, with the reviewer's key. The routes are async: their work runs
-    on the queue's own threads (review.call), never on those that answer /health, /predict and the app. review.py
-    (SQLAlchemy) is imported at the first call, off the event loop: neither /predict nor the inference workers need
-    it, and it weighs half a second at start."""
+    on the queue's own threads (review.call), never on those that answer /health, /predict and the app."""
     auth = key_dependencies(server)  # the API key, when one is set
 
-    imported = []  # review.py once its import is complete (sys.modules has it half-imported while another thread runs it)
-
-    async def queue():
-        if not imported:
-            imported.append(await asyncio.to_thread(importlib.import_module, "loop.review"))
-        return imported[0]
-
     async def post_case(case: edge_cases.EdgeCase, request: Request, response: Response) -> CaseSaved:
-        review = await queue()
-        trusted = bool(os.environ.get("LIT_SERVER_API_KEY"))  # every caller got past the key: no rate limit, may keep PII
-        try:
-            flagged = await review.call(
-                review.flag, [case.model_copy(update={"source": edge_cases.CaseSource.api})], client=client_of(request), trusted=trusted
-            )
-        except ValidationError as error:  # say, a text of nothing but control characters: empty once cleaned
-            raise HTTPException(422, detail=f"{contract.error_message(error)} (after cleaning the text)") from None
-        except review.TooManyFlags as error:
-            raise HTTPException(429, detail=str(error), headers={"Retry-After": str(error.retry_after)}) from None
-        except review.QueueFull as error:
-            raise HTTPException(507, detail=str(error)) from None
-        except review.QueueUnavailable as error:
-            raise HTTPException(503, detail=str(error)) from None
-        ((saved, new),) = flagged
-        response.status_code = 201 if new else 200
-        return CaseSaved(id=saved.id, new=new, state="pending" if new else "already flagged", case=saved)
+        saved = await flag_case(case, client_of(request))
+        response.status_code = 201 if saved.new else 200
+        return saved
 
     async def get_cases(
         state: Annotated[CaseState, Query(description="`suite`: the regression suite file; else the queue's")] = CaseState.suite,
         offset: int = Query(0, ge=0, le=2**62),  # a database takes a 64-bit offset, not any integer
         limit: int = Query(50, ge=1, le=500),
     ) -> CasePage | QueuePage:
-        review = await queue()
+        review = await review_queue()
 
         def page() -> CasePage | QueuePage:
             if state == CaseState.suite:
@@ -400,7 +409,7 @@ def add_case_routes(server: ls.LitServer) -> None:
             raise HTTPException(503, detail=str(error)) from None
 
     async def post_review(decision: Decision, request: Request) -> Reviewed:
-        review = await queue()
+        review = await review_queue()
         key = os.environ.get("TRIAGE_REVIEW_KEY") or os.environ.get("LIT_SERVER_API_KEY")
         if not key:
             raise HTTPException(403, detail="reviewing over HTTP is off: set TRIAGE_REVIEW_KEY (or LIT_SERVER_API_KEY) on the "
@@ -583,7 +592,8 @@ def self_hosted_docs(app) -> None:
 
 
 def build_server() -> TriageServer:
-    """The LitServer with /predict, /cases, /health (always open), /live, /metrics and /info; main.py mounts the UI on it."""
+    """The LitServer with /predict, /cases, /health (always open), /live, /metrics, /info and /mcp (app/mcp_tools.py);
+    main.py mounts the UI on it."""
     api = TriageAPI(max_batch_size=SETTINGS["max_batch_size"], batch_timeout=SETTINGS["batch_timeout"], api_path="/predict")
     server = TriageServer(
         api,
@@ -600,6 +610,9 @@ def build_server() -> TriageServer:
     add_case_routes(server)
     self_hosted_docs(server.app)
     add_service_routes(server, litserve_routes["/info"])
+    from app import mcp_tools  # here, not at the top: the inference workers import this module, and mcp weighs 0.6 s
+
+    mcp_tools.add_mcp_route(server)
     refuse_other_methods(server.app)  # last: every route is in
     server.app.add_middleware(WorkerWatch, watch=server.watch)
     server.app.add_middleware(  # outside WorkerWatch

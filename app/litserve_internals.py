@@ -25,6 +25,9 @@ Read or written:
     monitor_internal, uvicorn_graceful_timeout        attributes with no constructor argument, set in TriageServer
     _disable_openapi_url                              set after __init__ built the app with /openapi.json: run() then
                                                       leaves out its "Swagger UI is available" line (`ready:` names /docs)
+    litserve.server._MCP_AVAILABLE                    set False in TriageServer.__init__: with the `mcp` package installed,
+                                                      LitServe mounts its own MCP app at "/" (needing fastmcp: a NameError
+                                                      without it); app/mcp_tools.py serves /mcp instead
     the routes "/", "/health", "/info", POST /predict take_routes(): replaced by app/api.py's own
     the workers' log line "waiting in the queue for too long"   name_the_queue_timeout()
 Public hooks used instead: model_metadata= (/info), restart_workers=, timeout=, LitAPI(max_batch_size=, batch_timeout=,
@@ -258,6 +261,7 @@ class TriageServer(ls.LitServer):
         self.uvicorn_graceful_timeout = graceful_timeout  # LitServe's attribute: what a SIGTERM waits for requests in flight
         self.monitor_internal = 0.5  # LitServe's attribute (so spelt): seconds between its checks that the workers are alive
         self._disable_openapi_url = True  # the app has its /openapi.json: this only drops run()'s Swagger line (`ready:` names /docs)
+        ls.server._MCP_AVAILABLE = False  # LitServe's own MCP app at "/" (see above): /mcp is app/mcp_tools.py's
         self.alongside: list = []  # async context managers the HTTP process runs while it serves (main.py: the UI)
         self.progress: Path | None = None  # where a build says how far it is (main.py: TRIAGE_BUILD_PROGRESS)
         self.starting: StartingPage | None = None

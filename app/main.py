@@ -3,7 +3,8 @@
     python app/main.py [--host 0.0.0.0] [--port 7860] [--no-ui]
     python -m app.main
 
-The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info. The port answers from the first second:
+The UI is at /, the API at /predict, /docs, /openapi.json, /health and /info, its MCP tools for agents at /mcp
+(app/mcp_tools.py). The port answers from the first second:
 while the inference workers start (a first start builds the artifacts: minutes), /live says ok and everything else 503
 naming what it waits for, "building the artifacts: step 3 of 6, ..." (StartingPage in app/litserve_internals.py). The
 API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds).

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from building import contract, versions
 
-LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info")
+LOGGED_PATHS = ("/predict", "/cases", "/cases/review", "/info", "/mcp")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("triage.access")
 log = logging.getLogger("triage")
