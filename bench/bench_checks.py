@@ -16,12 +16,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(*arguments: str) -> dict:
-    print(f"running: python -m pytest {' '.join(arguments)}", file=sys.stderr, flush=True)
+def timed(name: str, *arguments: str) -> dict:
+    """One run of pytest with `arguments`; its output in bench/out/checks-NAME.log (the failures, the slowest tests)."""
+    log = ROOT / "bench" / "out" / f"checks-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running: python -m pytest {' '.join(arguments)} (its output: {log.relative_to(ROOT)})", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", *arguments], cwd=ROOT, capture_output=True, text=True)
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "pytest", *arguments], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+    last = log.read_text().strip().splitlines()[-1:] or [""]
+    last = last[0]
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", last)}
     return {"seconds": round(seconds, 1), "minutes": round(seconds / 60, 1), "exit": done.returncode, **counts}
 
@@ -30,9 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="store_true", help="the whole suite too (about 35 minutes on 2 cores)")
     args = parser.parse_args()
-    results = {"quick": timed("-m", "quick", "-q")}
+    results = {"quick": timed("quick", "-m", "quick", "-q")}
     if args.suite:
-        results["suite"] = timed("-q")
+        results["suite"] = timed("suite", "-q")
     print(json.dumps(results))
 
 
