@@ -328,6 +328,8 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
         http.state.batch_size = answer.batch_size
         if isinstance(answer.body, str):
             server.watch.answered()
+            if server.shadow:  # a sample to the candidate in shadow, never waited for (app/shadow.py)
+                server.shadow.offer(request, answer.body)
             return Response(answer.body, media_type="application/json")
         return JSONResponse(answer.body, status_code=500)
 
@@ -552,6 +554,7 @@ def info() -> dict:
         "title": contract.title(),
         "pipeline_version": model.PIPELINE_VERSION,
         **builder.served(),
+        "shadow": os.environ.get("TRIAGE_SHADOW") or None,  # the candidate in shadow (main.py sets it), or None
         "label": {"field": label, "values": values} if label else None,
         "labelled_sets": {name: manifest.get(name, {}) for name in contract.labelled_sets()},
         "flags": model.Flags.model_json_schema()["properties"],

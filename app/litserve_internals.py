@@ -265,6 +265,7 @@ class TriageServer(ls.LitServer):
         self.alongside: list = []  # async context managers the HTTP process runs while it serves (main.py: the UI)
         self.progress: Path | None = None  # where a build says how far it is (main.py: TRIAGE_BUILD_PROGRESS)
         self.starting: StartingPage | None = None
+        self.shadow = None  # app/shadow.py's Shadow when a candidate runs in shadow (main.py)
 
     def _init_manager(self, num_api_servers: int):
         """Replaces: the Manager's request queue (a blocking round trip per put; a lock a killed worker keeps), and its

@@ -10,7 +10,8 @@ naming what it waits for, "building the artifacts: step 3 of 6, ..." (StartingPa
 API answers next; the UI loads beside it in the HTTP process (app/late_ui.py: / says 503 "starting" for those seconds).
 Host and port default to GRADIO_SERVER_NAME and GRADIO_SERVER_PORT (0.0.0.0:7860, as Spaces expect). Ctrl-C or
 SIGTERM, to this process or to its whole process group, drains and stops the whole process tree. The server serves,
-in every process, the version it found served as it started (a promotion takes effect at the next start).
+in every process, the version it found served as it started (a promotion takes effect at the next start), and runs
+the candidate versions/shadow.json names, if any, in shadow (app/shadow.py).
 
 Credentials (environment variables). With LIT_SERVER_API_KEY set, nothing but /health, the API docs
 (/docs, /openapi.json) and the UI's login page answers without credentials: the API takes the header
@@ -61,6 +62,7 @@ if builder.UNSERVABLE:  # a served.json that cannot be read: one line, not a tra
     sys.exit(pasteable(f"cannot start: {builder.UNSERVABLE}"))
 
 import recipe  # noqa: E402
+from app import shadow  # noqa: E402
 from app.api import SETTINGS, build_server  # noqa: E402  (the inference workers re-import this module: keep it light)
 from app.guards import KeyGate  # noqa: E402
 from app.health import watch_parent  # noqa: E402
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         builder.encoder_name() if recipe.ENCODER else "no",
         "" if args.no_ui else ", and the UI",
     )
+    candidate = in_shadow()
+    os.environ["TRIAGE_SHADOW"] = candidate or ""  # /info names it; every process of this server sees the same
     try:
         if versions.name_of(builder.ARTIFACTS_DIR):  # a version as built and as its gate judged it, or one line here
             versions.unchanged(builder.ARTIFACTS_DIR)
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     atexit.register(shutil.rmtree, starting, ignore_errors=True)
     server.progress = Path(starting) / "progress"
     os.environ["TRIAGE_BUILD_PROGRESS"] = str(server.progress)
+    if candidate:  # one more process, for the candidate in shadow (app/shadow.py)
+        server.shadow = shadow.start(candidate, builder.served()["version"], starting)
     server.ready_message = f"ready: the API at {public}/predict, its docs at {public}/docs"
     if os.environ.get("TRIAGE_PROBE_PORT"):  # /health and /live for Kubernetes, answered at once under any load
         server.watch.probe_address = (args.host, int(os.environ["TRIAGE_PROBE_PORT"]))
@@ -160,6 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         limit_concurrency=SETTINGS["max_connections"],
         access_log=False,  # app/observe.py writes one JSON line per API request instead
     )
+
+
+def in_shadow() -> str | None:
+    """The version to run in shadow from this start (versions/shadow.json), as it was built; a shadow that cannot run is a
+    warning, never a reason not to serve."""
+    try:
+        candidate = versions.shadowed()
+        if candidate and candidate != versions.name_of(builder.ARTIFACTS_DIR):
+            versions.intact(candidate)
+            return candidate
+    except versions.VersionError as error:
+        log.warning("shadow: none this time: %s", error)
+    return None
 
 
 if __name__ == "__mp_main__":  # an inference worker (spawned: it imports this file): a signal to the group is for the main process

@@ -161,6 +161,9 @@ ANSWERS = Counter(
 )
 FAILURES = Counter("triage_pipeline_failures", "Inputs the pipeline failed on (each got a 500).")
 WORKER_STARTS = Counter("triage_worker_starts", "Inference worker starts: beyond one per worker, each is a restart.")
+SHADOWED = Counter("triage_shadowed", "Requests the candidate in shadow answered too (python -m loop shadow; app/shadow.py).")
+SHADOW_DROPPED = Counter("triage_shadow_dropped", "Requests not shadowed: the candidate fell behind or its process is down.")
+SHADOW_FIELDS = Counter("triage_shadow_fields", "Shadowed requests by output field and whether the candidate agreed.", ["field", "agreed"])
 
 
 def route_of(path: str) -> str:

@@ -4,6 +4,7 @@
       20261128-234501-3fa2c1/     a candidate: every artifact file, its manifest.json (with `version`), gate.json
       20261129-101500-77b0de/     another
       served.json                 {"served": "20261129-101500-77b0de", "history": ["", "20261128-234501-3fa2c1"]}
+      shadow.json                 {"shadow": "20261128-234501-3fa2c1"}: the candidate a server runs in shadow (app/shadow.py)
       switches.log                every promotion and rollback, one JSON line each, appended and never rewritten
 
 `python -m loop candidate` builds one (builder.build_candidate), `gate ID` judges it against the served one
@@ -275,6 +276,54 @@ def _switch(served: str | None, history: list[str], command: str) -> dict:
     finally:
         os.close(log)
     return now
+
+
+def shadow_file() -> Path:
+    return versions_dir() / "shadow.json"
+
+
+def shadowed() -> str | None:
+    """The version a server starting now runs in shadow (shadow.json), or None. A file of another shape, or naming a
+    version not kept, raises VersionError naming the file."""
+    path = shadow_file()
+    try:
+        saved = json.loads(_read_small(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise VersionError(f"{path} cannot be read ({error}): mend it, or python -m loop shadow --stop") from None
+    name = saved.get("shadow") if isinstance(saved, dict) and set(saved) == {"shadow"} else None
+    if not kept(name):
+        raise VersionError(f'{path}: not {{"shadow": VERSION}} naming a version kept: python -m loop shadow --stop')
+    return name
+
+
+def shadow(version: str | None) -> dict:
+    """Run `version` in shadow from each server's next start (None: stop); it must be kept as built and not be the served
+    one. Recorded in switches.log like a promotion; returns {"shadow": version}."""
+    with _switching():
+        if version is not None:
+            intact(version)
+            if version == state()["served"]:
+                raise VersionError(f"{version} is the served version: shadow a candidate (python -m loop versions lists them)")
+        now = {"shadow": version}
+        log_file, flags = versions_dir() / "switches.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            log = os.open(log_file, flags, 0o644)
+        except OSError as error:
+            raise VersionError(f"{log_file} cannot record a switch ({error.strerror}): nothing switched") from None
+        try:
+            if version is None:
+                shadow_file().unlink(missing_ok=True)
+            else:
+                files.write_atomic(shadow_file(), json.dumps(now) + "\n")
+            line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": "shadow", "by": _who()} | now
+            os.write(log, (json.dumps(line) + "\n").encode())
+        except OSError as error:
+            raise VersionError(f"{shadow_file()} or {log_file}: {error.strerror}") from None
+        finally:
+            os.close(log)
+        return now
 
 
 def _who() -> str:

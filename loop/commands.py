@@ -4,7 +4,8 @@ commands are `python -m building build|eval`).
 Edge cases: `cases check` (the regression suite, edge_cases.py),
 `cases queue|accept|reject` (the review queue, review.py; `cases accept ID --expect FIELD=VALUE ...` sets the expected
 answer), `cases import FILE.csv [--accept]`, `cases fix|reopen|train ID ...`. Versions: `candidate`,
-`gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions` (versions.py).
+`gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions` (versions.py), `shadow ID|--stop|report ID`
+(app/shadow.py).
 """
 
 import argparse
@@ -227,6 +228,32 @@ def cmd_versions(args) -> int:
             problem = f" -- {error}"
     print(f"served: {now['served'] or 'artifacts/ (built from data/)'}{problem}")
     print(f"way back (rollback): {' <- '.join(reversed([h or 'artifacts/' for h in now['history']])) or 'none'}")
+    try:
+        print(f"in shadow: {versions.shadowed() or 'none'}")
+    except versions.VersionError as error:
+        print(f"in shadow: none -- {error}")
+    return 0
+
+
+def cmd_shadow(args) -> int:
+    """shadow VERSION: run it in shadow from each server's next start; shadow --stop; shadow report VERSION: its record."""
+    if args.stop or args.what == "report":
+        if args.stop:
+            versions.shadow(None)
+            print("no version in shadow from the next start of each server")
+            return 0
+        if not args.version:
+            sys.exit(pasteable("name the version: python -m loop shadow report VERSION"))
+        print(json.dumps(review.shadow_record(args.version), indent=1))
+        return 0
+    if not args.what:
+        print(json.dumps({"shadow": versions.shadowed()}))
+        return 0
+    produced = versions.shadow(args.what)
+    print(
+        f"{args.what} answers a sample of the requests too, from the next start of each server; undo: {interpreter()} -m loop shadow --stop"
+    )
+    print(json.dumps(produced))
     return 0
 
 
@@ -285,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     promoting.set_defaults(run=cmd_promote)
     commands.add_parser("rollback", help="serve again what was served before the last promotion").set_defaults(run=cmd_rollback)
     commands.add_parser("versions", help="the versions kept, which is served, their gates").set_defaults(run=cmd_versions)
+    shadowing = commands.add_parser("shadow", help="run a candidate in shadow on a sample of the servers' requests (app/shadow.py)")
+    shadowing.add_argument("what", nargs="?", help="a version to put in shadow, or `report` (then the version)")
+    shadowing.add_argument("version", nargs="?", help="report: the version whose live record to show")
+    shadowing.add_argument("--stop", action="store_true", help="no version in shadow from the next start")
+    shadowing.set_defaults(run=cmd_shadow)
     args, rest = parser.parse_known_args(argv)
     if rest and args.command == "cases" and not any(r.startswith("-") for r in rest):
         args.args += rest  # `cases import --accept FILE`: argparse leaves positionals that come after an option

@@ -31,6 +31,7 @@ refused (never written to a deleted file).
 """
 
 import asyncio
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from building import contract
 from loop import edge_cases
 from loop.edge_cases import EdgeCase
 from model import ROOT, Expected
@@ -64,6 +66,18 @@ flags = sa.Table(
     sa.Column("reviewed_by", sa.String(200)),
     sa.Column("reviewed_at", sa.String(32)),
     sa.Column("suite_id", sa.String(12)),  # accepted: the case's id in the suite (another when the reviewer changed the answer)
+)
+shadow = sa.Table(  # a shadowed request: what the served version answered and what the candidate in shadow answers
+    "triage_shadow",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("candidate", sa.String(40), nullable=False, index=True),  # the version in shadow
+    sa.Column("served", sa.String(40), nullable=False),  # the served version ("artifacts": built from data/)
+    sa.Column("at", sa.Float, nullable=False),  # epoch seconds of the request
+    sa.Column("input_json", sa.Text, nullable=False),  # the input and its flags, personal data masked
+    sa.Column("served_json", sa.Text, nullable=False),
+    sa.Column("candidate_json", sa.Text, nullable=False),  # the candidate's answer, or {"error": ...} when it failed
+    sa.Column("differs", sa.Text, nullable=False),  # the output fields whose values differ, comma-separated ("" when none)
 )
 
 
@@ -459,6 +473,51 @@ def _finish_interrupted(connection: sa.Connection, waiting: list[Flagged], suite
             connection.execute(flags.update().where(flags.c.id == flagged.case.id).values(**decided))
             done.append(f"{flagged.case.id} was accepted by {there.created_by or 'someone'} as {there.id} (found in the suite)")
     return f"{'; '.join(done)}: nothing else changed" if done else None
+
+
+def shadow_keep() -> int:
+    """TRIAGE_SHADOW_KEEP: how many shadowed requests the database keeps, the newest (default 10000)."""
+    return int(os.environ.get("TRIAGE_SHADOW_KEEP", "10000"))
+
+
+def record_shadow(pairs: list[dict]) -> None:
+    """Keep shadowed requests (dicts of the `shadow` table's columns but id), then drop the oldest beyond shadow_keep();
+    one transaction."""
+    with _writing() as connection:
+        connection.execute(shadow.insert(), pairs)
+        newest = sa.select(shadow.c.id).order_by(shadow.c.id.desc()).limit(shadow_keep()).subquery()
+        connection.execute(shadow.delete().where(shadow.c.id.not_in(sa.select(newest.c.id))))
+
+
+def shadow_record(candidate: str, listed: int = 20) -> dict:
+    """The candidate's live record: how many requests, agreement on each output field (the share of requests where the
+    two answers agree), and the newest `listed` disagreements (input, both answers, the fields that differ)."""
+    with _reading() as connection:
+        rows = connection.execute(sa.select(shadow.c.differs, shadow.c.candidate_json).where(shadow.c.candidate == candidate)).all()
+        newest = connection.execute(
+            sa.select(shadow).where(shadow.c.candidate == candidate, shadow.c.differs != "").order_by(shadow.c.id.desc()).limit(listed)
+        ).all()
+    differing = [set(filter(None, differs.split(","))) for differs, _ in rows]
+    fields = list(contract.output_fields())
+    return {
+        "candidate": candidate,
+        "requests": len(rows),
+        "agreement": {f: round(sum(f not in d for d in differing) / len(rows), 4) if rows else None for f in fields},
+        "all_fields_agree": sum(not d for d in differing),
+        "failed": sum('"error"' in answer[:12] for _, answer in rows),
+        "disagreements": [
+            {
+                "id": r.id,
+                "at": r.at,
+                "served": r.served,
+                "input": json.loads(r.input_json),
+                "fields": r.differs.split(","),
+                "served_answer": json.loads(r.served_json),
+                "candidate_answer": json.loads(r.candidate_json),
+            }
+            for r in newest
+        ],
+    }
 
 
 def _now() -> str:

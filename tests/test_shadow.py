@@ -1,0 +1,172 @@
+"""Shadow candidates (app/shadow.py): a server answers from the served version exactly as before, and a sample of its
+requests also runs on the candidate in shadow, in a process of its own; each pair is kept in the review database.
+A candidate that is stopped or killed under load changes no served answer. Real processes, real HTTP.
+
+The worked example's: the candidate is the served artifacts with the classifier's rows reversed (it answers, wrongly)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import requests
+from conftest import ROOT, Server
+
+import model
+from building import builder, files, versions
+
+TEXTS = list(pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).text[:30])
+
+
+def wrong_version(versions_dir) -> str:
+    """A version kept as built: the served artifacts, the classifier's rows reversed, the manifest resealed."""
+    name = time.strftime("%Y%m%d-%H%M%S") + "-5ad0c0"
+    folder = versions_dir / name
+    shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
+    with np.load(folder / "classifier.npz") as saved:
+        arrays = dict(saved)
+    arrays["coef"] = arrays["coef"][::-1].copy()
+    with open(folder / "classifier.npz", "wb") as f:
+        np.savez(f, **arrays)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    path = folder / "classifier.npz"
+    manifest["artifacts"]["classifier.npz"] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version": name}, indent=2))
+    return name
+
+
+@pytest.fixture(scope="module")
+def shadowed(tmp_path_factory):
+    """A server whose every request is shadowed (TRIAGE_SHADOW_RATE 1) on a wrong candidate, its queue small."""
+    folder = tmp_path_factory.mktemp("shadow")
+    env = {"TRIAGE_VERSIONS_DIR": str(folder / "versions"), "TRIAGE_DATABASE_URL": f"sqlite:///{folder / 'review.sqlite3'}"}
+    builder.ready()
+    name = wrong_version(folder / "versions")
+    done = cli(env, "shadow", name)
+    assert done.returncode == 0 and f"undo: {python()} -m loop shadow --stop" in done.stdout, done.stdout + done.stderr
+    server = Server(log=folder / "server.log", TRIAGE_SHADOW_RATE="1", TRIAGE_SHADOW_QUEUE="4", **env)
+    server.candidate, server.env = name, env
+    yield server
+    server.stop()
+
+
+def cli(env: dict, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loop", *arguments], cwd=ROOT, env={**__import__("os").environ, **env},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def python() -> str:
+    ran = __import__("pathlib").Path(sys.executable)
+    return str(ran.relative_to(ROOT) if ran.is_relative_to(ROOT) else ran)
+
+
+def predict(server, text: str) -> requests.Response:
+    return requests.post(f"{server.url}/predict", json={"text": text}, timeout=60)
+
+
+def record(server, at_least: int, within: float = 90) -> dict:
+    """The candidate's live record once it holds `at_least` requests (read as `loop shadow report` does)."""
+    deadline = time.time() + within
+    while True:
+        done = cli(server.env, "shadow", "report", server.candidate)
+        said = json.loads(done.stdout)
+        if said["requests"] >= at_least or time.time() > deadline:
+            return said
+        time.sleep(0.5)
+
+
+def shadow_process(server) -> psutil.Process:
+    (found,) = [p for p in psutil.Process(server.process.pid).children() if p.nice() == 10]  # the candidate's, at nice 10
+    return found
+
+
+def metric(server, name: str, having: str = "") -> float:
+    """The sum of /metrics' samples of `name` whose line holds `having` (a label, say)."""
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith((name + " ", name + "{")) and having in line)
+
+
+def test_every_request_is_answered_by_the_served_version_and_kept_beside_the_candidates(shadowed):
+    answers = [predict(shadowed, t) for t in TEXTS]
+    assert [a.status_code for a in answers] == [200] * len(TEXTS)
+    assert [a.json()["category"] for a in answers] == [model.run(t).category.value for t in TEXTS]  # the served version's
+    said = record(shadowed, len(TEXTS) - metric(shadowed, "triage_shadow_dropped_total"))
+    assert said["requests"] == len(TEXTS) - metric(shadowed, "triage_shadow_dropped_total") > 0  # each kept, or counted dropped
+    assert said["candidate"] == shadowed.candidate
+    assert 0 <= said["agreement"]["category"] < 1 and said["agreement"]["team"] < 1  # it answers, wrongly
+    wrong = next(d for d in said["disagreements"] if "category" in d["fields"])
+    assert wrong["served_answer"]["category"] != wrong["candidate_answer"]["category"]
+    assert wrong["served"] == "artifacts" and wrong["input"]["text"] in [model.normalize(t)[0] for t in TEXTS]
+    info = requests.get(f"{shadowed.url}/info", timeout=10).json()
+    assert info["model"]["shadow"] == shadowed.candidate
+    assert (
+        metric(shadowed, "triage_shadowed_total") == said["requests"] and metric(shadowed, "triage_shadow_fields_total", 'agreed="no"') > 0
+    )
+    listed = cli(shadowed.env, "versions")
+    assert f"in shadow: {shadowed.candidate}" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_stopped_or_killed_candidate_changes_no_served_answer(shadowed):
+    candidate = shadow_process(shadowed)
+    expected = {t: model.run(t).model_dump(mode="json") for t in TEXTS[:8]}
+    candidate.send_signal(signal.SIGSTOP)  # hung: its queue fills, then requests are dropped, counted
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: predict(shadowed, TEXTS[i % 8]), range(400)))
+        assert {a.status_code for a in answers} == {200}
+        assert all(a.json()["category"] == expected[TEXTS[i % 8]]["category"] for i, a in enumerate(answers))
+        assert metric(shadowed, "triage_shadow_dropped_total") > 0
+    finally:
+        candidate.send_signal(signal.SIGCONT)
+    candidate.kill()  # crashed: every later request is answered, and dropped from the shadow
+    psutil.wait_procs([candidate], timeout=10)  # reaped by the main process, which says so
+    deadline = time.time() + 10
+    while "shadow: the candidate's process ended (exit status -9)" not in shadowed.log.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    assert "shadow: the candidate's process ended (exit status -9)" in shadowed.log.read_text()
+    dropped = metric(shadowed, "triage_shadow_dropped_total")
+    assert [predict(shadowed, t).status_code for t in TEXTS[:20]] == [200] * 20
+    assert metric(shadowed, "triage_shadow_dropped_total") >= dropped + 20
+    assert requests.get(f"{shadowed.url}/health", timeout=5).status_code == 200
+
+
+def test_shadow_is_set_stopped_and_refused_from_the_command_line(tmp_path):
+    env = {"TRIAGE_VERSIONS_DIR": str(tmp_path / "versions"), "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}"}
+    builder.ready()
+    name = wrong_version(tmp_path / "versions")
+    assert cli(env, "shadow", "../../etc").returncode == 1
+    assert cli(env, "shadow", name).returncode == 0
+    assert json.loads((tmp_path / "versions" / "shadow.json").read_text()) == {"shadow": name}
+    assert json.loads(cli(env, "shadow").stdout) == {"shadow": name}
+    assert cli(env, "shadow", "--stop").returncode == 0 and not (tmp_path / "versions" / "shadow.json").exists()
+    logged = [json.loads(line) for line in (tmp_path / "versions" / "switches.log").read_text().splitlines()]
+    assert [line["shadow"] for line in logged] == [name, None] and {line["command"] for line in logged} == {"shadow"}
+    (tmp_path / "versions" / "shadow.json").write_text('{"shadow": "../../tmp"}')
+    broken = cli(env, "versions")
+    assert broken.returncode == 0 and "in shadow: none -- " in broken.stdout and "shadow.json" in broken.stdout
+    assert versions.NAME.fullmatch(name)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_database_keeps_the_newest_pairs_and_the_record_counts_each_field(request, tmp_path, monkeypatch, database):
+    """review.record_shadow on SQLite and PostgreSQL: the newest TRIAGE_SHADOW_KEEP pairs kept; shadow_record's agreement."""
+    from loop import review
+
+    url = request.getfixturevalue("postgres").url if database == "postgresql" else f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
+    monkeypatch.setenv("TRIAGE_SHADOW_KEEP", "5")
+    answer = model.run(TEXTS[0]).model_dump(mode="json")
+    pair = {"candidate": "c", "served": "artifacts", "input_json": "{}", "served_json": json.dumps(answer)}
+    for i in range(8):  # the last three differ in the category
+        differs = "category" if i >= 5 else ""
+        review.record_shadow([{**pair, "at": float(i), "candidate_json": json.dumps(answer), "differs": differs}])
+    said = review.shadow_record("c")
+    assert said["requests"] == 5 and said["agreement"]["category"] == 0.4 and said["agreement"]["team"] == 1.0
+    assert [d["at"] for d in said["disagreements"]] == [7.0, 6.0, 5.0] and review.shadow_record("other")["requests"] == 0
