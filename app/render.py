@@ -653,3 +653,36 @@ def review_queue(state: str) -> tuple[str, pd.DataFrame]:
         f"rejected. Showing {len(rows)} of {total} {state}."
     )
     return headline, pd.DataFrame(rows, columns=QUEUE_COLUMNS)
+
+
+LIVE_COLUMNS = ["id", TEXT, "differs on", "served answer", "candidate answer", "right"]
+
+
+def live_record(version: str) -> tuple[str, pd.DataFrame]:
+    """A candidate's live record in shadow (review.shadow_record): a headline with the requests it answered, the share
+    on which each output field agrees and the verdicts, and its newest disagreements (up to 200), each side's values of
+    the fields that differ."""
+    try:
+        record = review.shadow_record(version, listed=200)
+    except review.QueueUnavailable as error:
+        raise refusal(error) from None
+    fields = contract.output_fields()
+    if not record["requests"]:
+        said = f"**{version}** has answered no request in shadow yet (`python -m loop shadow {version}`, then restart the server)."
+        return said, pd.DataFrame(columns=LIVE_COLUMNS)
+    agreement = ", ".join(f"{in_words(f, fields[f])} {share:.0%}" for f, share in record["agreement"].items())
+    judged = record["judged"]
+    failed = f", {record['failed']} failed" if record["failed"] else ""
+    said = (
+        f"**{version} in shadow: {counted(record['requests'], 'request')}**, {record['all_fields_agree']} with every field "
+        f"agreeing{failed}. Agreement: {agreement}. Disagreements judged: served right {judged['served']}, candidate right "
+        f"{judged['candidate']}, neither {judged['neither']}."
+    )
+    rows = []
+    for d in record["disagreements"]:
+        one = model.Input.model_validate({k: v for k, v in d["input"].items() if k != "flags"})
+        shown = {side: "; ".join(f"{label_of(f, fields.get(f))}: {value_words(d[side].get(f), fields.get(f))}" for f in d["fields"])
+                 for side in ("served_answer", "candidate_answer")}  # fmt: skip
+        differs = ", ".join(in_words(f, fields.get(f)) for f in d["fields"])
+        rows.append([d["id"], input_shown(one), differs, shown["served_answer"], shown["candidate_answer"], d["right"] or ""])
+    return said, pd.DataFrame(rows, columns=LIVE_COLUMNS)

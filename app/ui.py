@@ -32,6 +32,7 @@ import model
 from app.guards import same_secret
 from app.render import (
     ERROR_COLUMNS,
+    LIVE_COLUMNS,
     QUEUE_COLUMNS,
     SUITE_COLUMNS,
     TEXT,
@@ -47,6 +48,7 @@ from app.render import (
     class_probabilities,
     client_example,
     differences,
+    expected_shown,
     failed_rows,
     filter_cases,
     flag_differences,
@@ -57,8 +59,10 @@ from app.render import (
     input_shown,
     label_of,
     literal,
+    live_record,
     panel_fields,
     panel_value,
+    public,
     record_columns,
     refusal,
     review_queue,
@@ -566,6 +570,37 @@ def cases_tab() -> None:
                 reject = gr.Button("Reject", variant="stop")
             decided = gr.Markdown()
 
+        gr.Markdown(
+            "### Live traffic\nA candidate in shadow (`python -m loop shadow VERSION`) answers a sample of the requests too, "
+            "off the response path. Its disagreements with the served version are listed here, newest first; a reviewer says "
+            "which side is right: that puts a case in the review queue, and the gate counts it (its *live traffic* set)."
+        )
+        with gr.Row():
+            live_version = gr.Dropdown(versions.listing(), value=in_shadow(), label="Candidate", allow_custom_value=True)
+            show_live = gr.Button("Show its live record")
+        live_said = gr.Markdown()
+        live = gr.Dataframe(
+            headers=LIVE_COLUMNS,
+            interactive=False,
+            wrap=True,
+            label="Disagreements with the served version",
+            column_widths=["6%", "34%", "12%", "18%", "18%", "12%"],
+            max_height=700,
+            elem_classes=["cases"],
+        )
+        with gr.Group(visible=False) as judging:  # shown to a logged-in user only; the handler checks again
+            with gr.Row():
+                pair = gr.Dropdown([], label="Disagreement to judge")
+                right = gr.Radio(
+                    [("The served version", "served"), ("The candidate", "candidate"), ("Neither", "neither")],
+                    value="served",
+                    label="Which is right",
+                )
+                right_answer = review_answer()
+                judge_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
+            judge = gr.Button("Judge: put it in the review queue", variant="primary")
+            judged_said = gr.Markdown()
+
     def run_cases(verdict, source, request: gr.Request):
         counts, every = check_all()
         return {
@@ -645,6 +680,38 @@ def cases_tab() -> None:
             marked: f"{counted(n)} marked fixed." if n else "No newly fixed case to mark.",
             **run_cases(data[verdict], data[source], request),
         }
+
+    def show_live_record(version, request: gr.Request):
+        if not version:
+            raise gr.Error("Choose a candidate: python -m loop shadow VERSION puts one in shadow.")
+        said, listed = live_record(version)
+        waiting = [(f"{i} · {str(t)[:60]}", str(i)) for i, t, r in zip(listed["id"], listed[TEXT], listed["right"], strict=True) if not r]
+        return {
+            live_said: said,
+            live: listed,
+            judging: gr.Group(visible=reviewer_of(request) is not None),
+            pair: gr.Dropdown(choices=waiting, value=None),
+        }
+
+    def judge_pair(data, request: gr.Request):
+        who = reviewer(request, data[judge_key])
+        if not data[pair]:
+            raise gr.Error("Choose the disagreement to judge first.")
+        given = None if data[right_answer] in (AS_FLAGGED, None, "") else {contract.label(): data[right_answer]}
+        try:
+            case = review.judge_shadow(int(data[pair]), data[right], who, expected=given)
+        except (review.QueueUnavailable, edge_cases.StoreUnavailable) as error:
+            raise refusal(error) from None
+        except (ValueError, ValidationError) as error:
+            raise gr.Error(public(str(error))) from None
+        said = f"Case `{case.id}` waits in the review queue, expecting {expected_shown(case.expected)}."
+        return {judged_said: said, **show_live_record(data[live_version], request)}
+
+    live_outputs = [live_said, live, judging, pair]
+    show_live.click(show_live_record, inputs_kwargs={"version": live_version}, outputs=live_outputs, api_name="live_record")
+    tab.select(lambda: gr.Dropdown(choices=versions.listing(), value=in_shadow()), None, live_version, api_visibility="private")
+    judging_inputs = {live_version, pair, right, right_answer, judge_key}
+    judge.click(judge_pair, judging_inputs, [judged_said, *live_outputs], api_visibility="private")  # the handler checks the login
 
     listing = [headline, rows, table, marking]
     go.click(run_cases, inputs_kwargs={"verdict": verdict, "source": source}, outputs=listing, api_name="edge_cases")
@@ -888,6 +955,14 @@ def save_flagged(one: dict, flags: dict, data: dict, request: gr.Request) -> str
         state = "the pipeline gets it right today; accepted, a change that breaks it is a regression"
     said = "Flagged" if new else "Already flagged"
     return f"{said} as case `{saved.id}`: it waits for a reviewer ({state}). Kept: {literal(input_shown(saved.ticket)[:120])}"
+
+
+def in_shadow() -> str | None:
+    """The version this server runs in shadow (main.py sets TRIAGE_SHADOW), else the one shadow.json names now."""
+    try:
+        return os.environ.get("TRIAGE_SHADOW") or versions.shadowed()
+    except versions.VersionError:
+        return None
 
 
 def reviewer_of(request: gr.Request | None) -> str | None:

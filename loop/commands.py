@@ -4,7 +4,7 @@ commands are `python -m building build|eval`).
 Edge cases: `cases check` (the regression suite, edge_cases.py),
 `cases queue|accept|reject` (the review queue, review.py; `cases accept ID --expect FIELD=VALUE ...` sets the expected
 answer), `cases import FILE.csv [--accept]`, `cases fix|reopen|train ID ...`. Versions: `candidate`,
-`gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions` (versions.py), `shadow ID|--stop|report ID`
+`gate ID [--batch FILE.csv]` (gate.py), `promote ID`, `rollback`, `versions` (versions.py), `shadow ID|--stop|report ID|judge ID SIDE`
 (app/shadow.py).
 """
 
@@ -236,7 +236,20 @@ def cmd_versions(args) -> int:
 
 
 def cmd_shadow(args) -> int:
-    """shadow VERSION: run it in shadow from each server's next start; shadow --stop; shadow report VERSION: its record."""
+    """shadow VERSION: run it in shadow from each server's next start; shadow --stop; shadow report VERSION: its record;
+    shadow judge ID SIDE: a reviewer's verdict on a disagreement (a case in the queue, the gate's live evidence)."""
+    if args.what == "judge":
+        if not (args.version or "").isdigit() or args.side not in review.SIDES:
+            sys.exit(pasteable(f"python -m loop shadow judge ID {'|'.join(review.SIDES)} [--expect FIELD=VALUE]: ID from shadow report"))
+        try:
+            case = review.judge_shadow(int(args.version), args.side, args.by, expected=expected_given(args.expect))
+        except review.NotPending as error:
+            sys.exit(str(error))
+        except (ValueError, ValidationError) as error:
+            sys.exit(f"shadowed request {args.version}: {error}")
+        print(f"case {case.id} waits in the review queue, expecting {edge_cases.in_words(case.expected.model_dump(mode='json'))}")
+        print(f"next: {interpreter()} -m loop cases accept {case.id}")
+        return 0
     if args.stop or args.what == "report":
         if args.stop:
             versions.shadow(None)
@@ -313,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rollback", help="serve again what was served before the last promotion").set_defaults(run=cmd_rollback)
     commands.add_parser("versions", help="the versions kept, which is served, their gates").set_defaults(run=cmd_versions)
     shadowing = commands.add_parser("shadow", help="run a candidate in shadow on a sample of the servers' requests (app/shadow.py)")
-    shadowing.add_argument("what", nargs="?", help="a version to put in shadow, or `report` (then the version)")
-    shadowing.add_argument("version", nargs="?", help="report: the version whose live record to show")
+    shadowing.add_argument("what", nargs="?", help="a version to put in shadow, or `report` (then the version), or `judge`")
+    shadowing.add_argument("version", nargs="?", help="report: the version whose live record to show; judge: a disagreement's id")
+    shadowing.add_argument("side", nargs="?", help=f"judge: which side is right, one of {', '.join(review.SIDES)}")
+    shadowing.add_argument("--by", default=os.environ.get("USER"), help="judge: the reviewer's name (default $USER)")
+    shadowing.add_argument("--expect", action="append", default=[], metavar="FIELD=VALUE", help="judge: the right answer, set whole")
     shadowing.add_argument("--stop", action="store_true", help="no version in shadow from the next start")
     shadowing.set_defaults(run=cmd_shadow)
     args, rest = parser.parse_known_args(argv)

@@ -38,6 +38,7 @@ class CaseSource(StrEnum):
     ui = "ui"
     api = "api"
     file = "file"
+    shadow = "shadow"  # a reviewer's verdict on a disagreement of a candidate in shadow (review.judge_shadow)
 
 
 class CaseStatus(StrEnum):

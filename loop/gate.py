@@ -12,6 +12,10 @@ statistics on the label say whether a change is more than noise (on 160 rows one
 - bootstrap confidence intervals (the rows resampled with replacement, the same draw for both sides) for the
   deltas of accuracy, macro-F1 and each class's F1; the per-class intervals are Bonferroni-widened, one test per class.
 
+A candidate that ran in shadow (app/shadow.py) has one more set, "live traffic": the disagreements with the served
+version that reviewers judged (`python -m loop shadow judge`), each side right or wrong on the label; its record in
+shadow (requests, agreement per field) is in the report too.
+
 A candidate is refused only for a significant regression, on any set: McNemar's one-sided p below `significance`, or
 a macro-F1 or class-F1 interval wholly below zero; or for fixed edge cases it would break (`max_broken_cases`). Each
 setting is in config.yaml's `gate:`. The report (gate.json and gate.html in the candidate's folder, and the command's
@@ -139,6 +143,47 @@ def one_ticket(version: str, ticket: dict | BaseModel, flags: dict | BaseModel |
     return model.Output.model_validate_json(in_version(versions.folder(version), code, one.model_dump_json(), flags.model_dump_json()))
 
 
+# --- live traffic: what reviewers said of the candidate's disagreements in shadow (app/shadow.py) --------------
+LIVE = "live traffic"
+
+
+def live_traffic(version: str, served: str) -> tuple[tuple[dict, dict] | None, dict]:
+    """The candidate's reviewed disagreements in shadow against `served` (review.live_evidence), as a set both sides
+    answered: the label compared as on every other set (its right value: the reviewer's, or the one both sides gave);
+    None without any, or without a label. And its live record (requests, agreement per field, verdicts), or the
+    error that kept the review database from answering."""
+    from loop import review
+
+    try:
+        record = review.shadow_record(version, listed=0)
+        evidence = review.live_evidence(version, served)
+    except review.QueueUnavailable as error:
+        return None, {"error": f"its record in shadow cannot be read: {error}"}
+    record.pop("disagreements")
+    label = contract.label()
+    if not label or not evidence:
+        return None, record
+    now = {"row_numbers": [], SHOWN: [], "expected": [], "predicted": [], "left_out": []}
+    new = {"predicted": []}
+    for e in evidence:
+        a, b = e["served_answer"], e["candidate_answer"]
+        right = e["expected"].get(label, a.get(label) if a.get(label) == b.get(label) else None)
+        if right is None:
+            now["left_out"].append({"row": e["id"], "problem": f"the reviewer gave no {label} and the two answers differ on it"})
+            continue
+        now["row_numbers"].append(e["id"])  # the shadowed request's id (python -m loop shadow report)
+        now[SHOWN].append(edge_cases.input_text(model.Input.model_validate({k: v for k, v in e["input"].items() if k != "flags"})))
+        now["expected"].append(word(right))  # kept as JSON: the words _label_word gives the pipeline's answers
+        now["predicted"].append(word(a.get(label)))
+        new["predicted"].append(f"error: {b['error']}" if "error" in b else word(b.get(label)))
+    return ((now, new) if now["expected"] else None), record
+
+
+def word(value: Any) -> str:
+    """A label's value from an answer kept as JSON, as `_label_word` writes it."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 # --- the comparison ---------------------------------------------------------------------------------------------
 def paired(expected: list[str], served: list[str], candidate: list[str], significance: float, samples: int) -> dict[str, Any]:
     """Paired statistics of one set's answers by both sides (see the module's docstring): each side's accuracy, macro-F1
@@ -247,7 +292,14 @@ def run(version: str, batches: list[str] = ()) -> dict[str, Any]:
     served, candidate = side(served_folder, list(batches)), side(folder, list(batches))
     if versions.sealed(folder) != judged_files:
         raise versions.VersionError(f"{folder} changed while the gate judged it: python -m loop gate {version}")
+    live, record = live_traffic(version, served_name)
+    if live:
+        served["sets"][LIVE], candidate["sets"][LIVE] = live
     verdict = compare(served, candidate, chosen) | {"candidate": version, "against": served_name, "batches": [str(b) for b in batches]}
+    verdict["live"] = record  # its record in shadow: requests, agreement per field, disagreements judged
+    if "error" in record:
+        verdict["failures"].append(f"{LIVE}: {record['error']}")
+        verdict["passed"] = False
     verdict["sides"] = {"served": served["about"], "candidate": candidate["about"]}  # version, pipeline, data hashes, encoder
     verdict["sha256"] = judged_files  # every file of the candidate, its manifest.json included
     files.write_atomic(folder / "gate.html", html(verdict))
@@ -294,6 +346,12 @@ def html(verdict: dict[str, Any]) -> str:
             verdict["failures"] or [f"no significant regression at {significance} on any set"],
         )
     ]
+    live = verdict.get("live") or {}
+    if live.get("requests"):  # its record in shadow: the live traffic set, if reviewers judged any, is below
+        shares = ", ".join(f"{field} {share:.0%}" for field, share in live["agreement"].items())
+        judged = ", ".join(f"{side} right: {n}" for side, n in live["judged"].items())
+        groups.append(reports.cards("In shadow", [("requests", live["requests"]), ("every field agrees", live["all_fields_agree"])],
+                                    [f"agreement: {shares}", f"disagreements judged: {judged}"]))  # fmt: skip
     tables = []
     for name, s in verdict["sets"].items():
         acc, f1, test = s["deltas"]["accuracy"], s["deltas"]["macro_f1"], s["mcnemar"]

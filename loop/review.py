@@ -28,6 +28,10 @@ server's routes run the queue's calls on threads of their own (`call`: CALLS_AT_
 within TRIAGE_DATABASE_WAIT is refused, QueueBusy): a stuck database never holds the threads that serve /health,
 /predict and the UI. A SQLite file removed or replaced under a running process is noticed before each write and
 refused (never written to a deleted file).
+
+Shadow candidates (app/shadow.py) keep their pairs here too (table triage_shadow: the newest TRIAGE_SHADOW_KEEP); a
+reviewer's verdict on a disagreement (`judge_shadow`: which side is right) puts a case in this queue and is kept whole
+in triage_shadow_judged, the gate's "live traffic" evidence (`live_evidence`).
 """
 
 import asyncio
@@ -79,6 +83,24 @@ shadow = sa.Table(  # a shadowed request: what the served version answered and w
     sa.Column("candidate_json", sa.Text, nullable=False),  # the candidate's answer, or {"error": ...} when it failed
     sa.Column("differs", sa.Text, nullable=False),  # the output fields whose values differ, comma-separated ("" when none)
 )
+judged = sa.Table(  # a reviewer's verdict on a shadowed disagreement: which side is right; kept whole (retention drops pairs)
+    "triage_shadow_judged",
+    metadata,
+    sa.Column("shadow_id", sa.Integer, primary_key=True),  # the pair's id in triage_shadow: judged once
+    sa.Column("candidate", sa.String(40), nullable=False, index=True),
+    sa.Column("served", sa.String(40), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("input_json", sa.Text, nullable=False),
+    sa.Column("served_json", sa.Text, nullable=False),
+    sa.Column("candidate_json", sa.Text, nullable=False),
+    sa.Column("differs", sa.Text, nullable=False),
+    sa.Column("right", sa.String(10), nullable=False),  # served, candidate or neither
+    sa.Column("expected_json", sa.Text, nullable=False),  # the right answer (model.Expected)
+    sa.Column("case_id", sa.String(12), nullable=False),  # the case it put in the queue
+    sa.Column("reviewed_by", sa.String(200)),
+    sa.Column("reviewed_at", sa.String(32), nullable=False),
+)
+SIDES = ("served", "candidate", "neither")
 
 
 class QueueUnavailable(RuntimeError):
@@ -326,14 +348,21 @@ def flag(cases: list[EdgeCase | dict], created_by: str | None = None, client: st
     fresh = {i: c for i, c in zip(ids, cases, strict=True) if i not in known}
     recorded = dict(zip(fresh, edge_cases.recorded(list(fresh.values()), created_by), strict=True)) if fresh else {}
     kept = [recorded[i] if i in recorded else known[i].case for i in ids]
-    now = time.time()
     with _writing() as connection:
-        there = set(_rows(connection, ids))
-        _within_limits(connection, {c.id for c in kept if c.id not in there}, client, trusted)
-        for case in kept:
-            row = {"id": case.id, "state": "pending", "case_json": case.model_dump_json(), "client": client, "flagged_at": now}
-            connection.execute(_upsert(connection).values(**row))
+        there = _put(connection, kept, client, trusted)
     return [(case, case.id not in there) for case in kept]
+
+
+def _put(connection: sa.Connection, kept: list[EdgeCase], client: str | None, trusted: bool) -> set[str]:
+    """`kept` (recorded cases) into the queue as pending, within the limits, a known one merged; returns the ids there
+    before."""
+    there = set(_rows(connection, [c.id for c in kept]))
+    _within_limits(connection, {c.id for c in kept if c.id not in there}, client, trusted)
+    now = time.time()
+    for case in kept:
+        row = {"id": case.id, "state": "pending", "case_json": case.model_dump_json(), "client": client, "flagged_at": now}
+        connection.execute(_upsert(connection).values(**row))
+    return there
 
 
 def _ids(cases: list[EdgeCase]) -> list[str]:
@@ -491,12 +520,19 @@ def record_shadow(pairs: list[dict]) -> None:
 
 def shadow_record(candidate: str, listed: int = 20) -> dict:
     """The candidate's live record: how many requests, agreement on each output field (the share of requests where the
-    two answers agree), and the newest `listed` disagreements (input, both answers, the fields that differ)."""
+    two answers agree), how many disagreements reviewers judged and who was right, and the newest `listed`
+    disagreements (id, input, both answers, the fields that differ, the verdict where there is one)."""
     with _reading() as connection:
         rows = connection.execute(sa.select(shadow.c.differs, shadow.c.candidate_json).where(shadow.c.candidate == candidate)).all()
         newest = connection.execute(
-            sa.select(shadow).where(shadow.c.candidate == candidate, shadow.c.differs != "").order_by(shadow.c.id.desc()).limit(listed)
+            sa.select(shadow, judged.c.right)
+            .join(judged, judged.c.shadow_id == shadow.c.id, isouter=True)
+            .where(shadow.c.candidate == candidate, shadow.c.differs != "")
+            .order_by(shadow.c.id.desc())
+            .limit(listed)
         ).all()
+        by_side = sa.select(judged.c.right, sa.func.count()).where(judged.c.candidate == candidate).group_by(judged.c.right)
+        verdicts = dict(connection.execute(by_side).all())
     differing = [set(filter(None, differs.split(","))) for differs, _ in rows]
     fields = list(contract.output_fields())
     return {
@@ -505,6 +541,7 @@ def shadow_record(candidate: str, listed: int = 20) -> dict:
         "agreement": {f: round(sum(f not in d for d in differing) / len(rows), 4) if rows else None for f in fields},
         "all_fields_agree": sum(not d for d in differing),
         "failed": sum('"error"' in answer[:12] for _, answer in rows),
+        "judged": {side: verdicts.get(side, 0) for side in SIDES},  # reviewed disagreements, by the side found right
         "disagreements": [
             {
                 "id": r.id,
@@ -514,10 +551,75 @@ def shadow_record(candidate: str, listed: int = 20) -> dict:
                 "fields": r.differs.split(","),
                 "served_answer": json.loads(r.served_json),
                 "candidate_answer": json.loads(r.candidate_json),
+                "right": r.right,  # a reviewer's verdict: served, candidate, neither; None before one
             }
             for r in newest
         ],
     }
+
+
+def judge_shadow(pair: int, right: str, reviewer: str | None, expected: Expected | dict | None = None) -> EdgeCase:
+    """A reviewer's verdict on a shadowed disagreement: which side is `right` (served, candidate, or neither, then
+    `expected` is the right answer; it may also correct a side's). It becomes a case in the review queue like any flag
+    (its expected answer: the right side's values of Expected's fields that differ, and of those Expected requires),
+    and evidence for the gate (`live_evidence`). Decided once (NotPending names who judged it); returns the case."""
+    if right not in SIDES:
+        raise ValueError(f"say which side is right: one of {', '.join(SIDES)}")
+    with _reading() as connection:
+        row = connection.execute(sa.select(shadow).where(shadow.c.id == pair)).first()
+        _not_judged(connection, pair)
+    if row is None:
+        raise NotPending(f"no shadowed request {pair} (python -m loop shadow report VERSION lists them): nothing changed")
+    differs = [f for f in row.differs.split(",") if f]
+    if not differs:
+        raise ValueError(f"the two answers to shadowed request {pair} agree: there is nothing to judge")
+    if expected is None and right == "neither":
+        raise ValueError("neither side is right: give the right answer (--expect FIELD=VALUE)")
+    if expected is None:
+        answer = json.loads(row.served_json if right == "served" else row.candidate_json)
+        wanted = {f: answer.get(f) for f, info in Expected.model_fields.items() if f in differs or info.is_required()}
+        try:
+            expected = Expected.model_validate(wanted)
+        except ValueError as error:  # say, the candidate failed on it: it gives no answer to expect
+            raise ValueError(f"the {right} answer cannot be the expected one ({error}): give it (--expect FIELD=VALUE)") from None
+    given = json.loads(row.input_json)
+    note = f"shadow: {row.served} and {row.candidate} disagree on {', '.join(differs)}; {right} is right"
+    case = EdgeCase(ticket={k: v for k, v in given.items() if k != "flags"}, flags=given.get("flags") or {},
+                    expected=Expected.model_validate(expected), note=note, source=edge_cases.CaseSource.shadow)  # fmt: skip
+    (kept,) = edge_cases.recorded([case], reviewer)
+    with _writing() as connection:
+        _not_judged(connection, pair)
+        _put(connection, [kept], "shadow", trusted=True)
+        verdict = {c.name: getattr(row, c.name) for c in shadow.c if c.name not in ("id",)} | {"shadow_id": pair, "right": right}
+        verdict |= {"expected_json": kept.expected.model_dump_json(), "case_id": kept.id, "reviewed_by": reviewer, "reviewed_at": _now()}
+        connection.execute(judged.insert().values(**verdict))
+    return kept
+
+
+def _not_judged(connection: sa.Connection, pair: int) -> None:
+    done = connection.execute(sa.select(judged).where(judged.c.shadow_id == pair)).first()
+    if done is not None:
+        raise NotPending(f"shadowed request {pair} was judged by {done.reviewed_by or 'someone'} at {done.reviewed_at} "
+                         f"({done.right} is right, case {done.case_id}): nothing changed")  # fmt: skip
+
+
+def live_evidence(candidate: str, served: str) -> list[dict]:
+    """The reviewed disagreements of `candidate` against `served` (the gate's "live traffic" set), oldest first: each
+    pair's id, input, both answers and the right answer."""
+    with _reading() as connection:
+        chosen = sa.select(judged).where(judged.c.candidate == candidate, judged.c.served == served).order_by(judged.c.shadow_id)
+        rows = connection.execute(chosen).all()
+    return [
+        {
+            "id": r.shadow_id,
+            "input": json.loads(r.input_json),
+            "served_answer": json.loads(r.served_json),
+            "candidate_answer": json.loads(r.candidate_json),
+            "expected": json.loads(r.expected_json),
+            "right": r.right,
+        }
+        for r in rows
+    ]
 
 
 def _now() -> str:

@@ -28,7 +28,7 @@ MACHINERY_TESTS = [  # the tests of the machinery, drawn from the contract: they
     *("test_api", "test_faults", "test_heal", "test_start", "test_litserve_internals", "test_generic", "test_layout"),
     *("test_batch", "test_batch_faults", "test_iteration", "test_reports_browser"),
     *("test_gate", "test_edge_cases", "test_review", "test_store_faults", "test_versions", "test_slurm"),
-    *("test_review_races", "test_versions_races", "test_app_bounds", "test_mcp"),
+    *("test_review_races", "test_versions_races", "test_app_bounds", "test_mcp", "test_shadow_review"),
 ]
 
 

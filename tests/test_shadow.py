@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import psutil
 import pytest
 import requests
 from conftest import ROOT, Server
+from gradio_client import Client
 
 import model
 from building import builder, files, versions
@@ -57,9 +59,9 @@ def shadowed(tmp_path_factory):
     server.stop()
 
 
-def cli(env: dict, *arguments: str) -> subprocess.CompletedProcess:
+def cli(env: dict, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "loop", *arguments], cwd=ROOT, env={**__import__("os").environ, **env},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 def python() -> str:
@@ -111,6 +113,29 @@ def test_every_request_is_answered_by_the_served_version_and_kept_beside_the_can
     )
     listed = cli(shadowed.env, "versions")
     assert f"in shadow: {shadowed.candidate}" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_reviewer_judges_a_disagreement_the_gate_counts_it_and_promote_refuses(shadowed):
+    said = record(shadowed, 1)
+    wrong = next(d for d in said["disagreements"] if "category" in d["fields"] and d["right"] is None)
+    app = Client(f"{shadowed.url}/", verbose=False)  # the Edge cases tab's live record, as the page shows it
+    headline, table = app.predict(shadowed.candidate, api_name="/live_record")[:2]
+    assert f"{shadowed.candidate} in shadow: " in headline and wrong["id"] in [row[0] for row in table["data"]]
+    done = cli(shadowed.env, "shadow", "judge", str(wrong["id"]), "served", "--by", "ana")
+    assert done.returncode == 0 and "waits in the review queue" in done.stdout, done.stdout + done.stderr
+    case = done.stdout.split()[1]
+    again = cli(shadowed.env, "shadow", "judge", str(wrong["id"]), "candidate", "--by", "bo")
+    assert again.returncode == 1 and "was judged by ana" in again.stderr and "nothing changed" in again.stderr
+    assert case in cli(shadowed.env, "cases", "queue").stdout  # a case in the queue like any flag
+    assert "1 pending" in app.predict("pending", api_name="/review_queue")[0]
+    gated = cli(shadowed.env, "gate", shadowed.candidate, timeout=300)
+    assert gated.returncode == 1 and "live traffic (1 rows)" in gated.stdout, gated.stdout + gated.stderr  # the reversed classifier fails
+    verdict = json.loads((Path(shadowed.env["TRIAGE_VERSIONS_DIR"]) / shadowed.candidate / "gate.json").read_text())
+    live = verdict["sets"]["live traffic"]
+    assert live["mcnemar"]["broken"] == 1 and live["changed_rows"][0]["row"] == wrong["id"]
+    assert verdict["live"]["requests"] >= said["requests"] and verdict["live"]["judged"]["served"] == 1
+    refused = cli(shadowed.env, "promote", shadowed.candidate)
+    assert refused.returncode == 1 and "gate" in refused.stderr, refused.stdout + refused.stderr
 
 
 def test_a_stopped_or_killed_candidate_changes_no_served_answer(shadowed):
