@@ -162,6 +162,46 @@ def test_a_stopped_or_killed_candidate_changes_no_served_answer(shadowed):
     assert requests.get(f"{shadowed.url}/health", timeout=5).status_code == 200
 
 
+def test_two_replicas_keep_one_record_on_postgresql_and_a_disagreement_is_judged_once(postgres, tmp_path):
+    """Two servers share one PostgreSQL database and one versions folder: the candidate's record holds both replicas'
+    pairs; two reviewers judging the same disagreement at once (two processes): one verdict, one case."""
+    env = {"TRIAGE_VERSIONS_DIR": str(tmp_path / "versions"), "TRIAGE_DATABASE_URL": postgres.url}
+    builder.ready()
+    name = wrong_version(tmp_path / "versions")
+    assert cli(env, "shadow", name).returncode == 0
+
+    def replica(i: int) -> Server:
+        return Server(log=tmp_path / f"replica{i}.log", wait_for_ui=False, TRIAGE_SHADOW_RATE="1", **env)
+
+    with ThreadPoolExecutor(2) as pool:  # both start at once, as replicas do
+        replicas = list(pool.map(replica, range(2)))
+    try:
+        for replica in replicas:
+            assert [predict(replica, t).status_code for t in TEXTS[:12]] == [200] * 12
+        dropped = sum(metric(r, "triage_shadow_dropped_total") for r in replicas)
+        replicas[0].env, replicas[0].candidate = env, name
+        said = record(replicas[0], 24 - dropped)
+        assert said["requests"] == 24 - dropped > 12  # both replicas' pairs, in one record
+        assert sum(metric(r, "triage_shadowed_total") for r in replicas) == said["requests"]
+        wrong = next(d for d in said["disagreements"] if "category" in d["fields"])
+        command, environment = [sys.executable, "-m", "loop", "shadow", "judge", str(wrong["id"])], {**__import__("os").environ, **env}
+        racing = [
+            subprocess.Popen([*command, side, "--by", who], cwd=ROOT, env=environment, text=True, stdout=-1, stderr=-1)  # -1: a pipe
+            for side, who in (("served", "ana"), ("candidate", "bo"))
+        ]
+        outcomes = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in racing]
+        assert sorted(code for code, _, _ in outcomes) == [0, 1], outcomes
+        ((_, won, _),) = [o for o in outcomes if o[0] == 0]
+        ((_, _, refused),) = [o for o in outcomes if o[0] == 1]
+        assert "waits in the review queue" in won and "nothing changed" in refused
+        assert sum(json.loads(cli(env, "shadow", "report", name).stdout)["judged"].values()) == 1
+        queue = cli(env, "cases", "queue")
+        assert won.split()[1] in queue.stdout and '"pending": 1' in queue.stdout, queue.stdout
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 def test_shadow_is_set_stopped_and_refused_from_the_command_line(tmp_path):
     env = {"TRIAGE_VERSIONS_DIR": str(tmp_path / "versions"), "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}"}
     builder.ready()
