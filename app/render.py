@@ -668,13 +668,13 @@ def live_record(version: str) -> tuple[str, pd.DataFrame]:
         raise refusal(error) from None
     fields = contract.output_fields()
     if not record["requests"]:
-        said = f"**{version}** has answered no request in shadow yet (`python -m loop shadow {version}`, then restart the server)."
+        said = f"{literal(version)} has answered no request in shadow yet (`python -m loop shadow VERSION`, then restart the server)."
         return said, pd.DataFrame(columns=LIVE_COLUMNS)
     agreement = ", ".join(f"{in_words(f, fields[f])} {share:.0%}" for f, share in record["agreement"].items())
     judged = record["judged"]
     failed = f", {record['failed']} failed" if record["failed"] else ""
     said = (
-        f"**{version} in shadow: {counted(record['requests'], 'request')}**, {record['all_fields_agree']} with every field "
+        f"{literal(version)} **in shadow: {counted(record['requests'], 'request')}**, {record['all_fields_agree']} with every field "
         f"agreeing{failed}. Agreement: {agreement}. Disagreements judged: served right {judged['served']}, candidate right "
         f"{judged['candidate']}, neither {judged['neither']}."
     )
@@ -684,5 +684,6 @@ def live_record(version: str) -> tuple[str, pd.DataFrame]:
         shown = {side: "; ".join(f"{label_of(f, fields.get(f))}: {value_words(d[side].get(f), fields.get(f))}" for f in d["fields"])
                  for side in ("served_answer", "candidate_answer")}  # fmt: skip
         differs = ", ".join(in_words(f, fields.get(f)) for f in d["fields"])
-        rows.append([d["id"], input_shown(one), differs, shown["served_answer"], shown["candidate_answer"], d["right"] or ""])
+        right = {"served": "the served version", "candidate": "the candidate", "neither": "neither"}.get(d["right"], "")
+        rows.append([d["id"], input_shown(one), differs, shown["served_answer"], shown["candidate_answer"], right])
     return said, pd.DataFrame(rows, columns=LIVE_COLUMNS)

@@ -462,12 +462,12 @@ def batch_intro() -> str:
 AS_FLAGGED = "as flagged"
 
 
-def review_answer() -> gr.Dropdown:
-    """The reviewer's answer for the cases accepted: as flagged, or another value of the label (Expected's label field:
-    its values where it is an enum). Hidden for a pipeline without a label."""
+def review_answer(as_given: str = "as flagged") -> gr.Dropdown:
+    """The reviewer's answer for the cases accepted: as flagged (`as_given` in words), or another value of the label
+    (Expected's label field: its values where it is an enum). Hidden for a pipeline without a label."""
     label = contract.label()
     base = contract.base_type(model.Expected.model_fields[label].annotation) if label else None
-    choices = [(AS_FLAGGED, AS_FLAGGED), *words(base)]
+    choices = [(as_given, AS_FLAGGED), *words(base)]
     return gr.Dropdown(
         choices,
         value=AS_FLAGGED,
@@ -596,7 +596,7 @@ def cases_tab() -> None:
                     value="served",
                     label="Which is right",
                 )
-                right_answer = review_answer()
+                right_answer = review_answer("as the right side answered")
                 judge_key = gr.Textbox(type="password", label="Reviewer key", info="only where the server sets TRIAGE_REVIEW_KEY")
             judge = gr.Button("Judge: put it in the review queue", variant="primary")
             judged_said = gr.Markdown()
@@ -705,13 +705,7 @@ def cases_tab() -> None:
         except (ValueError, ValidationError) as error:
             raise gr.Error(public(str(error))) from None
         said = f"Case `{case.id}` waits in the review queue, expecting {expected_shown(case.expected)}."
-        return {judged_said: said, **show_live_record(data[live_version], request)}
-
-    live_outputs = [live_said, live, judging, pair]
-    show_live.click(show_live_record, inputs_kwargs={"version": live_version}, outputs=live_outputs, api_name="live_record")
-    tab.select(lambda: gr.Dropdown(choices=versions.listing(), value=in_shadow()), None, live_version, api_visibility="private")
-    judging_inputs = {live_version, pair, right, right_answer, judge_key}
-    judge.click(judge_pair, judging_inputs, [judged_said, *live_outputs], api_visibility="private")  # the handler checks the login
+        return {judged_said: said, **show_live_record(data[live_version], request), **show_queue(data[state], request)}
 
     listing = [headline, rows, table, marking]
     go.click(run_cases, inputs_kwargs={"verdict": verdict, "source": source}, outputs=listing, api_name="edge_cases")
@@ -731,6 +725,11 @@ def cases_tab() -> None:
     as_training.click(train_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     reject.click(reject_cases, deciding, [decided, *queue_outputs], api_visibility="private")
     mark.click(mark_fixed, {mark_key, verdict, source}, [marked, *listing], api_visibility="private")
+    live_outputs = [live_said, live, judging, pair]
+    show_live.click(show_live_record, inputs_kwargs={"version": live_version}, outputs=live_outputs, api_name="live_record")
+    tab.select(lambda: gr.Dropdown(choices=versions.listing(), value=in_shadow()), None, live_version, api_visibility="private")
+    judging_inputs = {live_version, pair, right, right_answer, judge_key, state}
+    judge.click(judge_pair, judging_inputs, [judged_said, *live_outputs, *queue_outputs], api_visibility="private")  # checks the login
 
 
 def api_tab(url: str, flags_schema: type[BaseModel]) -> None:

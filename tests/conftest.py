@@ -597,3 +597,30 @@ def fake_version(versions_dir: Path, payload: bytes = b"weights") -> str:
     recorded = {"weights.bin": {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}}
     (folder / "manifest.json").write_text(json.dumps({"version": name, "artifacts": recorded}, indent=2) + "\n")
     return name
+
+
+PAIRS = 8  # the disagreements recorded_pairs keeps
+
+
+def recorded_pairs(candidate: str = "cand") -> list[int]:
+    """PAIRS shadowed requests whose answers differ on the label (the candidate's: another of its values), and one
+    where they agree; returns the disagreements' ids."""
+    import json
+
+    import model
+    from building import builder, contract
+    from loop import review
+
+    builder.ready()
+    label, ids = contract.label(), []
+    for i, one in enumerate(inputs(PAIRS + 1)):
+        served = contract.run(model.Input.model_validate(one)).model_dump(mode="json")
+        other = next(v for v in label_values() if v != served[label])
+        now = {**served, label: other} if i < PAIRS else served
+        differs = label if i < PAIRS else ""
+        pair = {"candidate": candidate, "served": "artifacts", "at": float(i), "input_json": json.dumps({**one, "flags": {}})}
+        review.record_shadow([pair | {"served_json": json.dumps(served), "candidate_json": json.dumps(now), "differs": differs}])
+    record = review.shadow_record(candidate, listed=100)
+    ids = sorted(d["id"] for d in record["disagreements"])
+    assert len(ids) == PAIRS and record["requests"] == PAIRS + 1
+    return ids

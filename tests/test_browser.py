@@ -3,7 +3,7 @@ the browser's console and page errors: a test fails on any error it did not expe
 
 import pandas as pd
 import pytest
-from conftest import SHOTS, Server, free_port
+from conftest import PAIRS, SHOTS, Server, free_port, recorded_pairs
 from playwright.sync_api import expect
 from pydantic import Field
 
@@ -389,3 +389,33 @@ def test_api_docs_render_without_internet(page):
         assert elsewhere == [], elsewhere
     finally:
         server.stop()
+
+
+def test_a_reviewer_judges_a_live_disagreement_in_the_edge_cases_tab(page, queue, monkeypatch):
+    """The Live traffic section: a candidate's record in shadow, its disagreements in words; a logged-in reviewer says
+    the served version is right, and the disagreement becomes a case in the review queue."""
+    monkeypatch.setenv("TRIAGE_SHADOW", "cand")  # what main.py sets for a server with a candidate in shadow
+    recorded_pairs("cand")
+    demo = ui.build()
+    try:
+        port = free_port()
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, auth=("ana", "pw"))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_label("username").fill("ana")
+        page.get_by_label("password").fill("pw")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Edge cases").click()
+        page.get_by_role("button", name="Show its live record").click()
+        expect(page.get_by_text(f"in shadow: {PAIRS + 1} requests")).to_be_visible(timeout=60_000)
+        page.get_by_label("Disagreement to judge").click()
+        page.get_by_role("option").first.click()
+        page.screenshot(path=SHOTS / "live-traffic.png", full_page=True)
+        page.get_by_role("button", name="Judge: put it in the review queue").click()
+        expect(page.get_by_text("waits in the review queue")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Disagreements judged: served right 1")).to_be_visible()
+        expect(page.get_by_text("Review queue: 1 pending")).to_be_visible()  # the queue below follows
+        ((queued,), _) = review.cases("pending")
+        assert queued.case.source == edge_cases.CaseSource.shadow and queued.case.created_by == "ana"
+        page.screenshot(path=SHOTS / "live-traffic-judged.png", full_page=True)
+    finally:
+        demo.close()

@@ -167,7 +167,9 @@ def test_gradio_client_calls_every_public_endpoint_by_name(project, server):
         "/edge_cases_on_both",
         "/gate_report",
         "/review_queue",
+        "/live_record",
     }, named
+    assert "has answered no request in shadow yet" in client.predict(version="none", api_name="/live_record")[0]
 
 
 def test_batch_scores_a_labelled_set_into_a_report_with_metrics(project, built):

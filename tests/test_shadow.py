@@ -120,7 +120,7 @@ def test_a_reviewer_judges_a_disagreement_the_gate_counts_it_and_promote_refuses
     wrong = next(d for d in said["disagreements"] if "category" in d["fields"] and d["right"] is None)
     app = Client(f"{shadowed.url}/", verbose=False)  # the Edge cases tab's live record, as the page shows it
     headline, table = app.predict(shadowed.candidate, api_name="/live_record")[:2]
-    assert f"{shadowed.candidate} in shadow: " in headline and wrong["id"] in [row[0] for row in table["data"]]
+    assert shadowed.candidate in headline and " in shadow: " in headline and wrong["id"] in [row[0] for row in table["data"]]
     done = cli(shadowed.env, "shadow", "judge", str(wrong["id"]), "served", "--by", "ana")
     assert done.returncode == 0 and "waits in the review queue" in done.stdout, done.stdout + done.stderr
     case = done.stdout.split()[1]

@@ -4,16 +4,11 @@ refusing a candidate reviewers found significantly worse. On SQLite and PostgreS
 pipeline's contract (the served answer: the pipeline's own; the candidate's: another value of the label), so these
 tests run on a fork too."""
 
-import json
-
 import pytest
-from conftest import inputs, label_values
+from conftest import PAIRS, label_values, recorded_pairs
 
-import model
-from building import builder, contract
+from building import contract
 from loop import edge_cases, gate, review
-
-PAIRS = 8
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,24 +17,6 @@ def database(request, tmp_path, monkeypatch):
     monkeypatch.setenv("TRIAGE_DATABASE_URL", url)
     monkeypatch.setenv("TRIAGE_EDGE_CASES", str(tmp_path / "edge_cases.csv"))
     return url
-
-
-def recorded_pairs(candidate: str = "cand") -> list[int]:
-    """PAIRS shadowed requests whose answers differ on the label (the candidate's: another of its values), and one
-    where they agree; returns the disagreements' ids."""
-    builder.ready()
-    label, ids = contract.label(), []
-    for i, one in enumerate(inputs(PAIRS + 1)):
-        served = contract.run(model.Input.model_validate(one)).model_dump(mode="json")
-        other = next(v for v in label_values() if v != served[label])
-        now = {**served, label: other} if i < PAIRS else served
-        differs = label if i < PAIRS else ""
-        pair = {"candidate": candidate, "served": "artifacts", "at": float(i), "input_json": json.dumps({**one, "flags": {}})}
-        review.record_shadow([pair | {"served_json": json.dumps(served), "candidate_json": json.dumps(now), "differs": differs}])
-    record = review.shadow_record(candidate, listed=100)
-    ids = sorted(d["id"] for d in record["disagreements"])
-    assert len(ids) == PAIRS and record["requests"] == PAIRS + 1
-    return ids
 
 
 def live_verdict(candidate: str = "cand") -> dict:

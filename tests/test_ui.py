@@ -55,7 +55,7 @@ def test_every_public_endpoint_names_its_parameters_as_the_schemas_do(client):
     assert names["/compare"] == [*ticket, *flags, *[f"b_{f}" for f in flags], "b_version"]
     assert names["/flag_compare_case"] == [*ticket, "variant", *flags, *[f"b_{f}" for f in flags], *expected]
     assert names["/batch_report"] == ["file", "use_eval", "compare", "baseline", *flags, *[f"b_{f}" for f in flags], "text_column"]
-    assert names["/edge_cases"] == ["verdict", "source"] and names["/review_queue"] == ["state"]
+    assert names["/edge_cases"] == ["verdict", "source"] and names["/review_queue"] == ["state"] and names["/live_record"] == ["version"]
     assert not any(n.startswith(("param_", "data")) for ns in names.values() for n in ns), names
     defaults = {p["parameter_name"]: p for p in endpoints["/compare"]["parameters"]}
     required = [name for name, field in model.Input.model_fields.items() if field.is_required()]
