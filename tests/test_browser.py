@@ -329,6 +329,17 @@ def test_a_flagged_ticket_is_shown_as_text_never_as_an_image_markup_or_a_link(pa
         demo.close()
 
 
+def reviewer_on_the_edge_cases_tab(page, demo) -> None:
+    """The app served with a login; ana logged in, on the Edge cases tab."""
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, auth=("ana", "pw"))
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.get_by_label("username").fill("ana")
+    page.get_by_label("password").fill("pw")
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="Edge cases").click()
+
+
 def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
     passing, failing = edge_cases.save_cases(
         [{"ticket": {"text": "How do I reset my password?"}, "expected": {"category": c}} for c in ("account_access", "billing")]
@@ -338,13 +349,7 @@ def test_a_logged_in_reviewer_accepts_a_flag_into_the_suite(page, queue):
     review.flag([{"ticket": {"text": "zzzz junk junk"}, "expected": {"category": "billing"}}], client="someone")
     demo = ui.build()
     try:
-        port = free_port()
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, auth=("ana", "pw"))
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_label("username").fill("ana")
-        page.get_by_label("password").fill("pw")
-        page.get_by_role("button", name="Login").click()
-        page.get_by_role("tab", name="Edge cases").click()
+        reviewer_on_the_edge_cases_tab(page, demo)
         expect(page.get_by_text("Review queue: 2 pending")).to_be_visible(timeout=60_000)
         page.get_by_label("pending cases to decide on").click()
         page.get_by_role("option", name="Charged twice for one desk lamp", exact=False).click()
@@ -398,13 +403,7 @@ def test_a_reviewer_judges_a_live_disagreement_in_the_edge_cases_tab(page, queue
     recorded_pairs("cand")
     demo = ui.build()
     try:
-        port = free_port()
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, auth=("ana", "pw"))
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_label("username").fill("ana")
-        page.get_by_label("password").fill("pw")
-        page.get_by_role("button", name="Login").click()
-        page.get_by_role("tab", name="Edge cases").click()
+        reviewer_on_the_edge_cases_tab(page, demo)
         page.get_by_role("button", name="Show its live record").click()
         expect(page.get_by_text(f"in shadow: {PAIRS + 1} requests")).to_be_visible(timeout=60_000)
         page.get_by_label("Disagreement to judge").click()
