@@ -329,7 +329,7 @@ def add_predict_route(server: TriageServer, api: TriageAPI) -> None:
         if isinstance(answer.body, str):
             server.watch.answered()
             if server.shadow:  # a sample to the candidate in shadow, never waited for (app/shadow.py)
-                server.shadow.offer(request, answer.body)
+                server.shadow.offer(request, answer.body, trusted=bool(os.environ.get("LIT_SERVER_API_KEY")))  # as flag_case's
             return Response(answer.body, media_type="application/json")
         return JSONResponse(answer.body, status_code=500)
 

@@ -8,10 +8,11 @@ A server that starts with versions/shadow.json naming a version (read once, as s
 offers the request and its answer to it, with the probability TRIAGE_SHADOW_RATE (0.2), over a ZeroMQ socket that
 holds a bounded number of them (TRIAGE_SHADOW_QUEUE, 64, at each end): when it is full (the candidate fell behind) or
 the process is down, the request is dropped and counted, never waited for. The shadow process runs the candidate on
-what it receives, in batches, and keeps each pair in the review database (review.record_shadow: the input masked, both
-answers, the fields that differ, both versions, the time; the newest TRIAGE_SHADOW_KEEP). A candidate that crashes,
-hangs or is slow changes, delays and fails no served answer; /metrics counts what was shadowed and dropped, and the
-agreement on each output field.
+what it receives, in batches, and keeps each pair in the review database (review.record_shadow): the input (masked as
+an untrusted client's flag is, unless the client is trusted: the server has an API key, which every caller passed),
+both answers, the fields that differ, both versions, the time; the newest TRIAGE_SHADOW_KEEP. A candidate that
+crashes, hangs or is slow changes, delays and fails no served answer; /metrics counts what was shadowed and dropped,
+and the agreement on each output field.
 """
 
 import json
@@ -47,7 +48,9 @@ class Shadow:
     def __getstate__(self) -> dict:  # sockets are made in the process that uses them
         return {**self.__dict__, "_socket": None, "_pid": None}
 
-    def offer(self, request, answer: str) -> None:
+    def offer(self, request, answer: str, trusted: bool = False) -> None:
+        """`request` and its `answer` to the candidate, with the probability `rate`; `trusted`: its input is kept as
+        written (a client with the API key), else masked as an untrusted client's flag is."""
         if random.random() >= self.rate:
             return
         if self._pid != os.getpid():
@@ -56,7 +59,7 @@ class Shadow:
                 self._socket.setsockopt(option, value)
             self._socket.connect(self.address)
             self._pid = os.getpid()
-        message = json.dumps({"at": time.time(), "request": request.model_dump(mode="json"), "answer": answer})
+        message = json.dumps({"at": time.time(), "request": request.model_dump(mode="json"), "answer": answer, "trusted": trusted})
         try:
             self._socket.send_string(message, zmq.NOBLOCK)
         except zmq.Again:  # the candidate fell behind, or its process is down
@@ -111,7 +114,7 @@ def run(address: str, candidate: str, served: str, parent: int) -> None:
             differs = [f for f in fields if not same(given.get(f), now.get(f))]
             for f in fields:
                 observe.safely(observe.SHADOW_FIELDS.labels(f, "no" if f in differs else "yes").inc)
-            masked = {**edge_cases._cleaned(one, True), "flags": r["request"].get("flags") or {}}
+            masked = {**edge_cases._cleaned(one, not r.get("trusted")), "flags": r["request"].get("flags") or {}}
             pairs.append({"candidate": candidate, "served": served, "at": r["at"], "input_json": json.dumps(masked),
                           "served_json": r["answer"], "candidate_json": json.dumps(now), "differs": ",".join(differs)})  # fmt: skip
         try:

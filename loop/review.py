@@ -582,10 +582,11 @@ def judge_shadow(pair: int, right: str, reviewer: str | None, expected: Expected
             expected = Expected.model_validate(wanted)
         except ValueError as error:  # say, the candidate failed on it: it gives no answer to expect
             raise ValueError(f"the {right} answer cannot be the expected one ({error}): give it (--expect FIELD=VALUE)") from None
-    given = json.loads(row.input_json)
+    given = json.loads(row.input_json)  # kept as the shadow kept it (keep_pii): masked unless its client was trusted
     note = f"shadow: {row.served} and {row.candidate} disagree on {', '.join(differs)}; {right} is right"
     case = EdgeCase(ticket={k: v for k, v in given.items() if k != "flags"}, flags=given.get("flags") or {},
-                    expected=Expected.model_validate(expected), note=note, source=edge_cases.CaseSource.shadow)  # fmt: skip
+                    expected=Expected.model_validate(expected), note=note, source=edge_cases.CaseSource.shadow,
+                    keep_pii=True)  # fmt: skip
     (kept,) = edge_cases.recorded([case], reviewer)
     with _writing() as connection:
         _not_judged(connection, pair)

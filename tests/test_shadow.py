@@ -22,7 +22,7 @@ from conftest import ROOT, Server
 from gradio_client import Client
 
 import model
-from building import builder, files, versions
+from building import builder, contract, files, versions
 
 TEXTS = list(pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).text[:30])
 
@@ -70,7 +70,7 @@ def python() -> str:
 
 
 def predict(server, text: str) -> requests.Response:
-    return requests.post(f"{server.url}/predict", json={"text": text}, timeout=60)
+    return requests.post(f"{server.url}/predict", json={"text": text}, headers=getattr(server, "headers", {}), timeout=60)
 
 
 def record(server, at_least: int, within: float = 90) -> dict:
@@ -91,7 +91,7 @@ def shadow_process(server) -> psutil.Process:
 
 def metric(server, name: str, having: str = "") -> float:
     """The sum of /metrics' samples of `name` whose line holds `having` (a label, say)."""
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    text = requests.get(f"{server.url}/metrics", headers=getattr(server, "headers", {}), timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith((name + " ", name + "{")) and having in line)
 
 
@@ -120,7 +120,7 @@ def test_a_reviewer_judges_a_disagreement_the_gate_counts_it_and_promote_refuses
     wrong = next(d for d in said["disagreements"] if "category" in d["fields"] and d["right"] is None)
     app = Client(f"{shadowed.url}/", verbose=False)  # the Edge cases tab's live record, as the page shows it
     headline, table = app.predict(shadowed.candidate, api_name="/live_record")[:2]
-    assert shadowed.candidate in headline and " in shadow: " in headline and wrong["id"] in [row[0] for row in table["data"]]
+    assert shadowed.candidate in headline and " **in shadow: " in headline and wrong["id"] in [row[0] for row in table["data"]]
     done = cli(shadowed.env, "shadow", "judge", str(wrong["id"]), "served", "--by", "ana")
     assert done.returncode == 0 and "waits in the review queue" in done.stdout, done.stdout + done.stderr
     case = done.stdout.split()[1]
@@ -164,24 +164,33 @@ def test_a_stopped_or_killed_candidate_changes_no_served_answer(shadowed):
 
 def test_two_replicas_keep_one_record_on_postgresql_and_a_disagreement_is_judged_once(postgres, tmp_path):
     """Two servers share one PostgreSQL database and one versions folder: the candidate's record holds both replicas'
-    pairs; two reviewers judging the same disagreement at once (two processes): one verdict, one case."""
+    pairs, each input masked unless its client was trusted (the second replica has an API key); two reviewers judging
+    the same disagreement at once (two processes): one verdict, one case."""
     env = {"TRIAGE_VERSIONS_DIR": str(tmp_path / "versions"), "TRIAGE_DATABASE_URL": postgres.url}
     builder.ready()
     name = wrong_version(tmp_path / "versions")
     assert cli(env, "shadow", name).returncode == 0
 
     def replica(i: int) -> Server:
-        return Server(log=tmp_path / f"replica{i}.log", wait_for_ui=False, TRIAGE_SHADOW_RATE="1", **env)
+        key = {"LIT_SERVER_API_KEY": "sesame"} if i else {}
+        started = Server(log=tmp_path / f"replica{i}.log", wait_for_ui=False, TRIAGE_SHADOW_RATE="1", **env, **key)
+        started.headers = {"X-API-Key": "sesame"} if i else {}
+        return started
 
     with ThreadPoolExecutor(2) as pool:  # both start at once, as replicas do
         replicas = list(pool.map(replica, range(2)))
     try:
+        mailed = [f"{t} Write to jo{i}@example.com" for i, t in enumerate(TEXTS[:12])]
         for replica in replicas:
-            assert [predict(replica, t).status_code for t in TEXTS[:12]] == [200] * 12
+            assert [predict(replica, t).status_code for t in mailed] == [200] * 12
         dropped = sum(metric(r, "triage_shadow_dropped_total") for r in replicas)
         replicas[0].env, replicas[0].candidate = env, name
         said = record(replicas[0], 24 - dropped)
         assert said["requests"] == 24 - dropped > 12  # both replicas' pairs, in one record
+        kept = [d["input"]["text"] for d in json.loads(cli(env, "shadow", "report", name).stdout)["disagreements"]]
+        written = {contract.clean_text(t, masked=False) for t in mailed}  # as the pipeline cleans any text, nothing masked
+        assert {t in written for t in kept} == {True, False}  # the trusted replica's as written, the other's masked
+        assert all("@example.com" not in t for t in kept if t not in written)
         assert sum(metric(r, "triage_shadowed_total") for r in replicas) == said["requests"]
         wrong = next(d for d in said["disagreements"] if "category" in d["fields"])
         command, environment = [sys.executable, "-m", "loop", "shadow", "judge", str(wrong["id"])], {**__import__("os").environ, **env}
