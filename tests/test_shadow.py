@@ -27,21 +27,42 @@ from building import builder, contract, files, versions
 TEXTS = list(pd.read_csv(ROOT / "data" / "eval.csv", dtype=str).text[:30])
 
 
-def wrong_version(versions_dir) -> str:
-    """A version kept as built: the served artifacts, the classifier's rows reversed, the manifest resealed."""
-    name = time.strftime("%Y%m%d-%H%M%S") + "-5ad0c0"
+def version_of_artifacts(versions_dir, suffix: str, change) -> str:
+    """A version kept as built: the served artifacts with `change(folder)` made to them (it returns the files it
+    changed), its manifest resealed."""
+    name = time.strftime("%Y%m%d-%H%M%S") + suffix
     folder = versions_dir / name
     shutil.copytree(builder.ARTIFACTS_DIR, folder, ignore=shutil.ignore_patterns(".*"))
-    with np.load(folder / "classifier.npz") as saved:
-        arrays = dict(saved)
-    arrays["coef"] = arrays["coef"][::-1].copy()
-    with open(folder / "classifier.npz", "wb") as f:
-        np.savez(f, **arrays)
     manifest = json.loads((folder / "manifest.json").read_text())
-    path = folder / "classifier.npz"
-    manifest["artifacts"]["classifier.npz"] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
+    for path in change(folder):
+        manifest["artifacts"][path.name] = {"bytes": path.stat().st_size, "sha256": files.sha256_file(path)}
     (folder / "manifest.json").write_text(json.dumps({**manifest, "version": name}, indent=2))
     return name
+
+
+def wrong_version(versions_dir) -> str:
+    """The classifier's rows reversed: it answers, wrongly."""
+
+    def reverse(folder):
+        with np.load(folder / "classifier.npz") as saved:
+            arrays = dict(saved)
+        arrays["coef"] = arrays["coef"][::-1].copy()
+        with open(folder / "classifier.npz", "wb") as f:
+            np.savez(f, **arrays)
+        return [folder / "classifier.npz"]
+
+    return version_of_artifacts(versions_dir, "-5ad0c0", reverse)
+
+
+def retitled_version(versions_dir) -> str:
+    """The help centre's articles retitled: the same categories, other article titles."""
+
+    def retitle(folder):
+        articles = json.loads((folder / "articles.json").read_text())
+        (folder / "articles.json").write_text(json.dumps([{**a, "title": a["title"] + " (rewritten)"} for a in articles]))
+        return [folder / "articles.json"]
+
+    return version_of_artifacts(versions_dir, "-a7e1c1", retitle)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +181,35 @@ def test_a_stopped_or_killed_candidate_changes_no_served_answer(shadowed):
     assert [predict(shadowed, t).status_code for t in TEXTS[:20]] == [200] * 20
     assert metric(shadowed, "triage_shadow_dropped_total") >= dropped + 20
     assert requests.get(f"{shadowed.url}/health", timeout=5).status_code == 200
+
+
+def test_a_candidate_found_right_on_live_traffic_passes_the_gate_and_is_promoted(tmp_path):
+    """The whole way: serve, shadow a candidate, send traffic, a reviewer finds the candidate right on a disagreement,
+    the gate judges it with its live traffic set and passes, promote serves it from the next start."""
+    env = {"TRIAGE_VERSIONS_DIR": str(tmp_path / "versions"), "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}"}
+    builder.ready()
+    name = retitled_version(tmp_path / "versions")
+    assert cli(env, "shadow", name).returncode == 0
+    server = Server(log=tmp_path / "server.log", wait_for_ui=False, TRIAGE_SHADOW_RATE="1", **env)
+    try:
+        answers = [predict(server, t) for t in TEXTS[:10]]
+        assert all(not a.json()["articles"][0]["title"].endswith("(rewritten)") for a in answers)  # the served version's
+        server.env, server.candidate = env, name
+        said = record(server, 10 - metric(server, "triage_shadow_dropped_total"))
+        assert said["agreement"]["category"] == 1 and said["agreement"]["articles"] < 1
+        differing = said["disagreements"][0]
+        assert differing["candidate_answer"]["articles"][0]["title"].endswith("(rewritten)")
+        judged = cli(env, "shadow", "judge", str(differing["id"]), "candidate", "--by", "ana")
+        assert judged.returncode == 0, judged.stdout + judged.stderr
+        gated = cli(env, "gate", name, timeout=300)
+        assert gated.returncode == 0 and "live traffic (1 rows)" in gated.stdout, gated.stdout + gated.stderr
+        verdict = json.loads((tmp_path / "versions" / name / "gate.json").read_text())
+        assert verdict["passed"] and verdict["live"]["judged"]["candidate"] == 1
+        promoted = cli(env, "promote", name)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        assert f"served: {name}" in cli(env, "versions").stdout
+    finally:
+        server.stop()
 
 
 def test_two_replicas_keep_one_record_on_postgresql_and_a_disagreement_is_judged_once(postgres, tmp_path):
