@@ -5,6 +5,7 @@ the pipeline on data/eval.csv, the speed and memory figures from bench/RESULTS.m
 benchmarks' output). A figure may be off by one ticket of 160 at most: another CPU's float rounding can flip one.
 """
 
+import ast
 import contextlib
 import itertools
 import math
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import free_port
+from conftest import Server, free_port
 
 import model
 from building import builder
@@ -267,3 +268,22 @@ def test_the_python_example_runs_as_written_and_prints_what_its_comment_says():
     assert done.returncode == 0, done.stderr[-2000:]
     said = re.search(r"# (order_status .*)$", code, flags=re.M).group(1)
     assert done.stdout.splitlines()[0] == said, done.stdout[:500]
+
+
+def test_the_mcp_python_example_runs_as_written_against_a_server():
+    """README's MCP example, its URL pointed at a real server: it lists the two tools and prints the pipeline's label."""
+    from app.mcp_tools import tool_names
+
+    section = README[README.index("**For agents: MCP.**") :]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    server = Server(wait_for_ui=False)
+    try:
+        pointed = code.replace("http://localhost:7860", server.url)
+        done = subprocess.run([sys.executable, "-c", pointed], capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed, label = done.stdout.splitlines()
+    assert sorted(ast.literal_eval(listed)) == sorted(tool_names())
+    ticket = ast.literal_eval(re.search(r"ticket = (\{.*\})", code).group(1))
+    assert label == model.run(model.Input(**ticket)).category.value
