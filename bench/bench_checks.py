@@ -33,7 +33,7 @@ def timed(name: str, *arguments: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", action="store_true", help="the whole suite too (about 35 minutes on 2 cores)")
+    parser.add_argument("--suite", action="store_true", help="the whole suite too (about 30 minutes on 2 cores)")
     args = parser.parse_args()
     results = {"quick": timed("quick", "-m", "quick", "-q")}
     if args.suite:

@@ -256,6 +256,8 @@ def test_two_replicas_keep_one_record_on_postgresql_and_a_disagreement_is_judged
         assert sum(json.loads(cli(env, "shadow", "report", name).stdout)["judged"].values()) == 1
         queue = cli(env, "cases", "queue")
         assert won.split()[1] in queue.stdout and '"pending": 1' in queue.stdout, queue.stdout
+        gated = cli(env, "gate", name, timeout=300)  # the verdict, read from PostgreSQL: the gate's live traffic set
+        assert gated.returncode == 1 and "live traffic (1 rows)" in gated.stdout, gated.stdout + gated.stderr
     finally:
         for replica in replicas:
             replica.stop()
