@@ -675,8 +675,9 @@ def live_record(version: str) -> tuple[str, pd.DataFrame]:
     failed = f", {record['failed']} failed" if record["failed"] else ""
     said = (
         f"{literal(version)} **in shadow: {counted(record['requests'], 'request')}**, {record['all_fields_agree']} with every field "
-        f"agreeing{failed}. Agreement: {agreement}. Disagreements judged: served right {judged['served']}, candidate right "
-        f"{judged['candidate']}, neither {judged['neither']}."
+        f"agreeing{failed}. Agreement: {agreement}. **{counted(record['to_judge'], 'disagreement')} to judge** (on a field "
+        f"an edge case can expect; pairs that differ only elsewhere count above, unlisted). Disagreements judged: served right "
+        f"{judged['served']}, candidate right {judged['candidate']}, neither {judged['neither']}."
     )
     rows = []
     for d in record["disagreements"]:

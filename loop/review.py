@@ -520,14 +520,16 @@ def record_shadow(pairs: list[dict]) -> None:
 
 def shadow_record(candidate: str, listed: int = 20) -> dict:
     """The candidate's live record: how many requests, agreement on each output field (the share of requests where the
-    two answers agree), how many disagreements reviewers judged and who was right, and the newest `listed`
-    disagreements (id, input, both answers, the fields that differ, the verdict where there is one)."""
+    two answers agree), how many disagree on a field a case can expect (Expected's: `to_judge`), how many reviewers
+    judged and who was right, and the newest `listed` of those disagreements (id, input, both answers, the fields that
+    differ, the verdict where there is one). A pair that differs only on other fields (a score, a reply's wording) is
+    counted in the agreement, not listed: there is no answer to judge in it."""
     with _reading() as connection:
         rows = connection.execute(sa.select(shadow.c.differs, shadow.c.candidate_json).where(shadow.c.candidate == candidate)).all()
         newest = connection.execute(
             sa.select(shadow, judged.c.right)
             .join(judged, judged.c.shadow_id == shadow.c.id, isouter=True)
-            .where(shadow.c.candidate == candidate, shadow.c.differs != "")
+            .where(shadow.c.candidate == candidate, _judgeable())
             .order_by(shadow.c.id.desc())
             .limit(listed)
         ).all()
@@ -541,6 +543,7 @@ def shadow_record(candidate: str, listed: int = 20) -> dict:
         "agreement": {f: round(sum(f not in d for d in differing) / len(rows), 4) if rows else None for f in fields},
         "all_fields_agree": sum(not d for d in differing),
         "failed": sum('"error"' in answer[:12] for _, answer in rows),
+        "to_judge": sum(bool(d & set(Expected.model_fields)) for d in differing),  # differ on a field a case expects
         "judged": {side: verdicts.get(side, 0) for side in SIDES},  # reviewed disagreements, by the side found right
         "disagreements": [
             {
@@ -573,6 +576,9 @@ def judge_shadow(pair: int, right: str, reviewer: str | None, expected: Expected
     differs = [f for f in row.differs.split(",") if f]
     if not differs:
         raise ValueError(f"the two answers to shadowed request {pair} agree: there is nothing to judge")
+    if not set(differs) & set(Expected.model_fields):
+        raise ValueError(f"the two answers to shadowed request {pair} differ only on {', '.join(differs)}, which no case "
+                         f"expects ({', '.join(Expected.model_fields)}): there is nothing to judge")  # fmt: skip
     if expected is None and right == "neither":
         raise ValueError("neither side is right: give the right answer (--expect FIELD=VALUE)")
     if expected is None:
@@ -595,6 +601,12 @@ def judge_shadow(pair: int, right: str, reviewer: str | None, expected: Expected
         verdict |= {"expected_json": kept.expected.model_dump_json(), "case_id": kept.id, "reviewed_by": reviewer, "reviewed_at": _now()}
         connection.execute(judged.insert().values(**verdict))
     return kept
+
+
+def _judgeable():
+    """A shadowed pair whose answers differ on a field a case can expect (`differs` lists the fields, comma-separated)."""
+    fenced = sa.literal(",") + shadow.c.differs + sa.literal(",")
+    return sa.or_(*(fenced.like(f"%,{field},%") for field in Expected.model_fields))
 
 
 def _not_judged(connection: sa.Connection, pair: int) -> None:

@@ -7,6 +7,7 @@ tests run on a fork too."""
 import pytest
 from conftest import PAIRS, label_values, recorded_pairs
 
+import model
 from building import contract
 from loop import edge_cases, gate, review
 
@@ -90,3 +91,15 @@ def test_the_gate_passes_a_candidate_reviewers_found_right(database):
 def test_no_live_set_without_a_verdict(database):
     live, record = gate.live_traffic("cand", "artifacts")
     assert live is None and record["requests"] == 0 and record["judged"] == dict.fromkeys(review.SIDES, 0)
+
+
+def test_a_pair_that_differs_only_where_no_case_expects_is_counted_not_listed_nor_judged(database):
+    other = next((f for f in contract.output_fields() if f not in model.Expected.model_fields), None)
+    if other is None:
+        pytest.skip("every output field is one a case can expect")
+    pair = {"candidate": "cand", "served": "artifacts", "at": 1.0, "input_json": "{}", "served_json": "{}", "candidate_json": "{}"}
+    review.record_shadow([pair | {"differs": other}])
+    record = review.shadow_record("cand")
+    assert record["requests"] == 1 and record["agreement"][other] == 0 and record["to_judge"] == 0 and record["disagreements"] == []
+    with pytest.raises(ValueError, match=f"differ only on {other}, which no case expects"):
+        review.judge_shadow(1, "served", "ana")  # the database's first pair
