@@ -420,7 +420,7 @@ def failed_rows(summary: dict, limit: int = SHOWN_ERRORS) -> tuple[str, pd.DataF
     def named(name: str) -> str:
         return label_of(name, fields.get(name.split(".")[0]))
 
-    def why(said: str) -> str:  # `channel: Input should be ...; text: ...` as `Channel: ...; Text: ...`
+    def why(said: str) -> str:  # `unit_price: Input should be ...; note: ...` as `Unit price: ...; Note: ...`
         parts = [part.partition(": ") for part in said.split("; ")]
         return "; ".join(
             f"{named(head)}: {rest}" if sep and head.split(".")[0] in fields else head + sep + rest for head, sep, rest in parts

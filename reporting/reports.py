@@ -919,7 +919,7 @@ def _case_shown(row: dict[str, Any]) -> dict[str, Any]:
     expected = [k.removeprefix("expected_") for k, v in row.items() if k.startswith("expected_") and v is not None]
     out = {"id": row["id"], "status": row["status"], **shown}
 
-    def said(column: str) -> str:  # "category: Billing, needs human: yes"
+    def said(column: str) -> str:  # "label: Value in words, other field: yes"
         return ", ".join(f"{_lower(words(k))}: {value_words(k, row.get(column.format(k)))}" for k in expected)
 
     out["expected"], out["now"] = said("expected_{}"), said("now_{}")

@@ -612,7 +612,7 @@ def recorded_pairs(candidate: str = "cand") -> list[int]:
     from loop import review
 
     builder.ready()
-    label, ids = contract.label(), []
+    label = contract.label()
     for i, one in enumerate(inputs(PAIRS + 1)):
         served = contract.run(model.Input.model_validate(one)).model_dump(mode="json")
         other = next(v for v in label_values() if v != served[label])
